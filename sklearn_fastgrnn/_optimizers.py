@@ -1,0 +1,148 @@
+"""Optimisers on flat parameter vectors, learning-rate schedules, clipping.
+
+Optimisers are objects apart from the model, as in scikit-learn's
+``sklearn/neural_network/_stochastic_optimizers.py``: they hold their own state
+(moments, velocity, step count), update the flat parameter vector in place and are
+pickled with the estimator, so ``partial_fit`` continues exactly after a
+``joblib.dump``/``joblib.load``.
+"""
+
+import math
+
+import numpy as np
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015) with bias correction folded into the step size.
+
+    Parameters
+    ----------
+    n_params : int
+    dtype : numpy dtype
+    beta_1, beta_2, epsilon : float
+    """
+
+    def __init__(self, n_params, dtype, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.t = 0
+        self.m = np.zeros(n_params, dtype=dtype)
+        self.v = np.zeros(n_params, dtype=dtype)
+        self._tmp = np.empty(n_params, dtype=dtype)
+
+    def step(self, params, grad, learning_rate):
+        """Update ``params`` in place with the gradient ``grad``."""
+        b1, b2, m, v, tmp = self.beta_1, self.beta_2, self.m, self.v, self._tmp
+        self.t += 1
+        m *= b1
+        np.multiply(grad, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        step = learning_rate * math.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
+        np.sqrt(v, out=tmp)
+        tmp += self.epsilon
+        np.divide(m, tmp, out=tmp)
+        tmp *= step
+        params -= tmp
+
+    def astype(self, dtype):
+        """Return a copy whose state is in ``dtype``."""
+        new = Adam(self.m.size, dtype, self.beta_1, self.beta_2, self.epsilon)
+        new.t, new.m[...], new.v[...] = self.t, self.m, self.v
+        return new
+
+
+class SGD:
+    """Stochastic gradient descent with (Nesterov) momentum.
+
+    ``velocity = momentum * velocity - lr * grad``; the parameters move by
+    ``velocity`` or, with Nesterov, by ``momentum * velocity - lr * grad``.
+
+    Parameters
+    ----------
+    n_params : int
+    dtype : numpy dtype
+    momentum : float
+    nesterov : bool
+    """
+
+    def __init__(self, n_params, dtype, momentum=0.9, nesterov=True):
+        self.momentum, self.nesterov = momentum, nesterov
+        self.t = 0
+        self.velocity = np.zeros(n_params, dtype=dtype)
+        self._tmp = np.empty(n_params, dtype=dtype)
+
+    def step(self, params, grad, learning_rate):
+        """Update ``params`` in place with the gradient ``grad``."""
+        vel, tmp = self.velocity, self._tmp
+        self.t += 1
+        vel *= self.momentum
+        np.multiply(grad, learning_rate, out=tmp)
+        vel -= tmp
+        if self.nesterov:
+            np.multiply(vel, self.momentum, out=tmp)
+            params += tmp
+            np.multiply(grad, learning_rate, out=tmp)
+            params -= tmp
+        else:
+            params += vel
+
+    def astype(self, dtype):
+        """Return a copy whose state is in ``dtype``."""
+        new = SGD(self.velocity.size, dtype, self.momentum, self.nesterov)
+        new.t, new.velocity[...] = self.t, self.velocity
+        return new
+
+
+def clip_by_global_norm(grad, max_norm):
+    """Scale ``grad`` in place so that its L2 norm is at most ``max_norm``.
+
+    Returns the norm before clipping.
+    """
+    norm = math.sqrt(float(grad @ grad))
+    if max_norm is not None and norm > max_norm:
+        grad *= max_norm / norm
+    return norm
+
+
+class LearningRateSchedule:
+    """Learning rate per epoch: ``"constant"``, ``"step"`` or ``"adaptive"``.
+
+    - ``"constant"``: ``learning_rate_init`` throughout.
+    - ``"step"``: ``learning_rate_init * lr_decay ** (epoch // lr_decay_step)``.
+    - ``"adaptive"`` (as in ``MLPClassifier``): divided by 5 each time the
+      stopping rule sees ``n_iter_no_change`` epochs without improvement;
+      training stops once it falls below 1e-6.
+
+    Parameters
+    ----------
+    kind : {"constant", "step", "adaptive"}
+    learning_rate_init : float
+    lr_decay : float
+    lr_decay_step : int
+    """
+
+    MIN_ADAPTIVE_RATE = 1e-6
+
+    def __init__(self, kind, learning_rate_init, lr_decay, lr_decay_step):
+        self.kind = kind
+        self.learning_rate_init = learning_rate_init
+        self.lr_decay, self.lr_decay_step = lr_decay, lr_decay_step
+        self.current = learning_rate_init
+
+    def rate(self, epoch):
+        """Learning rate for the (0-based) ``epoch``."""
+        if self.kind == "step":
+            self.current = self.learning_rate_init * self.lr_decay ** (
+                epoch // self.lr_decay_step
+            )
+        return self.current
+
+    def on_plateau(self):
+        """Called when the stopping rule fires; True if training should go on."""
+        if self.kind != "adaptive":
+            return False
+        self.current /= 5.0
+        return self.current >= self.MIN_ADAPTIVE_RATE
