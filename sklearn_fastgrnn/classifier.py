@@ -138,7 +138,9 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     validation_fraction : float, default=0.1
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, multiplied into ``sample_weight``. "balanced"
-        uses ``n_samples / (n_classes * np.bincount(y))`` (``fit`` only).
+        uses ``n_samples / (n_classes * np.bincount(y))`` with both counts summing
+        ``sample_weight`` (so a weight of 2 equals a repeated sample); ``fit``
+        only, as in ``SGDClassifier``: ``partial_fit`` sees one chunk at a time.
     warm_start : bool, default=False
         Continue ``fit`` from the current weights and optimiser state.
     verbose : int, default=0
@@ -302,12 +304,12 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
 
         Implements the input layouts of ``../shared/DESIGN.md`` section 3.
         """
-        ndim = getattr(X, "ndim", None)
-        if ndim is None:
+        ndim = getattr(X, "ndim", 2)
+        if isinstance(X, (list, tuple)):
             try:
-                ndim = np.ndim(X)
+                ndim = np.asarray(X).ndim
             except ValueError:  # ragged nested lists: let check_array explain
-                ndim = 2
+                pass
         if ndim == 3:
             X = check_array(
                 X, allow_nd=True, dtype=[np.float64, np.float32], ensure_all_finite=False
@@ -363,9 +365,16 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                     "be used with partial_fit. Pass a dict of class weights, computed "
                     "for example with sklearn.utils.class_weight.compute_class_weight."
                 )
-            per_class = compute_class_weight(
-                self.class_weight, classes=self.classes_, y=self.classes_[y_idx]
-            )
+            if self.class_weight == "balanced":
+                # n_samples / (n_classes * count), with counts and n_samples
+                # summing sample_weight: repeating a sample equals weighting it
+                totals = np.bincount(y_idx, weights=weights, minlength=len(self.classes_))
+                with np.errstate(divide="ignore"):
+                    per_class = np.where(totals > 0, totals.sum() / (len(totals) * totals), 0.0)
+            else:
+                per_class = compute_class_weight(
+                    self.class_weight, classes=self.classes_, y=self.classes_[y_idx]
+                )
             weights = weights * per_class[y_idx].astype(X3.dtype)
         if not weights.sum() > 0:
             raise ValueError(
@@ -655,7 +664,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Most probable class of each sequence."""
-        return self.classes_[np.argmax(self._logits(X), axis=1)]
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
 
     # ------------------------------------------------------- scikit-learn glue
     def __sklearn_tags__(self):
