@@ -47,11 +47,9 @@ class Adam:
         tmp *= step
         params -= tmp
 
-    def astype(self, dtype):
-        """Return a copy whose state is in ``dtype``."""
-        new = Adam(self.m.size, dtype, self.beta_1, self.beta_2, self.epsilon)
-        new.t, new.m[...], new.v[...] = self.t, self.m, self.v
-        return new
+    def resume_from(self, other):
+        """Take the step count and moments of ``other`` (an Adam of the same size)."""
+        self.t, self.m[...], self.v[...] = other.t, other.m, other.v
 
 
 class SGD:
@@ -89,11 +87,9 @@ class SGD:
         else:
             params += vel
 
-    def astype(self, dtype):
-        """Return a copy whose state is in ``dtype``."""
-        new = SGD(self.velocity.size, dtype, self.momentum, self.nesterov)
-        new.t, new.velocity[...] = self.t, self.velocity
-        return new
+    def resume_from(self, other):
+        """Take the step count and velocity of ``other`` (an SGD of the same size)."""
+        self.t, self.velocity[...] = other.t, other.velocity
 
 
 def clip_by_global_norm(grad, max_norm):
@@ -131,6 +127,13 @@ class LearningRateSchedule:
         self.learning_rate_init = learning_rate_init
         self.lr_decay, self.lr_decay_step = lr_decay, lr_decay_step
         self.current = learning_rate_init
+
+    def resume_from(self, other):
+        """Keep the reduced rate of an adaptive run that used the same settings."""
+        if self.kind == other.kind == "adaptive" and (
+            self.learning_rate_init == other.learning_rate_init
+        ):
+            self.current = other.current
 
     def rate(self, epoch):
         """Learning rate for the (0-based) ``epoch``."""

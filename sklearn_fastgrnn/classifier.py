@@ -41,7 +41,8 @@ from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule, clip_by_global_norm
 from ._sequences import reshape_2d, sequence_lengths
 from ._version import __version__
-from .compression import model_size_bytes
+from . import compression
+from .compression import SparseTraining, model_size_bytes, sparse_keys
 from .exceptions import InconsistentVersionWarning
 
 
@@ -149,6 +150,15 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         Weight of the distillation term when ``soft_targets`` are given.
     distillation_temperature : float, default=3.0
         Temperature ``T`` of the soft targets.
+    sparsity_w, sparsity_u : float in (0, 1], default=1.0
+        Fraction of the entries of ``W`` and ``U`` kept (each factor when low
+        rank): ``ceil(fraction * size)`` entries, trained by iterative hard
+        thresholding (see Notes). 1.0 trains dense.
+    sparsity_phases : (float, float), default=(0.25, 0.5)
+        Fractions of the run trained dense, then with hard thresholding; the rest
+        (at least one epoch: the sum must be below 1) trains on the frozen support.
+    iht_interval : int, default=15
+        Optimiser steps between two hard thresholdings (EdgeML's ``trimlevel``).
 
     Attributes
     ----------
@@ -180,10 +190,24 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         ``seconds``.
     n_params_ : int
     model_size_bytes_ : int
-        As EdgeML counts it (``../shared/DESIGN.md`` section 5).
+        As EdgeML counts it (``../shared/DESIGN.md`` section 5): 4 bytes per
+        entry, 8 per non-zero of a matrix trained sparse. :meth:`summary` shows
+        it per tensor.
 
     Notes
     -----
+    Sparse training (``sparsity_w`` or ``sparsity_u`` below 1) follows the
+    paper and EdgeML over a run of ``max_iter`` epochs: dense for the first
+    ``floor(sparsity_phases[0] * max_iter)`` epochs, then hard thresholding
+    every ``iht_interval`` optimiser steps (the support re-applied after the
+    steps in between) until ``floor(sum(sparsity_phases) * max_iter)``, then
+    training on the frozen support, whose pruned entries stay exactly 0. The
+    stopping rule (and ``early_stopping``'s best-weights restore) only starts
+    once the support is frozen, so a sparse fit always returns a sparse model.
+    ``partial_fit`` follows the same schedule with one call per epoch (later
+    calls keep training on the frozen support); ``warm_start`` continues it.
+    See :mod:`sklearn_fastgrnn.compression`.
+
     Defaults train well on the bundled digits-as-sequences data (0.97-0.98 test
     accuracy) in a few seconds: ``learning_rate_init=0.01`` with Adam is EdgeML's
     choice for FastGRNN; ``clip_grad_norm=5`` guards the recurrence against the
@@ -225,6 +249,10 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         "verbose": ["verbose"],
         "distillation_alpha": [Interval(Real, 0, 1, closed="both")],
         "distillation_temperature": [Interval(Real, 0, None, closed="neither")],
+        "sparsity_w": [Interval(Real, 0, 1, closed="right")],
+        "sparsity_u": [Interval(Real, 0, 1, closed="right")],
+        "sparsity_phases": [tuple, list],
+        "iht_interval": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -263,6 +291,10 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         verbose=0,
         distillation_alpha=0.5,
         distillation_temperature=3.0,
+        sparsity_w=1.0,
+        sparsity_u=1.0,
+        sparsity_phases=(0.25, 0.5),
+        iht_interval=15,
     ):
         self.hidden_size = hidden_size
         self.n_timesteps = n_timesteps
@@ -297,6 +329,10 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.distillation_alpha = distillation_alpha
         self.distillation_temperature = distillation_temperature
+        self.sparsity_w = sparsity_w
+        self.sparsity_u = sparsity_u
+        self.sparsity_phases = sparsity_phases
+        self.iht_interval = iht_interval
 
     # ------------------------------------------------------------------ input
     def _validate_X(self, X, y=None, *, reset, fitting=False):
@@ -457,27 +493,35 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _start_state(self, layout, dtype, incremental, resume):
         """Parameters, optimiser, schedule and RNG to train from (never shared)."""
-        previous = getattr(self, "_layout_key", None)
-        key = (tuple(layout.shapes.items()), self.solver)
-        if resume and previous != key:
+        fitted_shapes = {k: np.shape(v) for k, v in getattr(self, "coefs_", {}).items()}
+        if resume and fitted_shapes != layout.shapes:
             raise ValueError(
-                "Cannot continue training: the model was fitted with another "
-                "architecture, solver or set of classes than this call asks for "
-                f"({previous} vs {key}). Set warm_start=False to train from scratch."
+                f"Cannot continue training: the fitted weights have shapes "
+                f"{fitted_shapes}, but the current parameters ask for "
+                f"{layout.shapes}. Set warm_start=False to train from scratch."
             )
+        if resume and self._optimizer_kind != self.solver:
+            raise ValueError(
+                f"Cannot continue training with solver={self.solver!r}: the model "
+                f"was trained with {self._optimizer_kind!r}, whose state it keeps. "
+                "Set warm_start=False to train from scratch."
+            )
+        # hyper-parameters always come from the current get_params(); a resumed
+        # run takes over the state: moments, RNG, adaptive rate, stopping counters
+        optimizer = self._new_optimizer(layout.size, dtype)
+        schedule = LearningRateSchedule(
+            self.learning_rate, self.learning_rate_init, self.lr_decay, self.lr_decay_step
+        )
         if resume:
             flat = layout.pack(self.coefs_, dtype)
-            optimizer = self._optimizer.astype(dtype)
+            optimizer.resume_from(self._optimizer)
+            schedule.resume_from(self._schedule)
             rng = copy.deepcopy(self._rng)
-            schedule = copy.deepcopy(self._schedule)
             stopping = dict(self._stopping)
             return flat, optimizer, rng, schedule, stopping
         random_state = check_random_state(self.random_state)
         flat = init_parameters(layout, random_state, self.zeta_init, self.nu_init, dtype)
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        schedule = LearningRateSchedule(
-            self.learning_rate, self.learning_rate_init, self.lr_decay, self.lr_decay_step
-        )
         stopping = {
             "best": None,
             "no_improvement": 0,
@@ -486,7 +530,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_, self.t_ = 0, 0
         self.loss_curve_, self.history_ = [], []
         self.validation_scores_ = [] if self.early_stopping and not incremental else None
-        return flat, self._new_optimizer(layout.size, dtype), rng, schedule, stopping
+        return flat, optimizer, rng, schedule, stopping
 
     def _fit(self, X, y, sample_weight, soft_targets, *, incremental, classes=None):
         resume = hasattr(self, "coefs_") and (incremental or self.warm_start)
@@ -509,12 +553,17 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 random_state=stopping["split_seed"],
             )
         run = _TrainingRun(self, layout, X3, lengths, y_idx, weights, soft)
+        run.sparsity = SparseTraining.for_run(self, layout, resume)
         # resumed weights are the best so far: fit restored them at its end
         best_flat = flat.copy() if early and resume else None
         epochs = 1 if incremental else self.max_iter
         for _ in range(epochs):
             epoch = self.n_iter_
             lr = schedule.rate(epoch)
+            if run.sparsity is not None and run.sparsity.begin_epoch(flat, optimizer):
+                # the support is frozen from now on: earlier weights do not count
+                stopping.update(best=None, no_improvement=0)
+                best_flat = None
             start = time.perf_counter()
             try:
                 loss = run.epoch(flat, optimizer, lr, train, rng)
@@ -550,7 +599,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             self.history_.append(record)
             if self.verbose:
                 run.report(record)
-            if not incremental and stopping["no_improvement"] >= self.n_iter_no_change:
+            settled = run.sparsity is None or run.sparsity.frozen
+            if not incremental and settled and stopping["no_improvement"] >= self.n_iter_no_change:
                 stopping["no_improvement"] = 0
                 if not schedule.on_plateau():
                     break
@@ -563,6 +613,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 )
         if early and best_flat is not None:
             flat = best_flat
+        self._sparse_training = run.sparsity
         self._commit(layout, flat, optimizer, rng, schedule, stopping, early)
         return self
 
@@ -571,7 +622,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self.coefs_ = layout.unpack(flat)
         self._optimizer, self._rng, self._schedule = optimizer, rng, schedule
         self._stopping = stopping
-        self._layout_key = (tuple(layout.shapes.items()), self.solver)
+        self._optimizer_kind = self.solver
         self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else None
         if early:
             self.best_loss_ = None
@@ -582,7 +633,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             if self.validation_scores_ == []:
                 self.validation_scores_ = None
         self.n_params_ = layout.size
-        self.model_size_bytes_ = model_size_bytes(self.coefs_)
+        self.model_size_bytes_ = model_size_bytes(self.coefs_, sparse_keys(self))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, soft_targets=None):
@@ -667,6 +718,16 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
+    def summary(self):
+        """Parameters, non-zeros and bytes of every tensor, and the size in KB.
+
+        Returns
+        -------
+        str
+            A printable table (see :func:`sklearn_fastgrnn.compression.summary`).
+        """
+        return compression.summary(self)
+
     # ------------------------------------------------------- scikit-learn glue
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -705,6 +766,7 @@ class _TrainingRun:
         )
         self.grad = np.empty(layout.size, dtype=dtype)
         self._batch_buffers = {}
+        self.sparsity = None  # a compression.SparseTraining when W or U is sparse
 
     def _batch(self, idx):
         """Time-major batch ``Xa[:, idx]`` cut to its longest sequence."""
@@ -719,6 +781,11 @@ class _TrainingRun:
 
     def epoch(self, flat, optimizer, lr, train, rng):
         """One pass over ``train`` in mini-batches; returns the mean loss."""
+        # overflow shows up as a non-finite loss, reported with a clear error
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._epoch(flat, optimizer, lr, train, rng)
+
+    def _epoch(self, flat, optimizer, lr, train, rng):
         est = self.estimator
         order = rng.permutation(train) if est.shuffle else train
         batch_size = min(est.batch_size, len(order))
@@ -751,8 +818,12 @@ class _TrainingRun:
                     "it was before this call. Scale the input (StandardScaler or "
                     "SequenceScaler), lower learning_rate_init, or set clip_grad_norm."
                 )
+            if self.sparsity is not None:
+                self.sparsity.before_step(self.grad)
             clip_by_global_norm(self.grad, est.clip_grad_norm)
             optimizer.step(flat, self.grad, lr)
+            if self.sparsity is not None:
+                self.sparsity.after_step(flat)
             total_loss += loss * w_sum
             total_weight += w_sum
             if progress and (b + 1) % max(1, len(batches) // 20) == 0:

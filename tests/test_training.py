@@ -1,0 +1,282 @@
+"""Training semantics of DESIGN.md section 4."""
+
+import io
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import classifier as classifier_module
+from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
+
+from .conftest import make_sequences
+
+
+def assert_same_coefs(a, b):
+    assert a.coefs_.keys() == b.coefs_.keys()
+    for key in a.coefs_:
+        np.testing.assert_array_equal(a.coefs_[key], b.coefs_[key], err_msg=key)
+
+
+def small(**params):
+    defaults = dict(hidden_size=6, max_iter=4, batch_size=8, random_state=0)
+    return FastGRNNClassifier(**{**defaults, **params})
+
+
+@pytest.mark.slow
+def test_default_settings_learn_digits_as_sequences():
+    X, y = load_digits_sequences()
+    X_train, X_test, y_train, y_test = split_halves(X, y)
+    clf = FastGRNNClassifier(random_state=0).fit(X_train, y_train)
+    assert clf.score(X_test, y_test) >= 0.95
+
+
+def test_same_random_state_gives_bit_identical_coefs(rng):
+    X, y = make_sequences(rng)
+    a, b = small().fit(X, y), small().fit(X, y)
+    assert_same_coefs(a, b)
+    c = small(random_state=1).fit(X, y)
+    assert not np.array_equal(a.coefs_["W"], c.coefs_["W"])
+
+
+def test_partial_fit_epochs_equal_fit_epochs(rng):
+    X, y = make_sequences(rng)
+    full = small(max_iter=3, tol=0).fit(X, y)
+    inc = small(tol=0)
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=np.unique(y))
+    assert_same_coefs(full, inc)
+    assert inc.n_iter_ == 3 and inc.t_ == 3 * len(X)
+    assert inc.loss_curve_ == full.loss_curve_
+
+
+def test_partial_fit_continues_exactly_after_joblib_round_trip(rng, tmp_path):
+    X, y = make_sequences(rng)
+    straight = small()
+    resumed = small()
+    for clf in (straight, resumed):
+        clf.partial_fit(X, y, classes=np.unique(y))
+    joblib.dump(resumed, tmp_path / "m.joblib")
+    resumed = joblib.load(tmp_path / "m.joblib")
+    straight.partial_fit(X, y)
+    resumed.partial_fit(X, y)
+    assert_same_coefs(straight, resumed)
+    np.testing.assert_array_equal(straight._optimizer.m, resumed._optimizer.m)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_warm_start_continues_exactly(rng, solver):
+    X, y = make_sequences(rng)
+    once = small(max_iter=5, tol=0, solver=solver).fit(X, y)
+    twice = small(max_iter=2, tol=0, solver=solver).fit(X, y)
+    twice.set_params(warm_start=True, max_iter=3).fit(X, y)
+    assert_same_coefs(once, twice)
+    assert twice.n_iter_ == 5 and len(twice.history_) == 5
+
+
+def test_without_warm_start_fit_starts_over(rng):
+    X, y = make_sequences(rng)
+    clf = small().fit(X, y)
+    first = clf.coefs_["U"].copy()
+    clf.fit(X, y)
+    np.testing.assert_array_equal(clf.coefs_["U"], first)
+    assert clf.n_iter_ == 4
+
+
+def test_early_stopping_restores_the_best_weights(rng):
+    X, y = make_sequences(rng, n=120)
+    long = small(early_stopping=True, n_iter_no_change=4, max_iter=40, tol=0.0)
+    long.fit(X, y)
+    scores = long.validation_scores_
+    best_epoch = int(np.argmax(scores))
+    assert long.best_validation_score_ == scores[best_epoch]
+    assert long.best_loss_ is None
+    assert best_epoch < long.n_iter_ - 1, "test needs a run that went past its best"
+    # a run that stops right at the best epoch ends with the same weights
+    short = small(early_stopping=True, n_iter_no_change=4, max_iter=best_epoch + 1, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        short.fit(X, y)
+    assert_same_coefs(long, short)
+    assert {"val_loss", "val_score"} <= set(long.history_[0])
+    assert long.history_[best_epoch]["val_score"] == long.best_validation_score_
+
+
+def test_stopping_rule_on_training_loss_and_convergence_warning(rng):
+    X, y = make_sequences(rng)
+    stopped = small(max_iter=200, tol=10.0, n_iter_no_change=3).fit(X, y)
+    assert stopped.n_iter_ == 4  # the first epoch sets the best, 3 more fail
+    assert stopped.validation_scores_ is None
+    assert stopped.best_loss_ == min(stopped.loss_curve_)
+    with pytest.warns(ConvergenceWarning, match="maximum iterations"):
+        small(max_iter=2, tol=0).fit(X, y)
+
+
+def test_learning_rate_schedules(rng):
+    X, y = make_sequences(rng)
+    step = small(learning_rate="step", learning_rate_init=0.1, lr_decay=0.5,
+                 lr_decay_step=2, max_iter=6, tol=0).fit(X, y)
+    rates = [h["learning_rate"] for h in step.history_]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    adaptive = small(learning_rate="adaptive", learning_rate_init=0.1, max_iter=12,
+                     tol=10.0, n_iter_no_change=2).fit(X, y)
+    rates = [h["learning_rate"] for h in adaptive.history_]
+    # no epoch improves by tol=10: the rate is divided by 5 every 2 epochs
+    np.testing.assert_allclose(rates[:6], [0.1, 0.1, 0.1, 0.02, 0.02, 0.004])
+
+
+def test_class_weight_balanced_equals_the_sample_weights_it_stands_for(rng):
+    X, y = make_sequences(rng, n=60)
+    y = np.where(np.arange(60) < 45, 0, 1)
+    balanced = small(class_weight="balanced").fit(X, y)
+    counts = np.bincount(y)
+    explicit = small().fit(X, y, sample_weight=(60 / (2 * counts))[y])
+    assert_same_coefs(balanced, explicit)
+    as_dict = small(class_weight={0: 3.0, 1: 1.0}).fit(X, y)
+    explicit = small().fit(X, y, sample_weight=np.where(y == 0, 3.0, 1.0))
+    assert_same_coefs(as_dict, explicit)
+
+
+def test_sample_weight_changes_training_and_unit_weights_do_not(rng):
+    X, y = make_sequences(rng)
+    base = small().fit(X, y)
+    assert_same_coefs(base, small().fit(X, y, sample_weight=np.full(len(y), 3.0)))
+    weighted = small().fit(X, y, sample_weight=rng.random(len(y)))
+    assert not np.array_equal(base.coefs_["V"], weighted.coefs_["V"])
+
+
+def test_keyboard_interrupt_keeps_the_last_weights(rng, monkeypatch):
+    X, y = make_sequences(rng)
+    reference = small(max_iter=2, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference.fit(X, y)
+    real_epoch = classifier_module._TrainingRun.epoch
+    calls = []
+
+    def interrupted_epoch(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", interrupted_epoch)
+    clf = small(max_iter=10, tol=0)
+    with pytest.warns(UserWarning, match="interrupted by the user in epoch 3"):
+        clf.fit(X, y)
+    assert clf.n_iter_ == 2
+    assert_same_coefs(clf, reference)
+
+
+def test_divergence_raises_and_leaves_the_model_as_it_was(rng):
+    X, y = make_sequences(rng)
+    clf = small(solver="sgd").fit(X, y)
+    before = {k: v.copy() for k, v in clf.coefs_.items()}
+    explode = dict(solver="sgd", learning_rate_init=1e308, clip_grad_norm=None)
+    clf.set_params(warm_start=True, **explode)
+    with pytest.raises(ValueError, match="Training diverged: the loss became nan"):
+        clf.fit(X, y)
+    for key, value in before.items():
+        np.testing.assert_array_equal(clf.coefs_[key], value)
+    assert clf.n_iter_ == 4
+    fresh = small(**explode)
+    with pytest.raises(ValueError, match="Training diverged"):
+        fresh.fit(X, y)
+    assert not hasattr(fresh, "coefs_")
+
+
+def test_verbose_prints_a_line_per_epoch(rng, capsys):
+    X, y = make_sequences(rng, n=400)
+    small(verbose=1, max_iter=3, tol=0).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("Epoch 1, loss ")
+    small(verbose=2, max_iter=1, batch_size=4, early_stopping=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "[====" in out and "val_score" in out
+
+
+def test_history_and_fitted_attributes(rng):
+    X, y = make_sequences(rng)
+    clf = small(max_iter=3, tol=0).fit(X, y)
+    assert [h["epoch"] for h in clf.history_] == [1, 2, 3]
+    assert set(clf.history_[0]) == {"epoch", "train_loss", "val_loss", "val_score",
+                                     "learning_rate", "seconds"}
+    assert clf.loss_ == clf.loss_curve_[-1] == clf.history_[-1]["train_loss"]
+    H, d, C = 6, 3, 3
+    assert clf.n_params_ == d * H + H * H + H * C + 2 * H + 2 + C
+    assert clf.model_size_bytes_ == 4 * clf.n_params_
+    assert clf.coefs_["zeta"].shape == () and clf.coefs_["nu"].shape == ()
+
+
+def test_decision_function_and_log_proba(rng):
+    X, y = make_sequences(rng)
+    clf = small().fit(X, y)
+    logits = clf.decision_function(X)
+    assert logits.shape == (len(X), 3)
+    np.testing.assert_allclose(np.log(clf.predict_proba(X)), clf.predict_log_proba(X))
+    np.testing.assert_array_equal(clf.classes_[logits.argmax(1)], clf.predict(X))
+    binary = small().fit(X, y % 2)
+    proba = binary.predict_proba(X)
+    np.testing.assert_allclose(binary.decision_function(X), np.log(proba[:, 1] / proba[:, 0]))
+
+
+def test_joblib_round_trip_and_version_warning(rng, tmp_path):
+    X, y = make_sequences(rng)
+    clf = small().fit(X, y)
+    path = tmp_path / "model.joblib"
+    joblib.dump(clf, path)
+    loaded = joblib.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    state = clf.__getstate__()
+    assert state["_sklearn_fastgrnn_version"] == classifier_module.__version__
+    state["_sklearn_fastgrnn_version"] = "0.0.1"
+    other = FastGRNNClassifier.__new__(FastGRNNClassifier)
+    with pytest.warns(UserWarning, match="from sklearn_fastgrnn version 0.0.1"):
+        other.__setstate__(state)
+
+
+def test_string_labels(rng):
+    X, y = make_sequences(rng)
+    labels = np.array(["cat", "dog", "eel"])[y]
+    clf = small().fit(X, labels)
+    assert set(clf.predict(X)) <= {"cat", "dog", "eel"}
+    assert list(clf.classes_) == ["cat", "dog", "eel"]
+
+
+def test_sgd_nesterov_and_plain_momentum_train(rng):
+    X, y = make_sequences(rng, n=80)
+    for nesterov in (True, False):
+        clf = small(solver="sgd", learning_rate_init=0.1, nesterovs_momentum=nesterov,
+                    max_iter=30, tol=0).fit(X, y)
+        assert clf.loss_curve_[-1] < 0.8 * clf.loss_curve_[0]
+
+
+def test_adam_and_sgd_steps_follow_their_formulas(rng):
+    from sklearn_fastgrnn._optimizers import SGD, Adam, clip_by_global_norm
+
+    p0 = rng.standard_normal(7)
+    grads = [rng.standard_normal(7) for _ in range(3)]
+    adam, p = Adam(7, np.float64, 0.8, 0.9, 1e-6), p0.copy()
+    m = v = np.zeros(7)
+    expected = p0.copy()
+    for t, g in enumerate(grads, 1):
+        adam.step(p, g, 0.1)
+        m, v = 0.8 * m + 0.2 * g, 0.9 * v + 0.1 * g * g
+        expected -= 0.1 * np.sqrt(1 - 0.9**t) / (1 - 0.8**t) * m / (np.sqrt(v) + 1e-6)
+    np.testing.assert_allclose(p, expected, rtol=1e-13)
+    for nesterov in (False, True):
+        sgd, p = SGD(7, np.float64, 0.5, nesterov), p0.copy()
+        vel, expected = np.zeros(7), p0.copy()
+        for g in grads:
+            sgd.step(p, g, 0.1)
+            vel = 0.5 * vel - 0.1 * g
+            expected += 0.5 * vel - 0.1 * g if nesterov else vel
+        np.testing.assert_allclose(p, expected, rtol=1e-13)
+    g = np.array([3.0, 4.0])
+    assert clip_by_global_norm(g, 1.0) == 5.0
+    np.testing.assert_allclose(g, [0.6, 0.8])
+    clip_by_global_norm(g, 10.0)
+    np.testing.assert_allclose(g, [0.6, 0.8])
