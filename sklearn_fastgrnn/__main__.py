@@ -81,6 +81,9 @@ def _dump_atomic(model, path):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model-", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved model is a normal file
     try:
         joblib.dump(model, tmp)
         os.replace(tmp, path)
@@ -163,7 +166,10 @@ def _export(args):
     from .export import export_model
 
     model = _load_model(args.model)
-    written = export_model(model, args.format, args.out)
+    try:
+        written = export_model(model, args.format, args.out)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"exported {args.format} to {written}")
 
 

@@ -1,0 +1,61 @@
+"""Deployment files of a fitted model: safe weights, ONNX and C.
+
+- :func:`save_weights` / :func:`load_weights`: a safetensors file with JSON
+  metadata; loading never unpickles.
+- :func:`to_onnx`: an ONNX graph (a Scan over time) for onnxruntime and friends.
+- :func:`export_c`: a dependency-free C header and source.
+- :func:`export_model`: one entry point for the three, used by the command line.
+
+The optional packages (``pip install 'sklearn-fastgrnn[export]'``) are imported
+only when a function that needs them is called.
+"""
+
+import importlib
+import os
+
+_LAZY = {
+    "save_weights": ".weights",
+    "load_weights": ".weights",
+    "to_onnx": ".onnx",
+    "export_c": ".c",
+}
+FORMATS = ("safetensors", "onnx", "c")
+
+__all__ = ["FORMATS", "export_c", "export_model", "load_weights", "save_weights", "to_onnx"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def export_model(model, format, out):
+    """Write a fitted model in one of the deployment formats.
+
+    Parameters
+    ----------
+    model : FastGRNNClassifier or Pipeline
+        A fitted classifier (or a Pipeline of a scaler and the classifier, for
+        the formats that support it).
+    format : {"safetensors", "onnx", "c"}
+        "safetensors": a weights file (:func:`save_weights`); "onnx": an ONNX
+        model file (:func:`to_onnx`); "c": a directory with a C header and
+        source (:func:`export_c`).
+    out : str or path-like
+        The file to write ("safetensors", "onnx") or the directory ("c").
+
+    Returns
+    -------
+    out : str
+        What was written.
+    """
+    if format == "safetensors":
+        return __getattr__("save_weights")(model, out)
+    if format == "onnx":
+        __getattr__("to_onnx")(model, path=out)
+        return os.fspath(out)
+    if format == "c":
+        __getattr__("export_c")(model, out)
+        return os.fspath(out)
+    raise ValueError(f"Unknown export format {format!r}; choose one of {list(FORMATS)}.")

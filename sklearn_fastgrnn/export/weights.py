@@ -1,0 +1,619 @@
+"""Safe weights file: a fitted model as safetensors tensors plus JSON metadata.
+
+The file holds one tensor per ``coefs_`` key, one ``scaler.<attribute>`` tensor
+per statistic of a scaler in a Pipeline, and one JSON document in the
+safetensors metadata (key ``"sklearn_fastgrnn"``) with the hyper-parameters,
+classes, input layout, Pipeline steps and package version. Loading reads the
+tensors with safetensors and the metadata with :mod:`json`, validates every value
+and rebuilds the estimators from them: nothing on the load path unpickles, so
+loading an untrusted file can not execute code.
+"""
+
+import contextlib
+import json
+import math
+import numbers
+import os
+import tempfile
+import warnings
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from .._version import __version__
+from ..classifier import FastGRNNClassifier
+from ..compression import QuantizedFastGRNN, model_size_bytes, sparse_keys
+from ..preprocessing import SequenceScaler, make_fastgrnn_pipeline
+
+FORMAT = "sklearn_fastgrnn.weights"
+FORMAT_VERSION = 1
+METADATA_KEY = "sklearn_fastgrnn"
+SCALER_PREFIX = "scaler."
+SCALERS = {"SequenceScaler": SequenceScaler, "StandardScaler": StandardScaler}
+CLASSIFIER = "FastGRNNClassifier"
+REQUIRE_2D = "require_2d"
+# safetensors dtype codes a weights file may hold: float weights, int64 counts
+_TENSOR_DTYPES = ("F32", "F64", "I64")
+
+
+# ------------------------------------------------------------ model structure
+def _new_require_2d():
+    """A fresh ``require_2d`` step, as ``make_fastgrnn_pipeline("standard")`` builds it."""
+    return clone(make_fastgrnn_pipeline(scaler="standard").named_steps[REQUIRE_2D])
+
+
+def _step_kind(step):
+    """``"require_2d"``, a scaler class name, ``"FastGRNNClassifier"`` or None."""
+    if type(step) is FastGRNNClassifier:
+        return CLASSIFIER
+    if type(step) in SCALERS.values():
+        return type(step).__name__
+    if isinstance(step, FunctionTransformer) and (
+        step.get_params() == _new_require_2d().get_params()
+    ):
+        return REQUIRE_2D
+    return None
+
+
+def _supported_kinds(kinds):
+    """True for [require_2d,] [one scaler,] FastGRNNClassifier."""
+    rest = kinds[1:] if kinds[:1] == [REQUIRE_2D] else kinds
+    return rest in ([CLASSIFIER], *([name, CLASSIFIER] for name in SCALERS))
+
+
+def unpack_model(model):
+    """The classifier, scaler and steps of a model to export.
+
+    Parameters
+    ----------
+    model : FastGRNNClassifier or Pipeline
+        A fitted classifier, or a fitted Pipeline whose steps are, in order, an
+        optional ``require_2d`` step (as ``make_fastgrnn_pipeline`` builds it),
+        an optional ``SequenceScaler`` or ``StandardScaler`` and a
+        ``FastGRNNClassifier``.
+
+    Returns
+    -------
+    classifier : FastGRNNClassifier
+    scaler : SequenceScaler, StandardScaler or None
+    steps : list of (name, kind, estimator), or None for a bare classifier
+        ``kind`` is "require_2d", "SequenceScaler", "StandardScaler" or
+        "FastGRNNClassifier".
+    """
+    if type(model) is FastGRNNClassifier:
+        check_is_fitted(model)
+        return model, None, None
+    expected = (
+        "a fitted FastGRNNClassifier, or a Pipeline of [require_2d,] "
+        "[SequenceScaler or StandardScaler,] FastGRNNClassifier"
+    )
+    if isinstance(model, QuantizedFastGRNN):
+        raise TypeError(
+            f"Expected {expected}; got a QuantizedFastGRNN, whose integer arithmetic "
+            "only the C export reproduces (format 'c', export_c)."
+        )
+    if not isinstance(model, Pipeline):
+        raise TypeError(f"Expected {expected}; got {type(model).__name__}.")
+    steps = [(name, _step_kind(step), step) for name, step in model.steps]
+    if not _supported_kinds([kind for _, kind, _ in steps]):
+        found = [kind or type(step).__name__ for _, kind, step in steps]
+        raise TypeError(f"Expected {expected}; got a Pipeline of {found}.")
+    for _, _, step in steps:
+        check_is_fitted(step)
+    scaler = next((step for _, kind, step in steps if kind in SCALERS), None)
+    return steps[-1][2], scaler, steps
+
+
+def write_atomically(path, data):
+    """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``.
+
+    A failure at any point leaves ``path`` as it was (absent, or the previous
+    file) and removes the temporary file. A new file gets the usual permissions
+    (0o666 minus the umask); a replaced file keeps its own.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------- save
+def _json_scalar(name, value):
+    """``value`` as a JSON scalar (None, bool, int, float or str)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (np.bool_, numbers.Real)):
+        return value.item() if isinstance(value, np.generic) else value
+    raise TypeError(f"{name}={value!r} is not a scalar that JSON can hold.")
+
+
+def _encode_params(estimator):
+    """Hyper-parameters as JSON.
+
+    A dict (``class_weight``) becomes ``{"items": [[key, value], ...]}`` and a
+    tuple (``sparsity_phases``) ``{"tuple": [...]}``, so that both come back as
+    they were. A ``random_state`` given as a RandomState or Generator instance
+    is stored as None: it only matters for training, never for prediction.
+    """
+    params = {}
+    for name, value in estimator.get_params(deep=False).items():
+        if name == "random_state" and isinstance(
+            value, (np.random.RandomState, np.random.Generator)
+        ):
+            value = None
+        try:
+            if isinstance(value, dict):
+                value = {"items": [[_json_scalar(name, k), _json_scalar(name, v)]
+                                   for k, v in value.items()]}
+            elif isinstance(value, (tuple, list)):
+                items = [_json_scalar(name, v) for v in value]
+                value = {"tuple": items} if isinstance(value, tuple) else items
+            else:
+                value = _json_scalar(name, value)
+        except TypeError as exc:
+            raise ValueError(
+                f"Hyper-parameter {type(estimator).__name__}.{exc} A weights file "
+                "stores hyper-parameters as JSON; set it to a plain value first."
+            ) from None
+        params[name] = value
+    return params
+
+
+def _encode_labels(values):
+    """A 1D array of labels (or names) as ``{"dtype": ..., "values": [...]}``."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "biufUO" or values.ndim != 1:
+        raise ValueError(
+            f"Labels of dtype {values.dtype} and shape {values.shape} can not be "
+            "written to a weights file; use a 1D array of integer or string labels."
+        )
+    if values.dtype.kind == "O" and not all(isinstance(v, str) for v in values):
+        raise ValueError(
+            "Labels of dtype object must all be str to be written to a weights file; "
+            f"got {sorted({type(v).__name__ for v in values})}."
+        )
+    return {"dtype": values.dtype.str, "values": values.tolist()}
+
+
+def _encode_fitted(estimator, tensor_prefix=None):
+    """Public fitted attributes: JSON values, and numeric arrays as tensors.
+
+    Numeric arrays go to the returned tensors (named ``tensor_prefix + name``);
+    string arrays (``feature_names_in_``) are stored as labels in the JSON.
+    """
+    attributes, tensors = {}, {}
+    for name, value in vars(estimator).items():
+        if not name.endswith("_") or name.startswith("_"):
+            continue
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            if tensor_prefix is None:
+                raise ValueError(
+                    f"Fitted attribute {type(estimator).__name__}.{name} is a numeric "
+                    "array, which a weights file can not store for this step."
+                )
+            tensors[tensor_prefix + name] = np.array(value, order="C")
+        elif isinstance(value, np.ndarray):
+            attributes[name] = {"labels": _encode_labels(value)}
+        else:
+            try:
+                attributes[name] = _json_scalar(name, value)
+            except TypeError as exc:
+                raise ValueError(f"Fitted attribute {type(estimator).__name__}.{exc}") from None
+    return attributes, tensors
+
+
+def _encode_classifier(clf):
+    """JSON metadata and tensors of the classifier."""
+    shapes = clf._layout().shapes
+    fitted = {key: np.shape(value) for key, value in clf.coefs_.items()}
+    if fitted != shapes:
+        raise ValueError(
+            f"coefs_ has shapes {fitted}, but the classifier's hyper-parameters "
+            f"describe {shapes}: they were changed after fit. Set them back or refit "
+            "before saving."
+        )
+    tensors = {key: np.array(value, order="C") for key, value in clf.coefs_.items()}
+    metadata = {
+        "params": _encode_params(clf),
+        "classes": _encode_labels(clf.classes_),
+        "input": {
+            "n_timesteps": int(clf.n_timesteps_),
+            "n_channels": int(clf.n_channels_),
+            "n_features_in": int(clf.n_features_in_),
+            "feature_names_in": (
+                clf.feature_names_in_.tolist() if hasattr(clf, "feature_names_in_")
+                else None
+            ),
+        },
+    }
+    return metadata, tensors
+
+
+def save_weights(model, path):
+    """Write a fitted model to a safetensors weights file.
+
+    Parameters
+    ----------
+    model : FastGRNNClassifier or Pipeline
+        A fitted classifier, or a fitted Pipeline of an optional ``require_2d``
+        step, an optional ``SequenceScaler`` or ``StandardScaler`` and the
+        classifier (what ``make_fastgrnn_pipeline`` builds).
+    path : str or path-like
+        Destination; written atomically (a temporary file renamed over it), so
+        a failed save never leaves a partial file or destroys an existing one.
+
+    Returns
+    -------
+    path : str
+    """
+    safetensors = _import_safetensors()
+    clf, _, steps = unpack_model(model)
+    classifier, tensors = _encode_classifier(clf)
+    pipeline = None
+    if steps is not None:
+        pipeline = []
+        for name, kind, step in steps:
+            entry = {"name": name, "kind": kind}
+            if kind in SCALERS:
+                entry["params"] = _encode_params(step)
+            if kind != CLASSIFIER:
+                entry["attributes"], step_tensors = _encode_fitted(
+                    step, SCALER_PREFIX if kind in SCALERS else None
+                )
+                tensors.update(step_tensors)
+            pipeline.append(entry)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sklearn_fastgrnn_version": __version__,
+        "classifier": classifier,
+        "pipeline": pipeline,
+    }
+    data = safetensors.numpy.save(tensors, metadata={METADATA_KEY: json.dumps(metadata)})
+    write_atomically(path, data)
+    return os.fspath(path)
+
+
+# ----------------------------------------------------------------------- load
+class _Metadata:
+    """Typed access to the JSON metadata, with errors that name the field."""
+
+    def __init__(self, document, source):
+        self.document, self.source = document, source
+
+    def error(self, message):
+        return ValueError(f"Invalid weights file {self.source}: {message}")
+
+    def get(self, field, kinds, *, optional=False):
+        """Value at the dotted ``field``, checked to be an instance of ``kinds``."""
+        node = self.document
+        for part in field.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            elif optional:
+                return None
+            else:
+                raise self.error(f"the metadata has no field {field!r}.")
+        if node is None and optional:
+            return None
+        if not isinstance(node, kinds) or (isinstance(node, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(f"metadata field {field!r} must be {names}, got {node!r}.")
+        return node
+
+    def positive_int(self, field):
+        value = self.get(field, (int,))
+        if value < 1:
+            raise self.error(f"metadata field {field!r} must be >= 1, got {value}.")
+        return value
+
+    @property
+    def writer_version(self):
+        return self.get("sklearn_fastgrnn_version", (str,), optional=True)
+
+
+def _scalars(values):
+    """True for a JSON list of scalars (None, str, int, float, bool)."""
+    return isinstance(values, list) and all(
+        v is None or isinstance(v, (str, int, float)) for v in values
+    )
+
+
+def _decode_params(meta, field):
+    """The hyper-parameters at ``field``, undoing :func:`_encode_params`."""
+    params = {}
+    for name, value in meta.get(field, (dict,)).items():
+        kind = items = None
+        if isinstance(value, dict) and len(value) == 1:
+            [(kind, items)] = value.items()
+        if kind == "tuple" and _scalars(items):
+            value = tuple(items)
+        elif kind == "items" and isinstance(items, list) and all(
+            _scalars(item) and len(item) == 2 for item in items
+        ):
+            value = dict(items)
+        elif not (_scalars([value]) or _scalars(value)):
+            raise meta.error(f"hyper-parameter {field}.{name} is malformed: {value!r}.")
+        params[name] = value
+    return params
+
+
+def _decode_labels(meta, field):
+    dtype_str = meta.get(field + ".dtype", (str,))
+    values = meta.get(field + ".values", (list,))
+    try:
+        dtype = np.dtype(dtype_str)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biufUO":
+        raise meta.error(f"{field} has an unsupported dtype {dtype_str!r}.")
+    expected = {"b": (bool,), "i": (int,), "u": (int,), "f": (int, float),
+                "U": (str,), "O": (str,)}[dtype.kind]
+    for value in values:
+        if not isinstance(value, expected) or (
+            isinstance(value, bool) and dtype.kind != "b"
+        ):
+            raise meta.error(f"{field} holds {value!r}, which is not of dtype {dtype}.")
+    try:
+        return np.array(values, dtype=dtype)
+    except (OverflowError, ValueError) as exc:
+        raise meta.error(f"{field} does not fit dtype {dtype}: {exc}.") from None
+
+
+def _build(estimator_class, meta, field):
+    """An ``estimator_class`` with the validated hyper-parameters at ``field``."""
+    estimator, params = estimator_class(), _decode_params(meta, field)
+    try:
+        estimator.set_params(**params)
+        estimator._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise meta.error(
+            f"the hyper-parameters in {field} are not valid for "
+            f"{estimator_class.__name__} of sklearn_fastgrnn {__version__} (file "
+            f"written by version {meta.writer_version}): {exc}"
+        ) from None
+    return estimator
+
+
+def _set_fitted(estimator, meta, field):
+    """Set the public fitted attributes stored at ``field`` on ``estimator``."""
+    for name, value in meta.get(field, (dict,)).items():
+        if not name.endswith("_") or name.startswith("_") or hasattr(type(estimator), name):
+            raise meta.error(f"{field}.{name} is not a fitted attribute name.")
+        if isinstance(value, dict):
+            value = _decode_labels(meta, f"{field}.{name}.labels")
+        elif value is not None and not isinstance(value, (bool, int, float, str)):
+            raise meta.error(f"{field}.{name} is malformed: {value!r}.")
+        setattr(estimator, name, value)
+
+
+def _read_file(path):
+    """``(metadata, tensors)`` of a safetensors file; no pickle involved."""
+    safetensors = _import_safetensors()
+    try:
+        with safetensors.safe_open(os.fspath(path), framework="np") as f:
+            header = f.metadata() or {}
+            dtypes = {key: f.get_slice(key).get_dtype() for key in f.keys()}
+            bad = {key: dt for key, dt in dtypes.items() if dt not in _TENSOR_DTYPES}
+            tensors = {} if bad else {key: f.get_tensor(key) for key in dtypes}
+    except safetensors.SafetensorError as exc:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({exc}). It may be truncated "
+            "or not a weights file written by save_weights."
+        ) from None
+    if bad:
+        raise ValueError(
+            f"Invalid weights file {path}: tensors {bad} have unsupported dtypes; "
+            f"expected one of {list(_TENSOR_DTYPES)}."
+        )
+    if METADATA_KEY not in header:
+        raise ValueError(
+            f"{path} is a safetensors file without sklearn_fastgrnn metadata: it was "
+            "not written by sklearn_fastgrnn.export.save_weights."
+        )
+    try:
+        document = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"Invalid weights file {path}: its metadata is not valid JSON ({exc})."
+        ) from None
+    if not isinstance(document, dict):
+        raise ValueError(f"Invalid weights file {path}: its metadata is not a JSON object.")
+    return _Metadata(document, path), tensors
+
+
+def _load_classifier(meta, tensors):
+    """The fitted classifier described at ``classifier``, with its tensors."""
+    clf = _build(FastGRNNClassifier, meta, "classifier.params")
+    clf.classes_ = _decode_labels(meta, "classifier.classes")
+    if len(clf.classes_) < 2 or not np.array_equal(np.unique(clf.classes_), clf.classes_):
+        raise meta.error("classifier.classes must be at least 2 distinct sorted labels.")
+    T = meta.positive_int("classifier.input.n_timesteps")
+    d = meta.positive_int("classifier.input.n_channels")
+    n_features = meta.positive_int("classifier.input.n_features_in")
+    if n_features != T * d:
+        raise meta.error(
+            f"classifier.input.n_features_in={n_features} is not n_timesteps * "
+            f"n_channels = {T * d}."
+        )
+    clf.n_timesteps_, clf.n_channels_, clf.n_features_in_ = T, d, n_features
+    names = meta.get("classifier.input.feature_names_in", (list,), optional=True)
+    if names is not None:
+        if len(names) != n_features or not all(isinstance(n, str) for n in names):
+            raise meta.error(
+                f"classifier.input.feature_names_in must be {n_features} strings."
+            )
+        clf.feature_names_in_ = np.asarray(names, dtype=object)
+    try:
+        shapes = clf._layout().shapes
+    except ValueError as exc:
+        raise meta.error(str(exc)) from None
+    found = {key for key in tensors if not key.startswith(SCALER_PREFIX)}
+    if found != set(shapes):
+        raise meta.error(
+            f"the tensors do not match the model: missing {sorted(set(shapes) - found)}, "
+            f"unexpected {sorted(found - set(shapes))}."
+        )
+    dtypes = {key: str(tensors[key].dtype) for key in shapes}
+    if len(set(dtypes.values())) != 1 or dtypes["V"] not in ("float32", "float64"):
+        raise meta.error(f"the coefs_ tensors must all be float32 or all float64; got {dtypes}.")
+    for key, shape in shapes.items():
+        if tensors[key].shape != shape:
+            raise meta.error(
+                f"tensor {key!r} has shape {tensors[key].shape}, expected {shape}."
+            )
+        if not np.isfinite(tensors[key]).all():
+            raise meta.error(f"tensor {key!r} contains NaN or inf.")
+    clf.coefs_ = {key: np.array(tensors[key]) for key in shapes}
+    clf.n_params_ = sum(math.prod(shape) for shape in shapes.values())
+    clf.model_size_bytes_ = model_size_bytes(clf.coefs_, sparse_keys(clf))
+    return clf
+
+
+def _load_scaler(meta, field, kind, tensors, clf):
+    """The fitted scaler described at ``field``, with its ``scaler.*`` tensors."""
+    scaler = _build(SCALERS[kind], meta, field + ".params")
+    _set_fitted(scaler, meta, field + ".attributes")
+    # statistics are per column of the 2D input (StandardScaler) or per channel
+    width = clf.n_features_in_ if kind == "StandardScaler" else clf.n_channels_
+    for key, value in tensors.items():
+        if not key.startswith(SCALER_PREFIX):
+            continue
+        name = key[len(SCALER_PREFIX):]
+        if not name.endswith("_") or name.startswith("_") or hasattr(type(scaler), name):
+            raise meta.error(f"tensor {key!r} is not named after a fitted attribute.")
+        if value.shape != (width,) or not np.isfinite(value).all():
+            raise meta.error(
+                f"tensor {key!r} must hold {width} finite values; got shape {value.shape}."
+            )
+        setattr(scaler, name, np.array(value))
+    required = ("mean_", "scale_") if kind == "SequenceScaler" else ()
+    missing = [name for name in required if getattr(scaler, name, None) is None]
+    if missing:
+        raise meta.error(f"the {kind} has no tensors {['scaler.' + m for m in missing]}.")
+    if getattr(scaler, "scale_", None) is not None and not (scaler.scale_ > 0).all():
+        raise meta.error("tensor 'scaler.scale_' must be positive.")
+    return scaler
+
+
+def _load_pipeline(meta, tensors, clf):
+    """The Pipeline described at ``pipeline`` around ``clf``."""
+    entries = meta.get("pipeline", (list,))
+    steps = []
+    for i, _ in enumerate(entries):
+        field = f"pipeline.{i}"
+        name = meta.get(field + ".name", (str,))
+        kind = meta.get(field + ".kind", (str,))
+        if kind == CLASSIFIER:
+            step = clf
+        elif kind in SCALERS:
+            step = _load_scaler(meta, field, kind, tensors, clf)
+        elif kind == REQUIRE_2D:
+            step = _new_require_2d()
+            _set_fitted(step, meta, field + ".attributes")
+        else:
+            raise meta.error(f"{field}.kind {kind!r} is not a supported step.")
+        if getattr(step, "n_features_in_", clf.n_features_in_) != clf.n_features_in_:
+            raise meta.error(
+                f"step {name!r} reads {step.n_features_in_} features, the classifier "
+                f"{clf.n_features_in_}."
+            )
+        steps.append((name, kind, step))
+    if not _supported_kinds([kind for _, kind, _ in steps]) or steps[-1][2] is not clf:
+        raise meta.error(f"pipeline steps {[k for _, k, _ in steps]} are not supported.")
+    if not any(kind in SCALERS for _, kind, _ in steps) and any(
+        key.startswith(SCALER_PREFIX) for key in tensors
+    ):
+        raise meta.error("the file has scaler tensors but no scaler step.")
+    try:
+        return Pipeline([(name, step) for name, _, step in steps])
+    except (TypeError, ValueError) as exc:
+        raise meta.error(f"invalid pipeline step names: {exc}") from None
+
+
+def load_weights(path):
+    """Read a weights file written by :func:`save_weights`.
+
+    Only safetensors and JSON are parsed; every tensor and metadata field is
+    checked (names, shapes, dtypes, finiteness, hyper-parameters) before the
+    estimators are built, and the result must predict on a probe input.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    model : FastGRNNClassifier or Pipeline
+        Fitted, predicting exactly as the saved model did; a Pipeline when a
+        Pipeline was saved. The optimiser state is not in the file: ``fit``
+        trains anew (joblib files keep the state for ``partial_fit``).
+
+    Raises
+    ------
+    ValueError
+        On a truncated or malformed file, missing or unexpected tensors, wrong
+        shapes or dtypes, bad JSON metadata or an unknown format version.
+    """
+    meta, tensors = _read_file(path)
+    fmt = meta.get("format", (str,))
+    if fmt != FORMAT:
+        raise meta.error(f"format is {fmt!r}, expected {FORMAT!r}.")
+    version = meta.get("format_version", (int,))
+    if version != FORMAT_VERSION:
+        raise meta.error(
+            f"format_version {version} is not supported by sklearn_fastgrnn "
+            f"{__version__}, which reads version {FORMAT_VERSION}. Load it with the "
+            f"version that wrote it ({meta.writer_version})."
+        )
+    clf = _load_classifier(meta, tensors)
+    if meta.get("pipeline", (list,), optional=True) is None:
+        if any(key.startswith(SCALER_PREFIX) for key in tensors):
+            raise meta.error("the file has scaler tensors but no pipeline.")
+        model = clf
+    else:
+        model = _load_pipeline(meta, tensors, clf)
+    probe = np.zeros((1, clf.n_features_in_))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # probe has no feature names
+            model.predict_proba(probe)
+    except Exception as exc:
+        raise meta.error(f"the model it describes can not predict: {exc!r}") from None
+    return model
+
+
+def _import_safetensors():
+    """The safetensors package with its numpy API, or an ImportError saying how to get it."""
+    try:
+        import safetensors
+        import safetensors.numpy
+    except ImportError as exc:
+        raise ImportError(
+            "Weights files need the safetensors package: pip install "
+            "'sklearn-fastgrnn[export]' (or pip install safetensors)."
+        ) from exc
+    return safetensors
