@@ -2,5 +2,12 @@
 
 from ._version import __version__
 from .classifier import FastGRNNClassifier
+from .preprocessing import SequenceScaler, make_fastgrnn_pipeline, pad_sequences
 
-__all__ = ["FastGRNNClassifier", "__version__"]
+__all__ = [
+    "FastGRNNClassifier",
+    "SequenceScaler",
+    "make_fastgrnn_pipeline",
+    "pad_sequences",
+    "__version__",
+]
