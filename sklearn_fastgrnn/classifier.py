@@ -420,8 +420,17 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         return weights
 
     def _check_soft_targets(self, soft_targets, n_samples, dtype):
-        soft = check_array(soft_targets, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        soft = check_array(
+            soft_targets, dtype=[np.float64, np.float32], ensure_all_finite=False,
+            ensure_2d=False, allow_nd=True, input_name="soft_targets",
+        )
         n_classes = len(self.classes_)
+        if soft.ndim != 2:
+            raise ValueError(
+                f"soft_targets must be 2D, of shape (n_samples, n_classes) = "
+                f"({n_samples}, {n_classes}), but it is {soft.ndim}D with shape "
+                f"{soft.shape}. For two classes pass both columns, [1 - p, p]."
+            )
         if soft.shape != (n_samples, n_classes):
             raise ValueError(
                 f"soft_targets has shape {soft.shape}, expected ({n_samples}, "
@@ -429,9 +438,17 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 f"classes_ {self.classes_.tolist()}, in that order."
             )
         if not np.isfinite(soft).all():
-            raise ValueError("soft_targets contains NaN or inf; it must hold probabilities.")
+            row = np.flatnonzero(~np.isfinite(soft).all(axis=1))[0]
+            raise ValueError(
+                f"soft_targets contains NaN or inf (first in row {row}); it must "
+                "hold probabilities."
+            )
         if (soft < 0).any():
-            raise ValueError("soft_targets contains negative entries; it must hold probabilities.")
+            row = np.flatnonzero((soft < 0).any(axis=1))[0]
+            raise ValueError(
+                f"soft_targets contains negative entries (first in row {row}); it "
+                "must hold probabilities."
+            )
         sums = soft.sum(axis=1)
         bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
         if bad.size:
@@ -492,7 +509,13 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         return SGD(n_params, dtype, self.momentum, self.nesterovs_momentum)
 
     def _start_state(self, layout, dtype, incremental, resume):
-        """Parameters, optimiser, schedule and RNG to train from (never shared)."""
+        """Parameters, optimiser, schedule and RNG to train from (never shared).
+
+        Hyper-parameters always come from the current ``get_params()``; a resumed
+        run takes over the training state (moments, RNG, adaptive rate, stopping
+        counters) when the model has one. A model loaded from a weights file has
+        none: it resumes its weights with a fresh optimiser.
+        """
         fitted_shapes = {k: np.shape(v) for k, v in getattr(self, "coefs_", {}).items()}
         if resume and fitted_shapes != layout.shapes:
             raise ValueError(
@@ -500,36 +523,39 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 f"{fitted_shapes}, but the current parameters ask for "
                 f"{layout.shapes}. Set warm_start=False to train from scratch."
             )
-        if resume and self._optimizer_kind != self.solver:
+        has_state = resume and hasattr(self, "_optimizer")
+        if has_state and self._optimizer_kind != self.solver:
             raise ValueError(
                 f"Cannot continue training with solver={self.solver!r}: the model "
                 f"was trained with {self._optimizer_kind!r}, whose state it keeps. "
                 "Set warm_start=False to train from scratch."
             )
-        # hyper-parameters always come from the current get_params(); a resumed
-        # run takes over the state: moments, RNG, adaptive rate, stopping counters
         optimizer = self._new_optimizer(layout.size, dtype)
         schedule = LearningRateSchedule(
             self.learning_rate, self.learning_rate_init, self.lr_decay, self.lr_decay_step
         )
-        if resume:
-            flat = layout.pack(self.coefs_, dtype)
+        if has_state:
             optimizer.resume_from(self._optimizer)
             schedule.resume_from(self._schedule)
-            rng = copy.deepcopy(self._rng)
-            stopping = dict(self._stopping)
-            return flat, optimizer, rng, schedule, stopping
+            rng, stopping = copy.deepcopy(self._rng), dict(self._stopping)
+            return layout.pack(self.coefs_, dtype), optimizer, rng, schedule, stopping
         random_state = check_random_state(self.random_state)
-        flat = init_parameters(layout, random_state, self.zeta_init, self.nu_init, dtype)
+        if resume:
+            flat = layout.pack(self.coefs_, dtype)
+        else:
+            flat = init_parameters(
+                layout, random_state, self.zeta_init, self.nu_init, dtype
+            )
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         stopping = {
             "best": None,
             "no_improvement": 0,
             "split_seed": int(rng.integers(np.iinfo(np.int32).max)),
         }
-        self.n_iter_, self.t_ = 0, 0
-        self.loss_curve_, self.history_ = [], []
-        self.validation_scores_ = [] if self.early_stopping and not incremental else None
+        if not resume or not hasattr(self, "n_iter_"):
+            self.n_iter_, self.t_ = 0, 0
+            self.loss_curve_, self.history_ = [], []
+            self.validation_scores_ = None
         return flat, optimizer, rng, schedule, stopping
 
     def _fit(self, X, y, sample_weight, soft_targets, *, incremental, classes=None):
@@ -548,6 +574,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         early = self.early_stopping and not incremental
         train, val = np.arange(len(X3)), None
         if early:
+            if self.validation_scores_ is None:
+                self.validation_scores_ = []
             train, val = train_test_split(
                 train, test_size=self.validation_fraction, stratify=y_idx,
                 random_state=stopping["split_seed"],
@@ -630,8 +658,6 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
             self.best_validation_score_ = None
-            if self.validation_scores_ == []:
-                self.validation_scores_ = None
         self.n_params_ = layout.size
         self.model_size_bytes_ = model_size_bytes(self.coefs_, sparse_keys(self))
 

@@ -28,10 +28,17 @@ def small(**params):
 
 @pytest.mark.slow
 def test_default_settings_learn_digits_as_sequences():
+    """Digits as 8 rows of 8 pixels, first half to train, second half to test.
+
+    The second half holds other writers. Over 5 seeds the defaults score 0.913
+    (+- 0.011) and a PyTorch GRU of the same size 0.921 (+- 0.008); see
+    benchmarks/bench_digits_accuracy.py. Chance is 0.10.
+    """
     X, y = load_digits_sequences()
     X_train, X_test, y_train, y_test = split_halves(X, y)
     clf = FastGRNNClassifier(random_state=0).fit(X_train, y_train)
-    assert clf.score(X_test, y_test) >= 0.95
+    assert clf.score(X_test, y_test) >= 0.90
+    assert clf.score(X_train, y_train) >= 0.99
 
 
 def test_same_random_state_gives_bit_identical_coefs(rng):
@@ -280,3 +287,31 @@ def test_adam_and_sgd_steps_follow_their_formulas(rng):
     np.testing.assert_allclose(g, [0.6, 0.8])
     clip_by_global_norm(g, 10.0)
     np.testing.assert_allclose(g, [0.6, 0.8])
+
+
+def test_a_model_without_optimizer_state_resumes_its_weights(rng):
+    """As a model rebuilt from a weights file: fresh optimiser, same weights."""
+    X, y = make_sequences(rng)
+    clf = small().fit(X, y)
+    rebuilt = small(warm_start=True)
+    for name in ("classes_", "coefs_", "n_features_in_", "n_timesteps_", "n_channels_"):
+        setattr(rebuilt, name, getattr(clf, name))
+    start = rebuilt.coefs_["U"].copy()
+    rebuilt.fit(X, y)
+    assert rebuilt.n_iter_ == 4
+    assert not np.array_equal(rebuilt.coefs_["U"], start)
+    assert rebuilt.loss_curve_[0] < clf.loss_curve_[0]  # it started from trained weights
+    fresh = small()
+    fresh.partial_fit(X, y, classes=[0, 1, 2])
+    copy_ = small()
+    for name in ("classes_", "coefs_", "n_features_in_", "n_timesteps_", "n_channels_"):
+        setattr(copy_, name, getattr(fresh, name))
+    copy_.partial_fit(X, y)
+    assert copy_.n_iter_ == 1
+
+
+def test_early_stopping_after_a_run_without_it(rng):
+    X, y = make_sequences(rng, n=80)
+    clf = small().fit(X, y)
+    clf.set_params(warm_start=True, early_stopping=True, max_iter=3, tol=0).fit(X, y)
+    assert len(clf.validation_scores_) == 3

@@ -1,0 +1,376 @@
+"""Sparsity by IHT, int8 quantisation with integer-exact arithmetic, model size."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn._cell import ParameterLayout
+from sklearn_fastgrnn._optimizers import SGD, Adam
+from sklearn_fastgrnn.compression import (
+    QuantizedFastGRNN,
+    SparseTraining,
+    hard_threshold,
+    keep_count,
+    quantize,
+    size_report,
+)
+from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
+
+from .conftest import make_sequences
+
+# --------------------------------------------------------------------- IHT
+
+
+def test_keep_count_is_ceil_of_fraction_at_least_one():
+    assert keep_count(10, 0.3) == 3  # 0.3 * 10 is 3.0000000000000004 in floats
+    assert keep_count(10, 0.31) == 4
+    assert keep_count(256, 0.25) == 64
+    assert keep_count(7, 0.01) == 1
+    assert keep_count(5, 1.0) == 5
+
+
+def test_hard_threshold_keeps_largest_magnitudes_and_breaks_ties_by_index():
+    M = np.array([[1.0, -1.0, 1.0], [0.5, -2.0, 1.0]])
+    # |-2| first, then four entries of magnitude 1: flat indices 0, 1 win
+    expected = np.array([[1.0, -1.0, 0.0], [0.0, -2.0, 0.0]])
+    np.testing.assert_array_equal(hard_threshold(M, 0.5), expected)
+    np.testing.assert_array_equal(hard_threshold(-M, 0.5), -expected)
+
+
+def _assert_exact_sparsity(clf, fractions):
+    for key, value in clf.coefs_.items():
+        fraction = fractions.get(key[0], 1.0) if key[0] in "WU" else 1.0
+        expected = keep_count(value.size, fraction) if fraction < 1 else value.size
+        assert np.count_nonzero(value) == expected, key
+
+
+@pytest.mark.parametrize(
+    "ranks", [{}, {"w_rank": 2, "u_rank": 3}], ids=["full rank", "low rank"]
+)
+def test_fit_keeps_exactly_the_requested_fraction_per_matrix(rng, ranks):
+    X, y = make_sequences(rng, n=60)
+    clf = FastGRNNClassifier(
+        8, sparsity_w=0.3, sparsity_u=0.45, max_iter=8, iht_interval=2, random_state=0,
+        **ranks,
+    ).fit(X, y)
+    _assert_exact_sparsity(clf, {"W": 0.3, "U": 0.45})
+    assert clf.n_iter_ == 8
+
+
+def _support(clf):
+    return {k: clf.coefs_[k] != 0 for k in clf.coefs_ if k[0] in "WU"}
+
+
+def test_partial_fit_runs_dense_then_iht_then_a_frozen_support(rng):
+    X, y = make_sequences(rng, n=64)
+    clf = FastGRNNClassifier(
+        6, sparsity_w=0.5, sparsity_u=0.25, sparsity_phases=(0.25, 0.25), max_iter=8,
+        iht_interval=3, batch_size=8, random_state=0,
+    )
+    supports = []
+    for call in range(1, 13):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+        if call <= 2:  # dense phase: floor(0.25 * 8) epochs
+            assert all(np.count_nonzero(v) == v.size for v in clf.coefs_.values())
+        else:
+            _assert_exact_sparsity(clf, {"W": 0.5, "U": 0.25})
+        if call >= 5:  # frozen from epoch floor(0.5 * 8) on, also after max_iter calls
+            supports.append(_support(clf))
+    for later in supports[1:]:
+        for key, mask in supports[0].items():
+            np.testing.assert_array_equal(later[key], mask)
+    # the optimiser can not revive a pruned entry: its moments are exactly 0
+    pruned = clf._sparse_training.pruned
+    assert pruned.size and not clf._optimizer.m[pruned].any()
+    assert not clf._optimizer.v[pruned].any()
+
+
+def test_warm_start_continues_on_the_frozen_support(rng):
+    X, y = make_sequences(rng, n=60)
+    clf = FastGRNNClassifier(
+        6, sparsity_w=0.4, sparsity_u=0.4, max_iter=6, warm_start=True, random_state=1
+    ).fit(X, y)
+    before = _support(clf)
+    clf.fit(X, y)
+    for key, mask in _support(clf).items():
+        np.testing.assert_array_equal(mask, before[key])
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_frozen_entries_stay_exactly_zero_under_any_gradient(rng, solver):
+    layout = ParameterLayout(3, 5, 2)
+    flat = rng.standard_normal(layout.size)
+    optimizer = Adam(layout.size, np.float64) if solver == "adam" else SGD(layout.size, np.float64)
+    for _ in range(5):  # moments / velocity non-zero everywhere
+        optimizer.step(flat, rng.standard_normal(layout.size), 0.1)
+    sparse = SparseTraining(layout, {"W": 0.5, "U": 0.2}, (0.0, 0.0), 1, 1)
+    assert sparse.begin_epoch(flat, optimizer)  # phase 3 at once: freeze now
+    kept = flat.copy()
+    pruned = sparse.pruned
+    assert pruned.size == (15 - keep_count(15, 0.5)) + (25 - keep_count(25, 0.2))
+    for _ in range(50):
+        grad = rng.standard_normal(layout.size)
+        sparse.before_step(grad)
+        optimizer.step(flat, grad, 0.1)
+        sparse.after_step(flat)
+        assert not flat[pruned].any()
+    free = np.setdiff1d(np.arange(layout.size), pruned)
+    assert (flat[free] != kept[free]).all()
+
+
+def test_iht_thresholds_every_interval_steps_and_reapplies_between(rng):
+    layout = ParameterLayout(2, 4, 2)
+    flat = rng.standard_normal(layout.size)
+    sparse = SparseTraining(layout, {"U": 0.25}, (0.0, 0.5), 3, 2)
+    assert not sparse.begin_epoch(flat, None)  # epoch 0 is in the IHT phase
+    sparse.after_step(flat)  # step 0: threshold
+    U = layout.views(flat)["U"]
+    assert np.count_nonzero(U) == 4
+    outside = int(sparse.pruned[0])
+    for _ in range(2):  # steps 1, 2: the support is re-applied
+        flat[outside] = 100.0
+        sparse.after_step(flat)
+        assert flat[outside] == 0.0
+    flat[outside] = 100.0
+    sparse.after_step(flat)  # step 3: threshold again, the large entry comes in
+    assert flat[outside] == 100.0 and outside not in sparse.pruned
+    assert np.count_nonzero(U) == 4
+
+
+def test_stopping_waits_for_the_frozen_support(rng):
+    X, y = make_sequences(rng, n=80)
+    # tol=10: no epoch ever counts as an improvement, so a dense fit stops early
+    params = dict(max_iter=20, early_stopping=True, n_iter_no_change=2, tol=10.0, random_state=0)
+    assert FastGRNNClassifier(6, **params).fit(X, y).n_iter_ == 3
+    clf = FastGRNNClassifier(6, sparsity_w=0.5, sparsity_u=0.5, **params).fit(X, y)
+    assert clf.n_iter_ == 15 + 3  # floor(0.75 * 20) epochs, then the rule in phase 3
+    _assert_exact_sparsity(clf, {"W": 0.5, "U": 0.5})
+
+
+@pytest.mark.parametrize("phases", [(0.5, 0.5), (0.9,), (-0.1, 0.5), ("a", 0.1)])
+def test_bad_sparsity_phases_are_refused(rng, phases):
+    X, y = make_sequences(rng)
+    with pytest.raises(ValueError, match="sparsity_phases"):
+        FastGRNNClassifier(4, sparsity_phases=phases, max_iter=1).fit(X, y)
+
+
+def test_sparsity_must_keep_something(rng):
+    X, y = make_sequences(rng)
+    with pytest.raises(ValueError, match="sparsity_w"):
+        FastGRNNClassifier(4, sparsity_w=0.0).fit(X, y)
+
+
+# ------------------------------------------------------------ model size
+
+
+def test_model_size_dense_and_sparse_follow_edgeml(rng):
+    X, y = make_sequences(rng, n=50)
+    dense = FastGRNNClassifier(8, max_iter=2, random_state=0).fit(X, y)
+    assert dense.model_size_bytes_ == 4 * dense.n_params_
+    sparse = FastGRNNClassifier(
+        8, u_rank=2, sparsity_w=0.5, sparsity_u=0.5, max_iter=4, random_state=0
+    ).fit(X, y)
+    c = sparse.coefs_
+    expected = 8 * sum(np.count_nonzero(c[k]) for k in ("W", "U1", "U2"))
+    dense = ("V", "bias_gate", "bias_update", "zeta", "nu", "bias_out")
+    expected += 4 * sum(c[k].size for k in dense)
+    assert sparse.model_size_bytes_ == expected
+    assert sum(r["bytes"] for r in size_report(sparse)) == expected
+
+
+def test_model_size_int8_counts_one_byte_per_entry_plus_index_when_sparse(rng):
+    X, y = make_sequences(rng, n=50)
+    clf = FastGRNNClassifier(
+        8, u_rank=3, sparsity_u=0.5, max_iter=4, random_state=0
+    ).fit(X, y)
+    q = quantize(clf, X)
+    w = q.weights_
+    sparse_bytes = 2 * (np.count_nonzero(w["U1"]) + np.count_nonzero(w["U2"]))  # value + uint8 row
+    dense_bytes = sum(w[k].size for k in ("W", "V", "bias_gate", "bias_update", "bias_out"))
+    scalars = 4 * 2 + 4 * len(w)  # zeta, nu and one scale per int8 tensor
+    assert q.sparse_keys_ == ("U1", "U2")
+    assert q.model_size_bytes_ == sparse_bytes + dense_bytes + scalars
+
+
+def test_summary_lists_every_tensor_and_the_size_in_kb(rng):
+    X, y = make_sequences(rng, n=50)
+    clf = FastGRNNClassifier(8, sparsity_u=0.5, max_iter=3, random_state=0).fit(X, y)
+    for model in (clf, quantize(clf, X)):
+        text = model.summary()
+        lines = text.splitlines()
+        for key in ("W", "U", "V", "bias_gate", "bias_update", "zeta", "nu", "bias_out"):
+            assert any(line.split()[0] == key for line in lines), key
+        u_line = next(line for line in lines if line.split()[0] == "U")
+        assert "sparse" in u_line and str(np.count_nonzero(clf.coefs_["U"])) in u_line.split()
+        total = model.model_size_bytes_
+        assert lines[-1] == f"model size: {total} bytes = {total / 1024:.2f} KB"
+        assert lines[-2].split()[-1] == str(total)
+
+
+def test_summary_of_an_unfitted_model_says_so():
+    with pytest.raises(NotFittedError):
+        FastGRNNClassifier().summary()
+
+
+# ----------------------------------------------------------- quantisation
+
+
+def _rshift_round(v, s):
+    return (v + (1 << (s - 1))) >> s  # Python's >> floors, as the spec says
+
+
+_TABLE = [math.floor(math.tanh(i / 32) * 4096 + 0.5) for i in range(257)]
+
+
+def _lut(a, k):
+    i = a >> k
+    if i >= 256:
+        return _TABLE[256]
+    return _TABLE[i] + _rshift_round((_TABLE[i + 1] - _TABLE[i]) * (a & ((1 << k) - 1)), k)
+
+
+_INTEGER = {
+    "sigmoid": lambda v: _rshift_round(4096 + (-_lut(-v, 8) if v < 0 else _lut(v, 8)), 1),
+    "tanh": lambda v: -_lut(-v, 7) if v < 0 else _lut(v, 7),
+    "relu": lambda v: max(v, 0),
+    "quant_sigmoid": lambda v: min(max(_rshift_round(v + 4096, 1), 0), 4096),
+    "quant_tanh": lambda v: min(max(v, -4096), 4096),
+}
+
+
+def _sat16(v):
+    return min(max(v, -32767), 32767)
+
+
+def literal_quantized_logits(q, X):
+    """The documented integer arithmetic, one Python int at a time."""
+    w = {k: v.astype(int).tolist() for k, v in q.weights_.items()}
+
+    def requantize(acc, key):
+        m, s = q.multipliers_[key]
+        return _rshift_round(acc * m, s)
+
+    def product(v, chain):
+        keys = [chain] if chain in w else [chain + "1", chain + "2"]
+        for n, key in enumerate(keys):
+            M = w[key]
+            v = [requantize(sum(v[i] * M[i][j] for i in range(len(v))), key)
+                 for j in range(len(M[0]))]
+            if n == 0 and len(keys) == 2:
+                v = [_sat16(a) for a in v]
+        return v
+
+    H = len(w["bias_gate"])
+    b = {k: [requantize(x, k) for x in w[k]] for k in ("bias_gate", "bias_update", "bias_out")}
+    scale = 2.0 ** q.frac_bits_["input"]
+    gate, update = _INTEGER[q.gate_nonlinearity], _INTEGER[q.update_nonlinearity]
+    sz, sn = q.sigmoid_zeta_q15_, q.sigmoid_nu_q15_
+    out = []
+    for seq in X:
+        h = [0] * H
+        for x in seq:
+            if all(math.isnan(v) for v in x):
+                break
+            xq = [_sat16(math.floor(float(np.float32(v)) * scale + 0.5)) for v in x]
+            pre = [a + r for a, r in zip(product(xq, "W"), product(h, "U"))]
+            new_h = []
+            for j in range(H):
+                z = gate(pre[j] + b["bias_gate"][j])
+                c = _sat16(update(pre[j] + b["bias_update"][j]))
+                coef = _rshift_round(sz * (4096 - z), 12) + sn
+                new_h.append(_sat16(_rshift_round(coef * c, 15) + _rshift_round(z * h[j], 12)))
+            h = new_h
+        out.append([a + c for a, c in zip(product(h, "V"), b["bias_out"])])
+    return np.array(out)
+
+
+CASES = [
+    dict(gate_nonlinearity="sigmoid", update_nonlinearity="tanh"),
+    dict(gate_nonlinearity="quant_sigmoid", update_nonlinearity="quant_tanh",
+         w_rank=2, u_rank=3, sparsity_w=0.6, sparsity_u=0.5),
+    dict(gate_nonlinearity="tanh", update_nonlinearity="relu", u_rank=2),
+    dict(gate_nonlinearity="relu", update_nonlinearity="sigmoid", sparsity_u=0.4),
+]
+
+
+@pytest.mark.parametrize(
+    "params", CASES, ids=lambda p: f"{p['gate_nonlinearity']}-{p['update_nonlinearity']}"
+)
+def test_quantized_prediction_matches_a_literal_integer_implementation(rng, params):
+    X, y = make_sequences(rng, n=60, T=5)
+    clf = FastGRNNClassifier(6, max_iter=6, random_state=0, **params).fit(X, y)
+    q = quantize(clf, X)
+    Xt = X[:8].copy()
+    Xt[2, 3:] = np.nan  # shorter sequences, NaN-padded
+    Xt[5, 1:] = np.nan
+    expected = literal_quantized_logits(q, Xt)
+    got = q.quantized_logits(Xt)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(q.predict(Xt), clf.classes_[np.argmax(expected, axis=1)])
+    # a padded sequence predicts what its unpadded prefix predicts
+    np.testing.assert_array_equal(q.quantized_logits(Xt[2:3, :3]), got[2:3])
+
+
+def test_quantized_tensors_and_multipliers_are_what_the_docstring_says(rng):
+    X, y = make_sequences(rng, n=60)
+    clf = FastGRNNClassifier(6, u_rank=3, max_iter=4, random_state=0).fit(X, y)
+    q = quantize(clf, X)
+    assert set(q.weights_) == set(clf.coefs_) - {"zeta", "nu"}
+    for key, values in q.weights_.items():
+        assert values.dtype == np.int8 and np.abs(values).max() == 127
+        scale = q.scales_[key]
+        assert scale == pytest.approx(np.abs(clf.coefs_[key]).max() / 127)
+        np.testing.assert_allclose(values * scale, clf.coefs_[key], atol=scale / 2 + 1e-12)
+    bits = q.frac_bits_
+    assert bits["input"] == math.floor(math.log2(32767 / np.abs(X.astype(np.float32)).max()))
+    formats = {"W": (bits["input"], 12), "U1": (12, bits["U1"]), "U2": (bits["U1"], 12),
+               "V": (12, 12), "bias_gate": (0, 12)}
+    for key, (f_in, f_out) in formats.items():
+        m, s = q.multipliers_[key]
+        assert 2**14 <= m <= 2**15
+        assert m * 2.0**-s == pytest.approx(q.scales_[key] * 2.0 ** (f_out - f_in), rel=2**-14)
+    assert q.zeta == clf.coefs_["zeta"] and q.nu == clf.coefs_["nu"]
+    assert q.sigmoid_nu_q15_ == math.floor(32768 / (1 + math.exp(-q.nu)) + 0.5)
+    assert quantize(clf).frac_bits_["input"] == 10
+
+
+def test_int8_digits_model_predicts_like_the_float_model():
+    X, y = load_digits_sequences()
+    X_train, X_test, y_train, y_test = split_halves(X, y)
+    clf = FastGRNNClassifier(16, max_iter=15, random_state=0).fit(X_train, y_train)
+    q = quantize(clf, X_train)
+    agree = np.mean(q.predict(X_test) == clf.predict(X_test))
+    assert agree >= 0.97
+    assert abs(q.score(X_test, y_test) - clf.score(X_test, y_test)) <= 0.02
+    np.testing.assert_allclose(q.predict_proba(X_test).sum(axis=1), 1.0)
+    assert np.abs(q.predict_proba(X_test) - clf.predict_proba(X_test)).max() < 0.1
+    assert q.model_size_bytes_ < clf.model_size_bytes_ / 3.5
+
+
+def test_quantized_model_reads_the_classifier_layouts_and_pickles(rng):
+    X, y = make_sequences(rng, n=40, T=4, d=2)
+    clf = FastGRNNClassifier(4, n_timesteps=4, max_iter=3, random_state=0)
+    clf.fit(X.reshape(40, 8), y)
+    q = quantize(clf, X.reshape(40, 8))
+    np.testing.assert_array_equal(q.quantized_logits(X.reshape(40, 8)), q.quantized_logits(X))
+    again = pickle.loads(pickle.dumps(q))
+    np.testing.assert_array_equal(again.predict(X), q.predict(X))
+    with pytest.raises(ValueError, match="channels"):
+        q.predict(X[:, :, :1])
+    with pytest.raises(ValueError, match="features"):
+        q.predict(X.reshape(40, 8)[:, :6])
+
+
+def test_quantize_needs_a_fitted_classifier(rng):
+    with pytest.raises(NotFittedError):
+        quantize(FastGRNNClassifier())
+    X, y = make_sequences(rng)
+    q = quantize(FastGRNNClassifier(4, max_iter=1, random_state=0).fit(X, y))
+    assert isinstance(q, QuantizedFastGRNN)
+    with pytest.raises(TypeError, match="FastGRNNClassifier"):
+        quantize(q)
