@@ -3,12 +3,16 @@
 from ._version import __version__
 from .classifier import FastGRNNClassifier
 from .compression import QuantizedFastGRNN, quantize
+from .distillation import DistilledClassifier, SoftTargetTransformer, generate_soft_targets
 from .preprocessing import SequenceScaler, make_fastgrnn_pipeline, pad_sequences
 
 __all__ = [
+    "DistilledClassifier",
     "FastGRNNClassifier",
     "QuantizedFastGRNN",
     "SequenceScaler",
+    "SoftTargetTransformer",
+    "generate_soft_targets",
     "make_fastgrnn_pipeline",
     "pad_sequences",
     "quantize",

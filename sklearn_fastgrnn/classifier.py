@@ -208,11 +208,14 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     calls keep training on the frozen support); ``warm_start`` continues it.
     See :mod:`sklearn_fastgrnn.compression`.
 
-    Defaults train well on the bundled digits-as-sequences data (0.97-0.98 test
-    accuracy) in a few seconds: ``learning_rate_init=0.01`` with Adam is EdgeML's
-    choice for FastGRNN; ``clip_grad_norm=5`` guards the recurrence against the
-    occasional exploding step without touching normal training; ``batch_size=32``
-    and ``hidden_size=32`` keep small problems (and ``check_estimator``) fast.
+    The defaults train the bundled digits-as-sequences data (first half of the
+    writers to train, second half to test) to 0.913 +- 0.011 test accuracy over
+    5 seeds in about a second, as well as a PyTorch GRU of the same size (0.921
+    +- 0.008): ``learning_rate_init=0.01`` with Adam is EdgeML's choice for
+    FastGRNN; ``clip_grad_norm=5`` guards the recurrence against the occasional
+    exploding step without touching normal training; ``hidden_size=32`` (6.5 KB)
+    and ``batch_size=32`` keep models tiny and small problems (and
+    ``check_estimator``) fast. ``hidden_size=128`` reaches 0.939 on digits.
     """
 
     _parameter_constraints = {
