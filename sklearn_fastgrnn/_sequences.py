@@ -6,6 +6,84 @@ the real length of every sequence and rejects NaN or infinity anywhere else.
 """
 
 import numpy as np
+from sklearn.utils.validation import (
+    _check_feature_names,
+    check_array,
+    check_consistent_length,
+    column_or_1d,
+    validate_data,
+)
+
+FLOAT_DTYPES = [np.float64, np.float32]
+
+
+def input_ndim(X):
+    """Number of dimensions of an array-like (2 for what only check_array can tell)."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is not None:
+        return ndim
+    try:
+        return np.asarray(X).ndim
+    except (TypeError, ValueError):  # ragged nested lists: let check_array explain
+        return 2
+
+
+def validate_sequences(estimator, X, y="no_validation", *, reset):
+    """Validate ``X`` (and ``y``) of a sequence estimator, as ``validate_data`` does.
+
+    A 3D ``X`` is used as is; a 2D ``X`` goes through ``validate_data`` (feature
+    names, ``n_features_in_``) and is read with ``estimator.n_timesteps`` when
+    ``reset``, else with the fitted ``n_timesteps_``. With ``reset`` the fitted
+    ``n_features_in_``, ``n_timesteps_`` and ``n_channels_`` are set; otherwise a
+    3D ``X`` may have any number of timesteps but must have ``n_channels_``.
+
+    Returns
+    -------
+    X : ndarray
+        The validated array, in the layout it came in.
+    X3 : ndarray of shape (n_samples, n_timesteps, n_channels)
+        A view of ``X`` as sequences.
+    lengths : ndarray of shape (n_samples,)
+        See :func:`sequence_lengths`.
+    y : ndarray
+        Only when ``y`` was given.
+    """
+    name = type(estimator).__name__
+    fitting = not (isinstance(y, str) and y == "no_validation")
+    if input_ndim(X) == 3:
+        X = check_array(X, allow_nd=True, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        n, T, d = X.shape
+        if T == 0 or d == 0:
+            raise ValueError(
+                f"3D X has shape {X.shape}; expected (n_samples, n_timesteps, "
+                "n_channels) with at least one timestep and one channel."
+            )
+        _check_feature_names(estimator, X, reset=reset)
+        if reset:
+            estimator.n_features_in_ = T * d
+        elif d != estimator.n_channels_:
+            raise ValueError(
+                f"X has {d} channels per timestep, but {name} was fitted with "
+                f"{estimator.n_channels_} channels. A 3D X may have any number of "
+                "timesteps, but its last axis must match."
+            )
+        if fitting:
+            if y is None:
+                raise ValueError(f"{name} requires y to be passed, but the target y is None.")
+            y = column_or_1d(y, warn=True)
+            check_consistent_length(X, y)
+        X3 = X
+    else:
+        kwargs = dict(reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        if fitting:
+            X, y = validate_data(estimator, X, y, **kwargs)
+        else:
+            X = validate_data(estimator, X, **kwargs)
+        X3 = reshape_2d(X, estimator.n_timesteps if reset else estimator.n_timesteps_)
+    if reset:
+        estimator.n_timesteps_, estimator.n_channels_ = X3.shape[1], X3.shape[2]
+    lengths = sequence_lengths(X3)
+    return (X, X3, lengths, y) if fitting else (X, X3, lengths)
 
 
 def reshape_2d(X, n_timesteps):

@@ -20,13 +20,9 @@ from sklearn.utils.multiclass import (
     unique_labels,
 )
 from sklearn.utils.validation import (
-    _check_feature_names,
     _check_sample_weight,
     check_array,
-    check_consistent_length,
     check_is_fitted,
-    column_or_1d,
-    validate_data,
 )
 
 from . import _losses
@@ -39,7 +35,7 @@ from ._cell import (
 )
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule, clip_by_global_norm
-from ._sequences import reshape_2d, sequence_lengths
+from ._sequences import validate_sequences
 from ._version import __version__
 from . import compression
 from .compression import SparseTraining, model_size_bytes, sparse_keys
@@ -338,59 +334,6 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self.iht_interval = iht_interval
 
     # ------------------------------------------------------------------ input
-    def _validate_X(self, X, y=None, *, reset, fitting=False):
-        """Validated sequences ``(X3, lengths)`` (and ``y`` when ``fitting``).
-
-        Implements the input layouts of ``../shared/DESIGN.md`` section 3.
-        """
-        ndim = getattr(X, "ndim", 2)
-        if isinstance(X, (list, tuple)):
-            try:
-                ndim = np.asarray(X).ndim
-            except ValueError:  # ragged nested lists: let check_array explain
-                pass
-        if ndim == 3:
-            X = check_array(
-                X, allow_nd=True, dtype=[np.float64, np.float32], ensure_all_finite=False
-            )
-            n, T, d = X.shape
-            if d == 0:
-                raise ValueError(
-                    "3D X has 0 channels; expected shape "
-                    "(n_samples, n_timesteps, n_channels) with n_channels >= 1."
-                )
-            _check_feature_names(self, X, reset=reset)
-            if reset:
-                self.n_features_in_ = T * d
-            elif d != self.n_channels_:
-                raise ValueError(
-                    f"X has {d} channels per timestep, but {type(self).__name__} "
-                    f"was fitted with {self.n_channels_} channels. A 3D X may have "
-                    "any number of timesteps, but its last axis must match."
-                )
-            X3 = X
-            if fitting:
-                if y is None:
-                    raise ValueError(
-                        f"{type(self).__name__} requires y to be passed, but the "
-                        "target y is None."
-                    )
-                y = column_or_1d(y, warn=True)
-                check_consistent_length(X3, y)
-        else:
-            kwargs = dict(
-                reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=False
-            )
-            if fitting:
-                X, y = validate_data(self, X, y, **kwargs)
-            else:
-                X = validate_data(self, X, **kwargs)
-            X3 = reshape_2d(X, self.n_timesteps if reset else self.n_timesteps_)
-        if reset:
-            self.n_timesteps_, self.n_channels_ = X3.shape[1], X3.shape[2]
-        lengths = sequence_lengths(X3)
-        return (X3, lengths, y) if fitting else (X3, lengths)
-
     def _sample_weights(self, y_idx, sample_weight, X3, incremental):
         """Per-sample training weights: ``sample_weight`` times class weights."""
         weights = _check_sample_weight(
@@ -563,7 +506,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight, soft_targets, *, incremental, classes=None):
         resume = hasattr(self, "coefs_") and (incremental or self.warm_start)
-        X3, lengths, y = self._validate_X(X, y, reset=not resume, fitting=True)
+        _, X3, lengths, y = validate_sequences(self, X, y, reset=not resume)
         y_idx = self._encode_y(y, classes, incremental, resume)
         weights = self._sample_weights(y_idx, sample_weight, X3, incremental)
         dtype = X3.dtype
@@ -714,7 +657,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------- prediction
     def _logits(self, X):
         check_is_fitted(self)
-        X3, lengths = self._validate_X(X, reset=False)
+        _, X3, lengths = validate_sequences(self, X, reset=False)
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         return predict_logits(
             self.coefs_, self.gate_nonlinearity, self.update_nonlinearity,

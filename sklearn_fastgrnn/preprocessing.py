@@ -13,29 +13,10 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, 
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import (
-    _check_feature_names,
-    check_array,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted
 
-from ._sequences import reshape_2d, sequence_lengths
+from ._sequences import input_ndim, validate_sequences
 from .classifier import FastGRNNClassifier
-
-_FLOAT_DTYPES = [np.float64, np.float32]
-
-
-def _ndim(X):
-    """Number of dimensions of an array-like, or None for ragged nested lists."""
-    ndim = getattr(X, "ndim", None)
-    if ndim is not None:
-        return ndim
-    try:
-        return np.asarray(X).ndim
-    except (TypeError, ValueError):
-        return None
-
 
 class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Standardise each channel over all real timesteps of all sequences.
@@ -92,30 +73,7 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _validate(self, X, *, reset):
         """Validated ``(X, X3)``: ``X`` as an array and its 3D sequence view."""
-        if _ndim(X) == 3:
-            X = check_array(X, allow_nd=True, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
-            n, T, d = X.shape
-            if T == 0 or d == 0:
-                raise ValueError(
-                    f"3D X has shape {X.shape}; expected (n_samples, n_timesteps, "
-                    "n_channels) with at least one timestep and one channel."
-                )
-            _check_feature_names(self, X, reset=reset)
-            if reset:
-                self.n_features_in_ = T * d
-            elif d != self.n_channels_:
-                raise ValueError(
-                    f"X has {d} channels per timestep, but {type(self).__name__} "
-                    f"was fitted with {self.n_channels_} channels. A 3D X may have "
-                    "any number of timesteps, but its last axis must match."
-                )
-            X3 = X
-        else:
-            X = validate_data(self, X, reset=reset, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
-            X3 = reshape_2d(X, self.n_timesteps if reset else self.n_timesteps_)
-        if reset:
-            self.n_timesteps_, self.n_channels_ = X3.shape[1], X3.shape[2]
-        sequence_lengths(X3)  # NaN only as trailing padding, no inf
+        X, X3, _ = validate_sequences(self, X, reset=reset)
         return X, X3
 
     def fit(self, X, y=None):
@@ -297,7 +255,7 @@ def pad_sequences(sequences, maxlen=None, dtype=np.float64, truncating="pre"):
 
 def _require_2d(X):
     """Pass a 2D ``X`` through; refuse 3D, which ``StandardScaler`` cannot scale."""
-    if _ndim(X) == 3:
+    if input_ndim(X) == 3:
         n, T, d = np.shape(X)
         raise ValueError(
             f"This pipeline scales with StandardScaler, which reads 2D input, but X "
