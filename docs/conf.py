@@ -5,10 +5,9 @@ extensions = [
     "myst_parser",
     "numpydoc",
     "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
     "sphinx_gallery.gen_gallery",
 ]
-source_suffix = {".md": "markdown"}
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}  # the gallery writes .rst
 myst_enable_extensions = ["dollarmath"]
 numpydoc_show_class_members = False
 sphinx_gallery_conf = {

@@ -177,7 +177,7 @@ def to_onnx(model, path=None):
     -------
     onnx.ModelProto
         Checked with ``onnx.checker.check_model``. Input ``X``: float32 of
-        shape (batch, time, n_channels_), NaN-padded at the end for shorter
+        shape ``(batch, time, n_channels_)``, NaN-padded at the end for shorter
         sequences; ``time`` is free, except after a ``StandardScaler``, whose
         statistics fix it to ``n_timesteps_``. A model fitted on 2D input reads
         ``X.reshape(n, n_timesteps_, n_channels_)``. Outputs ``probabilities``
