@@ -1,5 +1,5 @@
 """Make a FastGRNN tiny: low rank, sparse, int8, then C code
-=============================================================
+=========================================================
 
 Trains the same FastGRNN three times on the bundled digits read as sequences
 (dense; with a low-rank ``U``; low rank with 30% of ``W``, ``U1``, ``U2`` kept by

@@ -1,5 +1,5 @@
 """Out-of-core training: stream a memmap dataset through ``partial_fit``
-======================================================================
+=====================================================================
 
 A dataset on disk can be larger than what a process may hold in memory. This
 example writes 48,000 noisy copies of the digit sequences to a ``numpy.memmap``

@@ -1,5 +1,5 @@
 """Variable-length sequences: pad, scale and classify
-=================================================
+==================================================
 
 Sequences often come as a ragged list, each with its own length. Here each 8x8
 digit is read as a sequence of its rows, cut after a random 3 to 8 rows (as if
