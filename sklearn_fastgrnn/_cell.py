@@ -12,17 +12,22 @@ Nothing in this module knows about scikit-learn or about the loss: the engine
 turns parameters and a time-major batch into logits, and the gradient of any loss
 with respect to those logits into the gradient of every parameter.
 
-How it is made fast (see ``../shared/PERFORMANCE.md``):
+How it is made fast (see ``../shared/PERFORMANCE.md`` and
+``docs/performance.md``):
 
 - inputs are time-major, ``(T, B, d + 1)``, with a trailing column of ones, so one
-  matmul gives ``x_t @ W`` plus both biases for every timestep at once, and one
-  matmul gives ``[dW; sum(dpre)]`` after the backward loop;
-- gate and candidate share ``pre_t``: the stacked weights ``[W | W]`` and
-  ``[U | U]`` give both halves from one matmul per step, and when both
-  non-linearities are tanh-based one ``np.tanh`` call evaluates both;
-- only the recurrence loops in Python; the elementwise factors of the backward
-  pass are computed for blocks of timesteps that fit in the L2 cache;
-- every buffer is preallocated per batch shape and written with ``out=``.
+  matmul call gives ``x_t @ W`` plus the gate and update biases for every
+  timestep, and one matmul gives ``[dW; sum(dpre)]`` after the backward loop;
+- pre-activations live in a ``(T, 2, B, H)`` buffer: the gate and update halves
+  of a step are contiguous ``(B, H)`` blocks (a ufunc on a strided view costs
+  about 0.7 us more per call); one ``h @ U`` a step serves both halves, and when
+  both non-linearities are tanh-based one ``np.tanh`` call evaluates both;
+- only the recurrence loops in Python, with ``np.dot`` (about 1 us cheaper than
+  ``np.matmul`` on small matrices), positional ``out=`` and per-step views made
+  once per workspace; the elementwise factors of the backward pass are computed
+  for blocks of timesteps that fit in the L2 cache;
+- every buffer is preallocated per batch shape and written in place; scalars are
+  0-d arrays of the working dtype.
 """
 
 import math
@@ -147,10 +152,25 @@ def to_time_major(X, dtype):
     """
     n, T, d = X.shape
     Xa = np.empty((T, n, d + 1), dtype=dtype)
-    Xa[:, :, :d] = X.transpose(1, 0, 2)
-    np.nan_to_num(Xa[:, :, :d], copy=False, nan=0.0)
+    np.copyto(Xa[:, :, :d], X.transpose(1, 0, 2))
+    # isnan on the contiguous X, then a masked copy only when there is padding:
+    # 4-8x faster than nan_to_num, which also scans for infinities
+    if np.isnan(X).any():
+        np.copyto(Xa[:, :, :d], 0.0, where=np.isnan(Xa[:, :, :d]))
     Xa[:, :, d] = 1.0
     return Xa
+
+
+def _as_scalars(values, dtype):
+    """``values`` (a tuple of floats or None) as 0-d arrays of ``dtype``."""
+    if values is None:
+        return None
+    return tuple(np.array(v, dtype=dtype) for v in values)
+
+
+def _as_scalar_or_none(value, dtype):
+    """``value`` as a 0-d array of ``dtype``, or None when it is 1 (nothing to do)."""
+    return None if value == 1 else np.array(value, dtype=dtype)
 
 
 class FastGRNNEngine:
@@ -172,32 +192,47 @@ class FastGRNNEngine:
         self.layout = layout
         self.gate = NONLINEARITIES[gate_nonlinearity]
         self.update = NONLINEARITIES[update_nonlinearity]
-        self.dtype = np.dtype(dtype)
+        self.dtype = dt = np.dtype(dtype)
         self._shared_tanh = self.gate.uses_tanh and self.update.uses_tanh
+        # Scalars as 0-d arrays of the working dtype: a Python float costs a
+        # conversion in every call, a np.float64 would pick the float64 loop.
+        self._gate_post = _as_scalars(self.gate.post, dt)
+        self._update_post = _as_scalars(self.update.post, dt)
+        self._gate_scale = _as_scalar_or_none(self.gate.prescale, dt)
+        self._update_scale = _as_scalar_or_none(self.update.prescale, dt)
+        d, H = layout.n_channels, layout.hidden_size
+        self._P = np.empty((2, d + 1, H), dtype=dt)
+        self._UT = np.empty((H, H), dtype=dt)
         self._workspaces = {}
+        self._params_cache = self._grad_cache = (None, None)
         self._last = None
 
     # -- parameters -------------------------------------------------------
-    def stacked_weights(self, params):
-        """Effective ``W``, ``U`` and the stacked ``P = [[W|W]; [bg|bu]]``, ``[U|U]``.
+    def _views_of(self, flat, cache):
+        # layout.views builds a dict of 8 views: reuse it while training passes
+        # the same (updated in place) vector batch after batch
+        cached_flat, views = getattr(self, cache)
+        if flat is not cached_flat:
+            views = self.layout.views(flat)
+            setattr(self, cache, (flat, views))
+        return views
 
-        The gate and update halves are multiplied by their non-linearity's
-        ``prescale`` (0.5 for sigmoid, computed through tanh).
+    def stacked_weights(self, params):
+        """Effective ``W`` and ``U``, and ``P`` of shape (2, d + 1, H).
+
+        ``P[0] = [W; bias_gate]`` and ``P[1] = [W; bias_update]``: with the ones
+        column of the input, ``x_t @ P`` gives both pre-activations without
+        the recurrent term. ``P`` is the engine's buffer, overwritten each call.
         """
         lay = self.layout
-        d, H = lay.n_channels, lay.hidden_size
+        d = lay.n_channels
         W = params["W"] if lay.w_rank is None else params["W1"] @ params["W2"]
         U = params["U"] if lay.u_rank is None else params["U1"] @ params["U2"]
-        gs, us = self.gate.prescale, self.update.prescale
-        P = np.empty((d + 1, 2 * H), dtype=self.dtype)
-        np.multiply(W, gs, out=P[:d, :H])
-        np.multiply(W, us, out=P[:d, H:])
-        np.multiply(params["bias_gate"], gs, out=P[d, :H])
-        np.multiply(params["bias_update"], us, out=P[d, H:])
-        Us = np.empty((H, 2 * H), dtype=self.dtype)
-        np.multiply(U, gs, out=Us[:, :H])
-        np.multiply(U, us, out=Us[:, H:])
-        return W, U, P, Us
+        P = self._P
+        P[:, :d] = W
+        P[0, d] = params["bias_gate"]
+        P[1, d] = params["bias_update"]
+        return W, U, P
 
     # -- workspaces -------------------------------------------------------
     def _workspace(self, T, B):
@@ -210,70 +245,93 @@ class FastGRNNEngine:
         full = self._workspaces.get(B)
         if full is None or full["T"] < T:
             block = max(1, _BLOCK_BYTES // (B * H * dt.itemsize))
-            A = np.empty((T, B, 2 * H), dtype=dt)
             full = {
                 "T": T,
-                "A": A,
-                "Z": A[:, :, :H] if self.gate.post is None else np.empty((T, B, H), dt),
-                "C": A[:, :, H:] if self.update.post is None else np.empty((T, B, H), dt),
+                "A": np.empty((T, 2, B, H), dtype=dt),
                 "Hs": np.zeros((T + 1, B, H), dtype=dt),
+                "E": np.empty((T, B, H), dtype=dt),
                 "DH": np.empty((T, B, H), dtype=dt),
                 "Dpre": np.empty((T, B, H), dtype=dt),
                 "block": block,
                 "Fz": np.empty((block, B, H), dtype=dt),
                 "F": np.empty((block, B, H), dtype=dt),
                 "G": np.empty((block, B, H), dtype=dt),
-                "tmp2": np.empty((B, 2 * H), dtype=dt),
+                "ones": np.ones(block * B, dtype=dt),
+                "hu": np.empty((B, H), dtype=dt),
                 "tmp": np.empty((B, H), dtype=dt),
+                "gWa": np.empty((self.layout.n_channels + 1, H), dtype=dt),
             }
+            # per-step views made once: creating a view costs ~0.1 us, taking
+            # one from a list ~0.03 us, and the loops use ~10 a step
+            full["steps"] = _step_views(full["A"], list(full["E"]), list(full["Hs"]))
+            for key in ("DH", "Dpre", "F"):
+                full[key + "_t"] = list(full[key])
             self._workspaces[B] = full
-        ws = dict(full)
-        for key in ("A", "Z", "C", "DH", "Dpre"):
+        if T == full["T"]:
+            return full
+        ws = dict(full)  # a shorter batch: slices of the buffers and of the lists
+        for key in ("A", "E", "DH", "Dpre", "DH_t", "Dpre_t"):
             ws[key] = full[key][:T]
         ws["Hs"] = full["Hs"][: T + 1]
+        As, Zs, Cs, Es, Hs = full["steps"]
+        ws["steps"] = As[:T], Zs[:T], Cs[:T], Es[:T], Hs[: T + 1]
         return ws
 
     # -- forward ----------------------------------------------------------
-    def _recurrence(self, P, Us, Xa, pad, sz, K, A, Z, C, Hs, tmp2, tmp, store):
-        """Run the recurrence; with ``store`` every step is kept for BPTT.
+    def _recurrence(self, Xa, P, U, sz, K, A, steps, hu, tmp, pad):
+        """Run the recurrence; on return ``A[t, 0]`` holds ``z_t``, ``A[t, 1]`` ``c_t``.
 
-        Without ``store``, ``Z`` and ``C`` (used only for non-linearities with a
-        ``post`` affine step) hold one step and ``Hs`` two (rolling).
+        ``A`` has shape (T, 2, B, H): each half of each step is one contiguous
+        (B, H) block, because a ufunc on a strided view costs about 0.7 us more
+        per call than on a contiguous array. ``steps`` are the per-step views of
+        :func:`_step_views`; ``E`` receives ``e_t = h_{t-1} - sigmoid(zeta) *
+        c_t``, which BPTT reuses. Without BPTT, ``E`` may repeat one buffer and
+        ``Hs`` two (rolling). Returns the last state.
         """
-        T, B, _ = Xa.shape
-        H = self.layout.hidden_size
+        dt = self.dtype
+        sz, K = np.array(sz, dtype=dt), np.array(K, dtype=dt)  # 0-d: see __init__
         gate, update = self.gate, self.update
-        np.matmul(Xa.reshape(T * B, -1), P, out=A.reshape(T * B, 2 * H))
-        for t in range(T):
-            i = t if store else 0
-            h = Hs[t] if store else Hs[t & 1]
-            hn = Hs[t + 1] if store else Hs[(t + 1) & 1]
-            a = A[t]
-            if t:
-                np.matmul(h, Us, out=tmp2)
-                a += tmp2
-            if self._shared_tanh:
-                np.tanh(a, out=a)
+        gate_post, update_post = self._gate_post, self._update_post
+        gate_scale, update_scale = self._gate_scale, self._update_scale
+        shared_tanh = self._shared_tanh
+        # local names and positional out=: the loop makes ~11 calls a step, an
+        # in-place operator (a += b) costs ~0.15 us more than add(a, b, a), and
+        # np.dot ~1.2 us less than np.matmul on small matrices
+        dot, add, multiply, subtract = np.dot, np.add, np.multiply, np.subtract
+        tanh = np.tanh
+        # x_t @ W plus bias for every step and half: numpy issues one small BLAS
+        # call per (step, half) and writes the (T, 2, B, H) layout directly
+        np.matmul(Xa[:, None], P, out=A)
+        As, Zs, Cs, Es, Hs = steps
+        for t, (a, z, c, e, h, hn) in enumerate(zip(As, Zs, Cs, Es, Hs, Hs[1:])):
+            if t:  # h_0 = 0
+                dot(h, U, hu)  # one h @ U, shared by both halves
+                add(z, hu, z)
+                add(c, hu, c)
+            if gate_scale is not None:  # sigmoid as 0.5 * tanh(0.5 x) + 0.5
+                multiply(z, gate_scale, z)
+            if update_scale is not None:
+                multiply(c, update_scale, c)
+            if shared_tanh:
+                tanh(a, a)
             else:
-                gate.kernel(a[:, :H])
-                update.kernel(a[:, H:])
-            z = a[:, :H] if gate.post is None else Z[i]
-            c = a[:, H:] if update.post is None else C[i]
-            if gate.post is not None:
-                np.multiply(a[:, :H], gate.post[0], out=z)
-                z += gate.post[1]
-            if update.post is not None:
-                np.multiply(a[:, H:], update.post[0], out=c)
-                c += update.post[1]
-            # h_t = K * c + z * (h - sz * c),  K = sigmoid(zeta) + sigmoid(nu)
-            np.multiply(c, sz, out=tmp)
-            np.subtract(h, tmp, out=tmp)
-            tmp *= z
-            np.multiply(c, K, out=hn)
-            hn += tmp
+                gate.kernel(z)
+                update.kernel(c)
+            if gate_post is not None:
+                multiply(z, gate_post[0], z)
+                add(z, gate_post[1], z)
+            if update_post is not None:
+                multiply(c, update_post[0], c)
+                add(c, update_post[1], c)
+            # h_t = K * c + z * e,  e = h - sz * c,  K = sigmoid(zeta) + sigmoid(nu)
+            multiply(c, sz, e)
+            subtract(h, e, e)
+            multiply(e, z, tmp)
+            multiply(c, K, hn)
+            add(hn, tmp, hn)
             if pad is not None:
                 np.copyto(hn, h, where=pad[t])
-        return Hs[T] if store else Hs[T & 1]
+        return Hs[len(As)]
 
     def forward(self, flat, Xa, lengths=None):
         """Logits of a time-major batch, keeping what :meth:`backward` needs.
@@ -292,22 +350,22 @@ class FastGRNNEngine:
         logits : ndarray of shape (B, C)
         """
         T, B, _ = Xa.shape
-        params = self.layout.views(flat)
-        W, U, P, Us = self.stacked_weights(params)
+        params = self._views_of(flat, "_params_cache")
+        _, U, P = self.stacked_weights(params)
         sz, sn = _sigmoid(params["zeta"]), _sigmoid(params["nu"])
         ws = self._workspace(T, B)
         pad = None
         if lengths is not None and lengths.min() < T:
             pad = (np.arange(T)[:, None] >= lengths[None, :])[:, :, None]
+        A = ws["A"]
         hT = self._recurrence(
-            P, Us, Xa, pad, sz, sz + sn, ws["A"], ws["Z"], ws["C"], ws["Hs"],
-            ws["tmp2"], ws["tmp"], store=True,
+            Xa, P, U, sz, sz + sn, A, ws["steps"], ws["hu"], ws["tmp"], pad
         )
         if pad is not None:
             # A padded step is h_t = h_{t-1}: exactly z = 1, c = 0 in the cell.
-            ws["Z"][pad[:, :, 0]] = 1.0
-            ws["C"][pad[:, :, 0]] = 0.0
-        self._last = (flat, params, Xa, pad, W, U, sz, sn, ws)
+            A[:, 0][pad[:, :, 0]] = 1.0
+            A[:, 1][pad[:, :, 0]] = 0.0
+        self._last = (params, Xa, pad, U, sz, sn, ws)
         logits = hT @ params["V"]
         logits += params["bias_out"]
         return logits
@@ -323,77 +381,98 @@ class FastGRNNEngine:
             :meth:`forward` call.
         grad : ndarray of shape (n_params,)
             Overwritten with the gradient of every parameter (flat layout).
+
+        Returns
+        -------
+        grad : ndarray of shape (n_params,)
         """
-        flat, params, Xa, pad, W, U, sz, sn, ws = self._last
+        params, Xa, pad, U, sz, sn, ws = self._last
         lay = self.layout
         T, B, d1 = Xa.shape
         d, H = d1 - 1, lay.hidden_size
         K = sz + sn
-        g = lay.views(grad)
-        Z, C, Hs, DH, Dpre = ws["Z"], ws["C"], ws["Hs"], ws["DH"], ws["Dpre"]
+        g = self._views_of(grad, "_grad_cache")
+        A, E, Hs, DH, Dpre = ws["A"], ws["E"], ws["Hs"], ws["DH"], ws["Dpre"]
         tmp = ws["tmp"]
+        Z, C = A[:, 0], A[:, 1]
+        Zs = ws["steps"][1]
+        DHs, Dpres, Fs = ws["DH_t"], ws["Dpre_t"], ws["F_t"]
         gate_d, update_d = self.gate.derivative, self.update.derivative
+        dot, add, multiply = np.dot, np.add, np.multiply  # see _recurrence
+        ones = ws["ones"]
+        neg_sz, K_ = np.array(-sz, dtype=self.dtype), np.array(K, dtype=self.dtype)
 
-        np.matmul(Hs[T].T, dlogits, out=g["V"])
-        np.sum(dlogits, axis=0, out=g["bias_out"])
-        np.matmul(dlogits, params["V"].T, out=DH[T - 1])
-        UT = np.ascontiguousarray(U.T)
+        dot(Hs[T].T, dlogits, g["V"])
+        dot(ones[:B], dlogits, g["bias_out"])  # sums by BLAS: see gbg below
+        dot(dlogits, params["V"].T, DH[T - 1])
+        UT = self._UT
+        np.copyto(UT, U.T)  # a contiguous U.T makes the per-step product faster
 
-        gbg = np.zeros(H, dtype=self.dtype)
+        gbg = g["bias_gate"]
+        gbg[...] = 0.0
         s_c = 0.0  # sum(dh * c)
         s_zc = 0.0  # sum(dh * z * c)
         block = ws["block"]
         for t1 in range(T, 0, -block):
             t0 = max(0, t1 - block)
             n = t1 - t0
-            Zb, Cb, Hb = Z[t0:t1], C[t0:t1], Hs[t0:t1]
+            Zb, Cb = Z[t0:t1], C[t0:t1]
             Fz, F, G = ws["Fz"][:n], ws["F"][:n], ws["G"][:n]
             # Fz = (h_{t-1} - sz * c) * gate'(z): d h_t / d(gate input)
-            np.multiply(Cb, sz, out=Fz)
-            np.subtract(Hb, Fz, out=Fz)
-            Fz *= gate_d(Zb, G)
+            multiply(E[t0:t1], gate_d(Zb, G), Fz)
             # Fc = (K - sz * z) * update'(c): d h_t / d(update input)
-            np.multiply(Zb, -sz, out=F)
-            F += K
-            F *= update_d(Cb, G)
+            multiply(Zb, neg_sz, F)
+            add(F, K_, F)
+            multiply(F, update_d(Cb, G), F)
             if pad is not None:
                 keep = ~pad[t0:t1]
-                Fz *= keep
-                F *= keep
-            F += Fz
+                multiply(Fz, keep, Fz)
+                multiply(F, keep, F)
+            add(F, Fz, F)
             for t in range(t1 - 1, t0 - 1, -1):
-                np.multiply(DH[t], F[t - t0], out=Dpre[t])
+                dh, dpre = DHs[t], Dpres[t]
+                multiply(dh, Fs[t - t0], dpre)
                 if t:
-                    np.matmul(Dpre[t], UT, out=DH[t - 1])
-                    np.multiply(DH[t], Z[t], out=tmp)
-                    DH[t - 1] += tmp
+                    dh_prev = DHs[t - 1]
+                    dot(dpre, UT, dh_prev)
+                    multiply(dh, Zs[t], tmp)
+                    add(dh_prev, tmp, dh_prev)
             DHb = DH[t0:t1]
-            Fz *= DHb
-            gbg += Fz.sum(axis=(0, 1))
-            np.multiply(DHb, Cb, out=G)
-            s_c += float(G.sum())
-            G *= Zb
-            s_zc += float(G.sum())
+            multiply(Fz, DHb, Fz)
+            # sum over steps and batch as a BLAS product: 8-15x faster than
+            # Fz.sum(axis=(0, 1)), which loops over short rows
+            add(gbg, dot(ones[: n * B], Fz.reshape(n * B, H)), gbg)
+            multiply(DHb, Cb, G)
+            s_c += float(add.reduce(G, None))  # G.sum() costs ~1.5 us more
+            multiply(G, Zb, G)
+            s_zc += float(add.reduce(G, None))
 
         Dflat = Dpre.reshape(T * B, H)
-        gU = Hs[:T].reshape(T * B, H).T @ Dflat
-        gWa = Xa.reshape(T * B, d1).T @ Dflat
+        Hflat = Hs[:T].reshape(T * B, H)
+        if lay.u_rank is None:
+            np.dot(Hflat.T, Dflat, out=g["U"])
+        else:
+            gU = Hflat.T @ Dflat
+            np.matmul(gU, params["U2"].T, out=g["U1"])
+            np.matmul(params["U1"].T, gU, out=g["U2"])
+        # the ones column of Xa makes the last row sum(dpre) over steps and batch
+        gWa = np.dot(Xa.reshape(T * B, d1).T, Dflat, out=ws["gWa"])
         gW = gWa[:d]
         if lay.w_rank is None:
             g["W"][...] = gW
         else:
             np.matmul(gW, params["W2"].T, out=g["W1"])
             np.matmul(params["W1"].T, gW, out=g["W2"])
-        if lay.u_rank is None:
-            g["U"][...] = gU
-        else:
-            np.matmul(gU, params["U2"].T, out=g["U1"])
-            np.matmul(params["U1"].T, gU, out=g["U2"])
-        g["bias_gate"][...] = gbg
         np.subtract(gWa[d], gbg, out=g["bias_update"])
         g["zeta"][...] = (s_c - s_zc) * sz * (1.0 - sz)
         g["nu"][...] = s_c * sn * (1.0 - sn)
         return grad
+
+
+def _step_views(A, Es, Hs):
+    """Lists of the per-step views of ``A`` (T, 2, B, H): ``A[t]``, ``z_t``, ``c_t``."""
+    As = list(A)
+    return As, [a[0] for a in As], [a[1] for a in As], Es, Hs  # then E and H steps
 
 
 def predict_logits(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dtype):
@@ -417,33 +496,34 @@ def predict_logits(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dt
     -------
     logits : ndarray of shape (n, C)
     """
-    n, T, d = X.shape
+    n, _, d = X.shape
     H, C = np.shape(coefs["V"])
     w_rank = None if "W" in coefs else np.shape(coefs["W1"])[1]
     u_rank = None if "U" in coefs else np.shape(coefs["U1"])[1]
     layout = ParameterLayout(d, H, C, w_rank, u_rank)
     engine = FastGRNNEngine(layout, gate_nonlinearity, update_nonlinearity, dtype)
-    params = layout.views(layout.pack(coefs, engine.dtype))
-    _, _, P, Us = engine.stacked_weights(params)
+    dt = engine.dtype
+    params = layout.views(layout.pack(coefs, dt))
+    _, U, P = engine.stacked_weights(params)
     sz, sn = _sigmoid(params["zeta"]), _sigmoid(params["nu"])
-    logits = np.empty((n, C), dtype=engine.dtype)
+    logits = np.empty((n, C), dtype=dt)
     for start in range(0, n, _PREDICT_CHUNK):
         stop = min(n, start + _PREDICT_CHUNK)
         B = stop - start
         chunk_lengths = lengths[start:stop]
         Tc = int(chunk_lengths.max())
-        Xa = to_time_major(X[start:stop, :Tc], engine.dtype)
+        Xa = to_time_major(X[start:stop, :Tc], dt)
         pad = None
         if chunk_lengths.min() < Tc:
             pad = (np.arange(Tc)[:, None] >= chunk_lengths[None, :])[:, :, None]
-        A = np.empty((Tc, B, 2 * H), dtype=engine.dtype)
-        Z = np.empty((1, B, H), engine.dtype) if engine.gate.post else None
-        Cb = np.empty((1, B, H), engine.dtype) if engine.update.post else None
-        Hs = np.zeros((2, B, H), dtype=engine.dtype)
+        A = np.empty((Tc, 2, B, H), dt)
+        rolling = list(np.zeros((2, B, H), dt))  # only the running state is kept
+        steps = _step_views(
+            A, [np.empty((B, H), dt)] * Tc, [rolling[t & 1] for t in range(Tc + 1)]
+        )
         hT = engine._recurrence(
-            P, Us, Xa, pad, sz, sz + sn, A, Z, Cb, Hs,
-            np.empty((B, 2 * H), engine.dtype), np.empty((B, H), engine.dtype),
-            store=False,
+            Xa, P, U, sz, sz + sn, A, steps, np.empty((B, H), dt),
+            np.empty((B, H), dt), pad,
         )
         np.matmul(hT, params["V"], out=logits[start:stop])
     logits += params["bias_out"]

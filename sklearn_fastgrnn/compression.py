@@ -20,7 +20,7 @@ from numbers import Real
 import numpy as np
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._sequences import reshape_2d, sequence_lengths
+from ._sequences import reshape_2d, sequence_lengths, validate_sequences
 
 DENSE_BYTES = 4  # a float32 entry
 SPARSE_BYTES = 8  # a float32 non-zero stored sparse: value + 4-byte index (EdgeML)
@@ -469,7 +469,7 @@ def quantize(model, X=None):
     if X is None:
         input_bits = DEFAULT_INPUT_FRAC_BITS
     else:
-        X3, _ = model._validate_X(X, reset=False)
+        _, X3, _ = validate_sequences(model, X, reset=False)
         peak = float(np.nanmax(np.abs(X3.astype(np.float32))))
         input_bits = 20 if peak == 0 else min(20, math.floor(math.log2(INT16_MAX / peak)))
     return QuantizedFastGRNN(model, input_bits)
