@@ -46,10 +46,14 @@ from .exceptions import InconsistentVersionWarning
 def _unchanged_on_error(estimator):
     """Give ``estimator`` back its attributes as they were if the block raises.
 
-    Training builds its new state aside and assigns it at the end, so restoring
-    the attribute dict (a shallow copy) undoes everything a failed call did.
+    Training builds its new state aside and assigns it at the end; the lists it
+    appends to (``loss_curve_``, ``history_``, ...) are copied here, so restoring
+    the attribute dict undoes everything a failed call did.
     """
-    saved = dict(estimator.__dict__)
+    saved = {
+        key: list(value) if isinstance(value, list) else value
+        for key, value in estimator.__dict__.items()
+    }
     try:
         yield
     except BaseException:

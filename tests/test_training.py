@@ -182,6 +182,7 @@ def test_divergence_raises_and_leaves_the_model_as_it_was(rng):
     X, y = make_sequences(rng)
     clf = small(solver="sgd").fit(X, y)
     before = {k: v.copy() for k, v in clf.coefs_.items()}
+    curve, history = list(clf.loss_curve_), list(clf.history_)
     explode = dict(solver="sgd", learning_rate_init=1e308, clip_grad_norm=None)
     clf.set_params(warm_start=True, **explode)
     with pytest.raises(ValueError, match="Training diverged: the loss became nan"):
@@ -189,6 +190,7 @@ def test_divergence_raises_and_leaves_the_model_as_it_was(rng):
     for key, value in before.items():
         np.testing.assert_array_equal(clf.coefs_[key], value)
     assert clf.n_iter_ == 4
+    assert clf.loss_curve_ == curve and clf.history_ == history
     fresh = small(**explode)
     with pytest.raises(ValueError, match="Training diverged"):
         fresh.fit(X, y)
@@ -315,3 +317,24 @@ def test_early_stopping_after_a_run_without_it(rng):
     clf = small().fit(X, y)
     clf.set_params(warm_start=True, early_stopping=True, max_iter=3, tol=0).fit(X, y)
     assert len(clf.validation_scores_) == 3
+
+
+def test_an_error_in_a_later_epoch_leaves_every_attribute_as_it_was(rng, monkeypatch):
+    import pickle
+
+    X, y = make_sequences(rng)
+    clf = small(warm_start=True).fit(X, y)
+    before = pickle.dumps(clf.__dict__)
+    real_epoch = classifier_module._TrainingRun.epoch
+    calls = []
+
+    def failing_epoch(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("Training diverged (simulated)")
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", failing_epoch)
+    with pytest.raises(ValueError, match="simulated"):
+        clf.fit(X, y)
+    assert pickle.dumps(clf.__dict__) == before
