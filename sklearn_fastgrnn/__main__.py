@@ -154,12 +154,12 @@ def _info(args):
         f"({clf.n_features_in_} features in 2D)"
     )
     print(f"cell: hidden_size={clf.hidden_size}, gate={clf.gate_nonlinearity}, "
-          f"update={clf.update_nonlinearity}, w_rank={clf.w_rank}, u_rank={clf.u_rank}")
+          f"update={clf.update_nonlinearity}")
     print(f"parameters: {clf.n_params_}")
     print(f"model size: {clf.model_size_bytes_} bytes ({clf.model_size_bytes_ / 1024:.2f} KB)")
-    print(f"trained: {clf.n_iter_} epochs, final loss {clf.loss_:.5f}")
-    if hasattr(clf, "summary"):
-        print(clf.summary())
+    if hasattr(clf, "n_iter_"):  # a quantised model keeps no training history
+        print(f"trained: {clf.n_iter_} epochs, final loss {clf.loss_:.5f}")
+    print(clf.summary())
 
 
 def _export(args):

@@ -33,6 +33,24 @@ def test_train_predict_info_with_npz(rng, tmp_path, capsys):
     main(["info", "--model", str(model)])
     out = capsys.readouterr().out
     assert "4 timesteps x 2 channels" in out and f"parameters: {clf.n_params_}" in out
+    assert "tensor" in out and "bias_out" in out  # the per-tensor summary
+
+
+def test_info_and_export_of_a_quantized_model(rng, tmp_path, capsys):
+    from sklearn_fastgrnn import FastGRNNClassifier, quantize
+
+    X, y = _data(rng)
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=3, random_state=0).fit(X, y)
+    joblib.dump(quantize(clf, X), tmp_path / "q.joblib")
+    main(["info", "--model", str(tmp_path / "q.joblib")])
+    out = capsys.readouterr().out
+    assert "model: QuantizedFastGRNN" in out and "int8" in out
+    main(["export", "--model", str(tmp_path / "q.joblib"), "--format", "c",
+          "--out", str(tmp_path / "c")])
+    assert (tmp_path / "c" / "fastgrnn.c").exists()
+    with pytest.raises(SystemExit, match="error: "):
+        main(["export", "--model", str(tmp_path / "q.joblib"), "--format", "onnx",
+              "--out", str(tmp_path / "q.onnx")])
 
 
 def test_train_on_csv_with_target_and_n_timesteps(rng, tmp_path, capsys):
