@@ -15,7 +15,6 @@ Linux only (``/proc``). Run: ``python benchmarks/bench_streaming_memory.py``.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -8,15 +8,16 @@ epoch and the test accuracy, parameter count, size and time, and writes
 
 import argparse
 import csv
+import io
 import os
 import sys
-import tempfile
 import time
 
 import joblib
 import numpy as np
 
 from . import FastGRNNClassifier
+from ._files import write_atomically
 from .datasets import load_digits_sequences, split_halves
 
 
@@ -78,18 +79,9 @@ def _load_data(path, target, need_y):
 
 def _dump_atomic(model, path):
     """Write ``model`` with joblib to ``path`` without ever leaving half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model-", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved model is a normal file
-    try:
-        joblib.dump(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    write_atomically(path, buffer.getvalue())
 
 
 def _load_model(path):

@@ -1,6 +1,5 @@
 """Training semantics of DESIGN.md section 4."""
 
-import io
 import warnings
 
 import joblib

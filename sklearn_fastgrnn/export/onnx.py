@@ -22,7 +22,8 @@ from sklearn.preprocessing import StandardScaler
 
 from .._version import __version__
 from ..preprocessing import SequenceScaler
-from .weights import unpack_model, write_atomically
+from .._files import write_atomically
+from .weights import unpack_model
 
 OPSET = 17
 INPUT_NAME = "X"

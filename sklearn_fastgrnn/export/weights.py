@@ -9,12 +9,10 @@ and rebuilds the estimators from them: nothing on the load path unpickles, so
 loading an untrusted file can not execute code.
 """
 
-import contextlib
 import json
 import math
 import numbers
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -23,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from .._files import write_atomically
 from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN, model_size_bytes, sparse_keys
@@ -105,37 +104,6 @@ def unpack_model(model):
         check_is_fitted(step)
     scaler = next((step for _, kind, step in steps if kind in SCALERS), None)
     return steps[-1][2], scaler, steps
-
-
-def write_atomically(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``.
-
-    A failure at any point leaves ``path`` as it was (absent, or the previous
-    file) and removes the temporary file. A new file gets the usual permissions
-    (0o666 minus the umask); a replaced file keeps its own.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------- save
