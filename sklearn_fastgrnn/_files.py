@@ -5,6 +5,74 @@ import os
 import tempfile
 
 
+def _mode(path):
+    """Permissions for ``path``: its own if it exists, else 0o666 minus the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _write_temporary(path, data):
+    """A synced temporary file beside ``path`` holding ``data``; its name."""
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+        dir=os.path.dirname(os.path.abspath(path)),
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _mode(path))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _previous(path):
+    """What is at ``path`` now: None (nothing), bytes (a file) or str (a symlink)."""
+    if os.path.islink(path):
+        return os.readlink(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path, previous):
+    """Put back what :func:`_previous` saw at ``path``."""
+    if previous is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    elif isinstance(previous, str):
+        os.unlink(path)
+        os.symlink(previous, path)
+    else:
+        os.replace(_write_temporary(path, previous), path)
+
+
+def check_writable(path):
+    """Raise ``OSError`` now if ``path`` can not be written as a file later.
+
+    Checks that its directory exists and is writable and that ``path`` is not a
+    directory, so that a long job can refuse a bad destination before it starts.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"the directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"the directory {directory} is not writable")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory")
+
+
 def write_atomically(path, data):
     """Write ``data`` (bytes) to ``path`` through a temporary file and ``os.replace``.
 
@@ -12,25 +80,38 @@ def write_atomically(path, data):
     file) and removes the temporary file. A new file gets the usual permissions
     (0o666 minus the umask); a replaced file keeps its own.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    write_all_atomically({path: data})
+
+
+def write_all_atomically(files):
+    """Write several files, ``{path: bytes}``: all of them, or none.
+
+    Every file is first written in full to a temporary file beside it; only
+    then are they renamed over their destinations. If a rename fails, the files
+    already replaced get their previous content back (or are removed when they
+    did not exist), so a failure leaves every destination as it was.
+    """
+    paths = [os.fspath(path) for path in files]
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise IsADirectoryError(f"{path} is a directory, not a file")
+    previous = {}
+    temporary = []
     try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        for path, data in zip(paths, files.values()):
+            temporary.append(_write_temporary(path, data))
+        for path in paths[:-1]:  # the last rename is the last thing that can fail
+            previous[path] = _previous(path)
+        replaced = []
+        try:
+            for path, tmp in zip(paths, temporary):
+                os.replace(tmp, path)
+                replaced.append(path)
+        except BaseException:
+            for path in replaced:
+                _restore(path, previous[path])
+            raise
+    finally:
+        for tmp in temporary:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)

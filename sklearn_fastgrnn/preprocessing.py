@@ -6,6 +6,7 @@ layout of ``../shared/DESIGN.md`` section 3; :func:`make_fastgrnn_pipeline` chai
 a scaler and a :class:`~sklearn_fastgrnn.FastGRNNClassifier`.
 """
 
+import contextlib
 from numbers import Integral
 
 import numpy as np
@@ -17,6 +18,19 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._sequences import input_ndim, validate_sequences
 from .classifier import FastGRNNClassifier
+
+
+@contextlib.contextmanager
+def _unchanged_on_error(scaler):
+    """Give ``scaler`` back its attributes if the block raises (they are never mutated)."""
+    saved = dict(scaler.__dict__)
+    try:
+        yield
+    except BaseException:
+        scaler.__dict__.clear()
+        scaler.__dict__.update(saved)
+        raise
+
 
 class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Standardise each channel over all real timesteps of all sequences.
@@ -90,9 +104,10 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
-        for name in ("mean_", "var_", "scale_", "n_steps_seen_"):
-            self.__dict__.pop(name, None)
-        return self.partial_fit(X)
+        with _unchanged_on_error(self):
+            for name in ("mean_", "var_", "scale_", "n_steps_seen_"):
+                self.__dict__.pop(name, None)
+            return self.partial_fit(X)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -109,23 +124,38 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
+        with _unchanged_on_error(self):
+            return self._partial_fit(X)
+
+    def _partial_fit(self, X):
         first = not hasattr(self, "n_steps_seen_")
         _, X3 = self._validate(X, reset=first)
         steps = X3.reshape(-1, X3.shape[2])
         steps = steps[~np.isnan(steps[:, 0])]  # padding is NaN in every channel
         count = len(steps)
-        mean = steps.mean(axis=0, dtype=np.float64)
-        m2 = np.square(steps - mean).sum(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            mean = steps.mean(axis=0, dtype=np.float64)
+            m2 = np.square(steps - mean).sum(axis=0)
         if not first:
             total = self.n_steps_seen_ + count
             delta = mean - self.mean_
             mean = self.mean_ + delta * (count / total)
             seen = self.n_steps_seen_
-            m2 = self.var_ * seen + m2 + delta**2 * (seen * count / total)
+            with np.errstate(over="ignore", invalid="ignore"):
+                m2 = self.var_ * seen + m2 + delta**2 * (seen * count / total)
             count = total
+        var = m2 / count
+        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+            channel = int(np.flatnonzero(~np.isfinite(mean) | ~np.isfinite(var))[0])
+            raise ValueError(
+                f"The mean or variance of channel {channel} of X overflows float64: "
+                "its values are too large for per-channel statistics (the variance "
+                "of values beyond about 1e150 in magnitude overflows). Divide X by a "
+                "constant (for example its largest magnitude) before scaling."
+            )
         self.n_steps_seen_ = count
         self.mean_ = mean
-        self.var_ = m2 / count
+        self.var_ = var
         scale = np.sqrt(self.var_)
         # a constant channel leaves only rounding noise in var_: do not amplify it
         constant = scale <= 1e3 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
@@ -148,7 +178,9 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, X3 = self._validate(X, reset=False)
-        out = (X3 - self.mean_.astype(X3.dtype)) / self.scale_.astype(X3.dtype)
+        with np.errstate(over="ignore"):
+            out = (X3 - self.mean_.astype(X3.dtype)) / self.scale_.astype(X3.dtype)
+        _check_finite_output(out, X3, "scaled")
         return out.reshape(X.shape)
 
     def inverse_transform(self, X):
@@ -164,7 +196,9 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, X3 = self._validate(X, reset=False)
-        out = X3 * self.scale_.astype(X3.dtype) + self.mean_.astype(X3.dtype)
+        with np.errstate(over="ignore"):
+            out = X3 * self.scale_.astype(X3.dtype) + self.mean_.astype(X3.dtype)
+        _check_finite_output(out, X3, "unscaled")
         return out.reshape(X.shape)
 
     def __sklearn_tags__(self):
@@ -172,6 +206,18 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _check_finite_output(out, X3, what):
+    """Raise when finite input steps gave infinity (float overflow), else return."""
+    overflow = np.isinf(out) & np.isfinite(X3)
+    if overflow.any():
+        i, t, c = np.argwhere(overflow)[0]
+        raise ValueError(
+            f"X {what} overflows {out.dtype} in sample {i} at timestep {t}, channel "
+            f"{c} (value {X3[i, t, c]!r}). Divide X by a constant first, or pass "
+            "float64 for float32 data near the float32 maximum."
+        )
 
 
 def pad_sequences(sequences, maxlen=None, dtype=np.float64, truncating="pre"):

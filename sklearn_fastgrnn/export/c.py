@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .. import compression
+from .._files import write_all_atomically
 from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
@@ -71,7 +72,8 @@ def export_c(model, directory, *, name="fastgrnn"):
     Returns
     -------
     list of str
-        The paths written: the header, then the source.
+        The paths written: the header, then the source. Both are written
+        atomically, together: a failure leaves both files as they were.
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(
@@ -92,9 +94,9 @@ def export_c(model, directory, *, name="fastgrnn"):
     source = writer.source()  # before the header: it decides the helpers used
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(os.fspath(directory), f"{name}.{ext}") for ext in ("h", "c")]
-    for path, text in zip(paths, (writer.header(), source)):
-        with open(path, "w", encoding="ascii") as f:
-            f.write(text)
+    write_all_atomically(
+        {path: text.encode("ascii") for path, text in zip(paths, (writer.header(), source))}
+    )
     return paths
 
 

@@ -36,6 +36,12 @@ CLASSIFIER = "FastGRNNClassifier"
 REQUIRE_2D = "require_2d"
 # safetensors dtype codes a weights file may hold: float weights, int64 counts
 _TENSOR_DTYPES = ("F32", "F64", "I64")
+# Bounds of what a file may hold. No trained model comes near them; beyond them
+# a file is damaged or hostile, and predicting from it would overflow.
+MAX_SIZE = 2**31 - 1  # timesteps, channels, features
+MAX_ABS_WEIGHT = 1e15  # coefs_: keeps logits of a sigmoid/tanh cell far from overflow
+MAX_SCALER_STATISTIC = 1e150  # |mean_|, scale_ and 1 / scale_ (so var_ <= 1e300)
+MAX_LABEL_CHARS = 1024  # width of a string dtype beyond its longest label
 
 
 # ------------------------------------------------------------ model structure
@@ -104,6 +110,40 @@ def unpack_model(model):
         check_is_fitted(step)
     scaler = next((step for _, kind, step in steps if kind in SCALERS), None)
     return steps[-1][2], scaler, steps
+
+
+# ------------------------------------------------------------- value bounds
+def _weight_problem(value):
+    """Why ``value`` can not be a ``coefs_`` tensor of a weights file, or None."""
+    value = np.asarray(value)
+    if not np.isfinite(value).all():
+        return "contains NaN or inf"
+    if value.size and np.abs(value).max() > MAX_ABS_WEIGHT:
+        return (f"holds {np.abs(value).max():.3g} in magnitude, beyond the "
+                f"{MAX_ABS_WEIGHT:.0e} a weights file allows")
+    return None
+
+
+def _statistic_problem(name, value):
+    """Why ``value`` can not be the scaler statistic ``name`` of a file, or None."""
+    value = np.asarray(value)
+    if not np.isfinite(value).all():
+        return "contains NaN or inf"
+    if value.dtype.kind != "f":  # n_samples_seen_: counts
+        return "must not be negative" if (value < 0).any() else None
+    magnitude = np.abs(value)
+    if name == "var_":
+        bound = MAX_SCALER_STATISTIC**2
+    else:
+        bound = MAX_SCALER_STATISTIC
+    if name == "scale_" and (value <= 0).any():
+        return "must be positive"
+    if name == "var_" and (value < 0).any():
+        return "must not be negative"
+    if (magnitude > bound).any() or (name == "scale_" and (value < 1 / bound).any()):
+        return (f"holds values beyond the range a weights file allows "
+                f"({1 / bound:.0e} to {bound:.0e} in magnitude)")
+    return None
 
 
 # ----------------------------------------------------------------------- save
@@ -202,6 +242,13 @@ def _encode_classifier(clf):
             "before saving."
         )
     tensors = {key: np.array(value, order="C") for key, value in clf.coefs_.items()}
+    for key, value in tensors.items():
+        problem = _weight_problem(value)
+        if problem:
+            raise ValueError(
+                f"coefs_[{key!r}] {problem}: load_weights would refuse the file. "
+                "The model diverged; retrain it (smaller learning_rate_init, or alpha)."
+            )
     metadata = {
         "params": _encode_params(clf),
         "classes": _encode_labels(clf.classes_),
@@ -249,6 +296,14 @@ def save_weights(model, path):
                 entry["attributes"], step_tensors = _encode_fitted(
                     step, SCALER_PREFIX if kind in SCALERS else None
                 )
+                for key, value in step_tensors.items():
+                    problem = _statistic_problem(key[len(SCALER_PREFIX):], value)
+                    if problem:
+                        raise ValueError(
+                            f"{type(step).__name__}.{key[len(SCALER_PREFIX):]} "
+                            f"{problem}: load_weights would refuse the file. Rescale "
+                            "the data (for example divide it by a constant) and refit."
+                        )
                 tensors.update(step_tensors)
             pipeline.append(entry)
     metadata = {
@@ -292,10 +347,13 @@ class _Metadata:
             raise self.error(f"metadata field {field!r} must be {names}, got {node!r}.")
         return node
 
-    def positive_int(self, field):
+    def positive_int(self, field, maximum=MAX_SIZE):
+        """An int in [1, ``maximum``] at ``field``."""
         value = self.get(field, (int,))
-        if value < 1:
-            raise self.error(f"metadata field {field!r} must be >= 1, got {value}.")
+        if not 1 <= value <= maximum:
+            raise self.error(
+                f"metadata field {field!r} must be between 1 and {maximum}, got {value}."
+            )
         return value
 
     @property
@@ -345,6 +403,13 @@ def _decode_labels(meta, field):
             isinstance(value, bool) and dtype.kind != "b"
         ):
             raise meta.error(f"{field} holds {value!r}, which is not of dtype {dtype}.")
+    if dtype.kind == "U":  # the width is allocated per label: bound it by the labels
+        longest = max((len(value) for value in values), default=0)
+        if dtype.itemsize // 4 > max(longest, MAX_LABEL_CHARS):
+            raise meta.error(
+                f"{field} has dtype {dtype_str!r}, far wider than its longest label "
+                f"({longest} characters)."
+            )
     try:
         return np.array(values, dtype=dtype)
     except (OverflowError, ValueError) as exc:
@@ -366,16 +431,71 @@ def _build(estimator_class, meta, field):
     return estimator
 
 
-def _set_fitted(estimator, meta, field):
-    """Set the public fitted attributes stored at ``field`` on ``estimator``."""
-    for name, value in meta.get(field, (dict,)).items():
-        if not name.endswith("_") or name.startswith("_") or hasattr(type(estimator), name):
-            raise meta.error(f"{field}.{name} is not a fitted attribute name.")
-        if isinstance(value, dict):
-            value = _decode_labels(meta, f"{field}.{name}.labels")
-        elif value is not None and not isinstance(value, (bool, int, float, str)):
-            raise meta.error(f"{field}.{name} is malformed: {value!r}.")
+# The fitted attributes each kind of step has, besides its tensors: name ->
+# "size" (an int in [1, MAX_SIZE]), "count" (a number >= 0) or "names" (labels,
+# optional). Every one but "names" must be present; no other name is accepted.
+_FITTED = {
+    "SequenceScaler": {"n_features_in_": "size", "n_timesteps_": "size",
+                       "n_channels_": "size", "n_steps_seen_": "count",
+                       "feature_names_in_": "names"},
+    "StandardScaler": {"n_features_in_": "size", "n_samples_seen_": "count",
+                       "feature_names_in_": "names"},
+    REQUIRE_2D: {"n_features_in_": "size", "feature_names_in_": "names"},
+}
+# Statistics of each scaler, stored as tensors, and when each is present
+# (a StandardScaler leaves some as None, depending on with_mean/with_std).
+_STATISTICS = {
+    "SequenceScaler": {"mean_": lambda p: True, "var_": lambda p: True,
+                       "scale_": lambda p: True},
+    "StandardScaler": {"mean_": lambda p: p["with_mean"] or p["with_std"],
+                       "var_": lambda p: p["with_std"], "scale_": lambda p: p["with_std"],
+                       "n_samples_seen_": None},  # a count, or one count per column
+}
+
+
+def _set_fitted(estimator, meta, field, kind, clf, in_tensors=()):
+    """Set the fitted attributes stored at ``field``, checking each against ``clf``.
+
+    ``in_tensors`` names the attributes that the file holds as tensors instead.
+    """
+    stored = meta.get(field, (dict,))
+    schema = {name: role for name, role in _FITTED[kind].items() if name not in in_tensors}
+    statistics = _STATISTICS.get(kind, {})
+    for name, value in stored.items():
+        if name not in schema and not (name in statistics and value is None):
+            raise meta.error(f"{field}.{name} is not a fitted attribute name of {kind}.")
+    for name, role in schema.items():
+        where = f"{field}.{name}"
+        if role == "names":
+            if stored.get(name) is None:
+                continue
+            value = _decode_labels(meta, where + ".labels")
+            if value.dtype.kind not in "UO" or len(value) != clf.n_features_in_:
+                raise meta.error(f"{where} must be {clf.n_features_in_} strings.")
+            value = value.astype(object)
+        elif role == "size":
+            value = meta.positive_int(where)
+        else:
+            value = meta.get(where, (int, float))
+            if not (math.isfinite(value) and value >= 0):
+                raise meta.error(f"metadata field {where!r} must be a count >= 0, got {value}.")
         setattr(estimator, name, value)
+    if estimator.n_features_in_ != clf.n_features_in_:
+        raise meta.error(
+            f"{field}.n_features_in_ is {estimator.n_features_in_}, the classifier reads "
+            f"{clf.n_features_in_} features."
+        )
+    if kind == "SequenceScaler" and (estimator.n_timesteps_, estimator.n_channels_) != (
+        clf.n_timesteps_, clf.n_channels_
+    ):
+        raise meta.error(
+            f"the SequenceScaler saw sequences of {estimator.n_timesteps_} x "
+            f"{estimator.n_channels_}, the classifier {clf.n_timesteps_} x {clf.n_channels_}."
+        )
+    names = getattr(clf, "feature_names_in_", None)
+    mine = getattr(estimator, "feature_names_in_", None)
+    if mine is not None and names is not None and list(mine) != list(names):
+        raise meta.error(f"{field}.feature_names_in_ differ from the classifier's.")
 
 
 def _read_file(path):
@@ -453,8 +573,9 @@ def _load_classifier(meta, tensors):
             raise meta.error(
                 f"tensor {key!r} has shape {tensors[key].shape}, expected {shape}."
             )
-        if not np.isfinite(tensors[key]).all():
-            raise meta.error(f"tensor {key!r} contains NaN or inf.")
+        problem = _weight_problem(tensors[key])
+        if problem:
+            raise meta.error(f"tensor {key!r} {problem}.")
     clf.coefs_ = {key: np.array(tensors[key]) for key in shapes}
     clf.n_params_ = sum(math.prod(shape) for shape in shapes.values())
     clf.model_size_bytes_ = model_size_bytes(clf.coefs_, sparse_keys(clf))
@@ -464,26 +585,40 @@ def _load_classifier(meta, tensors):
 def _load_scaler(meta, field, kind, tensors, clf):
     """The fitted scaler described at ``field``, with its ``scaler.*`` tensors."""
     scaler = _build(SCALERS[kind], meta, field + ".params")
-    _set_fitted(scaler, meta, field + ".attributes")
+    statistics = _STATISTICS[kind]
     # statistics are per column of the 2D input (StandardScaler) or per channel
     width = clf.n_features_in_ if kind == "StandardScaler" else clf.n_channels_
+    found = {}
     for key, value in tensors.items():
         if not key.startswith(SCALER_PREFIX):
             continue
         name = key[len(SCALER_PREFIX):]
-        if not name.endswith("_") or name.startswith("_") or hasattr(type(scaler), name):
+        if name not in statistics:
             raise meta.error(f"tensor {key!r} is not named after a fitted attribute.")
-        if value.shape != (width,) or not np.isfinite(value).all():
+        if value.shape != (width,):
             raise meta.error(
                 f"tensor {key!r} must hold {width} finite values; got shape {value.shape}."
             )
-        setattr(scaler, name, np.array(value))
-    required = ("mean_", "scale_") if kind == "SequenceScaler" else ()
-    missing = [name for name in required if getattr(scaler, name, None) is None]
+        problem = _statistic_problem(name, value)
+        if problem:
+            raise meta.error(f"tensor {key!r} {problem}.")
+        found[name] = np.array(value)
+    _set_fitted(scaler, meta, field + ".attributes", kind, clf, in_tensors=found)
+    params = scaler.get_params()
+    required = [name for name, needed in statistics.items() if needed and needed(params)]
+    missing = [name for name in required if name not in found]
     if missing:
         raise meta.error(f"the {kind} has no tensors {['scaler.' + m for m in missing]}.")
-    if getattr(scaler, "scale_", None) is not None and not (scaler.scale_ > 0).all():
-        raise meta.error("tensor 'scaler.scale_' must be positive.")
+    unexpected = [name for name, needed in statistics.items()
+                  if needed and not needed(params) and name in found]
+    if unexpected:
+        raise meta.error(
+            f"the {kind} has tensors {['scaler.' + m for m in unexpected]}, which its "
+            f"parameters {params} do not compute."
+        )
+    for name, needed in statistics.items():
+        if needed is not None or name in found:  # else a count, set from the metadata
+            setattr(scaler, name, found.get(name))
     return scaler
 
 
@@ -501,7 +636,7 @@ def _load_pipeline(meta, tensors, clf):
             step = _load_scaler(meta, field, kind, tensors, clf)
         elif kind == REQUIRE_2D:
             step = _new_require_2d()
-            _set_fitted(step, meta, field + ".attributes")
+            _set_fitted(step, meta, field + ".attributes", kind, clf)
         else:
             raise meta.error(f"{field}.kind {kind!r} is not a supported step.")
         if getattr(step, "n_features_in_", clf.n_features_in_) != clf.n_features_in_:
@@ -520,6 +655,31 @@ def _load_pipeline(meta, tensors, clf):
         return Pipeline([(name, step) for name, _, step in steps])
     except (TypeError, ValueError) as exc:
         raise meta.error(f"invalid pipeline step names: {exc}") from None
+
+
+def _probe(model, clf, meta):
+    """Predict once with the loaded model, on the smallest input it accepts.
+
+    One timestep of zeros, so that the cost never depends on the sizes in the
+    metadata; 2D input only for a StandardScaler, whose statistics (tensors
+    checked against the file) fix its width.
+    """
+    scaler = model.steps[-2][1] if isinstance(model, Pipeline) and len(model.steps) > 1 else None
+    if isinstance(scaler, StandardScaler):
+        if getattr(scaler, "scale_", None) is None and getattr(scaler, "mean_", None) is None:
+            model, probe = clf, np.zeros((1, 1, clf.n_channels_))  # an identity scaler
+        else:
+            probe = np.zeros((1, clf.n_features_in_))
+    else:
+        probe = np.zeros((1, 1, clf.n_channels_))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # probe has no feature names
+            proba = model.predict_proba(probe)
+    except Exception as exc:
+        raise meta.error(f"the model it describes can not predict: {exc!r}") from None
+    if not (np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0)):
+        raise meta.error(f"the model it describes predicts {proba.tolist()} on zeros.")
 
 
 def load_weights(path):
@@ -564,13 +724,7 @@ def load_weights(path):
         model = clf
     else:
         model = _load_pipeline(meta, tensors, clf)
-    probe = np.zeros((1, clf.n_features_in_))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # probe has no feature names
-            model.predict_proba(probe)
-    except Exception as exc:
-        raise meta.error(f"the model it describes can not predict: {exc!r}") from None
+    _probe(model, clf, meta)
     return model
 
 
