@@ -1,4 +1,4 @@
-"""Input layouts of ``../shared/DESIGN.md`` section 3: 2D/3D arrays to sequences.
+"""Input layouts (docs/sequences.md): 2D and 3D arrays read as sequences.
 
 A sequence batch is a 3D array ``(n_samples, n_timesteps, n_channels)``. Trailing
 timesteps whose every channel is NaN are padding; :func:`sequence_lengths` finds
@@ -50,7 +50,14 @@ def validate_sequences(estimator, X, y="no_validation", *, reset):
     """
     name = type(estimator).__name__
     fitting = not (isinstance(y, str) and y == "no_validation")
-    if input_ndim(X) == 3:
+    ndim = input_ndim(X)
+    if ndim > 3:
+        raise ValueError(
+            f"X has {ndim} dimensions (shape {np.shape(X)}); {name} reads 3D X of "
+            "shape (n_samples, n_timesteps, n_channels) or 2D X of shape (n_samples, "
+            "n_timesteps * n_channels)."
+        )
+    if ndim == 3:
         X = check_array(X, allow_nd=True, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         n, T, d = X.shape
         if T == 0 or d == 0:
@@ -75,15 +82,51 @@ def validate_sequences(estimator, X, y="no_validation", *, reset):
         X3 = X
     else:
         kwargs = dict(reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=False)
-        if fitting:
-            X, y = validate_data(estimator, X, y, **kwargs)
-        else:
-            X = validate_data(estimator, X, **kwargs)
+        try:
+            if fitting:
+                X, y = validate_data(estimator, X, y, **kwargs)
+            else:
+                X = validate_data(estimator, X, **kwargs)
+        except ValueError as exc:
+            if _is_ragged(X):
+                raise ValueError(
+                    "X is a list of sequences of different lengths, which is not an "
+                    "array. Stack them with sklearn_fastgrnn.preprocessing."
+                    "pad_sequences(X): it NaN-pads them into a 3D array of shape "
+                    "(n_samples, n_timesteps, n_channels)."
+                ) from None
+            if not reset and _one_sequence(estimator, X):
+                raise ValueError(
+                    f"{exc} X of shape {np.shape(X)} looks like one sequence of "
+                    f"{np.shape(X)[0]} timesteps, but a 2D X holds one sample per row. "
+                    "Pass X[None]; one sequence is shape (1, T, d)."
+                ) from None
+            raise
         X3 = reshape_2d(X, estimator.n_timesteps if reset else estimator.n_timesteps_)
     if reset:
         estimator.n_timesteps_, estimator.n_channels_ = X3.shape[1], X3.shape[2]
     lengths = sequence_lengths(X3)
     return (X, X3, lengths, y) if fitting else (X, X3, lengths)
+
+
+def _is_ragged(X):
+    """True for nested lists whose rows have different lengths."""
+    if not isinstance(X, (list, tuple)):
+        return False
+    try:
+        np.asarray(X)
+    except ValueError:  # NumPy >= 1.24: "inhomogeneous shape"
+        return True
+    return False
+
+
+def _one_sequence(estimator, X):
+    """True when a 2D ``X`` is as wide as one timestep: one sequence (T, d)."""
+    shape = np.shape(X)
+    return (
+        len(shape) == 2 and shape[1] == estimator.n_channels_
+        and shape[1] != estimator.n_features_in_
+    )
 
 
 def reshape_2d(X, n_timesteps):

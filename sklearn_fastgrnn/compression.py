@@ -1,4 +1,4 @@
-"""Model compression: sparsity, int8 quantisation and model size (DESIGN.md section 5).
+"""Model compression: sparsity, int8 quantisation and model size (docs/compression.md).
 
 Three tools make a FastGRNN tiny, as in the paper (Kusupati et al., 2018):
 
@@ -18,9 +18,10 @@ import math
 from numbers import Real
 
 import numpy as np
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.metrics import accuracy_score
+from sklearn.utils.validation import check_is_fitted
 
-from ._sequences import reshape_2d, sequence_lengths, validate_sequences
+from ._sequences import validate_sequences
 
 DENSE_BYTES = 4  # a float32 entry
 SPARSE_BYTES = 8  # a float32 non-zero stored sparse: value + 4-byte index (EdgeML)
@@ -221,7 +222,7 @@ def index_bytes(n_rows):
 
 
 def tensor_bytes(value, *, sparse=False, int8=False):
-    """Bytes of one tensor as EdgeML counts them (DESIGN.md section 5).
+    """Bytes of one tensor as EdgeML counts them (docs/compression.md).
 
     Dense float32: 4 per entry; sparse float32: 8 per non-zero (value and a
     4-byte index); dense int8: 1 per entry; sparse int8: 1 per non-zero plus its
@@ -470,7 +471,14 @@ def quantize(model, X=None):
         input_bits = DEFAULT_INPUT_FRAC_BITS
     else:
         _, X3, _ = validate_sequences(model, X, reset=False)
-        peak = float(np.nanmax(np.abs(X3.astype(np.float32))))
+        peak = float(np.nanmax(np.abs(X3)))
+        if peak > float(np.finfo(np.float32).max):
+            raise ValueError(
+                f"X holds values up to {peak:.3g} in magnitude, beyond the float32 "
+                "range (3.4e38) in which the int8 model reads its input. Scale the "
+                "data first (for example with SequenceScaler) and retrain."
+            )
+        peak = float(np.float32(peak))  # the model rounds its input to float32
         input_bits = 20 if peak == 0 else min(20, math.floor(math.log2(INT16_MAX / peak)))
     return QuantizedFastGRNN(model, input_bits)
 
@@ -520,8 +528,9 @@ class QuantizedFastGRNN:
 
     Attributes
     ----------
-    classes_, n_features_in_, n_timesteps_, n_channels_
-        As in the source classifier.
+    classes_, n_features_in_, n_timesteps_, n_channels_, feature_names_in_
+        As in the source classifier (``feature_names_in_`` only when it has it).
+        Input is validated exactly as the classifier validates it.
     weights_ : dict of ndarray of int8
         The quantised tensors, keyed as ``coefs_`` (without ``zeta``, ``nu``).
     scales_ : dict of float
@@ -549,6 +558,8 @@ class QuantizedFastGRNN:
         self.n_features_in_ = model.n_features_in_
         self.n_timesteps_, self.n_channels_ = model.n_timesteps_, model.n_channels_
         self.n_timesteps = model.n_timesteps
+        if hasattr(model, "feature_names_in_"):
+            self.feature_names_in_ = np.array(model.feature_names_in_)
         self.hidden_size = np.shape(coefs["V"])[0]
         self.sparse_keys_ = sparse_keys(model)
         self.zeta, self.nu = float(coefs["zeta"]), float(coefs["nu"])
@@ -626,28 +637,20 @@ class QuantizedFastGRNN:
 
     def quantize_input(self, X3):
         """``x_q`` (int64) of sequences ``X3`` (n, T, d); NaN padding becomes 0."""
-        x = np.nan_to_num(np.asarray(X3, dtype=np.float32).astype(np.float64), nan=0.0)
+        with np.errstate(over="ignore"):  # beyond float32: inf, saturated below
+            x = np.nan_to_num(np.asarray(X3, dtype=np.float32).astype(np.float64), nan=0.0)
         scaled = np.floor(x * 2.0 ** self.frac_bits_["input"] + 0.5)
         return np.clip(scaled, -INT16_MAX, INT16_MAX).astype(np.int64)
 
     def _validate(self, X):
-        X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        if X.ndim == 2:
-            if X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} expects "
-                    f"{self.n_features_in_} as input (a 2D X must have the width seen "
-                    "in fit; pass a 3D X for sequences of another length)."
-                )
-            X = reshape_2d(X, self.n_timesteps)
-        elif X.ndim != 3:
-            raise ValueError(f"X must be 2D or 3D, got {X.ndim} dimensions.")
-        if X.shape[2] != self.n_channels_:
-            raise ValueError(
-                f"X has {X.shape[2]} channels per timestep, but the model was fitted "
-                f"with {self.n_channels_}."
-            )
-        return X, sequence_lengths(X)
+        """``(X3, lengths)``, validated exactly as the source classifier validates."""
+        _, X3, lengths = validate_sequences(self, X, reset=False)
+        return X3, lengths
+
+    def __sklearn_tags__(self):
+        from .classifier import FastGRNNClassifier  # here: classifier imports this module
+
+        return FastGRNNClassifier().__sklearn_tags__()
 
     def quantized_logits(self, X):
         """Integer logits in Q12 (int64, shape (n_samples, n_classes)).
@@ -683,9 +686,9 @@ class QuantizedFastGRNN:
         """Class with the largest integer logit (the first on ties)."""
         return self.classes_[np.argmax(self.quantized_logits(X), axis=1)]
 
-    def score(self, X, y):
-        """Accuracy of :meth:`predict` on ``(X, y)``."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+    def score(self, X, y, sample_weight=None):
+        """Accuracy of :meth:`predict` on ``(X, y)``, as ``FastGRNNClassifier.score``."""
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
 
     # -- size --------------------------------------------------------------
     def _size_rows(self):

@@ -2,7 +2,7 @@
 
 :class:`SequenceScaler` standardises each channel over every real timestep of
 every sequence; :func:`pad_sequences` turns a ragged list into the NaN-padded 3D
-layout of ``../shared/DESIGN.md`` section 3; :func:`make_fastgrnn_pipeline` chains
+layout of docs/sequences.md; :func:`make_fastgrnn_pipeline` chains
 a scaler and a :class:`~sklearn_fastgrnn.FastGRNNClassifier`.
 """
 
