@@ -185,6 +185,14 @@ def to_onnx(model, path=None):
         (float32, (batch, n_classes), columns in the order of ``classes_``) and
         ``label`` ((batch,), int64 for integer classes, string for string
         classes, double for float classes).
+
+    Notes
+    -----
+    The graph does not validate its input. Trailing all-NaN timesteps are
+    padding, and a padded sequence gives exactly the probabilities of the
+    unpadded one. Any other NaN in a sequence (inside a step, a leading all-NaN
+    step, an all-NaN sequence), which ``predict`` rejects, gives NaN
+    probabilities for that row only (onnxruntime then labels it ``classes_[0]``).
     """
     onnx = _import_onnx()
     clf, scaler, _ = unpack_model(model)
