@@ -17,6 +17,7 @@ import io
 import os
 import sys
 import time
+import traceback
 import warnings
 import zipfile
 
@@ -416,7 +417,12 @@ def main(argv=None):
     """Entry point of ``python -m sklearn_fastgrnn`` and ``sklearn-fastgrnn``."""
     args = build_parser().parse_args(argv)
     if args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
-        return args.func(args)
+        try:
+            return args.func(args)
+        except SystemExit as exc:  # an explained failure: show what caused it too
+            if exc.__context__ is not None:
+                traceback.print_exception(exc.__context__)
+            raise
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:

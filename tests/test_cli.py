@@ -1,13 +1,53 @@
-"""The command line: train, predict, info on small files."""
+"""The command line: train, predict, info on small files, and how it fails."""
 
+import concurrent.futures
+import os
+import pickle
+import resource
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 
+import sklearn_fastgrnn
 from sklearn_fastgrnn.__main__ import main
+
+ROOT = Path(sklearn_fastgrnn.__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd, file_size_limit=None, env=None):
+    """``python -m sklearn_fastgrnn *args`` on this checkout's code, in a subprocess."""
+    environment = {k: v for k, v in os.environ.items() if k != "SKLEARN_FASTGRNN_DEBUG"}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    environment.update(env or {})
+
+    def limit():  # writes beyond the limit raise EFBIG instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "sklearn_fastgrnn", *map(str, args)], cwd=cwd,
+        capture_output=True, text=True, timeout=300, env=environment,
+        preexec_fn=limit if file_size_limit is not None else None,
+    )
+
+
+def assert_one_error(result, fragment, status=1):
+    """Exit status, exactly one ``error:`` line holding ``fragment``, no traceback."""
+    assert result.returncode == status, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
 
 
 def _data(rng, n=80, T=4, d=2):
@@ -84,10 +124,7 @@ def test_clear_errors(tmp_path):
 @pytest.mark.slow
 def test_default_main_job(tmp_path):
     """`python -m sklearn_fastgrnn train` as README runs it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "sklearn_fastgrnn", "train"], cwd=tmp_path,
-        capture_output=True, text=True, timeout=300,
-    )
+    result = run_cli("train", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Epoch 1, loss" in result.stdout
     accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
@@ -97,8 +134,188 @@ def test_default_main_job(tmp_path):
 
 def test_help_for_each_command():
     for command in ("train", "predict", "info", "export"):
-        result = subprocess.run(
-            [sys.executable, "-m", "sklearn_fastgrnn", command, "--help"],
-            capture_output=True, text=True,
-        )
+        result = run_cli(command, "--help", cwd=ROOT)
         assert result.returncode == 0 and "usage:" in result.stdout
+
+
+# ------------------------------------------------ failures: one line, no traceback
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A trained model, its data, and broken model and data files."""
+    from sklearn_fastgrnn import FastGRNNClassifier
+    from sklearn_fastgrnn.export import save_weights
+
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    X, y = _data(rng, n=40, T=4, d=2)
+    clf = FastGRNNClassifier(hidden_size=3, max_iter=2, random_state=0).fit(X, y)
+    joblib.dump(clf, root / "model.joblib")
+    good = (root / "model.joblib").read_bytes()
+    (root / "empty.joblib").write_bytes(b"")
+    (root / "random.joblib").write_bytes(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    (root / "truncated.joblib").write_bytes(good[: len(good) // 2])
+    joblib.dump({"model": clf}, root / "dict.joblib")
+    joblib.dump(FastGRNNClassifier(), root / "unfitted.joblib")
+    save_weights(clf, root / "model.safetensors")
+    flat = X.reshape(len(X), -1)
+    header = "label," + ",".join(f"f{i}" for i in range(flat.shape[1]))
+    rows = [f"{label}," + ",".join(map(str, row)) for label, row in zip(y, flat)]
+    (root / "d.csv").write_text("\n".join([header, *rows]) + "\n")
+    (root / "short.csv").write_text("\n".join([header, rows[0], "1,2"]) + "\n")
+    (root / "long.csv").write_text("\n".join([header, rows[0], rows[1] + ",3"]) + "\n")
+    (root / "header.csv").write_text(header + "\n")
+    (root / "latin1.csv").write_bytes(("label,f0\n1,caf\xe9\n").encode("latin-1"))
+    (root / "strings.csv").write_text(
+        "\n".join([header, *(f"{'ab'[label]}" + r[1:] for label, r in zip(y, rows))]) + "\n"
+    )
+    np.savez(root / "d.npz", X=X, y=y)
+    np.savez(root / "wide.npz", X=rng.standard_normal((40, 64)), y=y)
+    np.savez(root / "one_class.npz", X=X, y=np.zeros(len(X)))
+    X_nan = X.copy()
+    X_nan[3, 1, 0] = np.nan
+    np.savez(root / "nan.npz", X=X_nan, y=y)
+    (root / "truncated.npz").write_bytes((root / "d.npz").read_bytes()[:300])
+    np.savez(root / "objects.npz", X=np.array([[1.0], "a"], dtype=object), y=y)
+    (root / "pickle.npz").write_bytes(pickle.dumps({"X": X, "y": y}))
+    return root
+
+
+FAILURES = [  # (command line, what its error line says, exit status)
+    (["info", "--model", "empty.joblib"], "empty.joblib is not a model file", 1),
+    (["info", "--model", "random.joblib"], "random.joblib is not a model file", 1),
+    (["info", "--model", "truncated.joblib"], "truncated.joblib is not a model file", 1),
+    (["predict", "--model", "d.csv", "--data", "d.npz"], "d.csv is not a model file", 1),
+    (["info", "--model", "model.safetensors"], "load_weights", 1),
+    (["info", "--model", "dict.joblib"], "holds a dict, not a FastGRNNClassifier", 1),
+    (["export", "--model", "unfitted.joblib", "--format", "c", "--out", "c"],
+     "holds an unfitted FastGRNNClassifier", 1),
+    (["predict", "--model", "model.joblib", "--data", "short.csv", "--target", "label"],
+     "line 3 of short.csv has 2 values but the header has 9 columns", 1),
+    (["predict", "--model", "model.joblib", "--data", "long.csv", "--target", "label"],
+     "line 3 of long.csv has 10 values", 1),
+    (["train", "--data", "header.csv", "--target", "label", "--out", "m.joblib"],
+     "header.csv has a header but no data lines", 1),
+    (["train", "--data", "latin1.csv", "--target", "label", "--out", "m.joblib"],
+     "latin1.csv is not UTF-8 text", 1),
+    (["predict", "--model", "model.joblib", "--data", "truncated.npz"],
+     "truncated.npz is not a readable .npz archive", 1),
+    (["train", "--data", "objects.npz", "--out", "m.joblib"],
+     "array 'X' of objects.npz holds Python objects", 1),
+    (["predict", "--model", "model.joblib", "--data", "pickle.npz"],
+     "or pickled (which is not read: it can run code)", 1),
+    (["predict", "--model", "model.joblib", "--data", "d.csv"],
+     "one more than the model reads (8). If one of them is the label column, pass "
+     "--target", 1),
+    (["predict", "--model", "model.joblib", "--data", "strings.csv"],
+     "If 'label' is the label column, pass --target label", 1),
+    (["train", "--data", "wide.npz", "--n-timesteps", "7", "--max-iter", "1",
+      "--out", "m.joblib"], "not divisible by n_timesteps=7", 1),
+    (["train", "--data", "nan.npz", "--max-iter", "1", "--out", "m.joblib"],
+     "X contains NaN in sample", 1),
+    (["train", "--data", "one_class.npz", "--out", "m.joblib"],
+     "hold one class only (0.0)", 1),
+    (["train", "--data", "d.npz", "--test-size", "0"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--test-size", "1.5"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--hidden-size", "0"], "argument --hidden-size", 2),
+    (["train", "--data", "d.npz", "--max-iter", "x"], "argument --max-iter", 2),
+    (["train", "--out", "missing/dir/m.joblib"], "does not exist", 1),
+    (["predict", "--model", "model.joblib", "--data", "d.npz", "--out", "missing/p.txt"],
+     "does not exist", 1),
+]
+
+
+# one of each kind, also run as a real process (each costs an interpreter start)
+IN_SUBPROCESS = [0, 5, 7, 11, 13, 16, 19, 22]
+
+
+@pytest.mark.parametrize("index", range(len(FAILURES)),
+                         ids=[" ".join(args) for args, _, _ in FAILURES])
+def test_every_failure_is_one_error_line(files, index, monkeypatch, capsys):
+    args, fragment, status = FAILURES[index]
+    monkeypatch.chdir(files)
+    with pytest.raises(SystemExit) as raised:
+        main(args)
+    stderr = capsys.readouterr().err
+    if status == 2:  # argparse prints usage and its error line itself
+        assert raised.value.code == 2
+        errors = [line for line in stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and fragment in errors[0], stderr
+    else:  # printed by the interpreter as one line, exit status 1
+        message = raised.value.code
+        assert isinstance(message, str) and message.startswith("error: "), message
+        assert "\n" not in message and fragment in message, message
+        assert "np.float64" not in message
+    if args[0] == "train" and status == 1 and "--data" not in args:
+        assert "Training" not in capsys.readouterr().out  # refused before training
+
+
+@pytest.fixture(scope="module")
+def subprocess_runs(files):
+    """The command lines IN_SUBPROCESS, run at once in subprocesses."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(IN_SUBPROCESS, pool.map(
+            lambda i: run_cli(*FAILURES[i][0], cwd=files), IN_SUBPROCESS)))
+
+
+@pytest.mark.parametrize("index", IN_SUBPROCESS,
+                         ids=[" ".join(FAILURES[i][0]) for i in IN_SUBPROCESS])
+def test_failures_in_a_real_process(subprocess_runs, index):
+    _, fragment, status = FAILURES[index]
+    assert_one_error(subprocess_runs[index], fragment, status)
+
+
+def test_debug_shows_the_traceback(files):
+    for args, env in (
+        (["--debug", "info", "--model", "empty.joblib"], None),
+        (["info", "--model", "empty.joblib", "--debug"], None),
+        (["info", "--model", "empty.joblib"], {"SKLEARN_FASTGRNN_DEBUG": "1"}),
+    ):
+        result = run_cli(*args, cwd=files, env=env)
+        assert result.returncode == 1 and "Traceback" in result.stderr, result.stderr
+        assert "EOFError" in result.stderr and result.stderr.rstrip().endswith(
+            "fitted model.")  # the cause's traceback, then the error line
+
+
+def test_predict_out_under_a_file_size_limit_keeps_the_old_file(files, tmp_path):
+    rng = np.random.default_rng(1)
+    X, _ = _data(rng, n=1500, T=4, d=2)  # 1,500 lines of predictions: > 2 KB
+    np.savez(tmp_path / "big.npz", X=X)
+    old = tmp_path / "pred.txt"
+    old.write_bytes(b"previous predictions\n" * 10)
+    before = old.read_bytes()
+    result = run_cli("predict", "--model", files / "model.joblib", "--data",
+                     tmp_path / "big.npz", "--out", old, cwd=tmp_path, file_size_limit=2048)
+    assert_one_error(result, "File too large")
+    assert old.read_bytes() == before
+    assert {p.name for p in tmp_path.iterdir()} == {"big.npz", "pred.txt"}  # no temporary
+
+
+def test_train_out_under_a_file_size_limit_prints_results_and_keeps_the_old_file(
+    files, tmp_path
+):
+    old = tmp_path / "m.joblib"
+    old.write_bytes(b"the previous model")
+    result = run_cli("train", "--data", files / "d.npz", "--max-iter", "2", "--hidden-size",
+                     "3", "--quiet", "--out", old, cwd=tmp_path, file_size_limit=2048)
+    assert_one_error(result, "could not write the model")
+    assert "test accuracy:" in result.stdout and "parameters:" in result.stdout
+    assert old.read_bytes() == b"the previous model"
+    assert {p.name for p in tmp_path.iterdir()} == {"m.joblib"}
+
+
+def test_export_c_under_a_file_size_limit_keeps_both_old_files(files, tmp_path):
+    from sklearn_fastgrnn.export import export_c
+
+    header, source = export_c(joblib.load(files / "model.joblib"), tmp_path / "probe")
+    sizes = os.path.getsize(header), os.path.getsize(source)
+    assert sizes[0] < sizes[1]
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "fastgrnn.h").write_text("old header")
+    (out / "fastgrnn.c").write_text("old source")
+    result = run_cli("export", "--model", files / "model.joblib", "--format", "c", "--out",
+                     out, cwd=tmp_path, file_size_limit=(sizes[0] + sizes[1]) // 2)
+    assert_one_error(result, "File too large")
+    assert (out / "fastgrnn.h").read_text() == "old header"
+    assert (out / "fastgrnn.c").read_text() == "old source"
+    assert {p.name for p in out.iterdir()} == {"fastgrnn.h", "fastgrnn.c"}
