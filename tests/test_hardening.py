@@ -1,0 +1,333 @@
+"""Issue "Hardening": bad input is a clear error, no file is damaged, weights files are untrusted."""
+
+import json
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import _files
+from sklearn_fastgrnn.compression import quantize
+from sklearn_fastgrnn.export import export_c, load_weights, save_weights, to_onnx
+from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipeline
+
+from .conftest import make_sequences
+
+PROPERTY = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_sequences(np.random.default_rng(0), n=30, T=5, d=3)
+
+
+@pytest.fixture(scope="module")
+def clf(data):
+    return FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(*data)
+
+
+# ---------------------------------------------------------------------- files
+def test_write_all_atomically_puts_back_what_a_failed_rename_replaced(tmp_path, monkeypatch):
+    first, second, new = tmp_path / "a.h", tmp_path / "a.c", tmp_path / "new.h"
+    first.write_text("old header")
+    second.write_text("old source")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if os.fspath(dst) == os.fspath(second):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(_files.os, "replace", failing_replace)
+    for files in ({first: b"new header", second: b"new source"},
+                  {new: b"new header", second: b"new source"}):
+        with pytest.raises(OSError, match="No space"):
+            _files.write_all_atomically(files)
+        assert first.read_text() == "old header" and second.read_text() == "old source"
+        assert not new.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.c", "a.h"]
+
+
+def test_export_c_writes_nothing_when_the_source_is_a_directory(clf, tmp_path):
+    (tmp_path / "fastgrnn.c").mkdir()
+    (tmp_path / "fastgrnn.h").write_text("old header")
+    with pytest.raises(IsADirectoryError, match="fastgrnn.c is a directory"):
+        export_c(clf, tmp_path)
+    assert (tmp_path / "fastgrnn.h").read_text() == "old header"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastgrnn.c", "fastgrnn.h"]
+
+
+# ------------------------------------------------------------ scaler, quantize
+def test_sequence_scaler_refuses_statistics_that_overflow():
+    scaler = SequenceScaler().fit(np.ones((2, 3, 1)))
+    for X in (np.full((4, 3, 1), 1.7e308), np.array([[[1.7e308], [-1.7e308]]])):
+        with pytest.raises(ValueError, match="channel 0 of X overflows float64"):
+            scaler.fit(X)
+        np.testing.assert_array_equal(scaler.mean_, [1.0])  # a failed fit changes nothing
+    with pytest.raises(ValueError, match="overflows float64"):
+        SequenceScaler().fit(np.ones((2, 3, 1))).partial_fit(np.full((2, 3, 1), 1e300))
+
+
+def test_sequence_scaler_on_large_values_and_float32_overflow():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 4, 2))
+    scaler = SequenceScaler().fit(X * 1e150)
+    np.testing.assert_allclose(scaler.mean_, SequenceScaler().fit(X).mean_ * 1e150)
+    Z = scaler.transform(X * 1e150)
+    np.testing.assert_allclose(Z, SequenceScaler().fit(X).transform(X), atol=1e-9)
+    shifted = SequenceScaler().fit(np.full((1, 2, 1), 3e38))  # mean 3e38, scale 1
+    with pytest.raises(ValueError, match="X scaled overflows float32 in sample 0 at timestep 1"):
+        shifted.transform(np.array([[[0.0], [-3.4e38]]], dtype=np.float32))
+
+
+def test_quantize_refuses_calibration_data_beyond_float32(clf, data):
+    X, _ = data
+    with pytest.raises(ValueError, match="beyond the float32 range"):
+        quantize(clf, X * 1e300)
+
+
+def _message(call):
+    try:
+        call()
+    except ValueError as exc:
+        return str(exc).replace("QuantizedFastGRNN", "FastGRNNClassifier")
+    return None
+
+
+def test_quantized_model_validates_exactly_as_the_classifier(clf, data):
+    X, y = data
+    q = quantize(clf, X)
+    nan_inside = X.copy()
+    nan_inside[2, 1, 0] = np.nan
+    cases = [
+        ("score", X, y[:-1]), ("score", X, [0]), ("score", X[:, :0], y),
+        ("predict", X[..., None]), ("predict", X[0]), ("predict", nan_inside),
+        ("predict", X * np.inf), ("predict", [list(X[0]), list(X[1][:2])]),
+        ("predict", X[:, :, :2]), ("predict", X.reshape(len(X), -1)[:, :4]),
+    ]
+    for method, *args in cases:
+        expected = _message(lambda: getattr(clf, method)(*args))
+        assert expected is not None, (method, args)
+        assert _message(lambda: getattr(q, method)(*args)) == expected
+    assert q.score(X, y) == pytest.approx(np.mean(q.predict(X) == y))
+    assert q.score(X.reshape(len(X), -1), y, sample_weight=np.ones(len(y))) == q.score(X, y)
+
+
+# ----------------------------------------------------------------- wording
+def test_wording_of_layout_errors(clf, data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"X has 4 dimensions .* reads 3D X") as info:
+        FastGRNNClassifier().fit(X[..., None], y)
+    assert "dim <= 2" not in str(info.value)
+    with pytest.raises(ValueError, match=r"sklearn_fastgrnn.preprocessing.pad_sequences\(X\)"):
+        FastGRNNClassifier().fit([X[0], X[1][:3]], y[:2])
+    with pytest.raises(ValueError, match=r"X has 3 features, but FastGRNNClassifier is "
+                       r"expecting 15 .* Pass X\[None\]; one sequence is shape \(1, T, d\)"):
+        clf.predict_proba(X[0])
+
+
+# ------------------------------------------------------------ weights files
+@pytest.fixture(scope="module")
+def saved(data, tmp_path_factory):
+    """(path, tensors, metadata) of a saved SequenceScaler Pipeline."""
+    from safetensors import safe_open
+
+    model = make_fastgrnn_pipeline(hidden_size=4, max_iter=2, random_state=0).fit(*data)
+    path = tmp_path_factory.mktemp("weights") / "p.safetensors"
+    save_weights(model, path)
+    with safe_open(path, framework="np") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        meta = json.loads(f.metadata()["sklearn_fastgrnn"])
+    return path, tensors, meta
+
+
+def _write(tmp_path, tensors, meta):
+    import safetensors.numpy
+
+    path = tmp_path / "edited.safetensors"
+    path.write_bytes(safetensors.numpy.save(tensors, {"sklearn_fastgrnn": json.dumps(meta)}))
+    return path
+
+
+def _edited(saved, tensors=None, **fields):
+    """Copies of the saved tensors and metadata with ``fields`` (dotted, "." as "__") set."""
+    _, saved_tensors, saved_meta = saved
+    tensors = {**saved_tensors, **(tensors or {})}
+    meta = json.loads(json.dumps(saved_meta))
+    for dotted, value in fields.items():
+        *parents, last = dotted.split("__")
+        node = meta
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+    return tensors, meta
+
+
+@pytest.mark.parametrize("n_timesteps", [10**6, 2 * 10**11, 10**30])
+def test_sizes_in_the_metadata_allocate_nothing(saved, tmp_path, n_timesteps):
+    d = saved[2]["classifier"]["input"]["n_channels"]
+    tensors, meta = _edited(
+        saved, classifier__input__n_timesteps=n_timesteps,
+        classifier__input__n_features_in=n_timesteps * d,
+        pipeline__0__attributes__n_timesteps_=n_timesteps,
+        pipeline__0__attributes__n_features_in_=n_timesteps * d,
+    )
+    path = _write(tmp_path, tensors, meta)
+    assert path.stat().st_size < 3000
+    tracemalloc.start()
+    try:
+        if n_timesteps < 2**31:
+            model = load_weights(path)
+        else:
+            with pytest.raises(ValueError, match="must be between 1 and 2147483647"):
+                load_weights(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5e6
+    if n_timesteps < 2**31:
+        proba = model.predict_proba(np.zeros((2, 3, d)))
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"tensors": {"V": np.full((4, 3), 1.7e308)}}, r"'V' holds 1.7e\+308 in magnitude"),
+        ({"tensors": {"bias_out": np.array([-1e16, 0, 0])}}, "beyond the 1e\\+15"),
+        ({"tensors": {"scaler.mean_": np.array([1e200, 0, 0])}}, "'scaler.mean_' holds values"),
+        ({"tensors": {"scaler.scale_": np.array([1e-200, 1, 1])}}, "'scaler.scale_' holds"),
+        ({"tensors": {"scaler.var_": np.array([-1.0, 1, 1])}}, "must not be negative"),
+        ({"pipeline__0__attributes__n_channels_": KeyError},
+         "no field 'pipeline.0.attributes.n_channels_'"),
+        ({"pipeline__0__attributes__n_channels_": "3"}, "must be int, got '3'"),
+        ({"pipeline__0__attributes__n_channels_": 4}, "the SequenceScaler saw sequences of"),
+        ({"pipeline__0__attributes__n_steps_seen_": -1}, "must be a count >= 0"),
+        ({"pipeline__0__attributes__n_features_in_": 16}, "the classifier reads 15"),
+        ({"pipeline__0__attributes__mean_": 1.0}, "not a fitted attribute name of"),
+        ({"classifier__input__n_timesteps": 1e30}, r"must be int, got 1e\+30"),
+        ({"classifier__classes__dtype": "<U100000000"}, "far wider than its longest label"),
+    ],
+)
+def test_weights_files_out_of_range_or_incomplete(saved, tmp_path, edit, message):
+    edit = dict(edit)
+    if "classifier__classes__dtype" in edit:
+        edit["classifier__classes__values"] = ["a", "b", "c"]
+    tensors, meta = _edited(saved, edit.pop("tensors", None), **edit)
+    with pytest.raises(ValueError, match=message):
+        load_weights(_write(tmp_path, tensors, meta))
+
+
+def test_save_weights_refuses_what_load_weights_would(clf, tmp_path):
+    import copy
+
+    huge = copy.deepcopy(clf)
+    huge.coefs_["V"] = huge.coefs_["V"] * 1e20
+    with pytest.raises(ValueError, match=r"coefs_\['V'\] holds .* load_weights would refuse"):
+        save_weights(huge, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+ERRORS = ("Invalid weights file", "is not a readable safetensors file",
+          "is a safetensors file without sklearn_fastgrnn metadata")
+
+
+@pytest.mark.parametrize("kind", ["classifier", "pipeline"])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(in_tensors=st.booleans(),
+       mutations=st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
+                                    st.integers(0, 255)), min_size=1, max_size=3))
+def test_mutated_weights_files_fail_clearly_or_predict_probabilities(
+    data, clf, saved, tmp_path, kind, in_tensors, mutations
+):
+    X, _ = data
+    path = saved[0] if kind == "pipeline" else tmp_path / "clf.safetensors"
+    if kind == "classifier" and not path.exists():
+        save_weights(clf, path)
+    raw = bytearray(path.read_bytes())
+    # the tensors' bytes follow the 8-byte header length and the JSON header
+    start = 8 + int.from_bytes(raw[:8], "little") if in_tensors else 0
+    for where, byte in mutations:
+        raw[start + int(where * (len(raw) - start))] = byte
+    mutated = tmp_path / "mutated.safetensors"
+    mutated.write_bytes(bytes(raw))
+    try:
+        model = load_weights(mutated)
+    except ValueError as exc:
+        assert str(exc).startswith(ERRORS) or any(e in str(exc) for e in ERRORS), exc
+        return
+    proba = model.predict_proba(X)
+    assert proba.shape == (len(X), len(model.classes_))
+    assert np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+# ---------------------------------------------------------------------- ONNX
+def test_onnx_nan_behaviour_is_as_documented(clf, data):
+    ort = pytest.importorskip("onnxruntime")
+    X, _ = data
+    session = ort.InferenceSession(to_onnx(clf).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+
+    def run(Z):
+        return session.run(None, {"X": np.asarray(Z, dtype=np.float32)})[0]
+
+    base = X[:3]
+    reference = run(base)
+    padded = np.concatenate([base, np.full((3, 4, 3), np.nan)], axis=1)
+    np.testing.assert_array_equal(run(padded), reference)  # exact
+    for t, channels in ((2, [1]), (0, [0, 1, 2]), (slice(None), [0, 1, 2])):
+        Z = base.copy()
+        Z[0, t, channels] = np.nan
+        with pytest.raises(ValueError):
+            clf.predict_proba(Z)
+        proba = run(Z)
+        assert np.isnan(proba[0]).all()
+        np.testing.assert_array_equal(proba[1:], reference[1:])
+
+
+# ------------------------------------------------------- properties of fit
+@PROPERTY
+@given(
+    n=st.integers(4, 10), T=st.integers(1, 5), d=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]), flat=st.booleans(),
+    seed=st.integers(0, 2**16), n_empty=st.integers(0, 1),
+    inside=st.none() | st.tuples(st.integers(0, 9), st.integers(0, 4), st.integers(0, 2)),
+)
+def test_fit_predict_over_shapes_dtypes_and_nan(n, T, d, dtype, flat, seed, n_empty, inside):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, d)).astype(dtype)
+    lengths = rng.integers(1, T + 1, n)
+    lengths[:n_empty] = 0  # a sequence with no real timestep
+    for i, length in enumerate(lengths):
+        X[i, length:] = np.nan
+    valid = n_empty == 0
+    if inside is not None:
+        i, t, c = inside[0] % n, inside[1] % T, inside[2] % d
+        if t < lengths[i] and not (d == 1 and t == lengths[i] - 1):
+            X[i, t, c] = np.nan  # inside the sequence: not padding
+            valid = False
+    y = np.arange(n) % 2
+    model = FastGRNNClassifier(hidden_size=2, max_iter=2, n_timesteps=T if flat else None,
+                               random_state=0)
+    Xin = X.reshape(n, T * d) if flat else X
+    if flat and d == 1:
+        model.set_params(n_timesteps=None)
+    if not valid:
+        with pytest.raises(ValueError, match="NaN"):
+            model.fit(Xin, y)
+        return
+    model.fit(Xin, y)
+    proba = model.predict_proba(Xin)
+    assert proba.shape == (n, 2) and np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert set(model.predict(Xin)) <= {0, 1}
