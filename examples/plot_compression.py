@@ -66,6 +66,10 @@ for i, (name, _) in enumerate(variants.items()):
     ax.plot(kb32 / 1024, acc32, "o", color=color, label=f"{name} (float32)")
     ax.plot(kb8 / 1024, acc8, "s", color=color, label=f"{name} + int8")
 ax.set_xscale("log")
+sizes = [row[2] / 1024 for row in rows]
+ax.set_xticks([t for t in (1, 2, 3, 5, 10, 20, 50) if min(sizes) / 1.5 <= t <= max(sizes) * 1.5])
+ax.xaxis.set_major_formatter("{x:g}")
+ax.minorticks_off()
 ax.set_xlabel("model size (KB)")
 ax.set_ylabel("test accuracy")
 ax.set_title("FastGRNN on digits: accuracy against size")

@@ -161,7 +161,7 @@ class TrainingHistoryDisplay:
 
         if ax is None:
             fig, axes = plt.subplots(n, 1, sharex=True, squeeze=False,
-                                     figsize=(6.4, 1.2 + 1.8 * n))
+                                     figsize=(6.4, 1.2 + 1.8 * n), layout="constrained")
             return fig, axes[:, 0]
         if hasattr(ax, "get_figure") and not isinstance(ax, np.ndarray):
             if n == 1:
