@@ -5,7 +5,7 @@ bundled digits read as sequences (8 rows of 8 pixels; first half to train,
 second half to test). Every row trains the same FastGRNN (hidden size 64, Adam,
 ``--epochs`` full epochs: the stopping rule is off so that each row gets the
 same budget) over the same seeds; the int8 row quantises the sparse models of
-the row above. Sizes follow DESIGN.md section 5.
+the row above. Sizes are counted as docs/design.md ("Model size") says.
 
 Run: ``python benchmarks/bench_compression.py [--seeds 5] [--epochs 100]``.
 Prints a Markdown table, then whether the target holds: at most 2 points of

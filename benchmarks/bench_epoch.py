@@ -58,7 +58,7 @@ QUICK_SHAPES = [(8, 8, 16, 32), (128, 1, 64, 256)]
 
 
 class TorchFastGRNN(torch.nn.Module):
-    """The FastGRNN cell of DESIGN.md section 2, written eagerly in PyTorch."""
+    """The FastGRNN cell of docs/design.md ("The cell"), written eagerly in PyTorch."""
 
     def __init__(self, d, H, C, generator):
         super().__init__()

@@ -41,7 +41,7 @@ def cross_entropy(logits, y, weights, dlogits):
 
 
 def distillation(logits, y, weights, soft_targets, alpha, temperature, dlogits):
-    """Hinton et al.'s distillation loss (``../shared/DESIGN.md`` section 4).
+    """Hinton et al.'s distillation loss (``docs/design.md``, section "Loss").
 
     ``alpha * T**2 * KL(S || softmax(logits / T)) + (1 - alpha) * CE(y, logits)``,
     each term a weighted mean over the batch.

@@ -1,7 +1,7 @@
 """Knowledge distillation: a teacher's softened probabilities train a small student.
 
 Hinton et al. (2015) train a small model on the probabilities of a larger one,
-softened at a temperature ``T``; ``../shared/DESIGN.md`` section 4 gives the loss
+softened at a temperature ``T``; ``docs/design.md`` (section "Loss") gives the loss
 that :class:`~sklearn_fastgrnn.FastGRNNClassifier` minimises when ``fit`` receives
 ``soft_targets``. This module makes those soft targets from any scikit-learn
 classifier (:func:`generate_soft_targets`, :class:`SoftTargetTransformer`) and

@@ -1,12 +1,17 @@
-"""The Python code blocks of the README and the user guide run as written."""
+"""The Python code blocks of the README and the user guide run as written; the
+API page lists what the package exports."""
 
+import importlib
 import pathlib
 import re
 
 import pytest
 
+import sklearn_fastgrnn
+
 ROOT = pathlib.Path(__file__).parents[1]
-PAGES = [ROOT / "README.md", ROOT / "docs" / "user_guide.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "user_guide.md", ROOT / "docs" / "design.md"]
+API = (ROOT / "docs" / "api.md").read_text()
 
 
 def _blocks(page):
@@ -19,3 +24,30 @@ def test_code_blocks_run(page):
     assert blocks, f"{page.name} has no python block"
     for code in blocks:
         exec(compile(code, str(page), "exec"), {})
+
+
+def _resolve(dotted):
+    module, _, name = ("sklearn_fastgrnn." + dotted).rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_api_table_names_exist_and_cover_the_package():
+    rows = re.findall(r"^\| `([\w.]+)`( \(root\))? \| (.+) \|$", API, flags=re.M)
+    assert len(rows) >= 20
+    for dotted, root, line in rows:
+        obj = _resolve(dotted)
+        assert line.strip(), dotted
+        if root:
+            assert getattr(sklearn_fastgrnn, dotted.rpartition(".")[2]) is obj, dotted
+    listed = {dotted.rpartition(".")[2] for dotted, _, _ in rows}
+    exported = set(sklearn_fastgrnn.__all__) - {"__version__"}
+    assert exported <= listed, f"missing from docs/api.md: {sorted(exported - listed)}"
+    assert {d.rpartition(".")[2] for d, root, _ in rows if root} == exported
+
+
+def test_api_table_names_have_reference_entries():
+    documented = set(re.findall(r"\.\. auto(?:class|function):: sklearn_fastgrnn\.([\w.]+)", API))
+    rows = re.findall(r"^\| `([\w.]+)`", API, flags=re.M)
+    for dotted in rows:
+        name = dotted.rpartition(".")[2]
+        assert any(d == dotted or d.rpartition(".")[2] == name for d in documented), dotted
