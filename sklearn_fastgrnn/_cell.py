@@ -118,18 +118,30 @@ class ParameterLayout:
         return {key: view.copy() for key, view in self.views(flat).items()}
 
 
-def init_parameters(layout, random_state, zeta_init, nu_init, dtype):
-    """Initial flat parameter vector with EdgeML's defaults.
+def init_parameters(layout, random_state, zeta_init, nu_init, dtype, *,
+                    scheme="edgeml", n_timesteps=None):
+    """Initial flat parameter vector.
 
-    Weight matrices are ``0.1 * N(0, 1)``, ``bias_gate`` and ``bias_update`` are
-    ones, ``zeta`` and ``nu`` are ``zeta_init`` and ``nu_init``, and ``bias_out``
-    is zero.
+    ``scheme="edgeml"`` (EdgeML's defaults): every weight matrix is
+    ``0.1 * N(0, 1)``; ``bias_gate`` and ``bias_update`` are ones; ``zeta`` and
+    ``nu`` are ``zeta_init`` and ``nu_init``; ``bias_out`` is zero.
+
+    ``scheme="chrono"`` is the same but for the gate bias, which spreads the
+    memory of the units over ``n_timesteps`` (chrono initialisation, Tallec &
+    Ollivier 2018): ``bias_gate = log(u)`` with ``u ~ U(1, max(n_timesteps - 1,
+    2))``, so that ``z = sigmoid(bias_gate) = u / (1 + u)`` keeps unit ``j``'s
+    state for about ``1 + u_j`` steps (EdgeML's gate bias of 1 keeps every unit
+    for about 3.7 steps).
     """
     flat = np.zeros(layout.size, dtype=dtype)
     views = layout.views(flat)
     for key in layout.weight_keys:
         views[key][...] = 0.1 * random_state.standard_normal(layout.shapes[key])
-    views["bias_gate"][...] = 1.0
+    if scheme == "chrono":
+        high = max((n_timesteps or 2) - 1, 2)
+        views["bias_gate"][...] = np.log(random_state.uniform(1.0, high, layout.hidden_size))
+    else:
+        views["bias_gate"][...] = 1.0
     views["bias_update"][...] = 1.0
     views["zeta"][...] = zeta_init
     views["nu"][...] = nu_init

@@ -108,9 +108,8 @@ class LearningRateSchedule:
 
     - ``"constant"``: ``learning_rate_init`` throughout.
     - ``"step"``: ``learning_rate_init * lr_decay ** (epoch // lr_decay_step)``.
-    - ``"adaptive"`` (as in ``MLPClassifier``): divided by 5 each time the
-      stopping rule sees ``n_iter_no_change`` epochs without improvement;
-      training stops once it falls below 1e-6.
+    - ``"adaptive"``: divided by 5 each time the stopping rule sees a plateau,
+      at most ``max_reductions`` times; the next plateau ends training.
 
     Parameters
     ----------
@@ -118,14 +117,15 @@ class LearningRateSchedule:
     learning_rate_init : float
     lr_decay : float
     lr_decay_step : int
+    max_reductions : int
     """
 
-    MIN_ADAPTIVE_RATE = 1e-6
-
-    def __init__(self, kind, learning_rate_init, lr_decay, lr_decay_step):
+    def __init__(self, kind, learning_rate_init, lr_decay, lr_decay_step, max_reductions):
         self.kind = kind
         self.learning_rate_init = learning_rate_init
         self.lr_decay, self.lr_decay_step = lr_decay, lr_decay_step
+        self.max_reductions = max_reductions
+        self.reductions = 0
         self.current = learning_rate_init
 
     def resume_from(self, other):
@@ -134,6 +134,7 @@ class LearningRateSchedule:
             self.learning_rate_init == other.learning_rate_init
         ):
             self.current = other.current
+            self.reductions = other.reductions
 
     def rate(self, epoch):
         """Learning rate for the (0-based) ``epoch``."""
@@ -144,8 +145,9 @@ class LearningRateSchedule:
         return self.current
 
     def on_plateau(self):
-        """Called when the stopping rule fires; True if training should go on."""
-        if self.kind != "adaptive":
+        """Called when the stopping rule sees a plateau; True if training goes on."""
+        if self.kind != "adaptive" or self.reductions >= self.max_reductions:
             return False
         self.current /= 5.0
-        return self.current >= self.MIN_ADAPTIVE_RATE
+        self.reductions += 1
+        return True

@@ -1,19 +1,23 @@
 """FastGRNNClassifier: the scikit-learn estimator around the NumPy BPTT engine."""
 
 import copy
+import math
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
+from sklearn.metrics import check_scoring
 from sklearn.utils import check_random_state, gen_batches
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+)
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
@@ -22,6 +26,7 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_array,
+    check_consistent_length,
     check_is_fitted,
 )
 
@@ -36,30 +41,32 @@ from ._cell import (
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule, clip_by_global_norm
 from ._sequences import validate_sequences
+from ._stopping import PlateauMonitor, patience_epochs
 from ._version import __version__
 from . import compression
 from .compression import SparseTraining, model_size_bytes, sparse_keys
 from .exceptions import InconsistentVersionWarning
 
+# The "auto" defaults, each chosen on the accuracy suite of benchmarks/bench_accuracy.py
+# (docs/training.md gives the measurements).
+AUTO_BATCH_FRACTION = 0.1  # batch_size="auto": a tenth of the data ...
+AUTO_BATCH_RANGE = (8, 64)  # ... clipped to this range
+AUTO_MIN_PATIENCE_STEPS = 500  # n_iter_no_change="auto": at least this many steps
+AUTO_MIN_STEPS = 3000  # max_iter="auto": at least this many optimiser steps ...
+AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
+AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
+_INTEGER_PARAMS = (
+    "hidden_size", "n_timesteps", "w_rank", "u_rank", "lr_decay_step", "batch_size",
+    "max_iter", "n_iter_no_change", "iht_interval",
+)
 
-@contextmanager
-def _unchanged_on_error(estimator):
-    """Give ``estimator`` back its attributes as they were if the block raises.
 
-    Training builds its new state aside and assigns it at the end; the lists it
-    appends to (``loss_curve_``, ``history_``, ...) are copied here, so restoring
-    the attribute dict undoes everything a failed call did.
-    """
-    saved = {
-        key: list(value) if isinstance(value, list) else value
-        for key, value in estimator.__dict__.items()
-    }
-    try:
-        yield
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(saved)
-        raise
+def _resolve_batch_size(batch_size, n_samples):
+    """``batch_size`` for ``n_samples`` training sequences ("auto": see AUTO_BATCH_*)."""
+    if batch_size == "auto":
+        low, high = AUTO_BATCH_RANGE
+        batch_size = min(high, max(low, round(AUTO_BATCH_FRACTION * n_samples)))
+    return max(1, min(int(batch_size), n_samples))
 
 
 class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
@@ -98,14 +105,26 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     w_rank, u_rank : int or None, default=None
         Rank of ``W = W1 @ W2`` (at most ``min(n_channels, hidden_size)``) and
         ``U = U1 @ U2`` (at most ``hidden_size``); None for full rank.
+    init : {"chrono", "edgeml"}, default="chrono"
+        Initial weights. "edgeml" is EdgeML's: every matrix ``0.1 * N(0, 1)``,
+        both biases 1. "chrono" (the default) is the same except for the gate
+        bias, which spreads the memory of the units over the longest sequence
+        ``T`` seen in ``fit`` (Tallec & Ollivier, 2018): ``bias_gate = log(u)``,
+        ``u ~ U(1, max(T - 1, 2))``, so unit ``j`` keeps its state for about
+        ``1 + u_j`` steps instead of EdgeML's 3.7 for every unit.
     zeta_init, nu_init : float, default=1.0, -4.0
         Initial raw ``zeta`` and ``nu`` (before the sigmoid), as in EdgeML.
     solver : {"adam", "sgd"}, default="adam"
-    learning_rate : {"constant", "step", "adaptive"}, default="constant"
+    learning_rate : {"constant", "step", "adaptive"}, default="adaptive"
         "step" multiplies the rate by ``lr_decay`` every ``lr_decay_step``
-        epochs; "adaptive" divides it by 5 whenever ``n_iter_no_change`` epochs
-        pass without improvement, and stops below 1e-6 (as ``MLPClassifier``).
+        epochs; "adaptive" divides it by 5 whenever the stopping rule sees a
+        plateau (patience epochs without improvement), and stops once it has
+        been divided ``max_lr_reductions`` times; "constant" stops at the first
+        plateau.
     learning_rate_init : float, default=0.01
+    max_lr_reductions : int, default=2
+        Plateaus the "adaptive" rate answers by dividing the rate by 5 before
+        training stops.
     lr_decay : float, default=0.1
     lr_decay_step : int, default=50
     momentum : float, default=0.9
@@ -119,23 +138,43 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     clip_grad_norm : float or None, default=5.0
         Mini-batch gradients are scaled down to this global L2 norm; None
         disables clipping.
-    batch_size : int, default=32
-        Mini-batch size (clipped to the number of samples).
-    max_iter : int, default=200
-        Maximum number of epochs in ``fit``.
+    batch_size : int or "auto", default="auto"
+        Mini-batch size (clipped to the number of samples). "auto" is a tenth
+        of the training set clipped to [8, 64]: small data gets enough
+        optimiser steps per epoch, big data the throughput of larger batches.
+    max_iter : int or "auto", default="auto"
+        Maximum number of epochs in ``fit``. "auto" is enough epochs for 3,000
+        optimiser steps, and at least 200.
     shuffle : bool, default=True
         Shuffle the training data before each epoch.
     random_state : int, RandomState instance or None, default=None
         Initial weights, shuffling and the validation split. An int gives
         bit-identical ``coefs_``.
+    dtype : {"float32", "float64"} or None, default="float32"
+        Precision of training. float32 (as PyTorch and Keras train) is about
+        twice as fast as float64 and accurate to about 1e-6 relative; "float64"
+        trains in double precision (for exactness work); None follows the
+        input: float32 for float32 ``X``, float64 otherwise. Prediction
+        computes in float32 for float32 ``X`` and in float64 otherwise.
     tol : float, default=1e-4
-    n_iter_no_change : int, default=10
-        Training stops after this many epochs without an improvement of at least
-        ``tol`` of the validation score (``early_stopping``) or the training loss.
-    early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` of the data, score it after
-        each epoch and restore the best weights at the end. Ignored by
+        Minimum improvement, relative to the best value so far, of the quantity
+        the stopping rule watches (the training loss, or the validation loss or
+        score with early stopping).
+    n_iter_no_change : int or "auto", default="auto"
+        Patience: epochs without an improvement of ``tol`` after which the
+        rate is reduced or training stops (see ``learning_rate``). "auto" is
+        10 epochs, but at least 500 optimiser steps, so that the initial
+        plateau of the loss on small data cannot stop training.
+    early_stopping : bool or "auto", default="auto"
+        Watch a held-out validation set instead of the training loss and
+        restore the weights of its best epoch. The validation set is
+        ``X_val``/``y_val`` when given to :meth:`fit`, else a stratified
+        ``validation_fraction`` of the data (at least one sequence per class).
+        "auto" turns it on from 10,000 training sequences. Ignored by
         ``partial_fit``.
+    scoring : str, callable or "loss", default="loss"
+        What early stopping watches: "loss" (the validation log-loss), or a
+        scikit-learn scorer name or callable (greater is better).
     validation_fraction : float, default=0.1
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, multiplied into ``sample_weight``. "balanced"
@@ -145,7 +184,9 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue ``fit`` from the current weights and optimiser state.
     verbose : int, default=0
-        1: one line per epoch; 2: also a progress bar within long epochs.
+        1: one line per epoch and a last line saying why training stopped and
+        which epoch's weights were kept; 2: also a progress bar within long
+        epochs.
     distillation_alpha : float in [0, 1], default=0.5
         Weight of the distillation term when ``soft_targets`` are given.
     distillation_temperature : float, default=3.0
@@ -165,7 +206,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
     coefs_ : dict of ndarray
         ``W`` (or ``W1``, ``W2``), ``U`` (or ``U1``, ``U2``), ``V``,
-        ``bias_gate``, ``bias_update``, ``zeta``, ``nu``, ``bias_out``.
+        ``bias_gate``, ``bias_update``, ``zeta``, ``nu``, ``bias_out``, in the
+        training ``dtype``.
     n_features_in_ : int
         Columns of what ``fit`` saw (``n_timesteps * n_channels`` for 3D).
     feature_names_in_ : ndarray of str
@@ -180,22 +222,39 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         Training loss of the last epoch.
     loss_curve_ : list of float
     best_loss_ : float or None
-        Lowest training loss (None with ``early_stopping``).
+        Lowest training loss (None with early stopping).
     validation_scores_ : list of float or None
-        Validation accuracy per epoch with ``early_stopping``.
+        Validation accuracy (or ``scoring``'s value) per epoch with early
+        stopping.
     best_validation_score_ : float or None
+        ``validation_scores_`` of the kept epoch.
+    best_epoch_ : int
+        The (1-based) epoch whose weights the model holds: the best validation
+        epoch with early stopping, else the last epoch.
+    stop_reason_ : str
+        Why the last ``fit`` ended (also the last line of ``verbose=1``).
     history_ : list of dict
         One dict per epoch: ``epoch``, ``train_loss``, ``val_loss``,
         ``val_score`` (None without early stopping), ``learning_rate``,
-        ``seconds``.
+        ``seconds``, and ``event`` (None, or what the stopping rule did after
+        that epoch: the learning rate reduced, or training stopped).
     n_params_ : int
     model_size_bytes_ : int
-        As EdgeML counts it (``../shared/DESIGN.md`` section 5): 4 bytes per
-        entry, 8 per non-zero of a matrix trained sparse. :meth:`summary` shows
-        it per tensor.
+        As EdgeML counts it: 4 bytes per entry, 8 per non-zero of a matrix
+        trained sparse (see the compression guide). :meth:`summary` shows it
+        per tensor.
 
     Notes
     -----
+    Stopping: after each epoch the stopping rule compares the watched
+    quantity with its best value. After ``n_iter_no_change`` epochs without
+    an improvement of ``tol`` (relative), an "adaptive" learning rate is
+    divided by 5 and training goes on, up to ``max_lr_reductions`` times;
+    the next plateau (the first with "constant" or "step") ends training.
+    Reaching ``max_iter`` instead warns (``ConvergenceWarning``), and so does a
+    fitted model that predicts its own training data no better than the
+    majority class does.
+
     Sparse training (``sparsity_w`` or ``sparsity_u`` below 1) follows the
     paper and EdgeML over a run of ``max_iter`` epochs: dense for the first
     ``floor(sparsity_phases[0] * max_iter)`` epochs, then hard thresholding
@@ -206,16 +265,15 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     once the support is frozen, so a sparse fit always returns a sparse model.
     ``partial_fit`` follows the same schedule with one call per epoch (later
     calls keep training on the frozen support); ``warm_start`` continues it.
+    With ``max_iter="auto"`` the schedule is laid over 200 epochs.
     See :mod:`sklearn_fastgrnn.compression`.
 
-    The defaults train the bundled digits-as-sequences data (first half of the
-    writers to train, second half to test) to 0.913 +- 0.011 test accuracy over
-    5 seeds in about a second, as well as a PyTorch GRU of the same size (0.921
-    +- 0.008): ``learning_rate_init=0.01`` with Adam is EdgeML's choice for
-    FastGRNN; ``clip_grad_norm=5`` guards the recurrence against the occasional
-    exploding step without touching normal training; ``hidden_size=32`` (6.5 KB)
-    and ``batch_size=32`` keep models tiny and small problems (and
-    ``check_estimator``) fast. ``hidden_size=128`` reaches 0.939 on digits.
+    Thread safety: ``predict`` and the other prediction methods may run in
+    threads while ``fit`` or ``partial_fit`` trains the same estimator: a
+    call builds its new state aside and publishes it in one assignment at
+    the end (and nothing at all when it fails), so a prediction sees the old
+    model or the new one, never a mix. Two training calls on one estimator at
+    the same time are not safe: the one that finishes last wins.
     """
 
     _parameter_constraints = {
@@ -225,11 +283,13 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         "update_nonlinearity": [StrOptions(set(NONLINEARITIES))],
         "w_rank": [Interval(Integral, 1, None, closed="left"), None],
         "u_rank": [Interval(Integral, 1, None, closed="left"), None],
+        "init": [StrOptions({"chrono", "edgeml"})],
         "zeta_init": [Interval(Real, None, None, closed="neither")],
         "nu_init": [Interval(Real, None, None, closed="neither")],
         "solver": [StrOptions({"adam", "sgd"})],
         "learning_rate": [StrOptions({"constant", "step", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_lr_reductions": [Interval(Integral, 0, None, closed="left")],
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
         "lr_decay_step": [Interval(Integral, 1, None, closed="left")],
         "momentum": [Interval(Real, 0, 1, closed="both")],
@@ -239,13 +299,17 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "clip_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
+        "dtype": [StrOptions({"float32", "float64"}), None],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}),
+        ],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
+        "scoring": [StrOptions({"loss"}), str, callable, HasMethods("__call__")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "warm_start": ["boolean"],
@@ -267,11 +331,13 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         update_nonlinearity="tanh",
         w_rank=None,
         u_rank=None,
+        init="chrono",
         zeta_init=1.0,
         nu_init=-4.0,
         solver="adam",
-        learning_rate="constant",
+        learning_rate="adaptive",
         learning_rate_init=0.01,
+        max_lr_reductions=2,
         lr_decay=0.1,
         lr_decay_step=50,
         momentum=0.9,
@@ -281,13 +347,15 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         epsilon=1e-8,
         alpha=0.0,
         clip_grad_norm=5.0,
-        batch_size=32,
-        max_iter=200,
+        batch_size="auto",
+        max_iter="auto",
         shuffle=True,
         random_state=None,
+        dtype="float32",
         tol=1e-4,
-        n_iter_no_change=10,
-        early_stopping=False,
+        n_iter_no_change="auto",
+        early_stopping="auto",
+        scoring="loss",
         validation_fraction=0.1,
         class_weight=None,
         warm_start=False,
@@ -305,11 +373,13 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self.update_nonlinearity = update_nonlinearity
         self.w_rank = w_rank
         self.u_rank = u_rank
+        self.init = init
         self.zeta_init = zeta_init
         self.nu_init = nu_init
         self.solver = solver
         self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.max_lr_reductions = max_lr_reductions
         self.lr_decay = lr_decay
         self.lr_decay_step = lr_decay_step
         self.momentum = momentum
@@ -323,9 +393,11 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
+        self.dtype = dtype
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
+        self.scoring = scoring
         self.validation_fraction = validation_fraction
         self.class_weight = class_weight
         self.warm_start = warm_start
@@ -336,6 +408,22 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self.sparsity_u = sparsity_u
         self.sparsity_phases = sparsity_phases
         self.iht_interval = iht_interval
+
+    def _validate_params(self):
+        """scikit-learn's checks, and no booleans where an integer is meant."""
+        super()._validate_params()
+        for name in _INTEGER_PARAMS:
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an "
+                    f"integer, got the boolean {value!r}."
+                )
+
+    def _int(self, name):
+        """A hyper-parameter as a Python int (NumPy integers included), or as is."""
+        value = getattr(self, name)
+        return int(value) if isinstance(value, Integral) else value
 
     # ------------------------------------------------------------------ input
     def _sample_weights(self, y_idx, sample_weight, X3, incremental):
@@ -358,9 +446,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 with np.errstate(divide="ignore"):
                     per_class = np.where(totals > 0, totals.sum() / (len(totals) * totals), 0.0)
             else:
-                per_class = compute_class_weight(
-                    self.class_weight, classes=self.classes_, y=self.classes_[y_idx]
-                )
+                per_class = self._class_weight_dict()
             weights = weights * per_class[y_idx].astype(X3.dtype)
         if not weights.sum() > 0:
             raise ValueError(
@@ -368,6 +454,26 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 "to learn from. Give at least one sample a positive weight."
             )
         return weights
+
+    def _class_weight_dict(self):
+        """``class_weight`` (a dict) as one finite, non-negative weight per class."""
+        per_class = np.ones(len(self.classes_))
+        unknown = [k for k in self.class_weight if k not in set(self.classes_.tolist())]
+        if unknown:
+            raise ValueError(
+                f"class_weight has keys {unknown} that are not labels of y "
+                f"({self.classes_.tolist()}). Use the labels as keys."
+            )
+        for i, label in enumerate(self.classes_.tolist()):
+            if label in self.class_weight:
+                value = self.class_weight[label]
+                if not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+                    raise ValueError(
+                        f"class_weight[{label!r}] is {value!r}; class weights must be "
+                        "finite non-negative numbers (as sample_weight)."
+                    )
+                per_class[i] = value
+        return per_class
 
     def _check_soft_targets(self, soft_targets, n_samples, dtype):
         soft = check_array(
@@ -432,39 +538,48 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in the "
-                f"data, but the data contains only one class: {self.classes_[0]!r}."
+                f"data, but the data contains only one class: "
+                f"{self.classes_.tolist()[0]!r}."
             )
         return np.searchsorted(self.classes_, y)
 
+    def _working_dtype(self, input_dtype):
+        """The training dtype for input of ``input_dtype`` (see ``dtype``)."""
+        if self.dtype is None:
+            return np.dtype(np.float32 if input_dtype == np.float32 else np.float64)
+        return np.dtype(self.dtype)
+
     # --------------------------------------------------------------- training
     def _layout(self):
-        d, H = self.n_channels_, self.hidden_size
-        if self.w_rank is not None and self.w_rank > min(d, H):
+        d, H = self.n_channels_, self._int("hidden_size")
+        w_rank, u_rank = self._int("w_rank"), self._int("u_rank")
+        if w_rank is not None and w_rank > min(d, H):
             raise ValueError(
-                f"w_rank={self.w_rank} is larger than allowed: W is ({d}, {H}), so "
+                f"w_rank={w_rank} is larger than allowed: W is ({d}, {H}), so "
                 f"its rank is at most min(n_channels, hidden_size) = {min(d, H)}. "
                 "Use a smaller w_rank or None for full rank."
             )
-        if self.u_rank is not None and self.u_rank > H:
+        if u_rank is not None and u_rank > H:
             raise ValueError(
-                f"u_rank={self.u_rank} is larger than allowed: U is ({H}, {H}), so "
+                f"u_rank={u_rank} is larger than allowed: U is ({H}, {H}), so "
                 f"its rank is at most hidden_size = {H}. Use a smaller u_rank or "
                 "None for full rank."
             )
-        return ParameterLayout(d, H, len(self.classes_), self.w_rank, self.u_rank)
+        return ParameterLayout(d, H, len(self.classes_), w_rank, u_rank)
 
     def _new_optimizer(self, n_params, dtype):
         if self.solver == "adam":
             return Adam(n_params, dtype, self.beta_1, self.beta_2, self.epsilon)
         return SGD(n_params, dtype, self.momentum, self.nesterovs_momentum)
 
-    def _start_state(self, layout, dtype, incremental, resume):
+    def _start_state(self, layout, dtype, resume, n_steps):
         """Parameters, optimiser, schedule and RNG to train from (never shared).
 
         Hyper-parameters always come from the current ``get_params()``; a resumed
         run takes over the training state (moments, RNG, adaptive rate, stopping
-        counters) when the model has one. A model loaded from a weights file has
-        none: it resumes its weights with a fresh optimiser.
+        rule) when the model has one. A model loaded from a weights file has
+        none: it resumes its weights with a fresh optimiser. ``n_steps`` is the
+        longest real sequence, which the chrono initialisation spreads memory over.
         """
         fitted_shapes = {k: np.shape(v) for k, v in getattr(self, "coefs_", {}).items()}
         if resume and fitted_shapes != layout.shapes:
@@ -482,137 +597,265 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             )
         optimizer = self._new_optimizer(layout.size, dtype)
         schedule = LearningRateSchedule(
-            self.learning_rate, self.learning_rate_init, self.lr_decay, self.lr_decay_step
+            self.learning_rate, self.learning_rate_init, self.lr_decay,
+            self._int("lr_decay_step"), self._int("max_lr_reductions"),
         )
         if has_state:
             optimizer.resume_from(self._optimizer)
             schedule.resume_from(self._schedule)
-            rng, stopping = copy.deepcopy(self._rng), dict(self._stopping)
-            return layout.pack(self.coefs_, dtype), optimizer, rng, schedule, stopping
+            rng, monitor = copy.deepcopy(self._rng), copy.deepcopy(self._monitor)
+            return layout.pack(self.coefs_, dtype), optimizer, rng, schedule, monitor
         random_state = check_random_state(self.random_state)
         if resume:
             flat = layout.pack(self.coefs_, dtype)
         else:
             flat = init_parameters(
-                layout, random_state, self.zeta_init, self.nu_init, dtype
+                layout, random_state, self.zeta_init, self.nu_init, dtype,
+                scheme=self.init, n_timesteps=n_steps,
             )
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        stopping = {
-            "best": None,
-            "no_improvement": 0,
-            "split_seed": int(rng.integers(np.iinfo(np.int32).max)),
-        }
+        monitor = PlateauMonitor(self.tol)
+        monitor.split_seed = int(rng.integers(np.iinfo(np.int32).max))
         if not resume or not hasattr(self, "n_iter_"):
             self.n_iter_, self.t_ = 0, 0
             self.loss_curve_, self.history_ = [], []
             self.validation_scores_ = None
-        return flat, optimizer, rng, schedule, stopping
+        return flat, optimizer, rng, schedule, monitor
 
-    def _fit(self, X, y, sample_weight, soft_targets, *, incremental, classes=None):
+    def _validation_split(self, y_idx, split_seed):
+        """Stratified (train, validation) indices with a sequence of every class in each.
+
+        Each class gives ``round(validation_fraction * count)`` of its sequences,
+        at least one and at most all but one.
+        """
+        counts = np.bincount(y_idx, minlength=len(self.classes_))
+        if counts.min() < 2:
+            rare = self.classes_[np.argmin(counts)]
+            raise ValueError(
+                f"early_stopping holds out a validation set with a sequence of every "
+                f"class, but class {rare!r} has only {counts.min()} sequence(s) of "
+                f"the {len(y_idx)}: no validation_fraction can split it. Pass X_val "
+                "and y_val to fit, or set early_stopping=False."
+            )
+        rng = np.random.default_rng(split_seed)
+        val = []
+        for c, count in enumerate(counts):
+            k = min(count - 1, max(1, round(self.validation_fraction * count)))
+            val.append(rng.choice(np.flatnonzero(y_idx == c), k, replace=False))
+        val = np.sort(np.concatenate(val))
+        return np.setdiff1d(np.arange(len(y_idx)), val), val
+
+    def _check_validation_set(self, X_val, y_val, sample_weight_val, dtype):
+        """Validate a user's ``X_val``/``y_val`` against the fitted shape and classes."""
+        if y_val is None:
+            raise ValueError("X_val was given without y_val: pass both, or neither.")
+        X_val, X3_val, lengths_val = validate_sequences(self, X_val, reset=False)
+        y_val = np.asarray(y_val)
+        check_consistent_length(X3_val, y_val)
+        unseen = np.setdiff1d(unique_labels(y_val), self.classes_)
+        if unseen.size:
+            raise ValueError(
+                f"y_val contains labels {unseen.tolist()} that are not in y "
+                f"({self.classes_.tolist()}). The validation set must use the "
+                "training labels."
+            )
+        weights = _check_sample_weight(
+            sample_weight_val, X3_val, dtype=dtype, ensure_non_negative=True
+        )
+        return X_val, X3_val.astype(dtype, copy=False), lengths_val, np.searchsorted(
+            self.classes_, y_val
+        ), weights
+
+    def _train(self, X, y, sample_weight, soft_targets, *, incremental, classes,
+               validation):
+        """The whole of ``fit``/``partial_fit``, on a working copy of the estimator."""
         resume = hasattr(self, "coefs_") and (incremental or self.warm_start)
-        _, X3, lengths, y = validate_sequences(self, X, y, reset=not resume)
+        X, X3, lengths, y = validate_sequences(self, X, y, reset=not resume)
         y_idx = self._encode_y(y, classes, incremental, resume)
+        dtype = self._working_dtype(X3.dtype)
+        X3 = X3.astype(dtype, copy=False)
         weights = self._sample_weights(y_idx, sample_weight, X3, incremental)
-        dtype = X3.dtype
         soft = None
         if soft_targets is not None:
             soft = self._check_soft_targets(soft_targets, len(X3), dtype)
         layout = self._layout()
-        flat, optimizer, rng, schedule, stopping = self._start_state(
-            layout, dtype, incremental, resume
+        flat, optimizer, rng, schedule, monitor = self._start_state(
+            layout, dtype, resume, int(lengths.max())
         )
-        early = self.early_stopping and not incremental
-        train, val = np.arange(len(X3)), None
+
+        # the data trained on, and the validation set watched (if any)
+        train = np.arange(len(X3))
+        early = not incremental and (
+            validation[0] is not None or self.early_stopping is True
+            or (self.early_stopping == "auto" and len(X3) >= AUTO_EARLY_STOPPING_SAMPLES)
+        )
+        val = None
         if early:
+            if validation[0] is not None:
+                val = self._check_validation_set(*validation, dtype)
+            else:
+                train, idx = self._validation_split(y_idx, monitor.split_seed)
+                val = (X[idx], X3[idx], lengths[idx], y_idx[idx], weights[idx])
             if self.validation_scores_ is None:
                 self.validation_scores_ = []
-            train, val = train_test_split(
-                train, test_size=self.validation_fraction, stratify=y_idx,
-                random_state=stopping["split_seed"],
-            )
-        run = _TrainingRun(self, layout, X3, lengths, y_idx, weights, soft)
+        run = _TrainingRun(self, layout, X3, lengths, y_idx, weights, soft, val)
         run.sparsity = SparseTraining.for_run(self, layout, resume)
-        # resumed weights are the best so far: fit restored them at its end
-        best_flat = flat.copy() if early and resume else None
-        epochs = 1 if incremental else self.max_iter
+        if early and resume:  # resumed weights are the best so far: fit restored them
+            monitor.best_weights = flat.copy()
+        monitor.keep_best = early
+        batch_size = _resolve_batch_size(self.batch_size, len(train))
+        steps_per_epoch = math.ceil(len(train) / batch_size)
+        patience = self._patience(steps_per_epoch)
+        epochs = 1 if incremental else self._max_epochs(steps_per_epoch)
+
+        stop_reason = None
         for _ in range(epochs):
-            epoch = self.n_iter_
-            lr = schedule.rate(epoch)
+            lr = schedule.rate(self.n_iter_)
             if run.sparsity is not None and run.sparsity.begin_epoch(flat, optimizer):
-                # the support is frozen from now on: earlier weights do not count
-                stopping.update(best=None, no_improvement=0)
-                best_flat = None
+                monitor.reset()  # the support is frozen: earlier weights do not count
             start = time.perf_counter()
             try:
-                loss = run.epoch(flat, optimizer, lr, train, rng)
+                loss = run.epoch(flat, optimizer, lr, train, batch_size, rng)
             except KeyboardInterrupt:
-                warnings.warn(
-                    f"Training interrupted by the user in epoch {epoch + 1}; keeping "
-                    + ("the best weights so far." if early and best_flat is not None
-                       else "the last weights, which are finite."),
-                    UserWarning,
-                )
-                if not np.isfinite(flat).all() and best_flat is None:
-                    raise
+                stop_reason = self._interrupted(flat, monitor, early)
                 break
             self.n_iter_ += 1
             self.t_ += len(train)
-            self.loss_curve_.append(loss)
             record = {"epoch": self.n_iter_, "train_loss": loss, "val_loss": None,
-                      "val_score": None, "learning_rate": lr}
+                      "val_score": None, "learning_rate": lr, "event": None}
             if early:
-                val_loss, val_score = run.evaluate(flat, val)
-                record.update(val_loss=val_loss, val_score=val_score)
-                self.validation_scores_.append(val_score)
-                improved = stopping["best"] is None or val_score >= stopping["best"] + self.tol
-                if stopping["best"] is None or val_score > stopping["best"]:
-                    stopping["best"] = val_score
-                    best_flat = flat.copy()
+                record["val_loss"], record["val_score"] = run.evaluate(flat)
+                self.validation_scores_.append(record["val_score"])
+                watched = record["val_loss"] if self.scoring == "loss" else -record["val_score"]
             else:
-                improved = stopping["best"] is None or loss <= stopping["best"] - self.tol
-                if stopping["best"] is None or loss < stopping["best"]:
-                    stopping["best"] = loss
-            stopping["no_improvement"] = 0 if improved else stopping["no_improvement"] + 1
+                watched = loss
+            monitor.update(watched, self.n_iter_, flat)
             record["seconds"] = time.perf_counter() - start
+            self.loss_curve_.append(loss)
             self.history_.append(record)
+            settled = run.sparsity is None or run.sparsity.frozen
+            if not incremental and settled and monitor.plateaued(patience):
+                monitor.bad_epochs = 0
+                if schedule.on_plateau():
+                    record["event"] = f"learning rate reduced to {schedule.current:.3g}"
+                else:
+                    stop_reason = record["event"] = (
+                        f"stopped: no improvement of tol={self.tol} for {patience} "
+                        f"epochs ({patience * steps_per_epoch} optimiser steps)"
+                    )
             if self.verbose:
                 run.report(record)
-            settled = run.sparsity is None or run.sparsity.frozen
-            if not incremental and settled and stopping["no_improvement"] >= self.n_iter_no_change:
-                stopping["no_improvement"] = 0
-                if not schedule.on_plateau():
-                    break
+            if stop_reason is not None:
+                break
         else:
             if not incremental:
+                stop_reason = f"stopped: max_iter={epochs} epochs reached"
                 warnings.warn(
-                    f"Stochastic optimizer: maximum iterations ({self.max_iter}) "
+                    f"Stochastic optimizer: maximum iterations ({epochs}) "
                     "reached and the optimization hasn't converged yet.",
                     ConvergenceWarning,
                 )
-        if early and best_flat is not None:
-            flat = best_flat
+        if early and monitor.best_weights is not None:
+            flat = monitor.best_weights
         self._sparse_training = run.sparsity
-        self._commit(layout, flat, optimizer, rng, schedule, stopping, early)
-        return self
+        self._commit(layout, flat, optimizer, rng, schedule, monitor, early)
+        self.stop_reason_ = stop_reason or "one partial_fit epoch"
+        if not incremental:
+            self._diagnose(run, flat, train)
+        if self.verbose and not incremental:
+            print(
+                f"Training {self.stop_reason_}; kept the weights of epoch "
+                f"{self.best_epoch_}.", flush=True,
+            )
 
-    def _commit(self, layout, flat, optimizer, rng, schedule, stopping, early):
+    def _patience(self, steps_per_epoch):
+        if self.n_iter_no_change == "auto":
+            return patience_epochs(10, steps_per_epoch, AUTO_MIN_PATIENCE_STEPS)
+        return int(self.n_iter_no_change)
+
+    def _max_epochs(self, steps_per_epoch):
+        if self.max_iter == "auto":
+            return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
+        return int(self.max_iter)
+
+    def _interrupted(self, flat, monitor, early):
+        """Ctrl-C: keep the best (or last, finite) weights with a warning."""
+        keep_best = early and monitor.best_weights is not None
+        if not keep_best and not np.isfinite(flat).all():
+            raise KeyboardInterrupt
+        warnings.warn(
+            f"Training interrupted by the user in epoch {self.n_iter_ + 1}; keeping "
+            + ("the best weights so far." if keep_best
+               else "the last weights, which are finite."),
+            UserWarning,
+        )
+        return f"interrupted by the user in epoch {self.n_iter_ + 1}"
+
+    def _diagnose(self, run, flat, train):
+        """Warn when the fitted model learned nothing, or ended worse than it began."""
+        if not self.loss_curve_:
+            return
+        n_classes = len(self.classes_)
+        if self.loss_curve_[-1] > 2.0 * max(self.loss_curve_[0], math.log(n_classes)):
+            warnings.warn(
+                f"Training ended with a loss of {self.loss_curve_[-1]:.4g}, far above "
+                f"the {self.loss_curve_[0]:.4g} of its first epoch: the optimiser "
+                "overshoots. Lower learning_rate_init or set clip_grad_norm.",
+                ConvergenceWarning,
+            )
+            return
+        accuracy, majority = run.training_accuracy(flat, train)
+        if accuracy <= majority + 1e-9:
+            warnings.warn(
+                f"The fitted model predicts its own training data no better than "
+                f"always answering the most frequent class (accuracy {accuracy:.3f} "
+                f"against {majority:.3f}): it has not learned. Scale the input "
+                "(SequenceScaler or StandardScaler), train longer (max_iter), try "
+                "another learning_rate_init, or a larger hidden_size.",
+                ConvergenceWarning,
+            )
+
+    def _commit(self, layout, flat, optimizer, rng, schedule, monitor, early):
         """Assign the trained state (the only place ``fit`` writes ``coefs_``)."""
         self.coefs_ = layout.unpack(flat)
         self._optimizer, self._rng, self._schedule = optimizer, rng, schedule
-        self._stopping = stopping
+        monitor.best_weights = None  # restored already; not kept in the model file
+        self._monitor = monitor
         self._optimizer_kind = self.solver
         self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else None
+        self.best_epoch_ = self.n_iter_
+        self.best_loss_ = self.best_validation_score_ = None
         if early:
-            self.best_loss_ = None
-            self.best_validation_score_ = stopping["best"]
-        else:
-            self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
-            self.best_validation_score_ = None
+            if monitor.best_epoch is not None:
+                self.best_epoch_ = monitor.best_epoch
+            self.best_validation_score_ = self.history_[self.best_epoch_ - 1]["val_score"]
+        elif self.loss_curve_:
+            self.best_loss_ = min(self.loss_curve_)
         self.n_params_ = layout.size
         self.model_size_bytes_ = model_size_bytes(self.coefs_, sparse_keys(self))
 
+    def _fit(self, X, y, sample_weight, soft_targets, *, incremental, classes=None,
+             validation=(None, None, None)):
+        """Train a working copy of ``self`` and publish its state in one assignment.
+
+        A failed call publishes nothing, so ``self`` stays exactly as it was, and
+        a ``predict`` in another thread sees the old model or the new one.
+        """
+        work = object.__new__(type(self))
+        work.__dict__ = {
+            key: list(value) if isinstance(value, list) else value
+            for key, value in self.__dict__.items()
+        }
+        work._train(
+            X, y, sample_weight, soft_targets, incremental=incremental,
+            classes=classes, validation=validation,
+        )
+        self.__dict__ = work.__dict__
+        return self
+
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None, soft_targets=None):
+    def fit(self, X, y, sample_weight=None, soft_targets=None, *, X_val=None,
+            y_val=None, sample_weight_val=None):
         """Train on sequences ``X`` with labels ``y``.
 
         Parameters
@@ -627,13 +870,21 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             Teacher probabilities softened at ``distillation_temperature``
             (columns in the order of ``classes_``); switches on the distillation
             loss.
+        X_val, y_val : array-like, default=None
+            A validation set of your own, in the layout of ``X``: switches on
+            early stopping on it (whatever ``early_stopping`` says), and no
+            part of ``X`` is held out.
+        sample_weight_val : array-like of shape (n_val_samples,), default=None
+            Weights of the validation sequences.
 
         Returns
         -------
         self
         """
-        with _unchanged_on_error(self):
-            return self._fit(X, y, sample_weight, soft_targets, incremental=False)
+        return self._fit(
+            X, y, sample_weight, soft_targets, incremental=False,
+            validation=(X_val, y_val, sample_weight_val),
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None, soft_targets=None):
@@ -653,10 +904,9 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        with _unchanged_on_error(self):
-            return self._fit(
-                X, y, sample_weight, soft_targets, incremental=True, classes=classes
-            )
+        return self._fit(
+            X, y, sample_weight, soft_targets, incremental=True, classes=classes
+        )
 
     # ------------------------------------------------------------- prediction
     def _logits(self, X):
@@ -728,15 +978,24 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         super().__setstate__(state)
 
 
-class _TrainingRun:
-    """The data and engine of one ``fit``/``partial_fit`` call: epochs and scores."""
 
-    def __init__(self, estimator, layout, X3, lengths, y_idx, weights, soft):
+class _TrainingRun:
+    """The data and engine of one ``fit``/``partial_fit`` call: epochs and scores.
+
+    ``val`` is None, or the validation set watched by early stopping as
+    ``(X in the user's layout, X3, lengths, class indices, weights)``.
+    """
+
+    def __init__(self, estimator, layout, X3, lengths, y_idx, weights, soft, val):
         dtype = X3.dtype
         self.estimator = estimator
         self.layout = layout
         self.X3, self.Xa = X3, to_time_major(X3, dtype)
         self.lengths, self.y, self.weights, self.soft = lengths, y_idx, weights, soft
+        self.val = val
+        self.scorer = None
+        if val is not None and estimator.scoring != "loss":
+            self.scorer = check_scoring(estimator, scoring=estimator.scoring)
         self.engine = FastGRNNEngine(
             layout, estimator.gate_nonlinearity, estimator.update_nonlinearity, dtype
         )
@@ -755,16 +1014,15 @@ class _TrainingRun:
         T_batch = int(lengths.max())
         return buf[:T_batch], (lengths if lengths.min() < T_batch else None)
 
-    def epoch(self, flat, optimizer, lr, train, rng):
+    def epoch(self, flat, optimizer, lr, train, batch_size, rng):
         """One pass over ``train`` in mini-batches; returns the mean loss."""
         # overflow shows up as a non-finite loss, reported with a clear error
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._epoch(flat, optimizer, lr, train, rng)
+            return self._epoch(flat, optimizer, lr, train, batch_size, rng)
 
-    def _epoch(self, flat, optimizer, lr, train, rng):
+    def _epoch(self, flat, optimizer, lr, train, batch_size, rng):
         est = self.estimator
         order = rng.permutation(train) if est.shuffle else train
-        batch_size = min(est.batch_size, len(order))
         batches = list(gen_batches(len(order), batch_size))
         total_loss = total_weight = 0.0
         progress = est.verbose >= 2 and len(batches) >= 50
@@ -816,17 +1074,43 @@ class _TrainingRun:
             )
         return total_loss / total_weight
 
-    def evaluate(self, flat, idx):
-        """Weighted validation loss (cross-entropy) and accuracy on ``idx``."""
+    def _logits(self, flat, X3, lengths):
         est = self.estimator
-        logits = predict_logits(
+        return predict_logits(
             self.layout.views(flat), est.gate_nonlinearity, est.update_nonlinearity,
-            self.X3[idx], self.lengths[idx], flat.dtype,
+            X3, lengths, flat.dtype,
         )
-        w = self.weights[idx] / self.weights[idx].sum()
-        loss = _losses.cross_entropy(logits, self.y[idx], w, np.empty_like(logits))
-        score = float(w @ (np.argmax(logits, axis=1) == self.y[idx]))
-        return loss, score
+
+    def evaluate(self, flat):
+        """Weighted validation loss (cross-entropy) and score.
+
+        The score is the weighted accuracy, or the value of ``scoring`` when it
+        names a scorer.
+        """
+        X, X3, lengths, y, weights = self.val
+        logits = self._logits(flat, X3, lengths)
+        loss = _losses.cross_entropy(
+            logits, y, weights / weights.sum(), np.empty_like(logits)
+        )
+        if self.scorer is None:
+            correct = np.argmax(logits, axis=1) == y
+            return loss, float(weights @ correct) / float(weights.sum())
+        est = self.estimator  # the working copy: setting coefs_ publishes nothing
+        est.coefs_ = self.layout.unpack(flat)
+        return loss, float(self.scorer(est, X, est.classes_[y], sample_weight=weights))
+
+    def training_accuracy(self, flat, train, max_samples=10_000):
+        """Weighted training accuracy and the weighted share of the majority class.
+
+        Computed on at most ``max_samples`` training sequences (evenly spaced).
+        """
+        idx = train[:: max(1, math.ceil(len(train) / max_samples))]
+        logits = self._logits(flat, self.X3[idx], self.lengths[idx])
+        w, y = self.weights[idx], self.y[idx]
+        total = float(w.sum())
+        accuracy = float(w @ (np.argmax(logits, axis=1) == y)) / total
+        majority = float(np.bincount(y, weights=w).max()) / total
+        return accuracy, majority
 
     def report(self, record):
         """Print one line for an epoch (``verbose >= 1``)."""
@@ -836,4 +1120,6 @@ class _TrainingRun:
             parts.append(f"val_score {record['val_score']:.4f}")
         parts.append(f"lr {record['learning_rate']:.3g}")
         parts.append(f"{record['seconds']:.2f}s")
+        if record["event"] is not None:
+            parts.append(record["event"])
         print(", ".join(parts), flush=True)

