@@ -31,10 +31,13 @@ How it is made fast (see ``../shared/PERFORMANCE.md`` and
 """
 
 import math
+import threading
+import weakref
 
 import numpy as np
 
 from ._nonlinearities import NONLINEARITIES
+from ._threads import one_blas_thread
 
 # Bytes of one (timesteps, batch, hidden) block of backward factors: keeps the
 # elementwise work of the backward pass inside the L2 cache.
@@ -490,8 +493,7 @@ def _step_views(A, Es, Hs):
 def predict_logits(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dtype):
     """Logits for sequences ``X`` (n, T, d) from a ``coefs_`` dict.
 
-    Allocates its own buffers (thread-safe) and keeps only the running hidden
-    state, in chunks of sequences so that memory stays bounded.
+    Thread-safe; see :class:`Predictor` (this builds one for the call).
 
     Parameters
     ----------
@@ -508,35 +510,215 @@ def predict_logits(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dt
     -------
     logits : ndarray of shape (n, C)
     """
-    n, _, d = X.shape
-    H, C = np.shape(coefs["V"])
-    w_rank = None if "W" in coefs else np.shape(coefs["W1"])[1]
-    u_rank = None if "U" in coefs else np.shape(coefs["U1"])[1]
-    layout = ParameterLayout(d, H, C, w_rank, u_rank)
-    engine = FastGRNNEngine(layout, gate_nonlinearity, update_nonlinearity, dtype)
-    dt = engine.dtype
-    params = layout.views(layout.pack(coefs, dt))
-    _, U, P = engine.stacked_weights(params)
-    sz, sn = _sigmoid(params["zeta"]), _sigmoid(params["nu"])
-    logits = np.empty((n, C), dtype=dt)
-    for start in range(0, n, _PREDICT_CHUNK):
-        stop = min(n, start + _PREDICT_CHUNK)
-        B = stop - start
-        chunk_lengths = lengths[start:stop]
-        Tc = int(chunk_lengths.max())
-        Xa = to_time_major(X[start:stop, :Tc], dt)
-        pad = None
-        if chunk_lengths.min() < Tc:
-            pad = (np.arange(Tc)[:, None] >= chunk_lengths[None, :])[:, :, None]
-        A = np.empty((Tc, 2, B, H), dt)
-        rolling = list(np.zeros((2, B, H), dt))  # only the running state is kept
-        steps = _step_views(
-            A, [np.empty((B, H), dt)] * Tc, [rolling[t & 1] for t in range(Tc + 1)]
+    return Predictor(coefs, gate_nonlinearity, update_nonlinearity, dtype).logits(X, lengths)
+
+
+# Largest single-sequence workspace (bytes) kept between calls; longer
+# sequences get a buffer per call.
+_KEEP_BYTES = 256 * 1024
+# np.dot without the __array_function__ dispatch (0.3 us a call; the inputs
+# are the predictor's own arrays)
+_dot = getattr(np.dot, "_implementation", np.dot)
+# OpenBLAS runs a matrix-vector product on several threads from this many
+# matrix entries on (2304 * GEMM_MULTITHREAD_THRESHOLD): below, no limit needed
+_BLAS_THREADED_GEMV = 9216
+# Predictors of fitted estimators, weakly keyed by the estimator: see predictor_for.
+_PREDICTORS = weakref.WeakKeyDictionary()
+
+
+class Predictor:
+    """Prediction from a ``coefs_`` dict: stacked weights made once, thread-safe.
+
+    A batch of sequences runs the engine's recurrence in chunks of
+    ``_PREDICT_CHUNK`` (buffers per call). One sequence runs a loop of four
+    NumPy calls per timestep on a row ``[k | c | L1 | L2 | 1 | x_t]`` per step,
+    in per-thread buffers kept between calls:
+
+    - ``[k | c] = kernels([L1 | L2 | 1 | x_t] @ M1)``: the two pre-activations,
+      prescaled, from ``h_{t-1} = L1 + L2`` (``L2`` already multiplied by ``k``);
+    - ``[L1 | L2'] = [c | L1 | L2 | 1] @ M2`` and ``L2 = k * L2'``: with
+      ``z = post_scale * k + post_shift``, ``h_t = c * (K - sz * z) + z * h_{t-1}``
+      is ``L1 + k * L2'``, both linear in ``(c, h_{t-1}, 1)`` (the update's own
+      post-scaling folded in too);
+    - ``logits = [L1 | L2 | 1] @ [V; V; bias_out]`` after the last real step.
+
+    The results equal the batch path's to rounding (a few float32 ulps), not
+    bit for bit.
+
+    Parameters
+    ----------
+    coefs : dict of ndarray
+    gate_nonlinearity, update_nonlinearity : str
+    dtype : numpy dtype
+        Arithmetic dtype.
+    """
+
+    def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, dtype):
+        self.coefs, self.items = coefs, tuple(coefs.items())
+        self.nonlinearities = (gate_nonlinearity, update_nonlinearity)
+        H, C = np.shape(coefs["V"])
+        d = np.shape(coefs["W"] if "W" in coefs else coefs["W1"])[0]
+        w_rank = None if "W" in coefs else np.shape(coefs["W1"])[1]
+        u_rank = None if "U" in coefs else np.shape(coefs["U1"])[1]
+        layout = ParameterLayout(d, H, C, w_rank, u_rank)
+        self.engine = engine = FastGRNNEngine(
+            layout, gate_nonlinearity, update_nonlinearity, dtype
         )
-        hT = engine._recurrence(
-            Xa, P, U, sz, sz + sn, A, steps, np.empty((B, H), dt),
-            np.empty((B, H), dt), pad,
+        self.dtype = dt = engine.dtype
+        params = layout.views(layout.pack(coefs, dt))
+        W, U, P = engine.stacked_weights(params)
+        self.P, self.U = P.copy(), U  # P is the engine's buffer
+        self.sz, self.sn = _sigmoid(params["zeta"]), _sigmoid(params["nu"])
+        self.V, self.bias_out = params["V"], params["bias_out"]
+        self.n_channels, self.hidden_size, self.n_classes = d, H, C
+        self._W, self._params = W, params
+        self._single = None  # (M1, M2, MV), made by the first one-sequence call
+        self._local = threading.local()
+
+    def matches(self, coefs, gate_nonlinearity, update_nonlinearity, dtype):
+        """Whether this predictor was made from these very arrays and settings."""
+        items = self.items
+        return (
+            coefs is self.coefs
+            and len(coefs) == len(items)
+            and all(coefs.get(key) is value for key, value in items)
+            and self.nonlinearities == (gate_nonlinearity, update_nonlinearity)
+            and self.dtype == dtype
         )
-        np.matmul(hT, params["V"], out=logits[start:stop])
-    logits += params["bias_out"]
-    return logits
+
+    def _single_weights(self):
+        """``M1``, ``M2`` and ``MV`` of the single-sequence loop (see the class)."""
+        W, U, params = self._W, self.U, self._params
+        gate, update = self.engine.gate, self.engine.update
+        d, H, C, dt = self.n_channels, self.hidden_size, self.n_classes, self.dtype
+        gs, us = gate.prescale, update.prescale
+        # rows: L1, L2 (both h_{t-1}), 1, x_t; columns: gate, update
+        M1 = np.zeros((2 * H + 1 + d, 2 * H))
+        M1[:H, :H] = M1[H : 2 * H, :H] = gs * U
+        M1[:H, H:] = M1[H : 2 * H, H:] = us * U
+        M1[2 * H, :H] = gs * params["bias_gate"]
+        M1[2 * H, H:] = us * params["bias_update"]
+        M1[2 * H + 1 :, :H], M1[2 * H + 1 :, H:] = gs * W, us * W
+        # h_t = c (K - sz z) + z h, z = ps k + sh, c = pu kc + su
+        ps, sh = gate.post or (1.0, 0.0)
+        pu, su = update.post or (1.0, 0.0)
+        sz, K = self.sz, self.sz + self.sn
+        a, b = K - sz * sh, -sz * ps  # h_t = (a + b k) c + (sh + ps k) h
+        M2 = np.zeros((3 * H + 1, 2 * H))  # rows: kc, L1, L2, 1; columns: L1, L2'
+        eye = np.arange(H)
+        M2[eye, eye], M2[eye, H + eye] = a * pu, b * pu
+        for rows in (H + eye, 2 * H + eye):
+            M2[rows, eye], M2[rows, H + eye] = sh, ps
+        M2[3 * H, :H], M2[3 * H, H:] = a * su, b * su
+        MV = np.concatenate([params["V"], params["V"], params["bias_out"][None]])
+        return M1.astype(dt), M2.astype(dt), MV.astype(dt)
+
+    def logits(self, X, lengths):
+        """Logits of sequences ``X`` (n, T, d) with real ``lengths``, shape (n, C)."""
+        if len(X) == 1:
+            logits = np.empty((1, self.n_classes), dtype=self.dtype)
+            if self._single is None:  # two threads may both make it: same values
+                self._single = self._single_weights()
+            if self._single[1].size < _BLAS_THREADED_GEMV:
+                self._one(X[0], int(lengths[0]), logits[0])
+            else:
+                with one_blas_thread():
+                    self._one(X[0], int(lengths[0]), logits[0])
+            return logits
+        with one_blas_thread():
+            return self._batch(X, lengths)
+
+    def _workspace(self, T):
+        """Rows ``[k | c | L1 | L2 | 1 | x]`` for ``T`` steps and their views."""
+        H, dt = self.hidden_size, self.dtype
+        width = 4 * H + 1 + self.n_channels
+        ws = getattr(self._local, "ws", None)
+        if ws is not None and len(ws[0]) > T:
+            return ws
+        R = np.zeros((T + 1, width), dtype=dt)
+        R[:, 4 * H] = 1.0
+        rows = list(R)
+        ws = (
+            R,
+            [r[2 * H :] for r in rows],  # input of M1
+            [r[: 2 * H] for r in rows],  # pre-activations, then [k | c]
+            [r[:H] for r in rows],  # k
+            [r[H:2 * H] for r in rows],  # c
+            [r[H : 4 * H + 1] for r in rows],  # input of M2
+            [r[2 * H : 4 * H] for r in rows],  # [L1 | L2]
+            [r[3 * H : 4 * H] for r in rows],  # L2
+        )
+        if R.nbytes <= _KEEP_BYTES:
+            self._local.ws = ws
+        return ws
+
+    def _one(self, x, length, out):
+        """Logits of one sequence ``x`` (T, d) of real ``length`` into ``out`` (C,)."""
+        R, m1_in, pre, ks, cs, m2_in, hs, l2s = self._workspace(length)
+        H = self.hidden_size
+        np.copyto(R[:length, 4 * H + 1 :], x[:length])
+        M1, M2, MV = self._single
+        gate, update = self.engine.gate, self.engine.update
+        dot, multiply, tanh = _dot, np.multiply, np.tanh
+        if self.engine._shared_tanh:
+            for t in range(length):
+                a = pre[t]
+                dot(m1_in[t], M1, a)
+                tanh(a, a)
+                dot(m2_in[t], M2, hs[t + 1])
+                multiply(l2s[t + 1], ks[t], l2s[t + 1])
+        else:
+            for t in range(length):
+                dot(m1_in[t], M1, pre[t])
+                gate.kernel(ks[t])
+                update.kernel(cs[t])
+                dot(m2_in[t], M2, hs[t + 1])
+                multiply(l2s[t + 1], ks[t], l2s[t + 1])
+        dot(R[length, 2 * H : 4 * H + 1], MV, out)
+
+    def _batch(self, X, lengths):
+        """Logits of many sequences: the engine's recurrence, chunk by chunk."""
+        n = len(X)
+        H, C, dt = self.hidden_size, self.n_classes, self.dtype
+        P, U, sz, K = self.P, self.U, self.sz, self.sz + self.sn
+        logits = np.empty((n, C), dtype=dt)
+        for start in range(0, n, _PREDICT_CHUNK):
+            stop = min(n, start + _PREDICT_CHUNK)
+            B = stop - start
+            chunk_lengths = lengths[start:stop]
+            Tc = int(chunk_lengths.max())
+            Xa = to_time_major(X[start:stop, :Tc], dt)
+            pad = None
+            if chunk_lengths.min() < Tc:
+                pad = (np.arange(Tc)[:, None] >= chunk_lengths[None, :])[:, :, None]
+            A = np.empty((Tc, 2, B, H), dt)
+            rolling = list(np.zeros((2, B, H), dt))  # only the running state is kept
+            steps = _step_views(
+                A, [np.empty((B, H), dt)] * Tc, [rolling[t & 1] for t in range(Tc + 1)]
+            )
+            hT = self.engine._recurrence(
+                Xa, P, U, sz, K, A, steps, np.empty((B, H), dt), np.empty((B, H), dt), pad,
+            )
+            np.matmul(hT, self.V, out=logits[start:stop])
+        logits += self.bias_out
+        return logits
+
+
+def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype):
+    """The :class:`Predictor` of ``owner``'s current weights, made once and kept.
+
+    Kept (weakly keyed by ``owner``, one per dtype) while ``coefs`` is the same
+    dict holding the same arrays; assigning a new ``coefs_`` or a new array to
+    one of its keys makes a new one. Changing the arrays in place does not.
+    """
+    dtype = np.dtype(dtype)
+    cached = _PREDICTORS.get(owner)
+    if cached is None:
+        cached = _PREDICTORS.setdefault(owner, {})
+    predictor = cached.get(dtype.char)
+    if predictor is None or not predictor.matches(
+        coefs, gate_nonlinearity, update_nonlinearity, dtype
+    ):
+        predictor = Predictor(coefs, gate_nonlinearity, update_nonlinearity, dtype)
+        cached[dtype.char] = predictor
+    return predictor

@@ -129,6 +129,38 @@ def _one_sequence(estimator, X):
     )
 
 
+def light_sequences(estimator, X):
+    """``validate_sequences(estimator, X, reset=False)`` for plain arrays, cheaply.
+
+    For a C-contiguous float32 or float64 ``numpy.ndarray`` whose shape the
+    fitted ``estimator`` accepts (2D of width ``n_features_in_``, 3D with
+    ``n_channels_`` channels, at least one sample and timestep; fitted without
+    feature names), returns what the full validation returns, the same arrays
+    and the same errors from :func:`sequence_lengths` (NaN and infinity). For
+    anything else it returns None: the full validation then decides, with its
+    own messages and warnings.
+
+    Returns
+    -------
+    (X3, lengths) or None
+    """
+    if type(X) is not np.ndarray or not X.flags.c_contiguous:
+        return None
+    if X.dtype != FLOAT_DTYPES[0] and X.dtype != FLOAT_DTYPES[1]:
+        return None
+    if hasattr(estimator, "feature_names_in_") or X.size == 0:
+        return None
+    if X.ndim == 3:
+        if X.shape[2] != estimator.n_channels_:
+            return None
+        X3 = X
+    elif X.ndim == 2 and X.shape[1] == estimator.n_features_in_:
+        X3 = reshape_2d(X, estimator.n_timesteps_)
+    else:
+        return None
+    return X3, sequence_lengths(X3)
+
+
 def reshape_2d(X, n_timesteps):
     """View a 2D ``X`` (n_samples, m) as sequences (n_samples, T, m // T).
 

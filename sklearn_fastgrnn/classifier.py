@@ -36,12 +36,14 @@ from ._cell import (
     ParameterLayout,
     init_parameters,
     predict_logits,
+    predictor_for,
     to_time_major,
 )
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule, clip_by_global_norm
-from ._sequences import validate_sequences
+from ._sequences import light_sequences, validate_sequences
 from ._stopping import PlateauMonitor, patience_epochs
+from ._threads import one_blas_thread
 from ._version import __version__
 from . import compression
 from .compression import SparseTraining, model_size_bytes, sparse_keys
@@ -846,10 +848,11 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             key: list(value) if isinstance(value, list) else value
             for key, value in self.__dict__.items()
         }
-        work._train(
-            X, y, sample_weight, soft_targets, incremental=incremental,
-            classes=classes, validation=validation,
-        )
+        with one_blas_thread():  # the engine's products are too small to share
+            work._train(
+                X, y, sample_weight, soft_targets, incremental=incremental,
+                classes=classes, validation=validation,
+            )
         self.__dict__ = work.__dict__
         return self
 
@@ -910,13 +913,19 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------- prediction
     def _logits(self, X):
-        check_is_fitted(self)
-        _, X3, lengths = validate_sequences(self, X, reset=False)
+        # plain NumPy arrays skip scikit-learn's validation (same arrays, same
+        # errors); the stacked weights are made once per coefs_ and dtype
+        valid = light_sequences(self, X) if "coefs_" in self.__dict__ else None
+        if valid is None:
+            check_is_fitted(self)
+            _, X3, lengths = validate_sequences(self, X, reset=False)
+        else:
+            X3, lengths = valid
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
-        return predict_logits(
-            self.coefs_, self.gate_nonlinearity, self.update_nonlinearity,
-            X3, lengths, dtype,
+        predictor = predictor_for(
+            self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype
         )
+        return predictor.logits(X3, lengths)
 
     def decision_function(self, X):
         """Logits ``h_T @ V + bias_out``.

@@ -4,6 +4,8 @@
   metadata; loading never unpickles.
 - :func:`to_onnx`: an ONNX graph (a Scan over time) for onnxruntime and friends.
 - :func:`export_c`: a dependency-free C header and source.
+- :func:`compile_predictor`: that C code built with the system compiler and
+  called from Python (ctypes).
 - :func:`export_model`: one entry point for the three, used by the command line.
 
 The optional packages (``pip install 'sklearn-fastgrnn[export]'``) are imported
@@ -18,10 +20,11 @@ _LAZY = {
     "load_weights": ".weights",
     "to_onnx": ".onnx",
     "export_c": ".c",
+    "compile_predictor": ".compiled",
 }
 FORMATS = ("safetensors", "onnx", "c")
 
-__all__ = ["FORMATS", "export_c", "export_model", "load_weights", "save_weights", "to_onnx"]
+__all__ = ["FORMATS", "compile_predictor", "export_c", "export_model", "load_weights", "save_weights", "to_onnx"]
 
 
 def __getattr__(name):

@@ -1,0 +1,139 @@
+"""compile_predictor: the C export, built and called from Python, matches the model."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn.compression import quantize
+from sklearn_fastgrnn.export import compile_predictor
+from sklearn_fastgrnn.export.compiled import find_compiler
+
+from .conftest import make_sequences
+from .test_export_c import CASES, IDS
+
+COMPILER = find_compiler()
+pytestmark = pytest.mark.skipif(
+    COMPILER is None, reason="no C compiler ($CC, cc, gcc or clang) on this machine"
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X, y = make_sequences(rng, n=80, T=7)
+    X_test = X[:20].copy()
+    for i, length in zip((1, 4, 7, 10), (5, 3, 1, 6)):  # NaN-padded sequences
+        X_test[i, length:] = np.nan
+    return X, y, X_test
+
+
+@pytest.mark.parametrize("params", CASES, ids=IDS)
+def test_float_predictor_matches_predict_proba(data, params):
+    X, y, X_test = data
+    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, **params).fit(X, y)
+    compiled = compile_predictor(clf)
+    expected = clf.predict_proba(X_test)
+    for Xc in (X_test, X_test.astype(np.float32), X_test[:, :5]):  # float64, float32, shorter
+        proba = compiled.predict_proba(Xc)
+        assert proba.shape == (len(Xc), 3) and proba.dtype == np.float32
+        assert_allclose(proba, clf.predict_proba(Xc), rtol=0, atol=1e-5)
+    assert_allclose(compiled.logits(X_test), clf.decision_function(X_test), atol=1e-4)
+    assert_array_equal(compiled.predict(X_test), clf.classes_[np.argmax(expected, axis=1)])
+    for i in range(len(X_test)):  # one sequence at a time, as for latency
+        assert_allclose(compiled.predict_proba(X_test[i : i + 1]), expected[i : i + 1],
+                        rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("params", CASES, ids=IDS)
+def test_int8_predictor_is_the_quantized_path_exactly(data, params):
+    X, y, X_test = data
+    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, **params).fit(X, y)
+    q = quantize(clf, X)
+    compiled = compile_predictor(q)
+    logits = compiled.logits(X_test)
+    assert logits.dtype == np.int32
+    assert_array_equal(logits, q.quantized_logits(X_test))
+    assert_array_equal(compiled.predict_proba(X_test), q.predict_proba(X_test))
+    assert_array_equal(compiled.predict(X_test), q.predict(X_test))
+    assert_array_equal(compiled.predict(X_test[4:5]), q.predict(X_test[4:5]))
+
+
+def test_2d_input_lists_and_string_labels(data):
+    X, y, _ = data
+    rows = np.ascontiguousarray(X[:, :, 0])
+    labels = np.array(["low", "mid", "high"])[y]
+    clf = FastGRNNClassifier(6, max_iter=5, random_state=0).fit(rows, labels)
+    compiled = compile_predictor(clf)
+    assert_allclose(compiled.predict_proba(rows[:9]), clf.predict_proba(rows[:9]), atol=1e-5)
+    assert_allclose(compiled.predict_proba(rows[:9].tolist()), clf.predict_proba(rows[:9]),
+                    atol=1e-5)
+    assert list(compiled.predict(rows[:9])) == list(clf.predict(rows[:9]))
+    assert compiled.predict(rows[:9]).dtype == clf.classes_.dtype
+
+
+def test_bad_input_gets_the_estimator_messages(data):
+    X, y, X_test = data
+    clf = FastGRNNClassifier(4, max_iter=2, random_state=0).fit(X, y)
+    compiled = compile_predictor(clf)
+    cases = {}
+    bad = X_test.astype(np.float32)
+    bad[6, 2, 1] = np.nan
+    cases["nan inside"] = bad
+    bad = X_test.astype(np.float32)
+    bad[9, 0, 0] = np.inf
+    cases["inf"] = bad
+    bad = X_test.astype(np.float32)
+    bad[3] = np.nan
+    cases["empty"] = bad
+    cases["channels"] = X_test[:, :, :2]
+    for name, Xb in cases.items():
+        with pytest.raises(ValueError) as expected:
+            clf.predict_proba(Xb)
+        for method in ("predict_proba", "predict", "logits"):
+            with pytest.raises(ValueError) as got:
+                getattr(compiled, method)(Xb)
+            assert str(got.value) == str(expected.value), name
+
+
+def test_pickle_rebuilds_and_directory_is_used(tmp_path, data):
+    X, y, X_test = data
+    clf = FastGRNNClassifier(5, max_iter=3, random_state=0).fit(X, y)
+    compiled = compile_predictor(clf, tmp_path / "build")
+    assert sorted(os.listdir(tmp_path / "build")) == [
+        "fastgrnn.c", "fastgrnn.h", "fastgrnn.o", "fastgrnn_batch.c", "fastgrnn_batch.o",
+        "libfastgrnn.so"]
+    restored = pickle.loads(pickle.dumps(compiled))
+    assert restored.library_path != compiled.library_path
+    assert os.path.exists(restored.library_path)
+    assert_array_equal(restored.predict_proba(X_test), compiled.predict_proba(X_test))
+
+
+def test_no_compiler_is_a_clear_error(monkeypatch, data):
+    X, y, _ = data
+    clf = FastGRNNClassifier(4, max_iter=2, random_state=0).fit(X, y)
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    with pytest.raises(RuntimeError, match="needs a C compiler.*set CC"):
+        compile_predictor(clf)
+    monkeypatch.setenv("CC", f"{COMPILER[0]} -g")  # CC with arguments is honoured
+    compiled = compile_predictor(clf)
+    assert_allclose(compiled.predict_proba(X[:3]), clf.predict_proba(X[:3]), atol=1e-5)
+    monkeypatch.setenv("CC", f"{COMPILER[0]} -no-such-flag-xyz")
+    with pytest.raises(RuntimeError, match="Building the compiled predictor failed"):
+        compile_predictor(clf)
+
+
+def test_refuses_what_it_can_not_compile(data):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, _ = data
+    with pytest.raises(NotFittedError):
+        compile_predictor(FastGRNNClassifier())
+    clf = FastGRNNClassifier(4, max_iter=2, random_state=0).fit(X, y)
+    with pytest.raises(TypeError, match="Pipeline"):
+        compile_predictor(make_pipeline(StandardScaler(), clf))
