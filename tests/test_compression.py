@@ -144,7 +144,8 @@ def test_iht_thresholds_every_interval_steps_and_reapplies_between(rng):
 def test_stopping_waits_for_the_frozen_support(rng):
     X, y = make_sequences(rng, n=80)
     # tol=10: no epoch ever counts as an improvement, so a dense fit stops early
-    params = dict(max_iter=20, early_stopping=True, n_iter_no_change=2, tol=10.0, random_state=0)
+    params = dict(max_iter=20, early_stopping=True, n_iter_no_change=2, tol=10.0,
+                  learning_rate="constant", random_state=0)
     assert FastGRNNClassifier(6, **params).fit(X, y).n_iter_ == 3
     clf = FastGRNNClassifier(6, sparsity_w=0.5, sparsity_u=0.5, **params).fit(X, y)
     assert clf.n_iter_ == 15 + 3  # floor(0.75 * 20) epochs, then the rule in phase 3

@@ -521,7 +521,10 @@ def test_metadata_routing_through_pipeline_grid_search_and_cross_validate(digits
     [
         DistilledClassifier(
             DecisionTreeClassifier(max_depth=3, random_state=0),
-            FastGRNNClassifier(hidden_size=4, max_iter=20, random_state=0),
+            # one float64 batch, as the sample-weight equivalence check needs
+            FastGRNNClassifier(
+                hidden_size=4, max_iter=20, random_state=0, batch_size=32, dtype="float64"
+            ),
         ),
         SoftTargetTransformer(DecisionTreeClassifier(max_depth=3, random_state=0)),
     ]

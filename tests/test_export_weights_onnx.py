@@ -231,7 +231,9 @@ def saved(safetensors, data, tmp_path_factory):
     from safetensors import safe_open
 
     X, y = data
-    model = make_fastgrnn_pipeline("sequence", hidden_size=8, max_iter=2, random_state=0)
+    model = make_fastgrnn_pipeline(  # float64: the edits below write float64 tensors
+        "sequence", hidden_size=8, max_iter=2, random_state=0, dtype="float64"
+    )
     path = tmp_path_factory.mktemp("weights") / "p.st"
     save_weights(model.fit(X, y), path)
     with safe_open(path, framework="np") as f:
@@ -371,7 +373,8 @@ def test_onnx_on_a_trained_digits_model(ort):
     import onnx
 
     X, y = load_digits_sequences(dtype=np.float32)
-    clf = fit(X[:600], y[:600], hidden_size=16, max_iter=8, w_rank=4, sparsity_u=0.5)
+    clf = fit(X[:600], y[:600], hidden_size=16, max_iter=8, w_rank=4, sparsity_u=0.5,
+              batch_size=32)
     assert clf.score(X[600:900], y[600:900]) > 0.5  # real, trained weights
     assert np.count_nonzero(clf.coefs_["U"]) == 128  # sparse U
     proto = to_onnx(clf)

@@ -137,7 +137,9 @@ def saved(data, tmp_path_factory):
     """(path, tensors, metadata) of a saved SequenceScaler Pipeline."""
     from safetensors import safe_open
 
-    model = make_fastgrnn_pipeline(hidden_size=4, max_iter=2, random_state=0).fit(*data)
+    model = make_fastgrnn_pipeline(
+        hidden_size=4, max_iter=2, random_state=0, dtype="float64"
+    ).fit(*data)
     path = tmp_path_factory.mktemp("weights") / "p.safetensors"
     save_weights(model, path)
     with safe_open(path, framework="np") as f:
