@@ -632,7 +632,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         """
         counts = np.bincount(y_idx, minlength=len(self.classes_))
         if counts.min() < 2:
-            rare = self.classes_[np.argmin(counts)]
+            rare = self.classes_.tolist()[int(np.argmin(counts))]
             raise ValueError(
                 f"early_stopping holds out a validation set with a sequence of every "
                 f"class, but class {rare!r} has only {counts.min()} sequence(s) of "
@@ -710,6 +710,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         patience = self._patience(steps_per_epoch)
         epochs = 1 if incremental else self._max_epochs(steps_per_epoch)
 
+        start_loss = None if incremental else run.training_fit(flat, train)[0]
         stop_reason = None
         for _ in range(epochs):
             lr = schedule.rate(self.n_iter_)
@@ -763,7 +764,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         self._commit(layout, flat, optimizer, rng, schedule, monitor, early)
         self.stop_reason_ = stop_reason or "one partial_fit epoch"
         if not incremental:
-            self._diagnose(run, flat, train)
+            self._diagnose(run, flat, train, start_loss)
         if self.verbose and not incremental:
             print(
                 f"Training {self.stop_reason_}; kept the weights of epoch "
@@ -793,21 +794,17 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         )
         return f"interrupted by the user in epoch {self.n_iter_ + 1}"
 
-    def _diagnose(self, run, flat, train):
+    def _diagnose(self, run, flat, train, start_loss):
         """Warn when the fitted model learned nothing, or ended worse than it began."""
-        if not self.loss_curve_:
-            return
-        n_classes = len(self.classes_)
-        if self.loss_curve_[-1] > 2.0 * max(self.loss_curve_[0], math.log(n_classes)):
+        end_loss, accuracy, majority = run.training_fit(flat, train)
+        if end_loss > 2.0 * start_loss + 0.1:
             warnings.warn(
-                f"Training ended with a loss of {self.loss_curve_[-1]:.4g}, far above "
-                f"the {self.loss_curve_[0]:.4g} of its first epoch: the optimiser "
-                "overshoots. Lower learning_rate_init or set clip_grad_norm.",
+                f"Training ended with a training loss of {end_loss:.4g}, far above the "
+                f"{start_loss:.4g} of the weights it started from: the optimiser "
+                "overshoots. Lower learning_rate_init.",
                 ConvergenceWarning,
             )
-            return
-        accuracy, majority = run.training_accuracy(flat, train)
-        if accuracy <= majority + 1e-9:
+        elif accuracy <= majority + 1e-9:
             warnings.warn(
                 f"The fitted model predicts its own training data no better than "
                 f"always answering the most frequent class (accuracy {accuracy:.3f} "
@@ -1108,18 +1105,22 @@ class _TrainingRun:
         est.coefs_ = self.layout.unpack(flat)
         return loss, float(self.scorer(est, X, est.classes_[y], sample_weight=weights))
 
-    def training_accuracy(self, flat, train, max_samples=10_000):
-        """Weighted training accuracy and the weighted share of the majority class.
+    def training_fit(self, flat, train, max_samples=10_000):
+        """Loss and accuracy of ``flat`` on the training data, and the majority share.
 
-        Computed on at most ``max_samples`` training sequences (evenly spaced).
+        Weighted cross-entropy (without the L2 term), weighted accuracy and the
+        weighted share of the most frequent class, on at most ``max_samples``
+        training sequences (evenly spaced).
         """
         idx = train[:: max(1, math.ceil(len(train) / max_samples))]
-        logits = self._logits(flat, self.X3[idx], self.lengths[idx])
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = self._logits(flat, self.X3[idx], self.lengths[idx])
         w, y = self.weights[idx], self.y[idx]
         total = float(w.sum())
+        loss = _losses.cross_entropy(logits, y, w / w.dtype.type(total), np.empty_like(logits))
         accuracy = float(w @ (np.argmax(logits, axis=1) == y)) / total
         majority = float(np.bincount(y, weights=w).max()) / total
-        return accuracy, majority
+        return loss, accuracy, majority
 
     def report(self, record):
         """Print one line for an epoch (``verbose >= 1``)."""

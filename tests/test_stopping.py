@@ -1,0 +1,248 @@
+"""The stopping rule, validation sets, initialisation and the diagnosis of a fit."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import log_loss
+
+from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import classifier as classifier_module
+from sklearn_fastgrnn._cell import ParameterLayout, init_parameters
+from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
+
+from .conftest import make_sequences
+
+
+# ------------------------------------------------------------ PlateauMonitor
+def test_plateau_monitor_counts_epochs_without_an_improvement_of_tol():
+    monitor = PlateauMonitor(tol=0.1)
+    assert monitor.update(1.0, 1)  # the first value is the best so far
+    assert not monitor.update(0.95, 2)  # better, but by less than tol
+    assert monitor.best == 0.95 and monitor.best_epoch == 2 and monitor.bad_epochs == 1
+    assert not monitor.update(2.0, 3)
+    assert monitor.plateaued(2) and not monitor.plateaued(3)
+    assert monitor.update(0.5, 4)  # beats 0.95 by more than tol: counter reset
+    assert monitor.bad_epochs == 0 and monitor.best_epoch == 4
+
+
+def test_plateau_monitor_keeps_the_best_weights_and_scores_up():
+    monitor = PlateauMonitor(tol=0.0, greater_is_better=True, keep_best=True)
+    weights = np.zeros(3)
+    monitor.update(0.5, 1, weights)
+    weights += 1  # the monitor holds a copy, not a view
+    monitor.update(0.4, 2, weights)
+    np.testing.assert_array_equal(monitor.best_weights, np.zeros(3))
+    monitor.update(0.7, 3, weights)
+    np.testing.assert_array_equal(monitor.best_weights, np.ones(3))
+    monitor.reset()
+    assert monitor.best is None and monitor.best_weights is None
+
+
+def test_patience_is_counted_in_epochs_but_at_least_in_steps():
+    assert patience_epochs(10, 2, 500) == 250  # 50 sequences: two steps an epoch
+    assert patience_epochs(10, 1000, 500) == 10  # big data: the epochs count
+    assert patience_epochs(10, 3, 500) == 167
+
+
+def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
+    """tol=10: no epoch improves; training still runs the minimum number of steps."""
+    X, y = make_sequences(rng, n=20)
+    clf = FastGRNNClassifier(
+        hidden_size=4, tol=10.0, learning_rate="constant", random_state=0
+    ).fit(X, y)
+    steps_per_epoch = math.ceil(20 / 8)  # batch_size="auto" is 8 here
+    patience = math.ceil(classifier_module.AUTO_MIN_PATIENCE_STEPS / steps_per_epoch)
+    assert clf.n_iter_ == 1 + patience  # the first epoch sets the best
+    assert clf.stop_reason_ == (
+        f"stopped: no improvement of tol=10.0 for {patience} epochs "
+        f"({patience * steps_per_epoch} optimiser steps)"
+    )
+    # an explicit n_iter_no_change keeps MLPClassifier's meaning: epochs
+    quick = FastGRNNClassifier(
+        hidden_size=4, tol=10.0, learning_rate="constant", n_iter_no_change=5,
+        random_state=0,
+    ).fit(X, y)
+    assert quick.n_iter_ == 6
+
+
+def test_the_adaptive_rate_is_reduced_before_training_stops(rng):
+    X, y = make_sequences(rng, n=20)
+    clf = FastGRNNClassifier(
+        hidden_size=4, tol=10.0, n_iter_no_change=3, max_lr_reductions=2, random_state=0
+    ).fit(X, y)
+    events = [(h["epoch"], h["event"]) for h in clf.history_ if h["event"]]
+    assert events == [
+        (4, "learning rate reduced to 0.002"),
+        (7, "learning rate reduced to 0.0004"),
+        (10, "stopped: no improvement of tol=10.0 for 3 epochs (9 optimiser steps)"),
+    ]
+    rates = [h["learning_rate"] for h in clf.history_]
+    np.testing.assert_allclose(rates, [0.01] * 4 + [0.002] * 3 + [0.0004] * 3)
+
+
+def test_batch_size_and_max_iter_auto():
+    resolve = classifier_module._resolve_batch_size
+    assert [resolve("auto", n) for n in (5, 50, 300, 100_000)] == [5, 8, 30, 64]
+    assert resolve(32, 10) == 10 and resolve(np.int16(16), 100) == 16
+
+
+# ------------------------------------------------------------ validation sets
+def test_validation_split_holds_every_class_on_small_multiclass_data(rng):
+    X = rng.standard_normal((40, 5, 2))
+    y = np.repeat(np.arange(8), 5)
+    clf = FastGRNNClassifier(
+        hidden_size=4, early_stopping=True, max_iter=3, random_state=0
+    ).fit(X, y)
+    assert clf.t_ == 3 * 32  # one sequence of each of the 8 classes held out
+    assert len(clf.validation_scores_) == 3
+    # every score is a multiple of 1/8: eight validation sequences
+    assert all(abs(8 * s - round(8 * s)) < 1e-12 for s in clf.validation_scores_)
+
+
+def test_a_class_with_one_sequence_cannot_be_split_and_says_what_to_do(rng):
+    X = rng.standard_normal((20, 5, 2))
+    y = np.r_[np.zeros(19, int), 1]
+    clf = FastGRNNClassifier(hidden_size=4, early_stopping=True, max_iter=2)
+    with pytest.raises(ValueError, match="class 1 has only 1 sequence.*Pass X_val"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "coefs_")
+
+
+def test_x_val_y_val_are_watched_and_the_best_epoch_is_kept(rng):
+    X, y = make_sequences(rng, n=60)
+    X_val, y_val = make_sequences(rng, n=30)
+    clf = FastGRNNClassifier(hidden_size=6, max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y, X_val=X_val, y_val=y_val)
+    assert clf.t_ == clf.n_iter_ * 60  # nothing of X is held out
+    losses = [h["val_loss"] for h in clf.history_]
+    assert clf.best_epoch_ == 1 + int(np.argmin(losses))
+    # the model holds the weights of the best epoch
+    kept = clf.history_[clf.best_epoch_ - 1]
+    assert clf.score(X_val, y_val) == pytest.approx(kept["val_score"])
+    assert log_loss(y_val, clf.predict_proba(X_val)) == pytest.approx(
+        kept["val_loss"], rel=1e-4
+    )
+
+
+def test_x_val_errors(rng):
+    X, y = make_sequences(rng, n=30)
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=2)
+    with pytest.raises(ValueError, match="X_val was given without y_val"):
+        clf.fit(X, y, X_val=X)
+    with pytest.raises(ValueError, match="y_val contains labels \\[7\\]"):
+        clf.fit(X, y, X_val=X[:3], y_val=[0, 1, 7])
+    with pytest.raises(ValueError, match="channels"):
+        clf.fit(X, y, X_val=X[:, :, :2], y_val=y)
+    assert not hasattr(clf, "coefs_")
+
+
+def test_a_scorer_can_be_watched(rng):
+    X, y = make_sequences(rng, n=60)
+    clf = FastGRNNClassifier(
+        hidden_size=4, early_stopping=True, scoring="balanced_accuracy", max_iter=5,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    scores = clf.validation_scores_
+    assert clf.best_epoch_ == 1 + int(np.argmax(scores))
+    assert clf.best_validation_score_ == max(scores)
+
+
+def test_early_stopping_auto_turns_on_for_large_data(rng, monkeypatch):
+    monkeypatch.setattr(classifier_module, "AUTO_EARLY_STOPPING_SAMPLES", 50)
+    X, y = make_sequences(rng, n=60)
+    big = FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(X, y)
+    assert big.validation_scores_ is not None and big.best_loss_ is None
+    small = FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(X[:40], y[:40])
+    assert small.validation_scores_ is None
+
+
+# ------------------------------------------------------------ initialisation
+def test_chrono_initialisation_spreads_the_gate_over_the_sequence_length():
+    layout = ParameterLayout(2, 500, 3)
+    rs = np.random.RandomState(0)
+    chrono = layout.views(init_parameters(layout, rs, 1.0, -4.0, np.float64,
+                                          scheme="chrono", n_timesteps=200))
+    memory = 1 + np.exp(chrono["bias_gate"])  # steps a unit keeps its state
+    assert memory.min() >= 2 and memory.max() <= 200
+    assert np.median(memory) == pytest.approx(100, rel=0.1)
+    edgeml = layout.views(init_parameters(layout, rs, 1.0, -4.0, np.float64))
+    np.testing.assert_array_equal(edgeml["bias_gate"], 1.0)
+    for key in ("bias_update", "zeta", "nu", "bias_out"):
+        np.testing.assert_array_equal(chrono[key], edgeml[key])
+
+
+def test_chrono_uses_the_longest_real_sequence_not_the_padded_width(rng):
+    X, y = make_sequences(rng, n=24, T=5, d=2)
+    wide = np.full((24, 40, 2), np.nan)
+    wide[:, :5] = X
+    a = FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(X, y)
+    b = FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(wide, y)
+    np.testing.assert_array_equal(a.coefs_["bias_gate"], b.coefs_["bias_gate"])
+
+
+# ------------------------------------------------------------ diagnosis
+def test_a_model_no_better_than_the_majority_class_warns(rng):
+    X = np.zeros((30, 4, 2))  # nothing to learn from
+    y = np.r_[np.zeros(20, int), np.ones(10, int)]
+    with pytest.warns(ConvergenceWarning, match="no better than always answering"):
+        FastGRNNClassifier(hidden_size=2, max_iter=3, random_state=0).fit(X, y)
+
+
+def test_a_model_that_learned_does_not_warn(rng):
+    X, y = make_sequences(rng, n=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FastGRNNClassifier(hidden_size=8, random_state=0).fit(X, y)
+
+
+def test_training_that_ends_far_worse_than_it_began_warns(rng):
+    X, y = make_sequences(rng, n=40)
+    with pytest.warns(ConvergenceWarning, match="far above"):
+        FastGRNNClassifier(
+            hidden_size=4, learning_rate_init=1e10, max_iter=3, random_state=0
+        ).fit(X, y)
+
+
+def test_verbose_ends_with_why_training_stopped(rng, capsys):
+    X, y = make_sequences(rng, n=20)
+    FastGRNNClassifier(
+        hidden_size=4, tol=10.0, n_iter_no_change=2, learning_rate="constant",
+        early_stopping=True, verbose=1, random_state=0,
+    ).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    # 18 sequences train (2 validate): 3 mini-batches of at most 8 an epoch
+    assert lines[-2].endswith("stopped: no improvement of tol=10.0 for 2 epochs (6 optimiser steps)")
+    assert lines[-1] == (
+        "Training stopped: no improvement of tol=10.0 for 2 epochs (6 optimiser "
+        "steps); kept the weights of epoch 1."
+    )
+
+
+# ------------------------------------------------------------ it learns
+def bump_sequences(n, T, seed):
+    """Noise with a bump of either sign in the middle; the class is its sign."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    t = np.arange(T)
+    bump = np.exp(-0.5 * ((t - T / 2) / (T / 30)) ** 2)
+    X = rng.standard_normal((n, T)) + np.where(y == 1, 1.5, -1.5)[:, None] * bump
+    return X[:, :, None], y
+
+
+@pytest.mark.slow
+def test_defaults_learn_a_bump_in_the_middle_of_150_steps_from_50_sequences():
+    """The memory must carry the bump over 75 steps; EdgeML's initial gate
+    (about 4 steps of memory) and an epoch-counted patience stopped here at
+    chance before."""
+    X, y = bump_sequences(50, 150, seed=0)
+    X_test, y_test = bump_sequences(500, 150, seed=1)
+    clf = FastGRNNClassifier(random_state=0).fit(X, y)
+    assert clf.score(X_test, y_test) >= 0.9
