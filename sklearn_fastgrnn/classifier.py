@@ -33,12 +33,13 @@ from ._cell import (
     predict_logits,
     to_time_major,
 )
+from . import _size
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule, clip_by_global_norm
 from ._sequences import validate_sequences
+from ._size import model_size_bytes
+from ._sparsity import SparseTraining, sparse_keys
 from ._version import __version__
-from . import compression
-from .compression import SparseTraining, model_size_bytes, sparse_keys
 from .exceptions import InconsistentVersionWarning
 
 
@@ -702,7 +703,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         str
             A printable table (see :func:`sklearn_fastgrnn.compression.summary`).
         """
-        return compression.summary(self)
+        return _size.summary(self)
 
     # ------------------------------------------------------- scikit-learn glue
     def __sklearn_tags__(self):

@@ -10,14 +10,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import ParameterLayout
 from sklearn_fastgrnn._optimizers import SGD, Adam
-from sklearn_fastgrnn.compression import (
-    QuantizedFastGRNN,
-    SparseTraining,
-    hard_threshold,
-    keep_count,
-    quantize,
-    size_report,
-)
+from sklearn_fastgrnn._sparsity import SparseTraining, hard_threshold, keep_count
+from sklearn_fastgrnn.compression import QuantizedFastGRNN, quantize, size_report
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
 from .conftest import make_sequences

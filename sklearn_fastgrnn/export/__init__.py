@@ -19,7 +19,25 @@ _LAZY = {
     "to_onnx": ".onnx",
     "export_c": ".c",
 }
-FORMATS = ("safetensors", "onnx", "c")
+
+
+def _write_safetensors(model, out):
+    return __getattr__("save_weights")(model, out)
+
+
+def _write_onnx(model, out):
+    __getattr__("to_onnx")(model, path=out)
+    return os.fspath(out)
+
+
+def _write_c(model, out):
+    __getattr__("export_c")(model, out)
+    return os.fspath(out)
+
+
+# format name -> writer(model, out); the one list of formats (CLI choices, docs test)
+_WRITERS = {"safetensors": _write_safetensors, "onnx": _write_onnx, "c": _write_c}
+FORMATS = tuple(_WRITERS)
 
 __all__ = ["FORMATS", "export_c", "export_model", "load_weights", "save_weights", "to_onnx"]
 
@@ -39,9 +57,9 @@ def export_model(model, format, out):
         A fitted classifier (or a Pipeline of a scaler and the classifier, for
         the formats that support it).
     format : {"safetensors", "onnx", "c"}
-        "safetensors": a weights file (:func:`save_weights`); "onnx": an ONNX
-        model file (:func:`to_onnx`); "c": a directory with a C header and
-        source (:func:`export_c`).
+        One of :data:`FORMATS`. "safetensors": a weights file
+        (:func:`save_weights`); "onnx": an ONNX model file (:func:`to_onnx`);
+        "c": a directory with a C header and source (:func:`export_c`).
     out : str or path-like
         The file to write ("safetensors", "onnx") or the directory ("c").
 
@@ -50,12 +68,7 @@ def export_model(model, format, out):
     out : str
         What was written.
     """
-    if format == "safetensors":
-        return __getattr__("save_weights")(model, out)
-    if format == "onnx":
-        __getattr__("to_onnx")(model, path=out)
-        return os.fspath(out)
-    if format == "c":
-        __getattr__("export_c")(model, out)
-        return os.fspath(out)
-    raise ValueError(f"Unknown export format {format!r}; choose one of {list(FORMATS)}.")
+    writer = _WRITERS.get(format) if isinstance(format, str) else None
+    if writer is None:
+        raise ValueError(f"Unknown export format {format!r}; choose one of {list(FORMATS)}.")
+    return writer(model, out)
