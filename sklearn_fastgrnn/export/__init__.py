@@ -4,7 +4,8 @@
   metadata; loading never unpickles.
 - :func:`to_onnx`: an ONNX graph (a Scan over time) for onnxruntime and friends.
 - :func:`export_c`: a dependency-free C header and source.
-- :func:`export_model`: one entry point for the three, used by the command line.
+- :func:`export_model`: one entry point for the three, used by the command line;
+  :data:`FORMATS` names them (the command line's ``--format`` choices).
 
 The optional packages (``pip install 'sklearn-fastgrnn[export]'``) are imported
 only when a function that needs them is called.
