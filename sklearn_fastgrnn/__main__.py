@@ -31,6 +31,7 @@ from . import FastGRNNClassifier
 from ._files import check_writable, write_atomically
 from .compression import QuantizedFastGRNN
 from .datasets import load_digits_sequences, split_halves
+from .export import FORMATS
 
 DEBUG_VARIABLE = "SKLEARN_FASTGRNN_DEBUG"
 
@@ -400,7 +401,7 @@ def build_parser():
 
     export = sub.add_parser("export", help="write a deployment file of a saved model")
     export.add_argument("--model", required=True)
-    export.add_argument("--format", required=True, choices=["safetensors", "onnx", "c"])
+    export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file (safetensors, onnx) or directory (c)")
     export.set_defaults(func=_export)
     for command in (train, predict, info, export):

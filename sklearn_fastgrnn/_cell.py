@@ -1,6 +1,6 @@
 """Forward pass and exact backpropagation through time of the FastGRNN cell.
 
-Row-vector convention (``../shared/DESIGN.md`` section 2)::
+Row-vector convention (``docs/design.md``, "The cell")::
 
     pre_t = x_t @ W + h_{t-1} @ U
     z_t   = gate(pre_t + bias_gate)
@@ -12,8 +12,7 @@ Nothing in this module knows about scikit-learn or about the loss: the engine
 turns parameters and a time-major batch into logits, and the gradient of any loss
 with respect to those logits into the gradient of every parameter.
 
-How it is made fast (see ``../shared/PERFORMANCE.md`` and
-``docs/performance.md``):
+How it is made fast (see ``docs/performance.md``):
 
 - inputs are time-major, ``(T, B, d + 1)``, with a trailing column of ones, so one
   matmul call gives ``x_t @ W`` plus the gate and update biases for every
@@ -36,7 +35,7 @@ import weakref
 
 import numpy as np
 
-from ._nonlinearities import NONLINEARITIES
+from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 from ._threads import one_blas_thread
 
 # Bytes of one (timesteps, batch, hidden) block of backward factors: keeps the
@@ -149,14 +148,6 @@ def init_parameters(layout, random_state, zeta_init, nu_init, dtype, *,
     views["zeta"][...] = zeta_init
     views["nu"][...] = nu_init
     return flat
-
-
-def _sigmoid(x):
-    x = float(x)
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
 
 
 def to_time_major(X, dtype):
@@ -367,7 +358,7 @@ class FastGRNNEngine:
         T, B, _ = Xa.shape
         params = self._views_of(flat, "_params_cache")
         _, U, P = self.stacked_weights(params)
-        sz, sn = _sigmoid(params["zeta"]), _sigmoid(params["nu"])
+        sz, sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         ws = self._workspace(T, B)
         pad = None
         if lengths is not None and lengths.min() < T:
@@ -568,7 +559,7 @@ class Predictor:
         params = layout.views(layout.pack(coefs, dt))
         W, U, P = engine.stacked_weights(params)
         self.P, self.U = P.copy(), U  # P is the engine's buffer
-        self.sz, self.sn = _sigmoid(params["zeta"]), _sigmoid(params["nu"])
+        self.sz, self.sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         self.V, self.bias_out = params["V"], params["bias_out"]
         self.n_channels, self.hidden_size, self.n_classes = d, H, C
         self._W, self._params = W, params

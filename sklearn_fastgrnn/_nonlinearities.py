@@ -1,5 +1,11 @@
 """Registry of the cell's non-linearities: name -> forward kernel and derivative.
 
+:data:`NONLINEARITIES` is the one list of names: ``FastGRNNClassifier``
+validates ``gate_nonlinearity`` and ``update_nonlinearity`` against it, and each
+back end keys its own translation by the same names (the integer kernels of
+``compression``, the ONNX builders of ``export.onnx``, the C expressions of
+``export.c``); ``tests/test_registries.py`` checks that the key sets are equal.
+
 Each entry evaluates in place, and its derivative is written in terms of the
 *output* ``y = f(x)`` (as scikit-learn's ``DERIVATIVES`` registry does), so the
 backward pass only needs what the forward pass stored.
@@ -10,6 +16,7 @@ share one ``np.tanh`` call per timestep. NumPy's SIMD ``tanh`` is several times
 faster than ``scipy.special.expit``.
 """
 
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -108,3 +115,16 @@ def evaluate(name, x):
         a *= spec.post[0]
         a += spec.post[1]
     return a
+
+
+def scalar_sigmoid(x):
+    """``1 / (1 + exp(-x))`` of one number as a Python float, without overflow.
+
+    For the scalars ``zeta`` and ``nu`` (``sigmoid(zeta)``, ``sigmoid(nu)``),
+    which every back end folds into constants.
+    """
+    x = float(x)
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)

@@ -30,7 +30,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
 )
 
-from . import _losses
+from . import _losses, _size
 from ._cell import (
     FastGRNNEngine,
     ParameterLayout,
@@ -39,14 +39,14 @@ from ._cell import (
     predictor_for,
     to_time_major,
 )
+from . import _size
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule, clip_by_global_norm
 from ._sequences import light_sequences, validate_sequences
+from ._sparsity import SparseTraining
 from ._stopping import PlateauMonitor, patience_epochs
 from ._threads import one_blas_thread
 from ._version import __version__
-from . import compression
-from .compression import SparseTraining, model_size_bytes, sparse_keys
 from .exceptions import InconsistentVersionWarning
 
 # The "auto" defaults, each chosen on the accuracy suite of benchmarks/bench_accuracy.py
@@ -268,7 +268,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     ``partial_fit`` follows the same schedule with one call per epoch (later
     calls keep training on the frozen support); ``warm_start`` continues it.
     With ``max_iter="auto"`` the schedule is laid over 200 epochs.
-    See :mod:`sklearn_fastgrnn.compression`.
+    See the compression guide (``docs/compression.md``).
 
     Thread safety: ``predict`` and the other prediction methods may run in
     threads while ``fit`` or ``partial_fit`` trains the same estimator: a
@@ -830,8 +830,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             self.best_validation_score_ = self.history_[self.best_epoch_ - 1]["val_score"]
         elif self.loss_curve_:
             self.best_loss_ = min(self.loss_curve_)
-        self.n_params_ = layout.size
-        self.model_size_bytes_ = model_size_bytes(self.coefs_, sparse_keys(self))
+        self.n_params_, self.model_size_bytes_ = _size.fitted_size(self)
 
     def _fit(self, X, y, sample_weight, soft_targets, *, incremental, classes=None,
              validation=(None, None, None)):
@@ -958,7 +957,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         str
             A printable table (see :func:`sklearn_fastgrnn.compression.summary`).
         """
-        return compression.summary(self)
+        return _size.summary(self)
 
     # ------------------------------------------------------- scikit-learn glue
     def __sklearn_tags__(self):
@@ -1007,7 +1006,7 @@ class _TrainingRun:
         )
         self.grad = np.empty(layout.size, dtype=dtype)
         self._batch_buffers = {}
-        self.sparsity = None  # a compression.SparseTraining when W or U is sparse
+        self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
 
     def _batch(self, idx):
         """Time-major batch ``Xa[:, idx]`` cut to its longest sequence."""

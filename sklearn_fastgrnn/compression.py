@@ -1,330 +1,29 @@
-"""Model compression: sparsity, int8 quantisation and model size (docs/compression.md).
+"""Post-training int8 quantisation (docs/compression.md, section "int8 quantisation").
 
-Three tools make a FastGRNN tiny, as in the paper (Kusupati et al., 2018):
+:func:`quantize` turns a fitted :class:`~sklearn_fastgrnn.FastGRNNClassifier`
+into a :class:`QuantizedFastGRNN` that predicts with integer-only arithmetic,
+exactly as a microcontroller (and the code of ``export_c``) runs it.
 
-- **sparsity**: :class:`SparseTraining` runs iterative hard thresholding (IHT)
-  inside ``FastGRNNClassifier.fit`` when ``sparsity_w`` or ``sparsity_u`` is
-  below 1 (dense, then IHT, then training on a frozen support);
-- **int8 quantisation**: :func:`quantize` turns a fitted classifier into a
-  :class:`QuantizedFastGRNN` that predicts with integer-only arithmetic, exactly
-  as a microcontroller would run it;
-- **size accounting**: :func:`model_size_bytes`, :func:`size_report` and
-  :func:`summary` count bytes the way EdgeML does, so sizes compare with the
-  paper's tables.
+The other two tools of the paper's compression live below the classifier, which
+uses them in every ``fit``: sparse training in ``_sparsity`` and size accounting
+in ``_size``. The public size functions (:func:`model_size_bytes`,
+:func:`size_report`, :func:`summary`) are importable from here.
 """
 
-import copy
 import math
-from numbers import Real
 
 import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
+from ._losses import log_softmax
+from ._nonlinearities import scalar_sigmoid
 from ._sequences import validate_sequences
+from ._size import SCALAR_BYTES, model_size_bytes, size_report, size_row, summary, tensor_bytes
+from ._sparsity import sparse_keys
+from .classifier import FastGRNNClassifier
 
-DENSE_BYTES = 4  # a float32 entry
-SPARSE_BYTES = 8  # a float32 non-zero stored sparse: value + 4-byte index (EdgeML)
-INT8_BYTES = 1
-SCALAR_BYTES = 4  # zeta, nu and the scale of each int8 tensor
-
-# ------------------------------------------------------------------ sparsity
-
-
-def keep_count(size, fraction):
-    """Number of entries that sparsity ``fraction`` keeps out of ``size``.
-
-    ``ceil(fraction * size)`` (EdgeML's count), at least 1; the product is
-    rounded to 9 decimals first so that, e.g., ``0.3 * 10`` keeps 3, not 4.
-    """
-    return max(1, math.ceil(round(fraction * size, 9)))
-
-
-def support(values, k):
-    """Sorted flat indices of the ``k`` entries of largest magnitude.
-
-    Ties are broken deterministically: of two entries with the same magnitude,
-    the one with the lower flat (C-order) index is kept.
-    """
-    order = np.argsort(-np.abs(np.ravel(values)), kind="stable")
-    return np.sort(order[:k])
-
-
-def hard_threshold(matrix, fraction):
-    """Copy of ``matrix`` keeping exactly ``keep_count(matrix.size, fraction)`` entries.
-
-    The kept entries are those of largest magnitude (see :func:`support`); all
-    others become 0.
-    """
-    matrix = np.asarray(matrix)
-    out = np.zeros_like(matrix)
-    kept = support(matrix, keep_count(matrix.size, fraction))
-    out.flat[kept] = matrix.flat[kept]
-    return out
-
-
-def sparsity_fractions(estimator, matrix_keys):
-    """``{key: fraction kept}`` of the matrices among ``matrix_keys`` trained sparse.
-
-    ``W`` (or each of ``W1``, ``W2``) uses ``sparsity_w`` and ``U`` (or ``U1``,
-    ``U2``) ``sparsity_u``; matrices with a fraction of 1 are dense and left out.
-    """
-    fractions = {}
-    for key in matrix_keys:
-        fraction = {"W": estimator.sparsity_w, "U": estimator.sparsity_u}.get(key[0], 1.0)
-        if fraction < 1.0:
-            fractions[key] = float(fraction)
-    return fractions
-
-
-def sparse_keys(model):
-    """Names of the ``coefs_`` matrices that a fitted classifier stores sparse."""
-    return tuple(sparsity_fractions(model, model.coefs_))
-
-
-def check_sparsity_phases(phases):
-    """Validate ``sparsity_phases`` and return it as a tuple of two floats."""
-    message = (
-        "sparsity_phases must be a pair (dense_fraction, iht_fraction) of numbers "
-        "in [0, 1] whose sum is below 1: the first part of the run trains dense, "
-        "the second runs iterative hard thresholding and the rest trains on the "
-        f"frozen support. Got {phases!r}."
-    )
-    if len(phases) != 2 or not all(
-        isinstance(p, Real) and not isinstance(p, bool) for p in phases
-    ):
-        raise ValueError(message)
-    dense, iht = float(phases[0]), float(phases[1])
-    if not (0.0 <= dense <= 1.0 and 0.0 <= iht <= 1.0 and dense + iht < 1.0):
-        raise ValueError(message)
-    return dense, iht
-
-
-class SparseTraining:
-    """Iterative hard thresholding of ``W`` and ``U`` during training (EdgeML's schedule).
-
-    The run of ``n_epochs`` epochs has three phases, counted in epochs begun
-    since this object was created (so the schedule continues across
-    ``partial_fit`` calls and ``warm_start`` fits):
-
-    1. epochs ``[0, floor(dense * n_epochs))``: dense training;
-    2. up to ``floor((dense + iht) * n_epochs)``: after every ``interval``-th
-       optimiser step (the first step of the phase included) each sparse matrix
-       is hard-thresholded to its ``keep_count`` largest-magnitude entries; after
-       the other steps the current support is re-applied (pruned entries set to
-       0);
-    3. the rest: a last thresholding fixes the support, the optimiser state of
-       the pruned entries is zeroed and their gradient is masked before every
-       step, so they stay exactly 0 (the optimiser can not revive them).
-
-    Parameters
-    ----------
-    layout : ParameterLayout
-        Where each matrix lives in the flat parameter vector.
-    fractions : dict
-        ``{matrix key: fraction of entries kept}`` (see :func:`sparsity_fractions`).
-    phases : tuple of float
-        ``(dense, iht)`` fractions of the run.
-    interval : int
-        Optimiser steps between two thresholdings in phase 2.
-    n_epochs : int
-        Length of the run in epochs (``max_iter``).
-    """
-
-    def __init__(self, layout, fractions, phases, interval, n_epochs):
-        self.groups = tuple(
-            (layout.offsets[key], math.prod(layout.shapes[key]),
-             keep_count(math.prod(layout.shapes[key]), fraction))
-            for key, fraction in fractions.items()
-        )
-        self.interval = interval
-        self.dense_end = math.floor(round(phases[0] * n_epochs, 9))
-        self.iht_end = math.floor(round((phases[0] + phases[1]) * n_epochs, 9))
-        self.config = (self.groups, tuple(phases), interval, n_epochs)
-        self.epoch = 0
-        self.phase = 1
-        self.steps = 0
-        self.pruned = np.empty(0, dtype=np.intp)
-        self.frozen = False
-
-    @classmethod
-    def for_run(cls, estimator, layout, resume):
-        """The sparse-training state for one ``fit``/``partial_fit`` call, or None.
-
-        None when every matrix is dense. When ``resume`` and the estimator holds
-        the state of an identical schedule, a copy of it continues; otherwise a
-        new schedule starts.
-        """
-        phases = check_sparsity_phases(estimator.sparsity_phases)
-        fractions = sparsity_fractions(estimator, layout.weight_keys)
-        if not fractions:
-            return None
-        new = cls(layout, fractions, phases, estimator.iht_interval, estimator.max_iter)
-        previous = getattr(estimator, "_sparse_training", None) if resume else None
-        if previous is not None and previous.config == new.config:
-            return copy.deepcopy(previous)
-        return new
-
-    def begin_epoch(self, flat, optimizer):
-        """Enter the phase of the next epoch; True if the support was frozen now."""
-        epoch = self.epoch
-        self.epoch += 1
-        if epoch < self.dense_end:
-            self.phase = 1
-        elif epoch < self.iht_end:
-            self.phase = 2
-        else:
-            self.phase = 3
-            if not self.frozen:
-                self.threshold(flat)
-                # Adam's moments or SGD's velocity would keep moving a masked entry
-                for name in ("m", "v", "velocity"):
-                    state = getattr(optimizer, name, None)
-                    if state is not None:
-                        state[self.pruned] = 0
-                self.frozen = True
-                return True
-        return False
-
-    def before_step(self, grad):
-        """Mask the gradient of the pruned entries once the support is frozen."""
-        if self.frozen:
-            grad[self.pruned] = 0
-
-    def after_step(self, flat):
-        """Threshold or re-apply the support after an optimiser step (phase 2)."""
-        if self.phase == 2:
-            if self.steps % self.interval == 0:
-                self.threshold(flat)
-            else:
-                flat[self.pruned] = 0
-            self.steps += 1
-
-    def threshold(self, flat):
-        """Hard-threshold every sparse matrix of ``flat`` in place; update the support."""
-        pruned = []
-        for offset, size, k in self.groups:
-            block = flat[offset : offset + size]
-            outside = np.ones(size, dtype=bool)
-            outside[support(block, k)] = False
-            out = np.flatnonzero(outside)
-            block[out] = 0
-            pruned.append(out + offset)
-        self.pruned = np.concatenate(pruned)
-
-
-# ------------------------------------------------------------ size accounting
-
-
-def index_bytes(n_rows):
-    """Bytes of the row index of a sparse int8 entry: uint8 up to 256 rows, else uint16."""
-    return 1 if n_rows <= 256 else 2
-
-
-def tensor_bytes(value, *, sparse=False, int8=False):
-    """Bytes of one tensor as EdgeML counts them (docs/compression.md).
-
-    Dense float32: 4 per entry; sparse float32: 8 per non-zero (value and a
-    4-byte index); dense int8: 1 per entry; sparse int8: 1 per non-zero plus its
-    row index (:func:`index_bytes`).
-    """
-    value = np.asarray(value)
-    if not sparse:
-        return (INT8_BYTES if int8 else DENSE_BYTES) * value.size
-    nonzeros = int(np.count_nonzero(value))
-    if int8:
-        return (INT8_BYTES + index_bytes(value.shape[0])) * nonzeros
-    return SPARSE_BYTES * nonzeros
-
-
-def model_size_bytes(coefs, sparse=()):
-    """Size in bytes of a float32 model, as EdgeML counts it.
-
-    Parameters
-    ----------
-    coefs : dict of ndarray
-        A fitted model's ``coefs_``.
-    sparse : iterable of str, default=()
-        Keys of the matrices stored sparse (8 bytes per non-zero); every other
-        tensor (biases, ``zeta``, ``nu``, ``V``, ``bias_out`` included) costs 4
-        bytes per entry.
-
-    Returns
-    -------
-    int
-        KB in the paper's tables are ``bytes / 1024``.
-    """
-    sparse = set(sparse)
-    return int(sum(tensor_bytes(v, sparse=k in sparse) for k, v in coefs.items()))
-
-
-def size_report(model):
-    """One row per stored tensor of a fitted model: what it costs.
-
-    Parameters
-    ----------
-    model : FastGRNNClassifier or QuantizedFastGRNN
-
-    Returns
-    -------
-    list of dict
-        Keys ``tensor``, ``shape``, ``params``, ``nonzeros``, ``storage``
-        (e.g. "float32", "float32 sparse", "int8", "int8 sparse") and ``bytes``;
-        the bytes sum to ``model.model_size_bytes_``.
-    """
-    if isinstance(model, QuantizedFastGRNN):
-        return model._size_rows()
-    check_is_fitted(model, "coefs_")
-    sparse = set(sparse_keys(model))
-    return [
-        _row(key, value, "float32 sparse" if key in sparse else "float32",
-             tensor_bytes(value, sparse=key in sparse))
-        for key, value in model.coefs_.items()
-    ]
-
-
-def _row(tensor, value, storage, n_bytes):
-    value = np.asarray(value)
-    return {
-        "tensor": tensor, "shape": value.shape, "params": int(value.size),
-        "nonzeros": int(np.count_nonzero(value)), "storage": storage, "bytes": int(n_bytes),
-    }
-
-
-def summary(model):
-    """A printable table of parameters, non-zeros and bytes per tensor, and KB.
-
-    Parameters
-    ----------
-    model : FastGRNNClassifier or QuantizedFastGRNN
-        Fitted.
-
-    Returns
-    -------
-    str
-    """
-    rows = size_report(model)
-    lines = [
-        f"{type(model).__name__}: {model.gate_nonlinearity} gate, "
-        f"{model.update_nonlinearity} update, {len(model.classes_)} classes",
-        f"{'tensor':<12} {'shape':<10} {'params':>7} {'non-zeros':>9}  "
-        f"{'storage':<15} {'bytes':>7}",
-    ]
-    for r in rows:
-        shape = "x".join(map(str, r["shape"])) or "scalar"
-        lines.append(
-            f"{r['tensor']:<12} {shape:<10} {r['params']:>7} {r['nonzeros']:>9}  "
-            f"{r['storage']:<15} {r['bytes']:>7}"
-        )
-    params = sum(r["params"] for r in rows if r["tensor"] != "scales")
-    nonzeros = sum(r["nonzeros"] for r in rows if r["tensor"] != "scales")
-    total = sum(r["bytes"] for r in rows)
-    lines.append(f"{'total':<12} {'':<10} {params:>7} {nonzeros:>9}  {'':<15} {total:>7}")
-    lines.append(f"model size: {total} bytes = {total / 1024:.2f} KB")
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------- quantisation
+__all__ = ["QuantizedFastGRNN", "model_size_bytes", "quantize", "size_report", "summary"]
 
 STATE_FRAC_BITS = 12  # h, z, c, pre-activations and logits: value = integer / 4096
 ONE = 1 << STATE_FRAC_BITS
@@ -395,6 +94,26 @@ def _tanh_magnitude(a, shift):
     return np.where(over, TANH_TABLE[-1], y)
 
 
+def _integer_sigmoid(v):
+    sign, shift = np.where(v < 0, -1, 1), STATE_FRAC_BITS - TANH_STEP_BITS + 1
+    return rshift_round(ONE + sign * _tanh_magnitude(np.abs(v), shift), 1)
+
+
+def _integer_tanh(v):
+    sign, shift = np.where(v < 0, -1, 1), STATE_FRAC_BITS - TANH_STEP_BITS
+    return sign * _tanh_magnitude(np.abs(v), shift)
+
+
+# name -> integer kernel on Q12 values; keyed by the names of _nonlinearities.NONLINEARITIES
+INTEGER_NONLINEARITIES = {
+    "sigmoid": _integer_sigmoid,
+    "tanh": _integer_tanh,
+    "relu": lambda v: np.maximum(v, 0),
+    "quant_sigmoid": lambda v: np.clip(rshift_round(v + ONE, 1), 0, ONE),
+    "quant_tanh": lambda v: np.clip(v, -ONE, ONE),
+}
+
+
 def integer_nonlinearity(name, v):
     """The integer version of a non-linearity on Q12 values (int64 arrays in, out).
 
@@ -408,20 +127,7 @@ def integer_nonlinearity(name, v):
       ``TANH_TABLE[i] + rshift_round((TANH_TABLE[i + 1] - TANH_TABLE[i]) * f, k)``,
       and is ``TANH_TABLE[256]`` from ``i >= 256`` on (tanh saturates beyond 8).
     """
-    if name == "quant_sigmoid":
-        return np.clip(rshift_round(v + ONE, 1), 0, ONE)
-    if name == "quant_tanh":
-        return np.clip(v, -ONE, ONE)
-    if name == "relu":
-        return np.maximum(v, 0)
-    sign, shift = np.where(v < 0, -1, 1), STATE_FRAC_BITS - TANH_STEP_BITS
-    if name == "tanh":
-        return sign * _tanh_magnitude(np.abs(v), shift)
-    return rshift_round(ONE + sign * _tanh_magnitude(np.abs(v), shift + 1), 1)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+    return INTEGER_NONLINEARITIES[name](v)
 
 
 def _quantize_tensor(values):
@@ -459,8 +165,6 @@ def quantize(model, X=None):
     -------
     QuantizedFastGRNN
     """
-    from .classifier import FastGRNNClassifier  # here: classifier imports this module
-
     if not isinstance(model, FastGRNNClassifier):
         raise TypeError(
             f"quantize needs a fitted FastGRNNClassifier, got {type(model).__name__}. "
@@ -563,8 +267,8 @@ class QuantizedFastGRNN:
         self.hidden_size = np.shape(coefs["V"])[0]
         self.sparse_keys_ = sparse_keys(model)
         self.zeta, self.nu = float(coefs["zeta"]), float(coefs["nu"])
-        self.sigmoid_zeta_q15_ = round_half_up(_sigmoid(self.zeta) * (1 << COEF_FRAC_BITS))
-        self.sigmoid_nu_q15_ = round_half_up(_sigmoid(self.nu) * (1 << COEF_FRAC_BITS))
+        self.sigmoid_zeta_q15_ = round_half_up(scalar_sigmoid(self.zeta) * (1 << COEF_FRAC_BITS))
+        self.sigmoid_nu_q15_ = round_half_up(scalar_sigmoid(self.nu) * (1 << COEF_FRAC_BITS))
         self.weights_, self.scales_ = {}, {}
         for key, value in coefs.items():
             if key not in ("zeta", "nu"):
@@ -580,7 +284,7 @@ class QuantizedFastGRNN:
         self._check_int32(bound + bias_bound, "the pre-activation")
         bias_bound = int(np.abs(self._bias("bias_out")).max())
         self._check_int32(self._plan_chain("V", STATE_FRAC_BITS) + bias_bound, "the logits")
-        self.n_params_ = int(sum(np.size(v) for v in coefs.values()))
+        self.n_params_ = model.n_params_
         self.model_size_bytes_ = sum(r["bytes"] for r in self._size_rows())
 
     # -- construction ------------------------------------------------------
@@ -642,14 +346,7 @@ class QuantizedFastGRNN:
         scaled = np.floor(x * 2.0 ** self.frac_bits_["input"] + 0.5)
         return np.clip(scaled, -INT16_MAX, INT16_MAX).astype(np.int64)
 
-    def _validate(self, X):
-        """``(X3, lengths)``, validated exactly as the source classifier validates."""
-        _, X3, lengths = validate_sequences(self, X, reset=False)
-        return X3, lengths
-
     def __sklearn_tags__(self):
-        from .classifier import FastGRNNClassifier  # here: classifier imports this module
-
         return FastGRNNClassifier().__sklearn_tags__()
 
     def quantized_logits(self, X):
@@ -659,7 +356,7 @@ class QuantizedFastGRNN:
         ----------
         X : array-like of shape (n_samples, n_timesteps, n_channels) or (n_samples, m)
         """
-        X3, lengths = self._validate(X)
+        _, X3, lengths = validate_sequences(self, X, reset=False)
         xq = self.quantize_input(X3)
         sz, sn = self.sigmoid_zeta_q15_, self.sigmoid_nu_q15_
         b_gate, b_update = self._bias("bias_gate"), self._bias("bias_update")
@@ -677,10 +374,7 @@ class QuantizedFastGRNN:
 
     def predict_proba(self, X):
         """``softmax(quantized_logits(X) / 4096)``, shape (n_samples, n_classes)."""
-        logits = self.quantized_logits(X) / ONE
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return np.exp(log_softmax(self.quantized_logits(X) / ONE))
 
     def predict(self, X):
         """Class with the largest integer logit (the first on ties)."""
@@ -694,11 +388,11 @@ class QuantizedFastGRNN:
     def _size_rows(self):
         sparse = set(self.sparse_keys_)
         rows = [
-            _row(key, q, "int8 sparse" if key in sparse else "int8",
-                 tensor_bytes(q, sparse=key in sparse, int8=True))
+            size_row(key, q, "int8 sparse" if key in sparse else "int8",
+                     tensor_bytes(q, sparse=key in sparse, int8=True))
             for key, q in self.weights_.items()
         ]
-        rows += [_row(key, np.float32(getattr(self, key)), "float32", SCALAR_BYTES)
+        rows += [size_row(key, np.float32(getattr(self, key)), "float32", SCALAR_BYTES)
                  for key in ("zeta", "nu")]
         n_scales = len(self.scales_)
         rows.append({"tensor": "scales", "shape": (n_scales,), "params": n_scales,

@@ -20,7 +20,7 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
-from sklearn.utils import get_tags
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metadata_routing import (
     MetadataRouter,
@@ -298,6 +298,18 @@ def _student_has(method):
     return check
 
 
+def _seed_unseeded(estimator, rng):
+    """Give every ``random_state`` parameter of ``estimator`` that is None an int from ``rng``."""
+    params = estimator.get_params(deep=True)
+    seeds = {
+        name: int(rng.randint(np.iinfo(np.int32).max))
+        for name in sorted(params)
+        if (name == "random_state" or name.endswith("__random_state")) and params[name] is None
+    }
+    if seeds:
+        estimator.set_params(**seeds)
+
+
 class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     """A small student classifier trained on a teacher's softened probabilities.
 
@@ -331,6 +343,12 @@ class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     alpha : float in [0, 1], default=0.5
         Weight of the distillation term (overrides the student's
         ``distillation_alpha``); 0 trains on the labels alone.
+    random_state : int, RandomState instance or None, default=None
+        Seeds what teacher and student leave unseeded: every ``random_state``
+        parameter of their clones (nested ones included, e.g. a Pipeline's
+        steps) that is None gets an int drawn from this generator, teacher
+        first, in the order of the parameter names. Parameters already set are
+        kept. None leaves both as they are. An int makes ``fit`` repeatable.
 
     Attributes
     ----------
@@ -362,13 +380,15 @@ class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         "student": [HasMethods(["fit", "predict"]), None],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="both")],
+        "random_state": ["random_state"],
     }
 
-    def __init__(self, teacher, student=None, temperature=3.0, alpha=0.5):
+    def __init__(self, teacher, student=None, temperature=3.0, alpha=0.5, random_state=None):
         self.teacher = teacher
         self.student = student
         self.temperature = temperature
         self.alpha = alpha
+        self.random_state = random_state
 
     def _student(self):
         return FastGRNNClassifier() if self.student is None else self.student
@@ -435,11 +455,16 @@ class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                         "metadata routing to choose who receives it."
                     )
                 teacher_params = student_params = {"sample_weight": sample_weight}
-        teacher = clone(self.teacher).fit(X, y, **teacher_params)
+        teacher, student = clone(self.teacher), clone(student)
+        if self.random_state is not None:
+            rng = check_random_state(self.random_state)
+            _seed_unseeded(teacher, rng)
+            _seed_unseeded(student, rng)
+        teacher.fit(X, y, **teacher_params)
         soft_targets = generate_soft_targets(
             teacher, X, self.temperature, classes=unique_labels(y)
         )
-        student = clone(student).set_params(
+        student.set_params(
             distillation_alpha=self.alpha, distillation_temperature=self.temperature
         )
         student.fit(X, y, soft_targets=soft_targets, **student_params)

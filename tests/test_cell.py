@@ -1,5 +1,6 @@
 """The model is FastGRNN: predictions recomputed from ``coefs_`` by a literal,
-loop-by-loop transcription of DESIGN.md section 2 agree to 1e-10 in float64."""
+loop-by-loop transcription of docs/design.md, section "The cell", agree to 1e-10
+in float64."""
 
 import math
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn._nonlinearities import NONLINEARITIES, evaluate
 
 from .conftest import make_sequences
 
@@ -20,7 +22,7 @@ LITERAL = {
 
 
 def literal_predict_proba(clf, X):
-    """DESIGN.md section 2, one scalar at a time, with trailing NaN steps skipped."""
+    """docs/design.md, "The cell", one scalar at a time, with trailing NaN steps skipped."""
     c = {k: np.asarray(v, dtype=float) for k, v in clf.coefs_.items()}
     W = c["W"] if "W" in c else c["W1"] @ c["W2"]
     U = c["U"] if "U" in c else c["U1"] @ c["U2"]
@@ -70,3 +72,11 @@ def test_predict_proba_is_the_literal_cell(rng, params):
     np.testing.assert_allclose(
         clf.predict_proba(X_test), literal_predict_proba(clf, X_test), rtol=0, atol=1e-10
     )
+
+
+@pytest.mark.parametrize("name", sorted(NONLINEARITIES))
+def test_every_registered_nonlinearity_is_its_literal_function(name):
+    assert set(LITERAL) == set(NONLINEARITIES)
+    x = np.concatenate([np.linspace(-6, 6, 97), [-1.0, 0.0, 1.0, -40.0, 40.0]])
+    expected = [LITERAL[name](v) for v in x]
+    np.testing.assert_allclose(evaluate(name, x), expected, rtol=0, atol=1e-15)

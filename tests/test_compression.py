@@ -9,12 +9,12 @@ from sklearn.exceptions import NotFittedError
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import ParameterLayout
+from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn._optimizers import SGD, Adam
+from sklearn_fastgrnn._sparsity import SparseTraining, hard_threshold, keep_count
 from sklearn_fastgrnn.compression import (
     QuantizedFastGRNN,
-    SparseTraining,
-    hard_threshold,
-    keep_count,
+    integer_nonlinearity,
     quantize,
     size_report,
 )
@@ -241,6 +241,14 @@ _INTEGER = {
     "quant_sigmoid": lambda v: min(max(_rshift_round(v + 4096, 1), 0), 4096),
     "quant_tanh": lambda v: min(max(v, -4096), 4096),
 }
+
+
+@pytest.mark.parametrize("name", sorted(NONLINEARITIES))
+def test_every_registered_nonlinearity_has_the_documented_integer_kernel(name):
+    assert set(_INTEGER) == set(NONLINEARITIES)
+    v = np.concatenate([np.arange(-40000, 40001, 37), [-4097, -4096, 0, 4095, 4096, 2**20]])
+    expected = [_INTEGER[name](int(a)) for a in v]
+    np.testing.assert_array_equal(integer_nonlinearity(name, v.astype(np.int64)), expected)
 
 
 def _sat16(v):

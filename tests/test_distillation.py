@@ -16,7 +16,6 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_fastgrnn import FastGRNNClassifier, _losses
 from sklearn_fastgrnn._cell import (
@@ -31,6 +30,8 @@ from sklearn_fastgrnn.distillation import (
     SoftTargetTransformer,
     generate_soft_targets,
 )
+
+from .conftest import assert_same_coefs
 
 N_CLASSES = 10
 
@@ -133,12 +134,6 @@ def tree_teacher():
 def flat_tree_teacher():
     """A tabular teacher that reads 3D sequences by flattening them."""
     return make_pipeline(FunctionTransformer(flatten), tree_teacher())
-
-
-def assert_same_coefs(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def coefs_differ(a, b):
@@ -419,7 +414,7 @@ def test_distillation_gradient_matches_finite_differences(ranks):
     for alpha in (0.0, 0.3, 1.0):
         for temperature in (0.5, 1.0, 3.0, 10.0):
             logits = engine.forward(flat, Xa, lengths)
-            # the loss is the formula of DESIGN.md section 4
+            # the loss is the formula of docs/design.md, section "Loss"
             q = softmax(logits / temperature, axis=1)
             kl = (soft * np.log(soft / q)).sum(axis=1)
             ce = -np.log(softmax(logits, axis=1)[np.arange(n), y])
@@ -517,20 +512,28 @@ def test_metadata_routing_through_pipeline_grid_search_and_cross_validate(digits
 
 
 # ------------------------------------------------------ DistilledClassifier
-@parametrize_with_checks(
-    [
-        DistilledClassifier(
-            DecisionTreeClassifier(max_depth=3, random_state=0),
-            # one float64 batch, as the sample-weight equivalence check needs
-            FastGRNNClassifier(
-                hidden_size=4, max_iter=20, random_state=0, batch_size=32, dtype="float64"
-            ),
-        ),
-        SoftTargetTransformer(DecisionTreeClassifier(max_depth=3, random_state=0)),
-    ]
-)
-def test_sklearn_compatible(estimator, check):
-    check(estimator)
+# scikit-learn's estimator checks: tests/test_estimator_checks.py
+@pytest.mark.parametrize("seed", [0, 7])
+def test_random_state_seeds_only_what_is_unseeded(digits, seed):
+    _, X2, y = digits
+    student = FastGRNNClassifier(4, n_timesteps=8, max_iter=2)
+
+    def fit(**params):
+        teacher = LogisticRegression(max_iter=200)
+        return DistilledClassifier(teacher, student, **params).fit(X2, y)
+
+    a, b = fit(random_state=seed), fit(random_state=seed)
+    assert isinstance(a.student_.random_state, int)
+    assert isinstance(a.teacher_.random_state, int)
+    assert a.student_.random_state == b.student_.random_state
+    assert_same_coefs(a.student_.coefs_, b.student_.coefs_)
+    assert student.random_state is None  # the given estimators are left as they were
+    seeded = DistilledClassifier(
+        LogisticRegression(max_iter=200), clone(student).set_params(random_state=3),
+        random_state=seed,
+    ).fit(X2, y)
+    assert seeded.student_.random_state == 3
+    assert fit().student_.random_state is None
 
 
 def test_distilled_classifier_is_teacher_soft_targets_then_student(digits):

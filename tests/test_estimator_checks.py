@@ -1,30 +1,57 @@
-"""scikit-learn's own estimator checks (``parametrize_with_checks``)."""
+"""scikit-learn's own estimator checks (``parametrize_with_checks``) on every public estimator.
 
+One table, in the style of imbalanced-learn's ``INIT_PARAMS``: for each public
+estimator class, the configurations to check, each given only by the parameters
+it sets (everything else stays at the estimator's defaults, so the table does
+not change when a constructor gains a parameter). A public estimator without an
+entry fails :func:`test_every_public_estimator_has_a_configuration`.
+"""
+
+import importlib
+import inspect
+import pkgutil
+
+from sklearn.base import BaseEstimator, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_fastgrnn import FastGRNNClassifier
+import sklearn_fastgrnn
+from sklearn_fastgrnn import (
+    DistilledClassifier,
+    FastGRNNClassifier,
+    SequenceScaler,
+    SoftTargetTransformer,
+)
 
-ESTIMATORS = [
-    # the default: each column of a 2D X is a timestep of a univariate series
-    FastGRNNClassifier(),
-    # one step of m channels (the tabular case) with the integer-friendly cell
-    FastGRNNClassifier(
-        n_timesteps=1, u_rank=4, hidden_size=16,
-        gate_nonlinearity="quant_sigmoid", update_nonlinearity="quant_tanh",
-    ),
-    # SGD with Nesterov momentum, low rank U, step decay of the learning rate
-    FastGRNNClassifier(
-        solver="sgd", learning_rate_init=0.05, u_rank=8, learning_rate="step",
-        lr_decay_step=50, lr_decay=0.5,
-    ),
-    # full-batch float64 SGD: repeating a sample and weighting it give the same
-    # fit to rounding (Adam's step divides by the gradient's running scale and so
-    # amplifies rounding differences from 1e-16 to about 1e-7 in 100 steps)
-    FastGRNNClassifier(
-        batch_size=10_000, dtype="float64", solver="sgd", learning_rate_init=0.05,
-        max_iter=100,
-    ),
-]
+FULL_BATCH = dict(
+    batch_size=10_000, dtype="float64", solver="sgd", learning_rate_init=0.05, max_iter=100
+)
+CONFIGURATIONS = {
+    FastGRNNClassifier: [
+        # the default: each column of a 2D X is a timestep of a univariate series
+        {},
+        # one step of m channels (the tabular case) with the integer-friendly cell
+        dict(n_timesteps=1, u_rank=4, hidden_size=16,
+             gate_nonlinearity="quant_sigmoid", update_nonlinearity="quant_tanh"),
+        # SGD with Nesterov momentum, low rank U, step decay of the learning rate
+        dict(solver="sgd", learning_rate_init=0.05, u_rank=8, learning_rate="step",
+             lr_decay_step=50, lr_decay=0.5),
+        # full-batch float64 SGD: repeating a sample and weighting it give the same
+        # fit to rounding (Adam's step divides by the gradient's running scale and
+        # so amplifies rounding differences from 1e-16 to about 1e-7 in 100 steps)
+        FULL_BATCH,
+    ],
+    SequenceScaler: [{}, dict(n_timesteps=1)],
+    SoftTargetTransformer: [dict(teacher=DecisionTreeClassifier(max_depth=3, random_state=0))],
+    DistilledClassifier: [
+        dict(teacher=DecisionTreeClassifier(max_depth=3, random_state=0),
+             student=FastGRNNClassifier(hidden_size=4, random_state=0, **FULL_BATCH)),
+        # an unseeded student: random_state seeds it, so fitting is repeatable
+        dict(teacher=LogisticRegression(), student=FastGRNNClassifier(max_iter=20),
+             random_state=0),
+    ],
+}
 
 # As scikit-learn does for SGDClassifier (and checks MLPClassifier only with its
 # full-batch lbfgs solver): with mini-batches, weighting a sample by 2 and
@@ -36,12 +63,53 @@ MINI_BATCH_REASON = (
 )
 
 
+def _full_batch(estimator):
+    student = getattr(estimator, "student", estimator)
+    return all(student.get_params()[k] == v for k, v in FULL_BATCH.items())
+
+
 def expected_failed_checks(estimator):
-    if estimator.batch_size == 10_000:
+    """The sample-weight check on mini-batch configurations (see MINI_BATCH_REASON)."""
+    if not isinstance(estimator, (FastGRNNClassifier, DistilledClassifier)) or _full_batch(
+        estimator
+    ):
         return {}
     return {"check_sample_weight_equivalence_on_dense_data": MINI_BATCH_REASON}
+def _instances():
+    """One fresh estimator per configuration (estimator-valued parameters cloned)."""
+    for cls, configurations in CONFIGURATIONS.items():
+        for params in configurations:
+            yield cls(**{
+                name: clone(value) if isinstance(value, BaseEstimator) else value
+                for name, value in params.items()
+            })
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)
+def public_estimators():
+    """BaseEstimator subclasses of the package's ``__all__`` and of its public modules."""
+    names = {getattr(sklearn_fastgrnn, name) for name in sklearn_fastgrnn.__all__}
+    for info in pkgutil.walk_packages(sklearn_fastgrnn.__path__, "sklearn_fastgrnn."):
+        parts = info.name.split(".")
+        if any(part.startswith("_") for part in parts[1:]):
+            continue  # private modules and __main__
+        module = importlib.import_module(info.name)
+        names.update(
+            obj for name, obj in vars(module).items()
+            if not name.startswith("_") and inspect.isclass(obj)
+            and obj.__module__.startswith("sklearn_fastgrnn")
+        )
+    return {obj for obj in names if inspect.isclass(obj) and issubclass(obj, BaseEstimator)}
+
+
+def test_every_public_estimator_has_a_configuration():
+    found = public_estimators()
+    assert {FastGRNNClassifier, SequenceScaler, SoftTargetTransformer,
+            DistilledClassifier} <= found
+    missing = sorted(cls.__name__ for cls in found - set(CONFIGURATIONS))
+    assert not missing, f"add configurations for {missing} to CONFIGURATIONS"
+    assert all(CONFIGURATIONS[cls] for cls in found)
+
+
+@parametrize_with_checks(list(_instances()), expected_failed_checks=expected_failed_checks)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export.c import export_c
 
@@ -30,6 +31,11 @@ CASES = [
          sparsity_w=0.6),
 ]
 IDS = [f"{c['gate_nonlinearity']}-{c['update_nonlinearity']}" for c in CASES]
+
+
+def test_the_cases_cover_every_registered_nonlinearity_as_gate_and_as_update():
+    for role in ("gate_nonlinearity", "update_nonlinearity"):
+        assert sorted(case[role] for case in CASES) == sorted(NONLINEARITIES), role
 
 
 def gcc():

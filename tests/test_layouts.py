@@ -1,4 +1,5 @@
-"""Input layouts of DESIGN.md section 3: 2D, 3D, variable length, DataFrames."""
+"""Input layouts of docs/design.md, section "Input layouts": 2D, 3D, variable length,
+DataFrames."""
 
 import numpy as np
 import pytest

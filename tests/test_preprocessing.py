@@ -6,7 +6,6 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn.datasets import load_digits_sequences
@@ -15,9 +14,7 @@ from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipelin
 SMALL = dict(hidden_size=8, max_iter=3, batch_size=32, random_state=0)
 
 
-@parametrize_with_checks([SequenceScaler(), SequenceScaler(n_timesteps=1)])
-def test_sklearn_compatible_scaler(estimator, check):
-    check(estimator)
+# scikit-learn's estimator checks: tests/test_estimator_checks.py
 
 
 def ragged_digits(n=240, seed=0):

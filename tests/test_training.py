@@ -1,4 +1,4 @@
-"""Training semantics of DESIGN.md section 4."""
+"""Training semantics of docs/design.md, section "Training"."""
 
 import warnings
 
@@ -11,13 +11,7 @@ from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn import classifier as classifier_module
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
-from .conftest import make_sequences
-
-
-def assert_same_coefs(a, b):
-    assert a.coefs_.keys() == b.coefs_.keys()
-    for key in a.coefs_:
-        np.testing.assert_array_equal(a.coefs_[key], b.coefs_[key], err_msg=key)
+from .conftest import assert_same_coefs, make_sequences
 
 
 def small(**params):

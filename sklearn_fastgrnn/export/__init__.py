@@ -6,7 +6,8 @@
 - :func:`export_c`: a dependency-free C header and source.
 - :func:`compile_predictor`: that C code built with the system compiler and
   called from Python (ctypes).
-- :func:`export_model`: one entry point for the three, used by the command line.
+- :func:`export_model`: one entry point for the three files, used by the command
+  line; :data:`FORMATS` names them (the command line's ``--format`` choices).
 
 The optional packages (``pip install 'sklearn-fastgrnn[export]'``) are imported
 only when a function that needs them is called.
@@ -22,7 +23,25 @@ _LAZY = {
     "export_c": ".c",
     "compile_predictor": ".compiled",
 }
-FORMATS = ("safetensors", "onnx", "c")
+
+
+def _write_safetensors(model, out):
+    return __getattr__("save_weights")(model, out)
+
+
+def _write_onnx(model, out):
+    __getattr__("to_onnx")(model, path=out)
+    return os.fspath(out)
+
+
+def _write_c(model, out):
+    __getattr__("export_c")(model, out)
+    return os.fspath(out)
+
+
+# format name -> writer(model, out); the one list of formats (CLI choices, docs test)
+_WRITERS = {"safetensors": _write_safetensors, "onnx": _write_onnx, "c": _write_c}
+FORMATS = tuple(_WRITERS)
 
 __all__ = ["FORMATS", "compile_predictor", "export_c", "export_model", "load_weights", "save_weights", "to_onnx"]
 
@@ -42,9 +61,9 @@ def export_model(model, format, out):
         A fitted classifier (or a Pipeline of a scaler and the classifier, for
         the formats that support it).
     format : {"safetensors", "onnx", "c"}
-        "safetensors": a weights file (:func:`save_weights`); "onnx": an ONNX
-        model file (:func:`to_onnx`); "c": a directory with a C header and
-        source (:func:`export_c`).
+        One of :data:`FORMATS`. "safetensors": a weights file
+        (:func:`save_weights`); "onnx": an ONNX model file (:func:`to_onnx`);
+        "c": a directory with a C header and source (:func:`export_c`).
     out : str or path-like
         The file to write ("safetensors", "onnx") or the directory ("c").
 
@@ -53,12 +72,7 @@ def export_model(model, format, out):
     out : str
         What was written.
     """
-    if format == "safetensors":
-        return __getattr__("save_weights")(model, out)
-    if format == "onnx":
-        __getattr__("to_onnx")(model, path=out)
-        return os.fspath(out)
-    if format == "c":
-        __getattr__("export_c")(model, out)
-        return os.fspath(out)
-    raise ValueError(f"Unknown export format {format!r}; choose one of {list(FORMATS)}.")
+    writer = _WRITERS.get(format) if isinstance(format, str) else None
+    if writer is None:
+        raise ValueError(f"Unknown export format {format!r}; choose one of {list(FORMATS)}.")
+    return writer(model, out)

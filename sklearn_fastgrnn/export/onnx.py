@@ -15,14 +15,14 @@ computes, in float32, what ``predict_proba`` and ``predict`` compute:
 """
 
 import json
-import math
 
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
+from .._files import write_atomically
+from .._nonlinearities import scalar_sigmoid
 from .._version import __version__
 from ..preprocessing import SequenceScaler
-from .._files import write_atomically
 from .weights import unpack_model
 
 OPSET = 17
@@ -39,10 +39,6 @@ def _import_onnx():
             "'sklearn-fastgrnn[export]' (or pip install onnx onnxruntime)."
         ) from exc
     return onnx
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 class _GraphBuilder:
@@ -72,21 +68,24 @@ class _GraphBuilder:
         return outputs[0] if n_outputs == 1 else outputs
 
 
-def _nonlinearity(g, name, x):
-    """Apply the registered non-linearity ``name`` to ``x``."""
-    if name == "sigmoid":
-        return g.op("Sigmoid", [x])
-    if name == "tanh":
-        return g.op("Tanh", [x])
-    if name == "relu":
-        return g.op("Relu", [x])
-    if name == "quant_sigmoid":  # clip((x + 1) / 2, 0, 1)
-        half = g.const("half", 0.5)
-        shifted = g.op("Add", [g.op("Mul", [x, half]), half])
-        return g.op("Clip", [shifted, g.const("zero", 0.0), g.const("one", 1.0)])
-    if name == "quant_tanh":  # clip(x, -1, 1)
-        return g.op("Clip", [x, g.const("minus_one", -1.0), g.const("one", 1.0)])
-    raise ValueError(f"No ONNX translation for the non-linearity {name!r}.")
+def _quant_sigmoid(g, x):  # clip((x + 1) / 2, 0, 1)
+    half = g.const("half", 0.5)
+    shifted = g.op("Add", [g.op("Mul", [x, half]), half])
+    return g.op("Clip", [shifted, g.const("zero", 0.0), g.const("one", 1.0)])
+
+
+def _quant_tanh(g, x):  # clip(x, -1, 1)
+    return g.op("Clip", [x, g.const("minus_one", -1.0), g.const("one", 1.0)])
+
+
+# name -> builder(g, x) of the nodes computing it; keyed by _nonlinearities.NONLINEARITIES
+_ONNX_NONLINEARITIES = {
+    "sigmoid": lambda g, x: g.op("Sigmoid", [x]),
+    "tanh": lambda g, x: g.op("Tanh", [x]),
+    "relu": lambda g, x: g.op("Relu", [x]),
+    "quant_sigmoid": _quant_sigmoid,
+    "quant_tanh": _quant_tanh,
+}
 
 
 def _cell_body(onnx, clf, counter):
@@ -101,13 +100,13 @@ def _cell_body(onnx, clf, counter):
         hu = g.op("MatMul", [g.op("MatMul", [h, g.const("U1", coefs["U1"])], "h_U1"),
                              g.const("U2", coefs["U2"])], "h_U")
     pre = g.op("Add", [xw, hu], "pre")
-    z = _nonlinearity(g, clf.gate_nonlinearity,
-                      g.op("Add", [pre, g.const("bias_gate", coefs["bias_gate"])]))
-    c = _nonlinearity(g, clf.update_nonlinearity,
-                      g.op("Add", [pre, g.const("bias_update", coefs["bias_update"])]))
+    gate = _ONNX_NONLINEARITIES[clf.gate_nonlinearity]
+    update = _ONNX_NONLINEARITIES[clf.update_nonlinearity]
+    z = gate(g, g.op("Add", [pre, g.const("bias_gate", coefs["bias_gate"])]))
+    c = update(g, g.op("Add", [pre, g.const("bias_update", coefs["bias_update"])]))
     # h_t = K * c + z * (h - sz * c),  K = sigmoid(zeta) + sigmoid(nu), as the engine
-    sz = _sigmoid(float(coefs["zeta"]))
-    K = sz + _sigmoid(float(coefs["nu"]))
+    sz = scalar_sigmoid(coefs["zeta"])
+    K = sz + scalar_sigmoid(coefs["nu"])
     keep = g.op("Mul", [z, g.op("Sub", [h, g.op("Mul", [c, g.const("sigmoid_zeta", sz)])])])
     h_new = g.op("Add", [g.op("Mul", [c, g.const("K", K)]), keep], "h_new")
     h_out = g.op("Where", [real, h_new, h], "h_out")

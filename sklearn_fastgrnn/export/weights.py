@@ -22,9 +22,10 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .._files import write_atomically
+from .._size import fitted_size
 from .._version import __version__
 from ..classifier import FastGRNNClassifier
-from ..compression import QuantizedFastGRNN, model_size_bytes, sparse_keys
+from ..compression import QuantizedFastGRNN
 from ..preprocessing import SequenceScaler, make_fastgrnn_pipeline
 
 FORMAT = "sklearn_fastgrnn.weights"
@@ -577,8 +578,7 @@ def _load_classifier(meta, tensors):
         if problem:
             raise meta.error(f"tensor {key!r} {problem}.")
     clf.coefs_ = {key: np.array(tensors[key]) for key in shapes}
-    clf.n_params_ = sum(math.prod(shape) for shape in shapes.values())
-    clf.model_size_bytes_ = model_size_bytes(clf.coefs_, sparse_keys(clf))
+    clf.n_params_, clf.model_size_bytes_ = fitted_size(clf)
     return clf
 
 
