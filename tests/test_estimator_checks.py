@@ -46,7 +46,7 @@ CONFIGURATIONS = {
     SoftTargetTransformer: [dict(teacher=DecisionTreeClassifier(max_depth=3, random_state=0))],
     DistilledClassifier: [
         dict(teacher=DecisionTreeClassifier(max_depth=3, random_state=0),
-             student=FastGRNNClassifier(hidden_size=4, random_state=0, **FULL_BATCH)),
+             student=FastGRNNClassifier(random_state=0, **FULL_BATCH)),
         # an unseeded student: random_state seeds it, so fitting is repeatable
         dict(teacher=LogisticRegression(), student=FastGRNNClassifier(max_iter=20),
              random_state=0),

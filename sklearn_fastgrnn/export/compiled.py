@@ -21,6 +21,8 @@ import tempfile
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from .._losses import log_softmax
+
 from .._sequences import sequence_lengths, validate_sequences
 from ..classifier import FastGRNNClassifier
 from ..compression import ONE, QuantizedFastGRNN
@@ -212,11 +214,7 @@ class CompiledPredictor:
         if (type(X) is np.ndarray and X.ndim == 3 and X.dtype == np.float32
                 and X.flags.c_contiguous and X.shape[2] == self._channels and X.size):
             return X
-        model = self.model
-        if self._quantized:
-            X3, _ = model._validate(X)
-        else:
-            _, X3, _ = validate_sequences(model, X, reset=False)
+        _, X3, _ = validate_sequences(self.model, X, reset=False)
         return np.ascontiguousarray(X3, dtype=np.float32)
 
     def _call(self, function, X, out):
@@ -243,10 +241,7 @@ class CompiledPredictor:
         ``QuantizedFastGRNN.predict_proba``, from the C code's integer logits.
         """
         if self._quantized:
-            logits = self.logits(X) / ONE  # the same float64 softmax as Python
-            logits -= logits.max(axis=1, keepdims=True)
-            proba = np.exp(logits)
-            return proba / proba.sum(axis=1, keepdims=True)
+            return np.exp(log_softmax(self.logits(X) / ONE))  # as QuantizedFastGRNN
         X3 = self._sequences(X)
         return self._call(
             self._proba, X3, np.empty((len(X3), len(self.classes_)), np.float32)
