@@ -64,12 +64,14 @@ def test_train_predict_info_with_npz(rng, tmp_path, capsys):
           "--hidden-size", "4", "--out", str(model), "--quiet"])
     out = capsys.readouterr().out
     assert "test accuracy:" in out and "model size:" in out and "parameters:" in out
-    clf = joblib.load(model)
+    pipeline = joblib.load(model)  # scaled by default: SequenceScaler, then the classifier
+    assert type(pipeline[0]).__name__ == "SequenceScaler"
+    clf = pipeline[-1]
     assert clf.n_channels_ == 2 and clf.n_iter_ <= 5
     main(["predict", "--model", str(model), "--data", str(tmp_path / "d.npz"),
           "--out", str(tmp_path / "p.txt")])
     predicted = np.loadtxt(tmp_path / "p.txt", dtype=int)
-    np.testing.assert_array_equal(predicted, clf.predict(X))
+    np.testing.assert_array_equal(predicted, pipeline.predict(X))
     main(["info", "--model", str(model)])
     out = capsys.readouterr().out
     assert "4 timesteps x 2 channels" in out and f"parameters: {clf.n_params_}" in out
@@ -102,7 +104,7 @@ def test_train_on_csv_with_target_and_n_timesteps(rng, tmp_path, capsys):
     model = tmp_path / "m.joblib"
     main(["train", "--data", str(tmp_path / "d.csv"), "--target", "label",
           "--n-timesteps", "4", "--max-iter", "3", "--out", str(model), "--quiet"])
-    clf = joblib.load(model)
+    clf = joblib.load(model)[-1]
     assert list(clf.classes_) == ["a", "b"]
     assert (clf.n_timesteps_, clf.n_channels_) == (4, 2)
     capsys.readouterr()
@@ -157,6 +159,8 @@ def files(tmp_path_factory):
     joblib.dump({"model": clf}, root / "dict.joblib")
     joblib.dump(FastGRNNClassifier(), root / "unfitted.joblib")
     save_weights(clf, root / "model.safetensors")
+    weights = (root / "model.safetensors").read_bytes()
+    (root / "truncated.safetensors").write_bytes(weights[: len(weights) // 2])
     flat = X.reshape(len(X), -1)
     header = "label," + ",".join(f"f{i}" for i in range(flat.shape[1]))
     rows = [f"{label}," + ",".join(map(str, row)) for label, row in zip(y, flat)]
@@ -185,7 +189,8 @@ FAILURES = [  # (command line, what its error line says, exit status)
     (["info", "--model", "random.joblib"], "random.joblib is not a model file", 1),
     (["info", "--model", "truncated.joblib"], "truncated.joblib is not a model file", 1),
     (["predict", "--model", "d.csv", "--data", "d.npz"], "d.csv is not a model file", 1),
-    (["info", "--model", "model.safetensors"], "load_weights", 1),
+    (["info", "--model", "truncated.safetensors"],
+     "truncated.safetensors is not a readable safetensors file", 1),
     (["info", "--model", "dict.joblib"], "holds a dict, not a FastGRNNClassifier", 1),
     (["export", "--model", "unfitted.joblib", "--format", "c", "--out", "c"],
      "holds an unfitted FastGRNNClassifier", 1),
