@@ -152,8 +152,11 @@ def _read_table(path, target, id_column, header):
             except ValueError:
                 name = repr(names[i]) if names is not None else f"{i} (0-based)"
                 ref = names[i] if names is not None else i
-                hint = (f" If {name} is the label column, pass --target {ref}; if it is "
-                        f"a key, --id-column {ref}." if target is None else "")
+                hint = "".join([
+                    f" If {name} is the label column, pass --target {ref}."
+                    if target is None else "",
+                    f" If it is a key, pass --id-column {ref}." if id_column is None else "",
+                ])
                 raise _fail(
                     f"line {number} of {path} has the non-numeric value {value!r} in "
                     f"column {name}. Every column but --target and --id-column must "
@@ -687,6 +690,9 @@ def main(argv=None):
             raise
         except KeyboardInterrupt:
             raise _fail("interrupted; no file was written.") from None
+        except BrokenPipeError:  # the reader of stdout left (``| head``): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
         except MemoryError:
             raise _fail("out of memory; use less data or a smaller --hidden-size.") from None
         except (ValueError, TypeError) as exc:  # bad data or settings, explained
