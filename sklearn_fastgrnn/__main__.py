@@ -3,7 +3,15 @@
 ``train`` with no ``--data`` trains on the bundled digits read as sequences (8
 rows of 8 pixels; first half to train, second half to test), prints a line per
 epoch and the test accuracy, parameter count, size and time, and writes
-``model.joblib``.
+``model.joblib``. It scales the input first (``--scaler``, a Pipeline with a
+``SequenceScaler`` by default) and passes the classifier only the options given,
+so the others keep the classifier's defaults; ``--int8`` writes the quantised
+model, behind the same scaler.
+
+A CSV's first row is its header unless ``--no-header``; ``--target`` and
+``--id-column`` name a column by header name or 0-based index. ``--model``
+takes a joblib file or a ``.safetensors`` weights file (read with
+``load_weights``, never unpickled).
 
 Every failure ends with one ``error: ...`` line on stderr, saying what was
 wrong and what to do, and a non-zero exit status: 2 for a malformed command
@@ -253,8 +261,8 @@ def _read_model(path):
     except Exception as exc:  # noqa: BLE001 - any failure of unpickling means "not a model"
         raise _fail(
             f"{path} is not a model file ({type(exc).__name__} while reading it with "
-            f"joblib). Pass a .safetensors weights file, or a file written by 'python "
-            f"-m sklearn_fastgrnn train' or by joblib.dump of a fitted model."
+            "joblib). Pass a .safetensors weights file, or a file written by 'python "
+            "-m sklearn_fastgrnn train' or by joblib.dump of a fitted model."
         ) from None
 
 
@@ -343,8 +351,7 @@ def _classifier_params(args):
         "sparsity_w": args.sparsity, "sparsity_u": args.sparsity,
     }
     params = {name: value for name, value in given.items() if value is not None}
-    return dict(params, n_timesteps=args.n_timesteps, random_state=args.random_state,
-                verbose=0 if args.quiet else 1)
+    return dict(params, random_state=args.random_state, verbose=0 if args.quiet else 1)
 
 
 def _quantized(model, X_train):
@@ -385,8 +392,8 @@ def _train(args):
         )
         source = f"{args.data}, stratified {1 - args.test_size:.0%} / {args.test_size:.0%}"
     scaler, scaling = SCALERS[args.scaler]
-    params = dict(_classifier_params(args), n_timesteps=n_timesteps)
-    model = make_fastgrnn_pipeline(scaler=scaler, **params)
+    model = make_fastgrnn_pipeline(scaler=scaler, n_timesteps=n_timesteps,
+                                   **_classifier_params(args))
     if scaler is None:
         model = model[-1]
     print(f"Training FastGRNN on {source}: {len(X_train)} train, {len(X_test)} test")

@@ -134,6 +134,10 @@ def test_default_main_job(tmp_path):
     accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
     assert accuracy >= 0.9
     assert (tmp_path / "model.joblib").exists()
+    assert "model size: " in result.stdout and "training time: " in result.stdout
+    assert "input scaling: SequenceScaler" in result.stdout
+    model = joblib.load(tmp_path / "model.joblib")
+    assert list(model.named_steps) == ["sequencescaler", "fastgrnnclassifier"]
 
 
 def test_help_for_each_command(capsys):
@@ -407,6 +411,20 @@ def test_info_wording(rng, tmp_path, capsys):
     assert out.count("model size:") == 1 and "EdgeML" in out
     size = (tmp_path / "m.joblib").stat().st_size
     assert f"file: {tmp_path / 'm.joblib'}, {size} bytes" in out and "optimiser state" in out
+
+
+def test_a_closed_stdout_stops_quietly(files):
+    """``info | head -1``: the reader leaves before the output; no error line."""
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    environment.pop("SKLEARN_FASTGRNN_DEBUG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sklearn_fastgrnn", "info", "--model", "model.joblib"],
+        cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
+    )
+    process.stdout.close()  # before the interpreter has started: every write fails
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 1
+    assert stderr == "", stderr
 
 
 # ------------------------------------------------ failures: one line, no traceback
