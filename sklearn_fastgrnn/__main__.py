@@ -579,12 +579,12 @@ def _add_data(parser, labels):
         ),
     )
     parser.add_argument(
-        "--target", help=("label column of a CSV" if labels else
+        "--target", metavar="COLUMN", help=("label column of a CSV" if labels else
                           "label column of a CSV, to leave out")
         + ": its header name or 0-based index (-1 for the last)",
     )
     parser.add_argument(
-        "--id-column", help="key column of a CSV (name or 0-based index), left out "
+        "--id-column", metavar="COLUMN", help="key column of a CSV (name or 0-based index), left out "
         "of the features" + ("" if labels else " and written first in the output"),
     )
     parser.add_argument("--no-header", action="store_true",
@@ -599,10 +599,10 @@ def _add_training(parser):
         "training", "FastGRNNClassifier parameters; those not given keep the "
         "classifier's defaults")
     group.add_argument("--hidden-size", type=positive, help="hidden state size")
-    group.add_argument("--max-iter", type=_or_auto(positive),
-                       help="most epochs, or 'auto'")
-    group.add_argument("--batch-size", type=_or_auto(positive),
-                       help="samples per step, or 'auto'")
+    group.add_argument("--max-iter", type=_or_auto(positive), metavar="N|auto",
+                       help="most epochs")
+    group.add_argument("--batch-size", type=_or_auto(positive), metavar="N|auto",
+                       help="samples per step")
     group.add_argument("--learning-rate", type=_bounded(float, 0, closed="neither"),
                        help="initial learning rate (learning_rate_init)")
     group.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
@@ -615,7 +615,8 @@ def _add_training(parser):
     group.add_argument("--sparsity", type=_bounded(float, 0, 1, closed="right"), help=(
         "share of the entries of W and U kept (sparsity_w and sparsity_u), in (0, 1]"))
     group.add_argument("--int8", action="store_true",
-                       help="quantise to int8 after training and write the int8 model")
+                       help="quantise to int8 after training and write the int8 "
+                       "model (behind the scaler)")
 
 
 def build_parser():
