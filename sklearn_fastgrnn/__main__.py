@@ -3,7 +3,15 @@
 ``train`` with no ``--data`` trains on the bundled digits read as sequences (8
 rows of 8 pixels; first half to train, second half to test), prints a line per
 epoch and the test accuracy, parameter count, size and time, and writes
-``model.joblib``.
+``model.joblib``. It scales the input first (``--scaler``, a Pipeline with a
+``SequenceScaler`` by default) and passes the classifier only the options given,
+so the others keep the classifier's defaults; ``--int8`` writes the quantised
+model, behind the same scaler.
+
+A CSV's first row is its header unless ``--no-header``; ``--target`` and
+``--id-column`` name a column by header name or 0-based index. ``--model``
+takes a joblib file or a ``.safetensors`` weights file (read with
+``load_weights``, never unpickled).
 
 Every failure ends with one ``error: ...`` line on stderr, saying what was
 wrong and what to do, and a non-zero exit status: 2 for a malformed command
@@ -29,9 +37,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import FastGRNNClassifier
 from ._files import check_writable, write_atomically
-from .compression import QuantizedFastGRNN
+from .compression import QuantizedFastGRNN, quantize
 from .datasets import load_digits_sequences, split_halves
 from .export import FORMATS
+from .preprocessing import make_fastgrnn_pipeline
 
 DEBUG_VARIABLE = "SKLEARN_FASTGRNN_DEBUG"
 
@@ -51,8 +60,17 @@ def _reason(exc):
 
 
 # ----------------------------------------------------------------- input files
-def _read_csv(path, target):
-    """Rows of a CSV as (X 2D float, y or None); empty cells become NaN."""
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path, header):
+    """``(names, rows)`` of a CSV: the header's column names (None without one)
+    and the non-empty lines as ``(line number, cells)``, all of one width."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             lines = list(csv.reader(f))
@@ -65,31 +83,75 @@ def _read_csv(path, target):
         raise _fail(f"{path} is not a readable CSV file ({exc}).") from None
     rows = [(number, row) for number, row in enumerate(lines, start=1) if row]
     if not rows:
-        raise _fail(f"{path} is empty; a CSV needs a header line and one line per sample.")
-    (_, header), rows = rows[0], rows[1:]
-    if not rows:
-        raise _fail(f"{path} has a header but no data lines; add one line per sample.")
-    for number, row in rows:
-        if len(row) != len(header):
-            raise _fail(
-                f"line {number} of {path} has {len(row)} values but the header has "
-                f"{len(header)} columns; every line needs one value per column "
-                "(leave a cell empty for NaN padding)."
+        raise _fail(f"{path} is empty; a CSV needs a header line (unless --no-header) "
+                    "and one line per sample.")
+    names = None
+    if header:
+        (_, names), rows = rows[0], rows[1:]
+        if not rows:
+            raise _fail(f"{path} has a header but no data lines; add one line per "
+                        "sample (or pass --no-header if that line is a sample).")
+        if all(_is_number(name) for name in names):
+            warnings.warn(
+                f"the first line of {path} holds only numbers, yet it is read as the "
+                "header (column names). If it is a sample, pass --no-header."
             )
-    if target is not None and target not in header:
-        raise _fail(
-            f"--target {target!r} is not a column of {path}; columns are "
-            f"{header[:10]}{'...' if len(header) > 10 else ''}."
-        )
-    t = header.index(target) if target is not None else None
-    y = None
-    if t is not None:
-        labels = [row[t] for _, row in rows]
-        try:
-            y = np.array([int(v) for v in labels])
-        except ValueError:
-            y = np.array(labels)
-    columns = [i for i in range(len(header)) if i != t]
+    width = len(names) if header else len(rows[0][1])
+    for number, row in rows:
+        if len(row) != width:
+            against = (f"the header has {width} columns" if header
+                       else f"line {rows[0][0]} has {width}")
+            raise _fail(
+                f"line {number} of {path} has {len(row)} values but {against}; every "
+                "line needs one value per column (leave a cell empty for NaN padding)."
+            )
+    return names, rows
+
+
+def _column(spec, names, width, path, option):
+    """The index of the CSV column ``spec``: a header name, or a 0-based index."""
+    if names is not None and spec in names:
+        return names.index(spec)
+    try:
+        index = int(spec)
+    except ValueError:
+        index = None
+    if index is not None and -width <= index < width:
+        return index % width
+    indices = f"a 0-based index from 0 to {width - 1} (-1 for the last column)"
+    if names is None:
+        raise _fail(f"{option} {spec!r} is not a column of {path}, which has no header "
+                    f"(--no-header) and {width} columns; pass {indices}.")
+    raise _fail(
+        f"{option} {spec!r} is not a column of {path}; columns are "
+        f"{names[:10]}{'...' if len(names) > 10 else ''}, or pass {indices}."
+    )
+
+
+def _labels(values):
+    """Labels as integers when they all are, else as strings."""
+    try:
+        return np.array([int(v) for v in values])
+    except ValueError:
+        return np.array(values)
+
+
+def _read_table(path, target, id_column, header):
+    """``(X, y, ids, id_name)`` of a CSV; ``y``/``ids`` are None without their column."""
+    names, rows = _read_csv(path, header)
+    width = len(rows[0][1])
+    t = _column(target, names, width, path, "--target") if target is not None else None
+    k = (_column(id_column, names, width, path, "--id-column")
+         if id_column is not None else None)
+    if t is not None and t == k:
+        raise _fail(f"--target and --id-column name the same column of {path}; the key "
+                    "column and the label column must differ.")
+    y = _labels([row[t] for _, row in rows]) if t is not None else None
+    ids = [row[k] for _, row in rows] if k is not None else None
+    id_name = (names[k] if names is not None else "id") if k is not None else None
+    columns = [i for i in range(width) if i not in (t, k)]
+    if not columns:
+        raise _fail(f"{path} has no feature columns besides --target and --id-column.")
     X = np.empty((len(rows), len(columns)))
     for r, (number, row) in enumerate(rows):
         for j, i in enumerate(columns):
@@ -97,14 +159,19 @@ def _read_csv(path, target):
             try:
                 X[r, j] = float(value) if value else np.nan
             except ValueError:
-                hint = (f" If {header[i]!r} is the label column, pass --target "
-                        f"{header[i]}." if target is None else "")
+                name = repr(names[i]) if names is not None else f"{i} (0-based)"
+                ref = names[i] if names is not None else i
+                hint = "".join([
+                    f" If {name} is the label column, pass --target {ref}."
+                    if target is None else "",
+                    f" If it is a key, pass --id-column {ref}." if id_column is None else "",
+                ])
                 raise _fail(
                     f"line {number} of {path} has the non-numeric value {value!r} in "
-                    f"column {header[i]!r}. Every column but --target must be a number "
-                    f"(empty cells are NaN padding).{hint}"
+                    f"column {name}. Every column but --target and --id-column must "
+                    f"be a number (empty cells are NaN padding).{hint}"
                 ) from None
-    return X, y
+    return X, y, ids, id_name
 
 
 def _read_npz(path):
@@ -134,21 +201,27 @@ def _read_npz(path):
         ) from None
 
 
-def _load_data(path, target, need_y):
-    """X and y from a ``.npz`` (arrays ``X`` and ``y``) or a CSV file."""
+def _load_data(path, args, need_y):
+    """``(X, y, ids, id_name)`` from a ``.npz`` (arrays ``X`` and ``y``) or a CSV file."""
     if not os.path.isfile(path):
         raise _fail(f"data file {path} does not exist.")
     if path.endswith(".npz"):
+        if args.id_column is not None:
+            raise _fail(f"--id-column names a column of a CSV file; {path} is a .npz "
+                        "archive.")
         X, y = _read_npz(path)
+        ids = id_name = None
     elif path.endswith(".csv"):
-        if need_y and target is None:
-            raise _fail("a CSV needs --target, the name of the label column.")
-        X, y = _read_csv(path, target)
+        if need_y and args.target is None:
+            raise _fail("a CSV needs --target, the name (or 0-based index) of the label "
+                        "column.")
+        X, y, ids, id_name = _read_table(path, args.target, args.id_column,
+                                         not args.no_header)
     else:
         raise _fail(f"{path}: expected a .npz (arrays X, y) or a .csv file.")
     if need_y and y is None:
         raise _fail(f"{path} has no labels (array 'y' or --target column).")
-    return X, y
+    return X, y, ids, id_name
 
 
 # ---------------------------------------------------------------------- models
@@ -159,28 +232,53 @@ def _classifier_of(model):
     return model if isinstance(model, (FastGRNNClassifier, QuantizedFastGRNN)) else None
 
 
-def _load_model(path, *, any_classifier=False):
-    """The fitted model of a joblib file, or a one-line error saying what is wrong.
+def _is_weights_file(path):
+    """True when ``path`` starts as a safetensors file does: an 8-byte
+    little-endian header length that fits in the file, then ``{``."""
+    with open(path, "rb") as f:
+        start = f.read(9)
+    return (len(start) == 9 and start[8:9] == b"{"
+            and int.from_bytes(start[:8], "little") <= os.path.getsize(path) - 8)
 
-    Only files written by ``train`` (or ``joblib.dump`` of a fitted model) are
-    accepted; ``any_classifier`` also takes any other fitted estimator with
-    ``predict``.
-    """
-    if not os.path.isfile(path):
-        raise _fail(f"model file {path} does not exist; train one first.")
+
+def _read_model(path):
+    """The model of a weights file (never unpickled) or of a joblib file."""
+    if path.endswith(".safetensors") or _is_weights_file(path):
+        from .export import load_weights
+
+        try:
+            return load_weights(path)
+        except ImportError as exc:
+            raise _fail(exc) from None
+        except ValueError as exc:
+            raise _fail(
+                f"{exc} Pass a weights file written by 'python -m sklearn_fastgrnn "
+                "export --format safetensors' (or save_weights), or a joblib file."
+            ) from None
     try:
-        model = joblib.load(path)
+        return joblib.load(path)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of unpickling means "not a model"
-        hint = (" It is a weights file: load it with sklearn_fastgrnn.export."
-                "load_weights and joblib.dump the model." if path.endswith(".safetensors")
-                else "")
         raise _fail(
             f"{path} is not a model file ({type(exc).__name__} while reading it with "
-            f"joblib). Pass a file written by 'python -m sklearn_fastgrnn train' or by "
-            f"joblib.dump of a fitted model.{hint}"
+            "joblib). Pass a .safetensors weights file, or a file written by 'python "
+            "-m sklearn_fastgrnn train' or by joblib.dump of a fitted model."
         ) from None
+
+
+def _load_model(path, *, any_classifier=False):
+    """The fitted model of a joblib or weights file, or a one-line error saying what
+    is wrong.
+
+    A ``.safetensors`` file (by name or content) is read with ``load_weights``,
+    without pickle; any other file with joblib, which accepts only files written
+    by ``train`` (or ``joblib.dump`` of a fitted model); ``any_classifier`` also
+    takes any other fitted estimator with ``predict``.
+    """
+    if not os.path.isfile(path):
+        raise _fail(f"model file {path} does not exist; train one first.")
+    model = _read_model(path)
     clf = _classifier_of(model)
     if clf is None and not (any_classifier and hasattr(model, "predict")):
         raise _fail(
@@ -234,40 +332,91 @@ def _check_labels(y, path):
         )
 
 
+SCALERS = {  # --scaler: (make_fastgrnn_pipeline's scaler, what it does)
+    "sequence": ("sequence", "SequenceScaler, each channel to mean 0 and variance 1 "
+                 "over all timesteps"),
+    "standard": ("standard", "StandardScaler, each column of the 2D layout to mean 0 "
+                 "and variance 1"),
+    "none": (None, "none, the classifier reads the values as they are"),
+}
+
+
+def _classifier_params(args):
+    """Parameters of the FastGRNNClassifier: those given, the others its defaults."""
+    given = {
+        "hidden_size": args.hidden_size, "batch_size": args.batch_size,
+        "learning_rate_init": args.learning_rate, "max_iter": args.max_iter,
+        "early_stopping": args.early_stopping,
+        "validation_fraction": args.validation_fraction,
+        "w_rank": args.w_rank, "u_rank": args.u_rank,
+        "sparsity_w": args.sparsity, "sparsity_u": args.sparsity,
+    }
+    params = {name: value for name, value in given.items() if value is not None}
+    return dict(params, random_state=args.random_state, verbose=0 if args.quiet else 1)
+
+
+def _quantized(model, X_train):
+    """The int8 model of a fitted classifier or Pipeline, its scaler kept in front."""
+    if not isinstance(model, Pipeline):
+        return quantize(model, X_train)
+    preprocess = model[:-1]
+    q = quantize(model[-1], preprocess.transform(X_train))
+    return Pipeline([*model.steps[:-1], ("quantizedfastgrnn", q)])
+
+
 def _train(args):
     from sklearn.model_selection import train_test_split
 
     _check_out(args.out, "the model")
+    n_timesteps = args.n_timesteps
     if args.data is None:
         X, y = load_digits_sequences(dtype=np.float32)
+        if args.scaler == "standard":  # a StandardScaler reads the 2D layout
+            X, n_timesteps = X.reshape(len(X), -1), n_timesteps or X.shape[1]
         X_train, X_test, y_train, y_test = split_halves(X, y)
         source = "digits as sequences (8 rows x 8 pixels), first half / second half"
     else:
-        X, y = _load_data(args.data, args.target, need_y=True)
+        X, y, _, _ = _load_data(args.data, args, need_y=True)
         if np.ndim(y) != 1 or len(X) != len(y):
             raise _fail(f"{args.data} has {len(X)} samples in X but y of shape "
                         f"{np.shape(y)}; y needs one label per sample.")
+        if args.scaler == "standard" and np.ndim(X) == 3:
+            n, T, d = np.shape(X)
+            raise _fail(
+                f"--scaler standard scales each column of 2D data, but X of {args.data} "
+                f"is 3D {(n, T, d)}. Use --scaler sequence (per channel, the default), "
+                f"or save X as 2D {(n, T * d)} and pass --n-timesteps {T}."
+            )
         _check_labels(y, args.data)
         X_train, X_test, y_train, y_test = train_test_split(
             X, y, test_size=args.test_size, stratify=y, random_state=args.random_state
         )
         source = f"{args.data}, stratified {1 - args.test_size:.0%} / {args.test_size:.0%}"
-    clf = FastGRNNClassifier(
-        hidden_size=args.hidden_size, n_timesteps=args.n_timesteps,
-        max_iter=args.max_iter, random_state=args.random_state,
-        verbose=0 if args.quiet else 1,
-    )
+    scaler, scaling = SCALERS[args.scaler]
+    model = make_fastgrnn_pipeline(scaler=scaler, n_timesteps=n_timesteps,
+                                   **_classifier_params(args))
+    if scaler is None:
+        model = model[-1]
     print(f"Training FastGRNN on {source}: {len(X_train)} train, {len(X_test)} test")
+    print(f"input scaling: {scaling} (--scaler)")
     start = time.perf_counter()
-    clf.fit(X_train, y_train)
+    model.fit(X_train, y_train)
     seconds = time.perf_counter() - start
-    accuracy = clf.score(X_test, y_test)
-    print(f"test accuracy: {accuracy:.4f}")
+    epochs = _classifier_of(model).n_iter_
+    accuracy = model.score(X_test, y_test)
+    if args.int8:
+        model, float_accuracy = _quantized(model, X_train), accuracy
+        accuracy = model.score(X_test, y_test)
+        print(f"test accuracy: {accuracy:.4f} (int8; {float_accuracy:.4f} before "
+              "quantisation)")
+    else:
+        print(f"test accuracy: {accuracy:.4f}")
+    clf = _classifier_of(model)
     print(f"parameters: {clf.n_params_}")
     print(f"model size: {clf.model_size_bytes_ / 1024:.2f} KB")
-    print(f"training time: {seconds:.1f} s ({clf.n_iter_} epochs)")
+    print(f"training time: {seconds:.1f} s ({epochs} epochs)")
     buffer = io.BytesIO()
-    joblib.dump(clf, buffer)
+    joblib.dump(model, buffer)
     _write(args.out, buffer.getvalue(), "the model")
     print(f"model written to {args.out}")
 
@@ -279,23 +428,51 @@ def _check_width(model, X, path):
         raise _fail(
             f"{path} has {X.shape[1]} feature columns, one more than the model reads "
             f"({clf.n_features_in_}). If one of them is the label column, pass "
-            "--target NAME to leave it out."
+            "--target NAME to leave it out (a key column: --id-column NAME)."
         )
+
+
+def _csv_text(header, rows):
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def _predict(args):
     if args.out is not None:
         _check_out(args.out, "the predictions")
     model = _load_model(args.model, any_classifier=True)
-    X, _ = _load_data(args.data, args.target, need_y=False)
+    X, _, ids, id_name = _load_data(args.data, args, need_y=False)
     _check_width(model, X, args.data)
-    predictions = model.predict(X)
-    lines = "\n".join(str(p) for p in predictions) + "\n"
-    if args.out is None:
-        sys.stdout.write(lines)
+    key = [[i] for i in ids] if ids is not None else [[] for _ in range(len(X))]
+    if args.proba:
+        if not hasattr(model, "predict_proba"):
+            raise _fail(f"the {type(model).__name__} of {args.model} has no "
+                        "predict_proba; predict without --proba.")
+        proba = model.predict_proba(X)
+        header = [*([id_name] if ids is not None else []), *map(str, model.classes_)]
+        text = _csv_text(header, [k + [str(float(p)) for p in row]
+                                  for k, row in zip(key, proba)])
+        what = "rows of class probabilities"
     else:
-        _write(args.out, lines.encode(), "the predictions")
-        print(f"{len(predictions)} predictions written to {args.out}")
+        predictions = model.predict(X)
+        if ids is None:
+            text = "\n".join(str(p) for p in predictions) + "\n"
+        else:
+            text = _csv_text([id_name, "prediction"],
+                             [k + [str(p)] for k, p in zip(key, predictions)])
+        what = "predictions"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        _write(args.out, text.encode(), "the predictions")
+        print(f"{len(X)} {what} written to {args.out}")
+
+
+def _count(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _info(args):
@@ -306,22 +483,45 @@ def _info(args):
         print(f"steps: {[name for name, _ in model.steps]}")
     print(f"classes: {clf.classes_.tolist()}")
     print(
-        f"input: {clf.n_timesteps_} timesteps x {clf.n_channels_} channels "
-        f"({clf.n_features_in_} features in 2D)"
+        f"input: {_count(clf.n_timesteps_, 'timestep')} x "
+        f"{_count(clf.n_channels_, 'channel')} "
+        f"({_count(clf.n_features_in_, 'feature')} in 2D)"
     )
     print(f"cell: hidden_size={clf.hidden_size}, gate={clf.gate_nonlinearity}, "
           f"update={clf.update_nonlinearity}")
     print(f"parameters: {clf.n_params_}")
-    print(f"model size: {clf.model_size_bytes_} bytes ({clf.model_size_bytes_ / 1024:.2f} KB)")
-    if hasattr(clf, "n_iter_"):  # a quantised model keeps no training history
+    if hasattr(clf, "n_iter_"):  # a quantised or weights-file model has no history
         print(f"trained: {clf.n_iter_} epochs, final loss {clf.loss_:.5f}")
     print(clf.summary())
+    print("The model size counts the weights of the classifier that a deployment "
+          "stores (EdgeML's accounting: 4 bytes a float32, 1 an int8, and a sparse "
+          "matrix its non-zeros with their indices).")
+    size = os.path.getsize(args.model)
+    if args.model.endswith(".safetensors") or _is_weights_file(args.model):
+        print(f"file: {args.model}, {size} bytes: a weights file, every tensor dense in "
+              "its training dtype, with JSON metadata (no optimiser state).")
+    else:
+        print(f"file: {args.model}, {size} bytes: the joblib file also holds the "
+              "settings and, for a float model, the optimiser state and training "
+              "history that partial_fit continues from.")
 
 
 def _export(args):
     from .export import export_model
 
     model = _load_model(args.model)
+    clf = _classifier_of(model)
+    if isinstance(clf, QuantizedFastGRNN) and args.format != "c":
+        raise _fail(f"{args.model} is an int8 model (--int8), whose integer arithmetic "
+                    "only --format c reproduces.")
+    if clf is not model and args.format == "c":
+        raise _fail(
+            f"{args.model} scales its input first (steps "
+            f"{[name for name, _ in model.steps]}) and the C code runs the classifier "
+            "alone, so it would read unscaled data. For C, train with --scaler none "
+            "(and --int8 for integer-only arithmetic); onnx and safetensors keep the "
+            "scaler."
+        )
     try:
         written = export_model(model, args.format, args.out)
     except (TypeError, ValueError, ImportError) as exc:
@@ -333,23 +533,33 @@ def _export(args):
 
 
 # ---------------------------------------------------------------------- parser
-def _bounded(kind, low, high=None, *, closed=True):
-    """An argparse type: ``kind`` in [low, high] (or (low, high) when not ``closed``)."""
+def _bounded(kind, low, high=None, *, closed="both"):
+    """An argparse type: ``kind`` from ``low`` to ``high`` (None: no upper bound);
+    ``closed`` is "both", "neither" or "right": which bounds are allowed."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n' * (kind is int)} "
                                              f"{kind.__name__}") from None
-        below = value < low if closed else value <= low
-        above = high is not None and (value > high if closed else value >= high)
+        low_ok = closed == "both"
+        high_ok = closed != "neither"
+        below = value < low if low_ok else value <= low
+        above = high is not None and (value > high if high_ok else value >= high)
         if below or above:
-            if high is None:
-                raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
-            raise argparse.ArgumentTypeError(
-                f"must be between {low} and {high}, both excluded, got {text}")
+            rule = f"{'>=' if low_ok else '>'} {low}"
+            if high is not None:
+                rule += f" and {'<=' if high_ok else '<'} {high}"
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
     return parse
+
+
+def _or_auto(parse):
+    """An argparse type: "auto", or what ``parse`` reads."""
+    def parse_or_auto(text):
+        return "auto" if text == "auto" else parse(text)
+    return parse_or_auto
 
 
 def _add_debug(parser, default):
@@ -357,6 +567,57 @@ def _add_debug(parser, default):
         "--debug", action="store_true", default=default,
         help=f"show the traceback of a failure (or set {DEBUG_VARIABLE}=1)",
     )
+
+
+def _add_data(parser, labels):
+    """``--data`` and the options that say how to read a CSV."""
+    parser.add_argument(
+        "--data", required=not labels, help=(
+            f".npz with arrays X{' and y' if labels else ''}, or a CSV file: its first "
+            "row is the header (column names) unless --no-header, and every column but "
+            "--target and --id-column is a number of the flattened sequence, time-major"
+            + (" (default: the bundled digits)" if labels else "")
+        ),
+    )
+    parser.add_argument(
+        "--target", metavar="COLUMN", help=("label column of a CSV" if labels else
+                          "label column of a CSV, to leave out")
+        + ": its header name or 0-based index (-1 for the last)",
+    )
+    parser.add_argument(
+        "--id-column", metavar="COLUMN", help="key column of a CSV (name or 0-based index), left out "
+        "of the features" + ("" if labels else " and written first in the output"),
+    )
+    parser.add_argument("--no-header", action="store_true",
+                        help="the CSV's first row is a sample, not column names")
+
+
+def _add_training(parser):
+    """The options of the classifier users tune; unset ones keep its defaults."""
+    positive = _bounded(int, 1)
+    fraction = _bounded(float, 0, 1, closed="neither")
+    group = parser.add_argument_group(
+        "training", "FastGRNNClassifier parameters; those not given keep the "
+        "classifier's defaults")
+    group.add_argument("--hidden-size", type=positive, help="hidden state size")
+    group.add_argument("--max-iter", type=_or_auto(positive), metavar="N|auto",
+                       help="most epochs")
+    group.add_argument("--batch-size", type=_or_auto(positive), metavar="N|auto",
+                       help="samples per step")
+    group.add_argument("--learning-rate", type=_bounded(float, 0, closed="neither"),
+                       help="initial learning rate (learning_rate_init)")
+    group.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
+                       help="stop when the score on a validation split stops improving "
+                       "and keep the best epoch's weights")
+    group.add_argument("--validation-fraction", type=fraction,
+                       help="share of the training data held out for early stopping")
+    group.add_argument("--w-rank", type=positive, help="rank of W = W1 @ W2 (low rank)")
+    group.add_argument("--u-rank", type=positive, help="rank of U = U1 @ U2 (low rank)")
+    group.add_argument("--sparsity", type=_bounded(float, 0, 1, closed="right"), help=(
+        "share of the entries of W and U kept (sparsity_w and sparsity_u), in (0, 1]"))
+    group.add_argument("--int8", action="store_true",
+                       help="quantise to int8 after training and write the int8 "
+                       "model (behind the scaler)")
 
 
 def build_parser():
@@ -367,40 +628,46 @@ def build_parser():
     )
     _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
-    positive = _bounded(int, 1)
+    model_help = "a .joblib file written by train, or a .safetensors weights file"
 
     train = sub.add_parser(
         "train", help="train a model and write it with joblib",
         description="Train on the bundled digits (default) or on --data, report the "
-        "test accuracy, size and time, and write the model.",
+        "test accuracy, size and time, and write the model. The input is scaled "
+        "first (--scaler). A CSV's first row is its header unless --no-header.",
     )
-    train.add_argument("--data", help=".npz with arrays X and y, or a CSV file")
-    train.add_argument("--target", help="label column of a CSV (other columns: the "
-                       "flattened sequence, time-major)")
-    train.add_argument("--n-timesteps", type=positive, default=None,
+    _add_data(train, labels=True)
+    train.add_argument("--n-timesteps", type=_bounded(int, 1), default=None,
                        help="timesteps per row of 2D data (default: one column per step)")
-    train.add_argument("--test-size", type=_bounded(float, 0, 1, closed=False),
+    train.add_argument("--scaler", choices=list(SCALERS), default="sequence", help=(
+        "sequence: each channel over all timesteps (default); standard: each column "
+        "of 2D data; none: raw values"))
+    train.add_argument("--test-size", type=_bounded(float, 0, 1, closed="neither"),
                        default=0.25, help="held-out fraction for --data (default 0.25)")
-    train.add_argument("--hidden-size", type=positive, default=32)
-    train.add_argument("--max-iter", type=positive, default=200)
     train.add_argument("--random-state", type=int, default=0)
     train.add_argument("--out", default="model.joblib", help="default: model.joblib")
     train.add_argument("--quiet", action="store_true", help="no line per epoch")
+    _add_training(train)
     train.set_defaults(func=_train)
 
-    predict = sub.add_parser("predict", help="predict labels with a saved model")
-    predict.add_argument("--model", required=True)
-    predict.add_argument("--data", required=True, help=".npz with array X, or a CSV")
-    predict.add_argument("--target", help="label column of a CSV to leave out")
+    predict = sub.add_parser(
+        "predict", help="predict labels with a saved model",
+        description="Predict a label (or, with --proba, the probability of each "
+        "class) per sample. A CSV's first row is its header unless --no-header.",
+    )
+    predict.add_argument("--model", required=True, help=model_help)
+    _add_data(predict, labels=False)
+    predict.add_argument("--proba", action="store_true", help=(
+        "write a CSV of class probabilities, one column per class (labels as header)"))
     predict.add_argument("--out", help="file for the predictions (default: stdout)")
     predict.set_defaults(func=_predict)
 
     info = sub.add_parser("info", help="describe a saved model")
-    info.add_argument("--model", required=True)
+    info.add_argument("--model", required=True, help=model_help)
     info.set_defaults(func=_info)
 
     export = sub.add_parser("export", help="write a deployment file of a saved model")
-    export.add_argument("--model", required=True)
+    export.add_argument("--model", required=True, help=model_help)
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file (safetensors, onnx) or directory (c)")
     export.set_defaults(func=_export)
@@ -432,6 +699,9 @@ def main(argv=None):
             raise
         except KeyboardInterrupt:
             raise _fail("interrupted; no file was written.") from None
+        except BrokenPipeError:  # the reader of stdout left (``| head``): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
         except MemoryError:
             raise _fail("out of memory; use less data or a smaller --hidden-size.") from None
         except (ValueError, TypeError) as exc:  # bad data or settings, explained

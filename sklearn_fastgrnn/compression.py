@@ -330,6 +330,25 @@ class QuantizedFastGRNN:
         """A bias in Q12: ``requantize(q_b, multipliers_[key])`` (int64)."""
         return requantize(self.weights_[key].astype(np.int64), self.multipliers_[key])
 
+    def fit(self, X, y=None):
+        """Not available: fit a ``FastGRNNClassifier`` and :func:`quantize` it.
+
+        Present because scikit-learn requires ``fit`` of the last step of a
+        ``Pipeline``: a quantised model can end one, behind the fitted scaler
+        whose output it was calibrated on (``Pipeline([*pipe.steps[:-1],
+        ("quantizedfastgrnn", quantize(pipe[-1], pipe[:-1].transform(X)))])``).
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
+        raise NotImplementedError(
+            "A QuantizedFastGRNN is not trained: fit a FastGRNNClassifier, then "
+            "quantize(clf, X_train) (for a Pipeline, quantize its last step on the "
+            "scaled training data)."
+        )
+
     # -- arithmetic --------------------------------------------------------
     def _product(self, chain, v):
         keys = self.chain_keys(chain)

@@ -12,9 +12,11 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from sklearn.linear_model import Perceptron
 
 import sklearn_fastgrnn
 from sklearn_fastgrnn.__main__ import main
+from sklearn_fastgrnn.preprocessing import make_fastgrnn_pipeline
 
 ROOT = Path(sklearn_fastgrnn.__file__).resolve().parents[1]
 
@@ -64,12 +66,14 @@ def test_train_predict_info_with_npz(rng, tmp_path, capsys):
           "--hidden-size", "4", "--out", str(model), "--quiet"])
     out = capsys.readouterr().out
     assert "test accuracy:" in out and "model size:" in out and "parameters:" in out
-    clf = joblib.load(model)
+    pipeline = joblib.load(model)  # scaled by default: SequenceScaler, then the classifier
+    assert type(pipeline[0]).__name__ == "SequenceScaler"
+    clf = pipeline[-1]
     assert clf.n_channels_ == 2 and clf.n_iter_ <= 5
     main(["predict", "--model", str(model), "--data", str(tmp_path / "d.npz"),
           "--out", str(tmp_path / "p.txt")])
     predicted = np.loadtxt(tmp_path / "p.txt", dtype=int)
-    np.testing.assert_array_equal(predicted, clf.predict(X))
+    np.testing.assert_array_equal(predicted, pipeline.predict(X))
     main(["info", "--model", str(model)])
     out = capsys.readouterr().out
     assert "4 timesteps x 2 channels" in out and f"parameters: {clf.n_params_}" in out
@@ -102,7 +106,7 @@ def test_train_on_csv_with_target_and_n_timesteps(rng, tmp_path, capsys):
     model = tmp_path / "m.joblib"
     main(["train", "--data", str(tmp_path / "d.csv"), "--target", "label",
           "--n-timesteps", "4", "--max-iter", "3", "--out", str(model), "--quiet"])
-    clf = joblib.load(model)
+    clf = joblib.load(model)[-1]
     assert list(clf.classes_) == ["a", "b"]
     assert (clf.n_timesteps_, clf.n_channels_) == (4, 2)
     capsys.readouterr()
@@ -130,12 +134,297 @@ def test_default_main_job(tmp_path):
     accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
     assert accuracy >= 0.9
     assert (tmp_path / "model.joblib").exists()
+    assert "model size: " in result.stdout and "training time: " in result.stdout
+    assert "input scaling: SequenceScaler" in result.stdout
+    model = joblib.load(tmp_path / "model.joblib")
+    assert list(model.named_steps) == ["sequencescaler", "fastgrnnclassifier"]
 
 
-def test_help_for_each_command():
+def test_help_for_each_command(capsys):
     for command in ("train", "predict", "info", "export"):
-        result = run_cli(command, "--help", cwd=ROOT)
-        assert result.returncode == 0 and "usage:" in result.stdout
+        with pytest.raises(SystemExit) as raised:
+            main([command, "--help"])
+        assert raised.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "usage:" in out
+        if command in ("train", "predict"):  # how a CSV is read
+            assert "first row is the header (column names) unless --no-header" in out
+            assert "0-based index" in out
+        if command != "train":
+            assert ".safetensors" in out
+
+
+def _accuracy(out):
+    return float(out.split("test accuracy: ")[1].split()[0])
+
+
+def _write_csv(path, X, y=None, *, header=True, ids=None):
+    """X flattened time-major, the label first (when given) and the key last."""
+    flat = np.asarray(X).reshape(len(X), -1)
+    names = ([] if y is None else ["label"]) + [f"x{i}" for i in range(flat.shape[1])]
+    names += [] if ids is None else ["key"]
+    lines = [",".join(names)] if header else []
+    for i, row in enumerate(flat):
+        cells = ([] if y is None else [str(y[i])]) + [repr(float(v)) for v in row]
+        lines.append(",".join(cells + ([] if ids is None else [ids[i]])))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits_csv(tmp_path_factory):
+    """The digits as CSV files: as they are, and shifted and stretched (x100 + 500)."""
+    from sklearn_fastgrnn.datasets import load_digits_sequences
+
+    root = tmp_path_factory.mktemp("digits")
+    X, y = load_digits_sequences()
+    return (_write_csv(root / "raw.csv", X, y),
+            _write_csv(root / "shifted.csv", X * 100 + 500, y))
+
+
+def test_train_scales_its_input_by_default(digits_csv, tmp_path, capsys):
+    """Values x100+500 learn as well as the raw ones; without scaling they do not."""
+    options = ["--target", "label", "--n-timesteps", "8", "--hidden-size", "16",
+               "--max-iter", "15", "--quiet", "--out", str(tmp_path / "m.joblib")]
+    accuracy = {}
+    for csv_file, scaler in ((digits_csv[0], None), (digits_csv[1], None),
+                             (digits_csv[1], "none")):
+        main(["train", "--data", str(csv_file), *options,
+              *(["--scaler", scaler] if scaler else [])])
+        out = capsys.readouterr().out
+        accuracy[csv_file.stem, scaler] = _accuracy(out)
+        assert ("SequenceScaler" in out) == (scaler is None), out
+    raw, shifted = accuracy["raw", None], accuracy["shifted", None]
+    assert raw >= 0.8, accuracy  # learnable in 15 epochs
+    assert abs(shifted - raw) <= 0.02, accuracy
+    assert accuracy["shifted", "none"] < raw - 0.3, accuracy  # the scaler is what helps
+    model = joblib.load(tmp_path / "m.joblib")
+    assert type(model).__name__ == "FastGRNNClassifier"  # --scaler none: no Pipeline
+
+
+def test_standard_scaler_and_scaler_none(rng, tmp_path, capsys):
+    X, y = _data(rng)
+    _write_csv(tmp_path / "d.csv", X, y)
+    for scaler, steps in (("standard", ["require_2d", "standardscaler", "fastgrnnclassifier"]),
+                          ("none", None)):
+        main(["train", "--data", str(tmp_path / "d.csv"), "--target", "label",
+              "--n-timesteps", "4", "--scaler", scaler, "--max-iter", "2", "--quiet",
+              "--out", str(tmp_path / "m.joblib")])
+        model = joblib.load(tmp_path / "m.joblib")
+        assert (list(model.named_steps) if steps else type(model).__name__) == (
+            steps or "FastGRNNClassifier")
+    main(["train", "--scaler", "standard", "--max-iter", "1", "--hidden-size", "2",
+          "--quiet", "--out", str(tmp_path / "digits.joblib")])  # bundled 3D digits
+    assert joblib.load(tmp_path / "digits.joblib")[-1].n_timesteps_ == 8
+
+
+def test_training_options_reach_the_classifier(rng, tmp_path):
+    from sklearn_fastgrnn import FastGRNNClassifier
+
+    X, y = _data(rng, n=120, T=4, d=3)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    main(["train", "--data", str(tmp_path / "d.npz"), "--hidden-size", "6",
+          "--batch-size", "16", "--learning-rate", "0.02", "--early-stopping",
+          "--validation-fraction", "0.2", "--max-iter", "4", "--w-rank", "2",
+          "--u-rank", "3", "--sparsity", "0.5", "--quiet",
+          "--out", str(tmp_path / "m.joblib")])
+    params = joblib.load(tmp_path / "m.joblib")[-1].get_params()
+    expected = dict(hidden_size=6, batch_size=16, learning_rate_init=0.02,
+                    early_stopping=True, validation_fraction=0.2, max_iter=4, w_rank=2,
+                    u_rank=3, sparsity_w=0.5, sparsity_u=0.5)
+    assert {name: params[name] for name in expected} == expected
+    main(["train", "--data", str(tmp_path / "d.npz"), "--max-iter", "1", "--quiet",
+          "--out", str(tmp_path / "m.joblib")])
+    params = joblib.load(tmp_path / "m.joblib")[-1].get_params()
+    defaults = FastGRNNClassifier().get_params()  # options not given keep these
+    for name in ("hidden_size", "batch_size", "learning_rate_init", "early_stopping",
+                 "validation_fraction", "w_rank", "u_rank", "sparsity_w", "sparsity_u"):
+        assert params[name] == defaults[name], name
+
+
+def test_auto_values_are_passed_through():
+    from sklearn_fastgrnn.__main__ import _classifier_params, build_parser
+
+    args = build_parser().parse_args(["train", "--batch-size", "auto", "--max-iter", "auto",
+                                      "--no-early-stopping"])
+    params = _classifier_params(args)
+    assert (params["batch_size"], params["max_iter"], params["early_stopping"]) == (
+        "auto", "auto", False)
+    assert "learning_rate_init" not in params and "hidden_size" not in params
+
+
+def test_csv_without_header_and_target_by_index(rng, tmp_path, capsys):
+    X, y = _data(rng)
+    _write_csv(tmp_path / "named.csv", X, y)
+    _write_csv(tmp_path / "bare.csv", X, y, header=False)
+    options = ["--n-timesteps", "4", "--max-iter", "3", "--hidden-size", "4", "--quiet"]
+    main(["train", "--data", str(tmp_path / "named.csv"), "--target", "label", *options,
+          "--out", str(tmp_path / "named.joblib")])
+    main(["train", "--data", str(tmp_path / "bare.csv"), "--no-header", "--target", "0",
+          *options, "--out", str(tmp_path / "bare.joblib")])
+    capsys.readouterr()
+    named, bare = (joblib.load(tmp_path / f"{n}.joblib") for n in ("named", "bare"))
+    assert bare[-1].n_features_in_ == 8 and not hasattr(bare[-1], "feature_names_in_")
+    for key in named[-1].coefs_:  # same data, same split, same weights
+        np.testing.assert_array_equal(bare[-1].coefs_[key], named[-1].coefs_[key])
+    outputs = []
+    for data, target in (("named.csv", "label"), ("named.csv", "0"), ("named.csv", "-9"),
+                         ("bare.csv", "0")):
+        main(["predict", "--model", str(tmp_path / "bare.joblib"), "--data",
+              str(tmp_path / data), "--target", target,
+              *(["--no-header"] if data == "bare.csv" else [])])
+        outputs.append(capsys.readouterr().out)
+    assert len(set(outputs)) == 1 and len(outputs[0].split()) == len(X)
+    np.testing.assert_array_equal(np.array(outputs[0].split(), dtype=int), bare.predict(X))
+
+
+def test_a_header_of_numbers_warns(rng, tmp_path, capsys):
+    X, y = _data(rng, n=40)
+    main(["train", "--data", str(_write_csv(tmp_path / "d.csv", X, y)), "--target",
+          "label", "--n-timesteps", "4", "--max-iter", "1", "--quiet",
+          "--out", str(tmp_path / "m.joblib")])
+    _write_csv(tmp_path / "bare.csv", X, header=False)
+    capsys.readouterr()
+    main(["predict", "--model", str(tmp_path / "m.joblib"), "--data",
+          str(tmp_path / "bare.csv")])
+    captured = capsys.readouterr()
+    assert "warning: the first line of" in captured.err and "--no-header" in captured.err
+    assert len(captured.out.split()) == len(X) - 1  # the first line was the header
+
+
+def test_predict_proba_and_id_column(rng, tmp_path, capsys):
+    import csv
+
+    X, y = _data(rng, n=90)
+    labels = np.array(["cat", "dog", "emu"])[(y + (X[:, 0, 1] > 1)) % 3]
+    ids = [f"s-{i:03d}" for i in range(len(X))]
+    _write_csv(tmp_path / "keyed.csv", X, labels, ids=ids)
+    _write_csv(tmp_path / "plain.csv", X, labels)
+    main(["train", "--data", str(tmp_path / "keyed.csv"), "--target", "label",
+          "--id-column", "key", "--n-timesteps", "4", "--max-iter", "3", "--quiet",
+          "--out", str(tmp_path / "m.joblib")])
+    model = joblib.load(tmp_path / "m.joblib")
+    assert model[-1].n_features_in_ == 8  # the key is not a feature
+    flat = X.reshape(len(X), -1)
+    capsys.readouterr()
+    main(["predict", "--model", str(tmp_path / "m.joblib"), "--data",
+          str(tmp_path / "plain.csv"), "--target", "label", "--proba",
+          "--out", str(tmp_path / "p.csv")])
+    with open(tmp_path / "p.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["cat", "dog", "emu"] and len(rows) == len(X)
+    proba = np.array(rows, dtype=float)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(proba, model.predict_proba(flat), rtol=1e-12)
+    capsys.readouterr()
+    keyed = ["predict", "--model", str(tmp_path / "m.joblib"), "--data",
+             str(tmp_path / "keyed.csv"), "--target", "label"]
+    main([*keyed, "--proba", "--id-column", "-1"])  # the key, by index, to stdout
+    header, *rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert header == ["key", "cat", "dog", "emu"] and [r[0] for r in rows] == ids
+    main([*keyed, "--id-column", "key"])
+    header, *rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert header == ["key", "prediction"] and [r[0] for r in rows] == ids
+    assert [r[1] for r in rows] == model.predict(flat).tolist()
+    with pytest.raises(SystemExit, match="If it is a key, pass --id-column key"):
+        main(keyed)
+
+
+def test_safetensors_models_in_predict_info_and_export(rng, tmp_path, capsys):
+    X, y = _data(rng)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    main(["train", "--data", str(tmp_path / "d.npz"), "--max-iter", "3", "--hidden-size",
+          "4", "--quiet", "--out", str(tmp_path / "m.joblib")])
+    main(["export", "--model", str(tmp_path / "m.joblib"), "--format", "safetensors",
+          "--out", str(tmp_path / "m.safetensors")])
+    (tmp_path / "weights.bin").write_bytes((tmp_path / "m.safetensors").read_bytes())
+    capsys.readouterr()
+    predictions = []
+    for model in ("m.joblib", "m.safetensors", "weights.bin"):  # by name, by content
+        main(["predict", "--model", str(tmp_path / model), "--data", str(tmp_path / "d.npz"),
+              "--proba"])
+        predictions.append(capsys.readouterr().out)
+    assert predictions[0] == predictions[1] == predictions[2]
+    main(["info", "--model", str(tmp_path / "m.safetensors")])
+    out = capsys.readouterr().out
+    assert "steps: ['sequencescaler', 'fastgrnnclassifier']" in out
+    assert "a weights file" in out and "trained:" not in out
+    main(["export", "--model", str(tmp_path / "m.safetensors"), "--format", "onnx",
+          "--out", str(tmp_path / "m.onnx")])
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_a_pickle_named_safetensors_is_never_unpickled(tmp_path):
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    (tmp_path / "evil.safetensors").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(SystemExit, match="is not a readable safetensors file"):
+        main(["info", "--model", str(tmp_path / "evil.safetensors")])
+    assert not marker.exists()
+
+
+def test_int8_train_predict_info_export(rng, tmp_path, capsys):
+    from sklearn_fastgrnn.compression import QuantizedFastGRNN
+
+    X, y = _data(rng, n=120)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    common = ["train", "--data", str(tmp_path / "d.npz"), "--max-iter", "5", "--int8",
+              "--quiet"]
+    main([*common, "--out", str(tmp_path / "q.joblib")])
+    out = capsys.readouterr().out
+    assert "(int8;" in out and "before quantisation)" in out
+    model = joblib.load(tmp_path / "q.joblib")
+    assert list(model.named_steps) == ["sequencescaler", "quantizedfastgrnn"]
+    q = model[-1]
+    assert isinstance(q, QuantizedFastGRNN)
+    assert f"model size: {q.model_size_bytes_ / 1024:.2f} KB" in out
+    main(["predict", "--model", str(tmp_path / "q.joblib"), "--data", str(tmp_path / "d.npz")])
+    predicted = np.array(capsys.readouterr().out.split(), dtype=int)
+    np.testing.assert_array_equal(predicted, q.predict(model[0].transform(X)))
+    main(["info", "--model", str(tmp_path / "q.joblib")])
+    out = capsys.readouterr().out
+    assert "steps: ['sequencescaler', 'quantizedfastgrnn']" in out and "int8" in out
+    for fmt, fragment in (("c", "scales its input first"), ("onnx", "only --format c")):
+        with pytest.raises(SystemExit, match=fragment):
+            main(["export", "--model", str(tmp_path / "q.joblib"), "--format", fmt,
+                  "--out", str(tmp_path / "out")])
+    main([*common, "--scaler", "none", "--out", str(tmp_path / "bare.joblib")])
+    main(["export", "--model", str(tmp_path / "bare.joblib"), "--format", "c",
+          "--out", str(tmp_path / "c")])
+    assert "int8" in (tmp_path / "c" / "fastgrnn.c").read_text()
+
+
+def test_info_wording(rng, tmp_path, capsys):
+    X = rng.standard_normal((60, 5))  # 2D, n_timesteps None: 5 timesteps of 1 channel
+    y = (X.sum(axis=1) > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    main(["train", "--data", str(tmp_path / "d.npz"), "--max-iter", "2", "--quiet",
+          "--out", str(tmp_path / "m.joblib")])
+    capsys.readouterr()
+    main(["info", "--model", str(tmp_path / "m.joblib")])
+    out = capsys.readouterr().out
+    assert "input: 5 timesteps x 1 channel (5 features in 2D)" in out
+    assert out.count("model size:") == 1 and "EdgeML" in out
+    size = (tmp_path / "m.joblib").stat().st_size
+    assert f"file: {tmp_path / 'm.joblib'}, {size} bytes" in out and "optimiser state" in out
+
+
+def test_a_closed_stdout_stops_quietly(files):
+    """``info | head -1``: the reader leaves before the output; no error line."""
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    environment.pop("SKLEARN_FASTGRNN_DEBUG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sklearn_fastgrnn", "info", "--model", "model.joblib"],
+        cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
+    )
+    process.stdout.close()  # before the interpreter has started: every write fails
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 1
+    assert stderr == "", stderr
 
 
 # ------------------------------------------------ failures: one line, no traceback
@@ -157,6 +446,8 @@ def files(tmp_path_factory):
     joblib.dump({"model": clf}, root / "dict.joblib")
     joblib.dump(FastGRNNClassifier(), root / "unfitted.joblib")
     save_weights(clf, root / "model.safetensors")
+    weights = (root / "model.safetensors").read_bytes()
+    (root / "truncated.safetensors").write_bytes(weights[: len(weights) // 2])
     flat = X.reshape(len(X), -1)
     header = "label," + ",".join(f"f{i}" for i in range(flat.shape[1]))
     rows = [f"{label}," + ",".join(map(str, row)) for label, row in zip(y, flat)]
@@ -177,6 +468,10 @@ def files(tmp_path_factory):
     (root / "truncated.npz").write_bytes((root / "d.npz").read_bytes()[:300])
     np.savez(root / "objects.npz", X=np.array([[1.0], "a"], dtype=object), y=y)
     (root / "pickle.npz").write_bytes(pickle.dumps({"X": X, "y": y}))
+    (root / "joblib.safetensors").write_bytes(good)  # a pickle is never read as weights
+    joblib.dump(make_fastgrnn_pipeline(hidden_size=3, max_iter=2, random_state=0).fit(X, y),
+                root / "scaled.joblib")
+    joblib.dump(Perceptron().fit(flat, y), root / "perceptron.joblib")
     return root
 
 
@@ -185,7 +480,8 @@ FAILURES = [  # (command line, what its error line says, exit status)
     (["info", "--model", "random.joblib"], "random.joblib is not a model file", 1),
     (["info", "--model", "truncated.joblib"], "truncated.joblib is not a model file", 1),
     (["predict", "--model", "d.csv", "--data", "d.npz"], "d.csv is not a model file", 1),
-    (["info", "--model", "model.safetensors"], "load_weights", 1),
+    (["info", "--model", "truncated.safetensors"],
+     "truncated.safetensors is not a readable safetensors file", 1),
     (["info", "--model", "dict.joblib"], "holds a dict, not a FastGRNNClassifier", 1),
     (["export", "--model", "unfitted.joblib", "--format", "c", "--out", "c"],
      "holds an unfitted FastGRNNClassifier", 1),
@@ -221,11 +517,30 @@ FAILURES = [  # (command line, what its error line says, exit status)
     (["train", "--out", "missing/dir/m.joblib"], "does not exist", 1),
     (["predict", "--model", "model.joblib", "--data", "d.npz", "--out", "missing/p.txt"],
      "does not exist", 1),
+    (["train", "--data", "d.csv", "--target", "9"], "'9' is not a column of d.csv", 1),
+    (["train", "--data", "d.csv", "--target", "label", "--no-header"],
+     "which has no header (--no-header) and 9 columns; pass a 0-based index", 1),
+    (["predict", "--model", "model.joblib", "--data", "d.npz", "--id-column", "0"],
+     "--id-column names a column of a CSV file", 1),
+    (["train", "--data", "d.csv", "--target", "label", "--id-column", "0"],
+     "--target and --id-column name the same column", 1),
+    (["train", "--data", "d.npz", "--scaler", "standard"],
+     "--scaler standard scales each column of 2D data, but X of d.npz is 3D", 1),
+    (["export", "--model", "scaled.joblib", "--format", "c", "--out", "c"],
+     "scales its input first", 1),
+    (["predict", "--model", "joblib.safetensors", "--data", "d.npz"],
+     "joblib.safetensors is not a readable safetensors file", 1),
+    (["predict", "--model", "perceptron.joblib", "--data", "d.csv", "--target", "label",
+      "--proba"], "has no predict_proba; predict without --proba", 1),
+    (["train", "--data", "d.npz", "--sparsity", "0"], "argument --sparsity", 2),
+    (["train", "--data", "d.npz", "--batch-size", "many"], "argument --batch-size", 2),
+    (["train", "--data", "d.npz", "--learning-rate", "0"], "must be > 0", 2),
+    (["train", "--data", "d.npz", "--scaler", "minmax"], "argument --scaler", 2),
 ]
 
 
 # one of each kind, also run as a real process (each costs an interpreter start)
-IN_SUBPROCESS = [0, 5, 7, 11, 13, 16, 19, 22]
+IN_SUBPROCESS = [0, 5, 7, 11, 13, 16, 19, 22, 30, 31]
 
 
 @pytest.mark.parametrize("index", range(len(FAILURES)),
