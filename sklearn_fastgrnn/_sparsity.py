@@ -130,18 +130,18 @@ class SparseTraining:
         self.frozen = False
 
     @classmethod
-    def for_run(cls, estimator, layout, resume):
+    def for_run(cls, estimator, layout, resume, n_epochs):
         """The sparse-training state for one ``fit``/``partial_fit`` call, or None.
 
         None when every matrix is dense. When ``resume`` and the estimator holds
         the state of an identical schedule, a copy of it continues; otherwise a
-        new schedule starts.
+        new schedule of ``n_epochs`` epochs starts.
         """
         phases = check_sparsity_phases(estimator.sparsity_phases)
         fractions = sparsity_fractions(estimator, layout.weight_keys)
         if not fractions:
             return None
-        new = cls(layout, fractions, phases, estimator.iht_interval, estimator.max_iter)
+        new = cls(layout, fractions, phases, int(estimator.iht_interval), n_epochs)
         previous = getattr(estimator, "_sparse_training", None) if resume else None
         if previous is not None and previous.config == new.config:
             return copy.deepcopy(previous)

@@ -117,7 +117,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     zeta_init, nu_init : float, default=1.0, -4.0
         Initial raw ``zeta`` and ``nu`` (before the sigmoid), as in EdgeML.
     solver : {"adam", "sgd"}, default="adam"
-    learning_rate : {"constant", "step", "adaptive"}, default="adaptive"
+    learning_rate : {"constant", "step", "adaptive"}, default="constant"
         "step" multiplies the rate by ``lr_decay`` every ``lr_decay_step``
         epochs; "adaptive" divides it by 5 whenever the stopping rule sees a
         plateau (patience epochs without improvement), and stops once it has
@@ -135,8 +135,10 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         SGD only.
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
         Adam only.
-    alpha : float, default=0.0
-        L2 penalty (see the loss above).
+    alpha : float, default=1e-3
+        L2 penalty (see the loss above). 1e-3 measured best on the accuracy
+        suite (0 to 3e-3 tried); 3e-3 already reduced some long-sequence sets
+        with few sequences to chance.
     clip_grad_norm : float or None, default=5.0
         Mini-batch gradients are scaled down to this global L2 norm; None
         disables clipping.
@@ -159,9 +161,9 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         input: float32 for float32 ``X``, float64 otherwise. Prediction
         computes in float32 for float32 ``X`` and in float64 otherwise.
     tol : float, default=1e-4
-        Minimum improvement, relative to the best value so far, of the quantity
-        the stopping rule watches (the training loss, or the validation loss or
-        score with early stopping).
+        Minimum improvement over the best value so far of the quantity the
+        stopping rule watches (the training loss, or the validation loss or
+        score with early stopping), as in ``MLPClassifier``.
     n_iter_no_change : int or "auto", default="auto"
         Patience: epochs without an improvement of ``tol`` after which the
         rate is reduced or training stops (see ``learning_rate``). "auto" is
@@ -250,7 +252,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
     -----
     Stopping: after each epoch the stopping rule compares the watched
     quantity with its best value. After ``n_iter_no_change`` epochs without
-    an improvement of ``tol`` (relative), an "adaptive" learning rate is
+    an improvement of more than ``tol``, an "adaptive" learning rate is
     divided by 5 and training goes on, up to ``max_lr_reductions`` times;
     the next plateau (the first with "constant" or "step") ends training.
     Reaching ``max_iter`` instead warns (``ConvergenceWarning``), and so does a
@@ -337,7 +339,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         zeta_init=1.0,
         nu_init=-4.0,
         solver="adam",
-        learning_rate="adaptive",
+        learning_rate="constant",
         learning_rate_init=0.01,
         max_lr_reductions=2,
         lr_decay=0.1,
@@ -347,7 +349,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
-        alpha=0.0,
+        alpha=1e-3,
         clip_grad_norm=5.0,
         batch_size="auto",
         max_iter="auto",
@@ -701,7 +703,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             if self.validation_scores_ is None:
                 self.validation_scores_ = []
         run = _TrainingRun(self, layout, X3, lengths, y_idx, weights, soft, val)
-        run.sparsity = SparseTraining.for_run(self, layout, resume)
+        sparse_epochs = AUTO_MIN_EPOCHS if self.max_iter == "auto" else int(self.max_iter)
+        run.sparsity = SparseTraining.for_run(self, layout, resume, sparse_epochs)
         if early and resume:  # resumed weights are the best so far: fit restored them
             monitor.best_weights = flat.copy()
         monitor.keep_best = early

@@ -333,3 +333,110 @@ def test_fit_predict_over_shapes_dtypes_and_nan(n, T, d, dtype, flat, seed, n_em
     assert proba.shape == (n, 2) and np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
     assert set(model.predict(Xin)) <= {0, 1}
+
+
+# --------------------------------------------------- models in memory, fit's inputs
+def test_a_failing_partial_fit_does_not_erase_concurrent_successful_calls(monkeypatch):
+    import threading
+
+    from sklearn_fastgrnn import classifier as classifier_module
+
+    X, y = make_sequences(np.random.default_rng(0), n=30)
+    clf = FastGRNNClassifier(hidden_size=4, random_state=0)
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    started, finish = threading.Event(), threading.Event()
+    real_epoch = classifier_module._TrainingRun.epoch
+
+    def epoch(self, *args):
+        if threading.current_thread().name == "failing":
+            started.set()
+            finish.wait(30)
+            raise ValueError("simulated failure")
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", epoch)
+    errors = []
+
+    def failing():
+        try:
+            clf.partial_fit(X, y)
+        except ValueError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=failing, name="failing")
+    thread.start()
+    assert started.wait(30)
+    for _ in range(3):
+        clf.partial_fit(X, y)
+    finish.set()
+    thread.join()
+    assert len(errors) == 1
+    assert clf.n_iter_ == 4  # the three calls that succeeded are all kept
+
+
+def test_predict_during_fit_sees_the_old_model_until_the_new_one_is_published(monkeypatch):
+    import threading
+
+    from sklearn_fastgrnn import classifier as classifier_module
+
+    X, y = make_sequences(np.random.default_rng(0), n=30)
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(X, y)
+    old = clf.predict(X)
+    inside, proceed = threading.Event(), threading.Event()
+    real_epoch = classifier_module._TrainingRun.epoch
+
+    def epoch(self, *args):
+        inside.set()
+        proceed.wait(30)
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", epoch)
+    thread = threading.Thread(target=lambda: clf.fit(X, y + 10))
+    thread.start()
+    assert inside.wait(30)
+    during = clf.predict(X)  # the new fit has classes 10, 11, 12 but no weights yet
+    proceed.set()
+    thread.join()
+    np.testing.assert_array_equal(during, old)
+    assert set(clf.predict(X)) <= {10, 11, 12}
+
+
+@pytest.mark.parametrize(
+    "class_weight, match",
+    [
+        ({0: -1, 1: 1.5}, r"class_weight\[0\] is -1; class weights must be finite non-negative"),
+        ({0: np.inf}, r"class_weight\[0\] is inf"),
+        ({0: np.nan}, r"class_weight\[0\] is nan"),
+        ({0: "2"}, r"class_weight\[0\] is '2'"),
+        ({7: 1.0}, r"class_weight has keys \[7\] that are not labels of y"),
+    ],
+)
+def test_bad_class_weights_are_refused(data, class_weight, match):
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=1, class_weight=class_weight)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(*data)
+    assert not hasattr(clf, "coefs_")
+
+
+def test_numpy_integers_work_as_integers_and_booleans_are_refused(data):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = data
+    small = FastGRNNClassifier(hidden_size=np.int8(3), max_iter=np.int64(1),
+                               batch_size=np.int16(8), random_state=0).fit(X, y)
+    assert small.coefs_["U"].shape == (3, 3) and small.n_iter_ == 1
+    wide = FastGRNNClassifier(hidden_size=np.int16(300), max_iter=1, random_state=0)
+    assert wide.fit(X, y).coefs_["U"].shape == (300, 300)  # 300 * 300 overflows int16
+    for name in ("batch_size", "max_iter", "hidden_size", "n_iter_no_change"):
+        with pytest.raises(InvalidParameterError, match=f"'{name}' .* got the boolean True"):
+            FastGRNNClassifier(**{name: True}).fit(X, y)
+
+
+def test_validation_scores_are_exact_fractions(data):
+    X, y = data
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=3, early_stopping=True,
+                             validation_fraction=0.2, random_state=0).fit(X, y)
+    n_val = len(X) - clf.t_ // clf.n_iter_
+    assert all(score * n_val == round(score * n_val) for score in clf.validation_scores_)
+    assert all(repr(score) == repr(round(score * n_val) / n_val)
+               for score in clf.validation_scores_)

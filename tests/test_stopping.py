@@ -71,7 +71,8 @@ def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
 def test_the_adaptive_rate_is_reduced_before_training_stops(rng):
     X, y = make_sequences(rng, n=20)
     clf = FastGRNNClassifier(
-        hidden_size=4, tol=10.0, n_iter_no_change=3, max_lr_reductions=2, random_state=0
+        hidden_size=4, tol=10.0, n_iter_no_change=3, learning_rate="adaptive",
+        max_lr_reductions=2, random_state=0,
     ).fit(X, y)
     events = [(h["epoch"], h["event"]) for h in clf.history_ if h["event"]]
     assert events == [
@@ -246,3 +247,10 @@ def test_defaults_learn_a_bump_in_the_middle_of_150_steps_from_50_sequences():
     X_test, y_test = bump_sequences(500, 150, seed=1)
     clf = FastGRNNClassifier(random_state=0).fit(X, y)
     assert clf.score(X_test, y_test) >= 0.9
+
+
+def test_sparse_training_with_max_iter_auto_lays_its_schedule_over_200_epochs(rng):
+    X, y = make_sequences(rng, n=40)
+    clf = FastGRNNClassifier(8, sparsity_u=0.5, random_state=0).fit(X, y)
+    assert clf._sparse_training.iht_end == 150  # floor(0.75 * 200)
+    assert clf.n_iter_ > 150 and np.count_nonzero(clf.coefs_["U"]) == 32
