@@ -30,7 +30,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
 )
 
-from . import _losses
+from . import _callbacks, _losses
 from ._cell import (
     FastGRNNEngine,
     ParameterLayout,
@@ -71,7 +71,7 @@ def _resolve_batch_size(batch_size, n_samples):
     return max(1, min(int(batch_size), n_samples))
 
 
-class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
+class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstimator):
     """FastGRNN sequence classifier trained by exact backpropagation through time.
 
     FastGRNN (Kusupati et al., NeurIPS 2018) is a gated RNN whose gate and
@@ -668,6 +668,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             self.classes_, y_val
         ), weights
 
+    @_callbacks.with_callbacks
     def _train(self, X, y, sample_weight, soft_targets, *, incremental, classes,
                validation):
         """The whole of ``fit``/``partial_fit``, on a working copy of the estimator."""
@@ -709,9 +710,12 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         steps_per_epoch = math.ceil(len(train) / batch_size)
         patience = self._patience(steps_per_epoch)
         epochs = 1 if incremental else self._max_epochs(steps_per_epoch)
+        tasks = _callbacks.FitTask(self, X, y, sample_weight, n_subtasks=epochs,
+                                   name="partial_fit" if incremental else "fit")
 
         stop_reason = None
         for _ in range(epochs):
+            tasks.begin_epoch()
             lr = schedule.rate(self.n_iter_)
             if run.sparsity is not None and run.sparsity.begin_epoch(flat, optimizer):
                 monitor.reset()  # the support is frozen: earlier weights do not count
@@ -745,6 +749,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                         f"stopped: no improvement of tol={self.tol} for {patience} "
                         f"epochs ({patience * steps_per_epoch} optimiser steps)"
                     )
+            if tasks.end_epoch(layout, flat) and stop_reason is None:
+                stop_reason = record["event"] = "stopped: a callback asked to stop"
             if self.verbose:
                 run.report(record)
             if stop_reason is not None:
@@ -769,6 +775,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 f"Training {self.stop_reason_}; kept the weights of epoch "
                 f"{self.best_epoch_}.", flush=True,
             )
+        tasks.end()
 
     def _patience(self, steps_per_epoch):
         if self.n_iter_no_change == "auto":

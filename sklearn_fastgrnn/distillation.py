@@ -33,6 +33,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
+from . import _callbacks
 from ._losses import log_softmax
 from .classifier import FastGRNNClassifier
 
@@ -298,7 +299,9 @@ def _student_has(method):
     return check
 
 
-class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+class DistilledClassifier(
+    _callbacks.CallbackSupport, ClassifierMixin, MetaEstimatorMixin, BaseEstimator
+):
     """A small student classifier trained on a teacher's softened probabilities.
 
     ``fit(X, y)`` fits a clone of ``teacher`` on ``(X, y)`` (only the data given
@@ -435,15 +438,20 @@ class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                         "metadata routing to choose who receives it."
                     )
                 teacher_params = student_params = {"sample_weight": sample_weight}
-        teacher = clone(self.teacher).fit(X, y, **teacher_params)
+        task = _callbacks.FitTask(self, X, y, sample_weight, n_subtasks=2)
+        teacher = clone(self.teacher)
+        with task.step("fit-teacher", teacher):
+            teacher.fit(X, y, **teacher_params)
         soft_targets = generate_soft_targets(
             teacher, X, self.temperature, classes=unique_labels(y)
         )
         student = clone(student).set_params(
             distillation_alpha=self.alpha, distillation_temperature=self.temperature
         )
-        student.fit(X, y, soft_targets=soft_targets, **student_params)
+        with task.step("fit-student", student):
+            student.fit(X, y, soft_targets=soft_targets, **student_params)
         self.teacher_, self.student_ = teacher, student
+        task.end()
         return self
 
     @available_if(_student_has("predict"))
