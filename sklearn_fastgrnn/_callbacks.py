@@ -32,7 +32,7 @@ EPOCH = "epoch"
 class FitTask:
     """The root callback task of one ``fit``/``partial_fit`` call, and its subtasks.
 
-    Creating it sets up the estimator's callbacks and begins the root task;
+    :meth:`begin` sets up the estimator's callbacks and begins the root task;
     :meth:`end` ends it. The teardown of the callbacks is ``with_callbacks``'
     (or ``_fit_context``'s) job, also when the call fails.
 
@@ -42,26 +42,30 @@ class FitTask:
         The estimator whose state the callbacks see (for the classifier, the
         working copy that trains).
     X, y : array-like
-        The training data, passed to the hooks (``ScoringMonitor`` scores on it).
+        The training data as given to ``fit``, passed to the hooks
+        (``ScoringMonitor`` scores on it).
     sample_weight : array-like or None
         Passed to the hooks as ``metadata={"sample_weight": ...}``.
     name : str
         Name of the root task: ``"fit"`` or ``"partial_fit"``.
-    n_subtasks : int
-        Most subtasks (epochs, or sub-estimators) of the root task.
     """
 
-    def __init__(self, estimator, X, y, sample_weight=None, *, name="fit", n_subtasks=0):
-        self._estimator = estimator
+    def __init__(self, estimator, X, y, sample_weight=None, *, name="fit"):
+        self._estimator, self._name = estimator, name
         self._ctx = self._epoch = None
-        if not hasattr(estimator, "_init_callback_context"):
-            return
         self._data = {
             "X": X, "y": y,
             "metadata": {} if sample_weight is None else {"sample_weight": sample_weight},
         }
-        self._ctx = estimator._init_callback_context(task_name=name, max_subtasks=n_subtasks)
-        self._ctx.call_on_fit_task_begin(estimator=estimator, **self._data)
+
+    def begin(self, n_subtasks=0):
+        """Set up the callbacks and begin the root task of at most ``n_subtasks``."""
+        if hasattr(self._estimator, "_init_callback_context"):
+            self._ctx = self._estimator._init_callback_context(
+                task_name=self._name, max_subtasks=n_subtasks
+            )
+            self._ctx.call_on_fit_task_begin(estimator=self._estimator, **self._data)
+        return self
 
     def begin_epoch(self):
         """Begin the subtask of the next epoch."""

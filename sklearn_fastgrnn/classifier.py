@@ -672,6 +672,8 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
     def _train(self, X, y, sample_weight, soft_targets, *, incremental, classes,
                validation):
         """The whole of ``fit``/``partial_fit``, on a working copy of the estimator."""
+        tasks = _callbacks.FitTask(self, X, y, sample_weight,
+                                   name="partial_fit" if incremental else "fit")
         resume = hasattr(self, "coefs_") and (incremental or self.warm_start)
         X, X3, lengths, y = validate_sequences(self, X, y, reset=not resume)
         y_idx = self._encode_y(y, classes, incremental, resume)
@@ -710,8 +712,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         steps_per_epoch = math.ceil(len(train) / batch_size)
         patience = self._patience(steps_per_epoch)
         epochs = 1 if incremental else self._max_epochs(steps_per_epoch)
-        tasks = _callbacks.FitTask(self, X, y, sample_weight, n_subtasks=epochs,
-                                   name="partial_fit" if incremental else "fit")
+        tasks.begin(n_subtasks=epochs)
 
         stop_reason = None
         for _ in range(epochs):

@@ -438,7 +438,7 @@ class DistilledClassifier(
                         "metadata routing to choose who receives it."
                     )
                 teacher_params = student_params = {"sample_weight": sample_weight}
-        task = _callbacks.FitTask(self, X, y, sample_weight, n_subtasks=2)
+        task = _callbacks.FitTask(self, X, y, sample_weight).begin(n_subtasks=2)
         teacher = clone(self.teacher)
         with task.step("fit-teacher", teacher):
             teacher.fit(X, y, **teacher_params)

@@ -133,8 +133,8 @@ class SequenceScaler(
     @_callbacks.with_callbacks
     def _partial_fit(self, X):
         first = not hasattr(self, "n_steps_seen_")
-        X, X3 = self._validate(X, reset=first)
-        task = _callbacks.FitTask(self, X, None)
+        task = _callbacks.FitTask(self, X, None).begin()
+        _, X3 = self._validate(X, reset=first)
         steps = X3.reshape(-1, X3.shape[2])
         steps = steps[~np.isnan(steps[:, 0])]  # padding is NaN in every channel
         count = len(steps)

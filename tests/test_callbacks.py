@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.callback import ProgressBar, ScoringMonitor
@@ -19,6 +20,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 import sklearn_fastgrnn
 from sklearn_fastgrnn import DistilledClassifier, FastGRNNClassifier, SequenceScaler
+from sklearn_fastgrnn import classifier as classifier_module
 from sklearn_fastgrnn.datasets import load_digits_sequences
 
 ROOT = Path(sklearn_fastgrnn.__file__).resolve().parents[1]
@@ -42,6 +44,14 @@ def fit_quietly(estimator, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return estimator.fit(*args, **kwargs)
+
+
+def no_warning(fit, *args, **kwargs):
+    """Run ``fit`` with every warning an error (ConvergenceWarning aside: max_iter)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit(*args, **kwargs)
 
 
 class Recorder:
@@ -119,6 +129,15 @@ def test_scoring_monitor_logs_one_entry_per_epoch(digits):
         assert score == fit_quietly(small(max_iter=epochs), X, y).score(X, y)
     (root,) = [row for row in log.data if row["task_name"] == "fit"]
     assert root["accuracy"] == clf.score(X, y)
+
+
+def test_scoring_monitor_on_a_dataframe_scores_what_fit_was_given(digits):
+    X, y = digits
+    frame = pd.DataFrame(X, columns=[f"pixel_{i}" for i in range(X.shape[1])])
+    monitor = ScoringMonitor(scoring="accuracy")
+    clf = no_warning(small(max_iter=3).set_callbacks(monitor).fit, frame, pd.Series(y))
+    rows = epoch_rows(monitor.get_logs())
+    assert len(rows) == 3 and rows[-1]["accuracy"] == clf.score(frame, y)
 
 
 def test_callbacks_see_the_training_state_and_copies_of_each_epoch(digits):
@@ -207,6 +226,29 @@ def test_a_failing_callback_tears_down_and_leaves_the_model(digits):
     assert "_callback_fit_ctx" not in clf.__dict__
 
 
+def test_ctrl_c_ends_the_open_epoch_empty(digits, monkeypatch):
+    X, y = digits
+    real_epoch = classifier_module._TrainingRun.epoch
+    calls = []
+
+    def interrupted_epoch(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", interrupted_epoch)
+    recorder, monitor = Recorder(), ScoringMonitor(scoring="accuracy")
+    clf = small(max_iter=10).set_callbacks(recorder, monitor)
+    with pytest.warns(UserWarning, match="interrupted by the user in epoch 3"):
+        clf.fit(X, y)
+    assert clf.n_iter_ == 2 and len(epoch_rows(monitor.get_logs())) == 2
+    begins = [c[2] for c in recorder.calls if c[0] == "begin"]
+    ends = [c[2] for c in recorder.calls if c[0] == "end"]
+    assert begins == ["fit"] + ["epoch"] * 3 and ends == ["epoch"] * 3 + ["fit"]
+    assert recorder.epochs()[-1]["fitted"] is None  # the third epoch has no weights
+
+
 def test_pickle_with_callbacks(digits):
     X, y = digits
     monitor = ScoringMonitor(scoring="accuracy")
@@ -218,14 +260,6 @@ def test_pickle_with_callbacks(digits):
     assert len(epoch_rows(loaded._skl_callbacks[0].get_logs())) == 2
 
 
-def _no_warning(fit, *args, **kwargs):
-    """Run ``fit`` with every warning an error (ConvergenceWarning aside: max_iter)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return fit(*args, **kwargs)
-
-
 def test_grid_search_with_progress_bar_shows_epochs_without_warning(digits, capsys,
                                                                     monkeypatch):
     X, y = digits
@@ -233,7 +267,7 @@ def test_grid_search_with_progress_bar_shows_epochs_without_warning(digits, caps
     recorder = PropagatedRecorder()
     search = GridSearchCV(small(max_iter=3), {"hidden_size": [4, 8]}, cv=2)
     search.set_callbacks(ProgressBar(), recorder)
-    _no_warning(search.fit, X, y)
+    no_warning(search.fit, X, y)
     assert "GridSearchCV - candidate-split-evaluation | FastGRNNClassifier - fit" in (
         capsys.readouterr().out
     )
@@ -242,13 +276,25 @@ def test_grid_search_with_progress_bar_shows_epochs_without_warning(digits, caps
     assert {e["context"].parent.source_estimator_name for e in epochs} == {"GridSearchCV"}
 
 
+@pytest.mark.slow
+def test_grid_search_in_processes(digits):
+    X, y = digits
+    monitor = ScoringMonitor(scoring="accuracy")  # each worker sends its rows back
+    search = GridSearchCV(small(max_iter=3).set_callbacks(monitor), {"hidden_size": [4, 8]},
+                          cv=2, n_jobs=2)
+    no_warning(search.set_callbacks(ProgressBar()).fit, X, y)
+    rows = epoch_rows(monitor.get_logs())
+    assert len(rows) == (2 * 2 + 1) * 3
+    assert len({row["task_id_path"][:-1] for row in rows}) == 2 * 2 + 1
+
+
 def test_pipeline_with_progress_bar_and_scoring_monitor(digits, capsys):
     X, y = digits
     monitor = ScoringMonitor(scoring="accuracy")
     recorder = PropagatedRecorder()
     pipe = make_pipeline(SequenceScaler(n_timesteps=8), small(max_iter=4).set_callbacks(monitor))
     pipe.set_callbacks(ProgressBar(max_propagation_depth=None), recorder)
-    _no_warning(pipe.fit, X, y)
+    no_warning(pipe.fit, X, y)
     assert "Pipeline - fit-final-estimator | FastGRNNClassifier - fit" in capsys.readouterr().out
     assert len(recorder.epochs()) == 4
     scaler_ends = [e for e in recorder.ends if e["context"].estimator_name == "SequenceScaler"]
@@ -263,7 +309,7 @@ def test_cross_validate(digits):
     X, y = digits
     monitor = ScoringMonitor(scoring="accuracy")
     clf = small(max_iter=3).set_callbacks(monitor, ProgressBar())
-    result = _no_warning(cross_validate, clf, X, y, cv=3, return_estimator=True)
+    result = no_warning(cross_validate, clf, X, y, cv=3, return_estimator=True)
     logs = monitor.get_logs(select="all")
     assert len(logs) == 3  # one run per fold
     assert [len(epoch_rows(log)) for log in logs] == [e.n_iter_ for e in result["estimator"]]
@@ -276,7 +322,7 @@ def test_distilled_classifier_passes_callbacks_to_the_student(digits, capsys):
     student = small(max_iter=3).set_callbacks(monitor)
     model = DistilledClassifier(DecisionTreeClassifier(random_state=0), student)
     model.set_callbacks(ProgressBar(), recorder)
-    _no_warning(model.fit, X, y)  # the teacher does not support callbacks: no warning
+    no_warning(model.fit, X, y)  # the teacher does not support callbacks: no warning
     assert "DistilledClassifier - fit-student | FastGRNNClassifier - fit" in (
         capsys.readouterr().out
     )
