@@ -30,7 +30,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
 )
 
-from . import _losses, _size
+from . import _callbacks, _losses, _size
 from ._cell import (
     FastGRNNEngine,
     ParameterLayout,
@@ -71,7 +71,7 @@ def _resolve_batch_size(batch_size, n_samples):
     return max(1, min(int(batch_size), n_samples))
 
 
-class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
+class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstimator):
     """FastGRNN sequence classifier trained by exact backpropagation through time.
 
     FastGRNN (Kusupati et al., NeurIPS 2018) is a gated RNN whose gate and
@@ -670,9 +670,12 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
             self.classes_, y_val
         ), weights
 
+    @_callbacks.with_callbacks
     def _train(self, X, y, sample_weight, soft_targets, *, incremental, classes,
                validation):
         """The whole of ``fit``/``partial_fit``, on a working copy of the estimator."""
+        tasks = _callbacks.FitTask(self, X, y, sample_weight,
+                                   name="partial_fit" if incremental else "fit")
         resume = hasattr(self, "coefs_") and (incremental or self.warm_start)
         X, X3, lengths, y = validate_sequences(self, X, y, reset=not resume)
         y_idx = self._encode_y(y, classes, incremental, resume)
@@ -712,10 +715,12 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         steps_per_epoch = math.ceil(len(train) / batch_size)
         patience = self._patience(steps_per_epoch)
         epochs = 1 if incremental else self._max_epochs(steps_per_epoch)
+        tasks.begin(n_subtasks=epochs)
 
         start_loss = None if incremental else run.training_fit(flat, train)[0]
         stop_reason = None
         for _ in range(epochs):
+            tasks.begin_epoch()
             lr = schedule.rate(self.n_iter_)
             if run.sparsity is not None and run.sparsity.begin_epoch(flat, optimizer):
                 monitor.reset()  # the support is frozen: earlier weights do not count
@@ -749,6 +754,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                         f"stopped: no improvement of tol={self.tol} for {patience} "
                         f"epochs ({patience * steps_per_epoch} optimiser steps)"
                     )
+            if tasks.end_epoch(layout, flat) and stop_reason is None:
+                stop_reason = record["event"] = "stopped: a callback asked to stop"
             if self.verbose:
                 run.report(record)
             if stop_reason is not None:
@@ -773,6 +780,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
                 f"Training {self.stop_reason_}; kept the weights of epoch "
                 f"{self.best_epoch_}.", flush=True,
             )
+        tasks.end()
 
     def _patience(self, steps_per_epoch):
         if self.n_iter_no_change == "auto":
@@ -969,7 +977,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: never add to the live __dict__
         state["_sklearn_fastgrnn_version"] = __version__
         return state
 

@@ -33,6 +33,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
+from . import _callbacks
 from ._losses import log_softmax
 from .classifier import FastGRNNClassifier
 
@@ -310,7 +311,9 @@ def _seed_unseeded(estimator, rng):
         estimator.set_params(**seeds)
 
 
-class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+class DistilledClassifier(
+    _callbacks.CallbackSupport, ClassifierMixin, MetaEstimatorMixin, BaseEstimator
+):
     """A small student classifier trained on a teacher's softened probabilities.
 
     ``fit(X, y)`` fits a clone of ``teacher`` on ``(X, y)`` (only the data given
@@ -455,20 +458,24 @@ class DistilledClassifier(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                         "metadata routing to choose who receives it."
                     )
                 teacher_params = student_params = {"sample_weight": sample_weight}
+        task = _callbacks.FitTask(self, X, y, sample_weight).begin(n_subtasks=2)
         teacher, student = clone(self.teacher), clone(student)
         if self.random_state is not None:
             rng = check_random_state(self.random_state)
             _seed_unseeded(teacher, rng)
             _seed_unseeded(student, rng)
-        teacher.fit(X, y, **teacher_params)
+        with task.step("fit-teacher", teacher):
+            teacher.fit(X, y, **teacher_params)
         soft_targets = generate_soft_targets(
             teacher, X, self.temperature, classes=unique_labels(y)
         )
         student.set_params(
             distillation_alpha=self.alpha, distillation_temperature=self.temperature
         )
-        student.fit(X, y, soft_targets=soft_targets, **student_params)
+        with task.step("fit-student", student):
+            student.fit(X, y, soft_targets=soft_targets, **student_params)
         self.teacher_, self.student_ = teacher, student
+        task.end()
         return self
 
     @available_if(_student_has("predict"))

@@ -16,6 +16,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from . import _callbacks
 from ._sequences import input_ndim, validate_sequences
 from .classifier import FastGRNNClassifier
 
@@ -32,7 +33,9 @@ def _unchanged_on_error(scaler):
         raise
 
 
-class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class SequenceScaler(
+    _callbacks.CallbackSupport, OneToOneFeatureMixin, TransformerMixin, BaseEstimator
+):
     """Standardise each channel over all real timesteps of all sequences.
 
     ``mean_`` and ``scale_`` hold one value per channel, computed over every
@@ -127,8 +130,10 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         with _unchanged_on_error(self):
             return self._partial_fit(X)
 
+    @_callbacks.with_callbacks
     def _partial_fit(self, X):
         first = not hasattr(self, "n_steps_seen_")
+        task = _callbacks.FitTask(self, X, None).begin()
         _, X3 = self._validate(X, reset=first)
         steps = X3.reshape(-1, X3.shape[2])
         steps = steps[~np.isnan(steps[:, 0])]  # padding is NaN in every channel
@@ -160,6 +165,7 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # a constant channel leaves only rounding noise in var_: do not amplify it
         constant = scale <= 1e3 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
         self.scale_ = np.where(constant, 1.0, scale)
+        task.end()
         return self
 
     def transform(self, X):
