@@ -690,21 +690,10 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
             layout, dtype, resume, int(lengths.max())
         )
 
-        # the data trained on, and the validation set watched (if any)
-        train = np.arange(len(X3))
-        early = not incremental and (
-            validation[0] is not None or self.early_stopping is True
-            or (self.early_stopping == "auto" and len(X3) >= AUTO_EARLY_STOPPING_SAMPLES)
+        train, val = self._watched_data(
+            X, X3, lengths, y_idx, weights, validation, incremental, monitor, dtype
         )
-        val = None
-        if early:
-            if validation[0] is not None:
-                val = self._check_validation_set(*validation, dtype)
-            else:
-                train, idx = self._validation_split(y_idx, monitor.split_seed)
-                val = (X[idx], X3[idx], lengths[idx], y_idx[idx], weights[idx])
-            if self.validation_scores_ is None:
-                self.validation_scores_ = []
+        early = val is not None
         run = _TrainingRun(self, layout, X3, lengths, y_idx, weights, soft, val)
         sparse_epochs = AUTO_MIN_EPOCHS if self.max_iter == "auto" else int(self.max_iter)
         run.sparsity = SparseTraining.for_run(self, layout, resume, sparse_epochs)
@@ -732,28 +721,12 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
                 break
             self.n_iter_ += 1
             self.t_ += len(train)
-            record = {"epoch": self.n_iter_, "train_loss": loss, "val_loss": None,
-                      "val_score": None, "learning_rate": lr, "event": None}
-            if early:
-                record["val_loss"], record["val_score"] = run.evaluate(flat)
-                self.validation_scores_.append(record["val_score"])
-                watched = record["val_loss"] if self.scoring == "loss" else -record["val_score"]
-            else:
-                watched = loss
-            monitor.update(watched, self.n_iter_, flat)
+            record = self._record_epoch(run, flat, loss, lr, monitor, early)
             record["seconds"] = time.perf_counter() - start
-            self.loss_curve_.append(loss)
-            self.history_.append(record)
             settled = run.sparsity is None or run.sparsity.frozen
             if not incremental and settled and monitor.plateaued(patience):
-                monitor.bad_epochs = 0
-                if schedule.on_plateau():
-                    record["event"] = f"learning rate reduced to {schedule.current:.3g}"
-                else:
-                    stop_reason = record["event"] = (
-                        f"stopped: no improvement of tol={self.tol} for {patience} "
-                        f"epochs ({patience * steps_per_epoch} optimiser steps)"
-                    )
+                stop_reason = self._on_plateau(record, monitor, schedule, patience,
+                                               steps_per_epoch)
             if tasks.end_epoch(layout, flat) and stop_reason is None:
                 stop_reason = record["event"] = "stopped: a callback asked to stop"
             if self.verbose:
@@ -781,6 +754,50 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
                 f"{self.best_epoch_}.", flush=True,
             )
         tasks.end()
+
+    def _watched_data(self, X, X3, lengths, y_idx, weights, validation, incremental,
+                      monitor, dtype):
+        """Indices trained on, and the validation set early stopping watches (or None)."""
+        train = np.arange(len(X3))
+        early = not incremental and (
+            validation[0] is not None or self.early_stopping is True
+            or (self.early_stopping == "auto" and len(X3) >= AUTO_EARLY_STOPPING_SAMPLES)
+        )
+        if not early:
+            return train, None
+        if self.validation_scores_ is None:
+            self.validation_scores_ = []
+        if validation[0] is not None:
+            return train, self._check_validation_set(*validation, dtype)
+        train, idx = self._validation_split(y_idx, monitor.split_seed)
+        return train, (X[idx], X3[idx], lengths[idx], y_idx[idx], weights[idx])
+
+    def _record_epoch(self, run, flat, loss, lr, monitor, early):
+        """Score the epoch, show it to the stopping rule, and append its history."""
+        record = {"epoch": self.n_iter_, "train_loss": loss, "val_loss": None,
+                  "val_score": None, "learning_rate": lr, "event": None}
+        if early:
+            record["val_loss"], record["val_score"] = run.evaluate(flat)
+            self.validation_scores_.append(record["val_score"])
+            watched = record["val_loss"] if self.scoring == "loss" else -record["val_score"]
+        else:
+            watched = loss
+        monitor.update(watched, self.n_iter_, flat)
+        self.loss_curve_.append(loss)
+        self.history_.append(record)
+        return record
+
+    def _on_plateau(self, record, monitor, schedule, patience, steps_per_epoch):
+        """Reduce the rate (adaptive) or stop; returns the stop reason or None."""
+        monitor.bad_epochs = 0
+        if schedule.on_plateau():
+            record["event"] = f"learning rate reduced to {schedule.current:.3g}"
+            return None
+        record["event"] = (
+            f"stopped: no improvement of tol={self.tol} for {patience} epochs "
+            f"({patience * steps_per_epoch} optimiser steps)"
+        )
+        return record["event"]
 
     def _patience(self, steps_per_epoch):
         if self.n_iter_no_change == "auto":
