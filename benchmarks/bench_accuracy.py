@@ -69,15 +69,19 @@ def gru_accuracy(data, seed, hidden_size=32):
     matrices = [p for name, p in list(gru.named_parameters()) + list(head.named_parameters())
                 if "weight" in name]
     alpha = FastGRNNClassifier().alpha
-    lr = 0.01
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam(params, lr=0.01)
     n = len(Xt)
     batch = classifier_module._resolve_batch_size("auto", n)
     steps = math.ceil(n / batch)
     patience = patience_epochs(10, steps, classifier_module.AUTO_MIN_PATIENCE_STEPS)
+    plateau_patience = patience_epochs(
+        10, steps, classifier_module.AUTO_PLATEAU_PATIENCE_STEPS
+    )
+    prior = np.bincount(y_idx) / n
+    chance = classifier_module.AUTO_PLATEAU_LEVEL * float(-(prior * np.log(prior)).sum())
     max_epochs = max(classifier_module.AUTO_MIN_EPOCHS,
                      math.ceil(classifier_module.AUTO_MIN_STEPS / steps))
-    monitor, reductions = PlateauMonitor(1e-4), 0
+    monitor = PlateauMonitor(1e-4)
 
     def logits(X, idx_last):
         out, _ = gru(X)
@@ -96,14 +100,8 @@ def gru_accuracy(data, seed, hidden_size=32):
             optimizer.step()
             total += loss.item() * len(idx)
         monitor.update(total / n, epoch + 1)
-        if monitor.plateaued(patience):
-            monitor.bad_epochs = 0
-            if reductions == 2:
-                break
-            reductions += 1
-            lr /= 5.0
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        if monitor.plateaued(plateau_patience if monitor.best >= chance else patience):
+            break
     test_lengths = (~np.isnan(X_test).all(axis=2)).sum(axis=1)
     with torch.no_grad():
         pred = logits(torch.as_tensor(np.nan_to_num(X_test, nan=0.0)),

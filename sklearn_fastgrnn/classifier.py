@@ -53,8 +53,10 @@ from .exceptions import InconsistentVersionWarning
 # (docs/training.md gives the measurements).
 AUTO_BATCH_FRACTION = 0.1  # batch_size="auto": a tenth of the data ...
 AUTO_BATCH_RANGE = (8, 64)  # ... clipped to this range
-AUTO_MIN_PATIENCE_STEPS = 500  # n_iter_no_change="auto": at least this many steps
-AUTO_MIN_STEPS = 3000  # max_iter="auto": at least this many optimiser steps ...
+AUTO_MIN_PATIENCE_STEPS = 500  # n_iter_no_change="auto": at least this many steps,
+AUTO_PLATEAU_PATIENCE_STEPS = 3000  # ... this many while the loss is still at chance,
+AUTO_PLATEAU_LEVEL = 0.9  # that is above this fraction of the chance-level loss
+AUTO_MIN_STEPS = 6000  # max_iter="auto": at least this many optimiser steps ...
 AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
 AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
 _INTEGER_PARAMS = (
@@ -147,7 +149,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         of the training set clipped to [8, 64]: small data gets enough
         optimiser steps per epoch, big data the throughput of larger batches.
     max_iter : int or "auto", default="auto"
-        Maximum number of epochs in ``fit``. "auto" is enough epochs for 3,000
+        Maximum number of epochs in ``fit``. "auto" is enough epochs for 6,000
         optimiser steps, and at least 200.
     shuffle : bool, default=True
         Shuffle the training data before each epoch.
@@ -167,8 +169,10 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
     n_iter_no_change : int or "auto", default="auto"
         Patience: epochs without an improvement of ``tol`` after which the
         rate is reduced or training stops (see ``learning_rate``). "auto" is
-        10 epochs, but at least 500 optimiser steps, so that the initial
-        plateau of the loss on small data cannot stop training.
+        10 epochs, but at least 500 optimiser steps, and at least 3,000 while
+        the watched loss is still above 0.9 times the loss of predicting the
+        class frequencies, so that the initial plateau of the loss on small
+        data cannot stop training.
     early_stopping : bool or "auto", default="auto"
         Watch a held-out validation set instead of the training loss and
         restore the weights of its best epoch. The validation set is
@@ -702,7 +706,8 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         monitor.keep_best = early
         batch_size = _resolve_batch_size(self.batch_size, len(train))
         steps_per_epoch = math.ceil(len(train) / batch_size)
-        patience = self._patience(steps_per_epoch)
+        patience, plateau_patience = self._patience(steps_per_epoch)
+        chance_level = self._chance_level(run, train)
         epochs = 1 if incremental else self._max_epochs(steps_per_epoch)
         tasks.begin(n_subtasks=epochs)
 
@@ -724,8 +729,10 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
             record = self._record_epoch(run, flat, loss, lr, monitor, early)
             record["seconds"] = time.perf_counter() - start
             settled = run.sparsity is None or run.sparsity.frozen
-            if not incremental and settled and monitor.plateaued(patience):
-                stop_reason = self._on_plateau(record, monitor, schedule, patience,
+            at_chance = chance_level is not None and monitor.best >= chance_level
+            wait = plateau_patience if at_chance else patience
+            if not incremental and settled and monitor.plateaued(wait):
+                stop_reason = self._on_plateau(record, monitor, schedule, wait,
                                                steps_per_epoch)
             if tasks.end_epoch(layout, flat) and stop_reason is None:
                 stop_reason = record["event"] = "stopped: a callback asked to stop"
@@ -800,9 +807,27 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         return record["event"]
 
     def _patience(self, steps_per_epoch):
+        """Patience in epochs, and the patience while the loss is still at chance."""
         if self.n_iter_no_change == "auto":
-            return patience_epochs(10, steps_per_epoch, AUTO_MIN_PATIENCE_STEPS)
-        return int(self.n_iter_no_change)
+            return (
+                patience_epochs(10, steps_per_epoch, AUTO_MIN_PATIENCE_STEPS),
+                patience_epochs(10, steps_per_epoch, AUTO_PLATEAU_PATIENCE_STEPS),
+            )
+        return (int(self.n_iter_no_change),) * 2
+
+    def _chance_level(self, run, train):
+        """The watched loss below which training has left its initial plateau.
+
+        ``AUTO_PLATEAU_LEVEL`` times the loss of predicting the class
+        frequencies (of the validation set when early stopping watches it);
+        None when the patience is explicit or a score is watched.
+        """
+        if self.n_iter_no_change != "auto" or (run.val is not None and self.scoring != "loss"):
+            return None
+        y, w = (run.val[3], run.val[4]) if run.val is not None else (run.y[train], run.weights[train])
+        p = np.bincount(y, weights=w, minlength=len(self.classes_)) / float(w.sum())
+        p = p[p > 0]
+        return AUTO_PLATEAU_LEVEL * float(-(p * np.log(p)).sum())
 
     def _max_epochs(self, steps_per_epoch):
         if self.max_iter == "auto":
