@@ -49,10 +49,8 @@ def test_patience_is_counted_in_epochs_but_at_least_in_steps():
 
 def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
     """tol=10: no epoch improves; training still runs the minimum number of steps."""
-    X, y = make_sequences(rng, n=20)
-    clf = FastGRNNClassifier(
-        hidden_size=4, tol=10.0, learning_rate="constant", random_state=0
-    ).fit(X, y)
+    X, y = make_sequences(rng, n=20)  # learnable: the loss leaves chance level at once
+    clf = FastGRNNClassifier(hidden_size=4, tol=10.0, random_state=0).fit(X, y)
     steps_per_epoch = math.ceil(20 / 8)  # batch_size="auto" is 8 here
     patience = math.ceil(classifier_module.AUTO_MIN_PATIENCE_STEPS / steps_per_epoch)
     assert clf.n_iter_ == 1 + patience  # the first epoch sets the best
@@ -61,11 +59,23 @@ def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
         f"({patience * steps_per_epoch} optimiser steps)"
     )
     # an explicit n_iter_no_change keeps MLPClassifier's meaning: epochs
-    quick = FastGRNNClassifier(
-        hidden_size=4, tol=10.0, learning_rate="constant", n_iter_no_change=5,
-        random_state=0,
-    ).fit(X, y)
+    quick = FastGRNNClassifier(hidden_size=4, tol=10.0, n_iter_no_change=5,
+                               random_state=0).fit(X, y)
     assert quick.n_iter_ == 6
+
+
+def test_while_the_loss_is_at_chance_level_the_patience_is_longer(rng):
+    """Nothing to learn: the loss stays at chance, so 3,000 steps of patience."""
+    X = np.zeros((20, 4, 2))
+    y = np.r_[np.zeros(12, int), np.ones(8, int)]
+    clf = FastGRNNClassifier(hidden_size=2, tol=10.0, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="no better than always answering"):
+        clf.fit(X, y)
+    patience = math.ceil(classifier_module.AUTO_PLATEAU_PATIENCE_STEPS / 3)
+    assert clf.n_iter_ == 1 + patience
+    prior = np.array([0.6, 0.4])
+    chance = -(prior * np.log(prior)).sum()
+    assert min(clf.loss_curve_) > classifier_module.AUTO_PLATEAU_LEVEL * chance
 
 
 def test_the_adaptive_rate_is_reduced_before_training_stops(rng):
