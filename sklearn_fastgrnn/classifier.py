@@ -175,7 +175,9 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         data cannot stop training.
     early_stopping : bool or "auto", default="auto"
         Watch a held-out validation set instead of the training loss and
-        restore the weights of its best epoch. The validation set is
+        restore the weights of its best epoch (unless the validation loss never
+        fell below chance level: then the validation set, typically a handful
+        of sequences, says nothing and the last weights are kept). The validation set is
         ``X_val``/``y_val`` when given to :meth:`fit`, else a stratified
         ``validation_fraction`` of the data (at least one sequence per class).
         "auto" turns it on from 10,000 training sequences. Ignored by
@@ -748,10 +750,15 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
                     "reached and the optimization hasn't converged yet.",
                     ConvergenceWarning,
                 )
-        if early and monitor.best_weights is not None:
+        # the best validation epoch, unless the validation loss never left chance
+        # level: then the validation set tells nothing, and the last weights stay
+        restore = early and monitor.best_weights is not None and not (
+            chance_level is not None and monitor.best >= chance_level
+        )
+        if restore:
             flat = monitor.best_weights
         self._sparse_training = run.sparsity
-        self._commit(layout, flat, optimizer, rng, schedule, monitor, early)
+        self._commit(layout, flat, optimizer, rng, schedule, monitor, early, restore)
         self.stop_reason_ = stop_reason or "one partial_fit epoch"
         if not incremental:
             self._diagnose(run, flat, train, start_loss)
@@ -867,7 +874,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
                 ConvergenceWarning,
             )
 
-    def _commit(self, layout, flat, optimizer, rng, schedule, monitor, early):
+    def _commit(self, layout, flat, optimizer, rng, schedule, monitor, early, restored):
         """Assign the trained state (the only place ``fit`` writes ``coefs_``)."""
         self.coefs_ = layout.unpack(flat)
         self._optimizer, self._rng, self._schedule = optimizer, rng, schedule
@@ -878,7 +885,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         self.best_epoch_ = self.n_iter_
         self.best_loss_ = self.best_validation_score_ = None
         if early:
-            if monitor.best_epoch is not None:
+            if restored:
                 self.best_epoch_ = monitor.best_epoch
             self.best_validation_score_ = self.history_[self.best_epoch_ - 1]["val_score"]
         elif self.loss_curve_:

@@ -264,3 +264,14 @@ def test_sparse_training_with_max_iter_auto_lays_its_schedule_over_200_epochs(rn
     clf = FastGRNNClassifier(8, sparsity_u=0.5, random_state=0).fit(X, y)
     assert clf._sparse_training.iht_end == 150  # floor(0.75 * 200)
     assert clf.n_iter_ > 150 and np.count_nonzero(clf.coefs_["U"]) == 32
+
+
+def test_early_stopping_keeps_the_last_weights_when_validation_never_leaves_chance(rng):
+    X = np.zeros((30, 4, 2))  # nothing to learn: the validation loss stays at chance
+    y = np.r_[np.zeros(15, int), np.ones(15, int)]
+    clf = FastGRNNClassifier(hidden_size=2, early_stopping=True, max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    assert clf.best_epoch_ == clf.n_iter_ == 20
+    assert clf.best_validation_score_ == clf.validation_scores_[-1]
