@@ -1,30 +1,70 @@
 """Forward pass and exact backpropagation through time of the FastGRNN cell.
 
-Row-vector convention (``docs/design.md``, "The cell")::
+Row-vector convention (``docs/design.md``, "The cell"); ``x_t`` is ``(B, d)``,
+``h_t`` is ``(B, H)``, ``h_0 = 0``, and ``t = 1..T``.
 
-    pre_t = x_t @ W + h_{t-1} @ U
-    z_t   = gate(pre_t + bias_gate)
-    c_t   = update(pre_t + bias_update)
-    h_t   = (sigmoid(zeta) * (1 - z_t) + sigmoid(nu)) * c_t + z_t * h_{t-1}
+Forward::
+
+    pre_t  = x_t @ W + h_{t-1} @ U                 (one h @ U serves both halves)
+    z_t    = gate(pre_t + bias_gate)
+    c_t    = update(pre_t + bias_update)
+    h_t    = (sz * (1 - z_t) + sn) * c_t + z_t * h_{t-1}
+           = sz_plus_sn * c_t + z_t * e_t,   e_t = h_{t-1} - sz * c_t
     logits = h_T @ V + bias_out
 
-Nothing in this module knows about scikit-learn or about the loss: the engine
-turns parameters and a time-major batch into logits, and the gradient of any loss
-with respect to those logits into the gradient of every parameter.
+with ``sz = sigmoid(zeta)``, ``sn = sigmoid(nu)`` and ``sz_plus_sn = sz + sn``.
+
+Backward, given ``dlogits`` (the gradient of the loss with respect to the
+logits); ``gate'`` and ``update'`` are written through their outputs::
+
+    dV        = h_T.T @ dlogits
+    dbias_out = sum_b dlogits
+    dh_T      = dlogits @ V.T
+    for t = T..1:
+        Fz_t       = e_t * gate'(z_t)                     (d h_t / d gate input)
+        Fc_t       = (sz_plus_sn - sz * z_t) * update'(c_t)   (d h_t / d update input)
+        F_t        = Fz_t + Fc_t                          (d h_t / d pre_t)
+        dpre_t     = dh_t * F_t
+        dh_{t-1}   = dpre_t @ U.T + dh_t * z_t
+    dW            = sum_t x_t.T @ dpre_t
+    dU            = sum_t h_{t-1}.T @ dpre_t
+    dbias_gate    = sum_{t, b} dh_t * Fz_t
+    dbias_update  = sum_{t, b} dh_t * Fc_t = sum_{t, b} dpre_t - dbias_gate
+    dzeta         = (sum dh_t * c_t - sum dh_t * z_t * c_t) * sz * (1 - sz)
+    dnu           = (sum dh_t * c_t) * sn * (1 - sn)
+
+A padded step (after the end of a shorter sequence) is ``h_t = h_{t-1}``: the
+engine stores it as ``z_t = 1``, ``c_t = 0`` and zeroes ``Fz_t`` and ``Fc_t``, so
+``dh_{t-1} = dh_t`` there. With low-rank factors ``W = W1 @ W2``,
+``dW1 = dW @ W2.T`` and ``dW2 = W1.T @ dW`` (the same for ``U``).
+
+Names in the code:
+
+- ``X_aug``: the time-major input ``(T, B, d + 1)`` with a trailing column of
+  ones (:func:`to_time_major`);
+- ``P``: ``(2, d + 1, H)``, ``P[0] = [W; bias_gate]``, ``P[1] = [W; bias_update]``,
+  so that ``x_aug_t @ P`` is both pre-activations without the recurrent term;
+- ``zc``: ``(T, 2, B, H)``, the pre-activations of each step, overwritten by
+  ``z_t`` (``zc[t - 1, 0]``) and ``c_t`` (``zc[t - 1, 1]``);
+- ``Z``, ``C``, ``E``, ``H_all``, ``DH``, ``DPRE``: a quantity stacked over
+  steps; ``H_all[t]`` is ``h_t`` (``H_all[0] = h_0 = 0``), the others are
+  0-based (``DH[t - 1]`` is ``dh_t``);
+- ``*_steps``: lists of the per-step views of those arrays, made once per
+  workspace.
 
 How it is made fast (see ``docs/performance.md``):
 
-- inputs are time-major, ``(T, B, d + 1)``, with a trailing column of ones, so one
-  matmul call gives ``x_t @ W`` plus the gate and update biases for every
-  timestep, and one matmul gives ``[dW; sum(dpre)]`` after the backward loop;
-- pre-activations live in a ``(T, 2, B, H)`` buffer: the gate and update halves
-  of a step are contiguous ``(B, H)`` blocks (a ufunc on a strided view costs
-  about 0.7 us more per call); one ``h @ U`` a step serves both halves, and when
-  both non-linearities are tanh-based one ``np.tanh`` call evaluates both;
-- only the recurrence loops in Python, with ``np.dot`` (about 1 us cheaper than
-  ``np.matmul`` on small matrices), positional ``out=`` and per-step views made
-  once per workspace; the elementwise factors of the backward pass are computed
-  for blocks of timesteps that fit in the L2 cache;
+- the ones column of ``X_aug`` makes one matmul give ``x_t @ W`` plus the gate
+  and update biases for every timestep, and one matmul give ``[dW; sum(dpre)]``
+  after the backward loop;
+- the gate and update halves of a step are contiguous ``(B, H)`` blocks of
+  ``zc`` (a ufunc on a strided view costs about 0.7 us more per call); when both
+  non-linearities are tanh-based one ``np.tanh`` call evaluates both;
+- only the recurrences loop in Python, with ``np.dot`` (about 1 us cheaper than
+  ``np.matmul`` on small matrices), positional ``out=``, per-step views made
+  once per workspace, and attributes read into local names before the loops;
+  the factors ``Fz``, ``Fc`` are computed for blocks of timesteps that fit in
+  the L2 cache;
 - every buffer is preallocated per batch shape and written in place; scalars are
   0-d arrays of the working dtype.
 """
@@ -32,6 +72,7 @@ How it is made fast (see ``docs/performance.md``):
 import math
 import threading
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 
@@ -157,14 +198,21 @@ def to_time_major(X, dtype):
     can never reach the arithmetic; the mask in the engine ignores them.
     """
     n, T, d = X.shape
-    Xa = np.empty((T, n, d + 1), dtype=dtype)
-    np.copyto(Xa[:, :, :d], X.transpose(1, 0, 2))
+    X_aug = np.empty((T, n, d + 1), dtype=dtype)
+    np.copyto(X_aug[:, :, :d], X.transpose(1, 0, 2))
     # isnan on the contiguous X, then a masked copy only when there is padding:
     # 4-8x faster than nan_to_num, which also scans for infinities
     if np.isnan(X).any():
-        np.copyto(Xa[:, :, :d], 0.0, where=np.isnan(Xa[:, :, :d]))
-    Xa[:, :, d] = 1.0
-    return Xa
+        np.copyto(X_aug[:, :, :d], 0.0, where=np.isnan(X_aug[:, :, :d]))
+    X_aug[:, :, d] = 1.0
+    return X_aug
+
+
+def _padding(lengths, T):
+    """Mask (T, B, 1) of the padded steps, or None when no sequence is padded."""
+    if lengths is None or lengths.min() >= T:
+        return None
+    return (np.arange(T)[:, None] >= lengths[None, :])[:, :, None]
 
 
 def _as_scalars(values, dtype):
@@ -179,11 +227,110 @@ def _as_scalar_or_none(value, dtype):
     return None if value == 1 else np.array(value, dtype=dtype)
 
 
+class _StepViews(NamedTuple):
+    """Per-step views of the forward buffers, one list entry per step.
+
+    ``zc[t]``, ``z[t]``, ``c[t]``, ``e[t]`` belong to step ``t + 1``; ``h[t]``
+    is ``h_t`` (``T + 1`` entries, from ``h_0``).
+    """
+
+    zc: list
+    z: list
+    c: list
+    e: list
+    h: list
+
+    @classmethod
+    def of(cls, zc, e_steps, h_steps):
+        """Views of ``zc`` (T, 2, B, H) with the given lists of ``e`` and ``h``."""
+        zc_steps = list(zc)
+        return cls(zc_steps, [a[0] for a in zc_steps], [a[1] for a in zc_steps],
+                   e_steps, h_steps)
+
+    def first(self, T):
+        """The views of the first ``T`` steps."""
+        return _StepViews(
+            self.zc[:T], self.z[:T], self.c[:T], self.e[:T], self.h[: T + 1]
+        )
+
+
+class _Workspace(NamedTuple):
+    """Buffers of the forward and backward passes for one batch size ``B``.
+
+    Time axes hold ``n_steps`` steps; names as in the module docstring. Buffers
+    of the backward factors hold ``block`` steps at a time.
+    """
+
+    n_steps: int
+    zc: np.ndarray  # (T, 2, B, H): pre-activations, then z_t and c_t
+    H_all: np.ndarray  # (T + 1, B, H): h_0 = 0, h_1, ..., h_T
+    E: np.ndarray  # (T, B, H): e_t = h_{t-1} - sz * c_t
+    DH: np.ndarray  # (T, B, H): dh_t
+    DPRE: np.ndarray  # (T, B, H): dpre_t
+    steps: _StepViews
+    dh_steps: list
+    dpre_steps: list
+    block: int
+    f_gate: np.ndarray  # (block, B, H): Fz, then dh * Fz
+    f_sum: np.ndarray  # (block, B, H): Fc, then F = Fz + Fc
+    f_sum_steps: list
+    scratch: np.ndarray  # (block, B, H): derivatives, then dh * c and dh * z * c
+    ones: np.ndarray  # (block * B,): sums over steps and batch as BLAS products
+    hU: np.ndarray  # (B, H): h_{t-1} @ U
+    tmp: np.ndarray  # (B, H)
+    grad_w_aug: np.ndarray  # (d + 1, H): [dW; sum(dpre)]
+
+    @classmethod
+    def allocate(cls, T, B, d, H, dtype):
+        """Buffers for ``T`` steps of ``B`` sequences of ``d`` channels."""
+        block = max(1, _BLOCK_BYTES // (B * H * dtype.itemsize))
+        zc = np.empty((T, 2, B, H), dtype=dtype)
+        H_all = np.zeros((T + 1, B, H), dtype=dtype)
+        E, DH, DPRE = (np.empty((T, B, H), dtype=dtype) for _ in range(3))
+        f_sum = np.empty((block, B, H), dtype=dtype)
+        # per-step views made once: creating a view costs ~0.1 us, taking one
+        # from a list ~0.03 us, and the loops use ~10 a step
+        return cls(
+            n_steps=T, zc=zc, H_all=H_all, E=E, DH=DH, DPRE=DPRE,
+            steps=_StepViews.of(zc, list(E), list(H_all)),
+            dh_steps=list(DH), dpre_steps=list(DPRE),
+            block=block,
+            f_gate=np.empty((block, B, H), dtype=dtype),
+            f_sum=f_sum, f_sum_steps=list(f_sum),
+            scratch=np.empty((block, B, H), dtype=dtype),
+            ones=np.ones(block * B, dtype=dtype),
+            hU=np.empty((B, H), dtype=dtype),
+            tmp=np.empty((B, H), dtype=dtype),
+            grad_w_aug=np.empty((d + 1, H), dtype=dtype),
+        )
+
+    def first(self, T):
+        """The same buffers cut to the first ``T`` steps (still contiguous)."""
+        return self._replace(
+            n_steps=T, zc=self.zc[:T], H_all=self.H_all[: T + 1], E=self.E[:T],
+            DH=self.DH[:T], DPRE=self.DPRE[:T], steps=self.steps.first(T),
+            dh_steps=self.dh_steps[:T], dpre_steps=self.dpre_steps[:T],
+        )
+
+
+class _ForwardState(NamedTuple):
+    """What :meth:`FastGRNNEngine.forward` keeps for the backward pass."""
+
+    params: dict  # views of the flat parameter vector
+    X_aug: np.ndarray
+    pad: np.ndarray  # or None
+    U: np.ndarray  # effective U (U1 @ U2 when low rank)
+    sz: float
+    sn: float
+    ws: _Workspace
+
+
 class FastGRNNEngine:
     """Forward pass and BPTT of FastGRNN for one parameter layout and dtype.
 
-    The engine owns its workspaces (one set per batch shape) and is therefore not
-    thread-safe; :func:`predict_logits` allocates its own buffers and is.
+    :meth:`forward` and :meth:`backward` use the engine's workspaces (one set per
+    batch size) and are therefore not thread-safe; :meth:`final_state` allocates
+    its own buffers and is.
 
     Parameters
     ----------
@@ -199,7 +346,8 @@ class FastGRNNEngine:
         self.gate = NONLINEARITIES[gate_nonlinearity]
         self.update = NONLINEARITIES[update_nonlinearity]
         self.dtype = dt = np.dtype(dtype)
-        self._shared_tanh = self.gate.uses_tanh and self.update.uses_tanh
+        #: Whether one ``np.tanh`` call evaluates both non-linearities.
+        self.shared_tanh = self.gate.uses_tanh and self.update.uses_tanh
         # Scalars as 0-d arrays of the working dtype: a Python float costs a
         # conversion in every call, a np.float64 would pick the float64 loop.
         self._gate_post = _as_scalars(self.gate.post, dt)
@@ -208,10 +356,10 @@ class FastGRNNEngine:
         self._update_scale = _as_scalar_or_none(self.update.prescale, dt)
         d, H = layout.n_channels, layout.hidden_size
         self._P = np.empty((2, d + 1, H), dtype=dt)
-        self._UT = np.empty((H, H), dtype=dt)
-        self._workspaces = {}
+        self._U_T = np.empty((H, H), dtype=dt)
+        self._workspaces = {}  # batch size -> _Workspace
         self._params_cache = self._grad_cache = (None, None)
-        self._last = None
+        self._saved = None  # _ForwardState of the last forward call
 
     # -- parameters -------------------------------------------------------
     def _views_of(self, flat, cache):
@@ -240,66 +388,37 @@ class FastGRNNEngine:
         P[1, d] = params["bias_update"]
         return W, U, P
 
-    # -- workspaces -------------------------------------------------------
     def _workspace(self, T, B):
-        """Buffers for a batch of ``B`` sequences of ``T`` steps.
+        """The :class:`_Workspace` of batch size ``B``, cut to ``T`` steps.
 
-        One set of buffers per batch size, grown to the longest ``T`` seen and
-        sliced to ``T`` (slices along the leading time axis stay contiguous).
+        One per batch size, grown to the longest ``T`` seen (slices along the
+        leading time axis stay contiguous).
         """
-        H, dt = self.layout.hidden_size, self.dtype
         full = self._workspaces.get(B)
-        if full is None or full["T"] < T:
-            block = max(1, _BLOCK_BYTES // (B * H * dt.itemsize))
-            full = {
-                "T": T,
-                "A": np.empty((T, 2, B, H), dtype=dt),
-                "Hs": np.zeros((T + 1, B, H), dtype=dt),
-                "E": np.empty((T, B, H), dtype=dt),
-                "DH": np.empty((T, B, H), dtype=dt),
-                "Dpre": np.empty((T, B, H), dtype=dt),
-                "block": block,
-                "Fz": np.empty((block, B, H), dtype=dt),
-                "F": np.empty((block, B, H), dtype=dt),
-                "G": np.empty((block, B, H), dtype=dt),
-                "ones": np.ones(block * B, dtype=dt),
-                "hu": np.empty((B, H), dtype=dt),
-                "tmp": np.empty((B, H), dtype=dt),
-                "gWa": np.empty((self.layout.n_channels + 1, H), dtype=dt),
-            }
-            # per-step views made once: creating a view costs ~0.1 us, taking
-            # one from a list ~0.03 us, and the loops use ~10 a step
-            full["steps"] = _step_views(full["A"], list(full["E"]), list(full["Hs"]))
-            for key in ("DH", "Dpre", "F"):
-                full[key + "_t"] = list(full[key])
+        if full is None or full.n_steps < T:
+            lay = self.layout
+            full = _Workspace.allocate(
+                T, B, lay.n_channels, lay.hidden_size, self.dtype
+            )
             self._workspaces[B] = full
-        if T == full["T"]:
-            return full
-        ws = dict(full)  # a shorter batch: slices of the buffers and of the lists
-        for key in ("A", "E", "DH", "Dpre", "DH_t", "Dpre_t"):
-            ws[key] = full[key][:T]
-        ws["Hs"] = full["Hs"][: T + 1]
-        As, Zs, Cs, Es, Hs = full["steps"]
-        ws["steps"] = As[:T], Zs[:T], Cs[:T], Es[:T], Hs[: T + 1]
-        return ws
+        return full if T == full.n_steps else full.first(T)
 
     # -- forward ----------------------------------------------------------
-    def _recurrence(self, Xa, P, U, sz, K, A, steps, hu, tmp, pad):
-        """Run the recurrence; on return ``A[t, 0]`` holds ``z_t``, ``A[t, 1]`` ``c_t``.
+    def _recurrence(self, X_aug, P, U, sz, sz_plus_sn, zc, steps, hU, tmp, pad):
+        """Run the forward recurrence; returns ``h_T``.
 
-        ``A`` has shape (T, 2, B, H): each half of each step is one contiguous
-        (B, H) block, because a ufunc on a strided view costs about 0.7 us more
-        per call than on a contiguous array. ``steps`` are the per-step views of
-        :func:`_step_views`; ``E`` receives ``e_t = h_{t-1} - sigmoid(zeta) *
-        c_t``, which BPTT reuses. Without BPTT, ``E`` may repeat one buffer and
-        ``Hs`` two (rolling). Returns the last state.
+        On return ``zc[t - 1, 0]`` holds ``z_t`` and ``zc[t - 1, 1]`` ``c_t``
+        (padded steps as computed: :meth:`forward` overwrites them), and the
+        :class:`_StepViews` ``steps`` the ``e_t`` and ``h_t``. Without BPTT the
+        list ``steps.e`` may repeat one buffer and ``steps.h`` alternate two.
         """
         dt = self.dtype
-        sz, K = np.array(sz, dtype=dt), np.array(K, dtype=dt)  # 0-d: see __init__
+        sz = np.array(sz, dtype=dt)  # 0-d: see __init__
+        sz_plus_sn = np.array(sz_plus_sn, dtype=dt)
         gate, update = self.gate, self.update
         gate_post, update_post = self._gate_post, self._update_post
         gate_scale, update_scale = self._gate_scale, self._update_scale
-        shared_tanh = self._shared_tanh
+        shared_tanh = self.shared_tanh
         # local names and positional out=: the loop makes ~11 calls a step, an
         # in-place operator (a += b) costs ~0.15 us more than add(a, b, a), and
         # np.dot ~1.2 us less than np.matmul on small matrices
@@ -307,19 +426,21 @@ class FastGRNNEngine:
         tanh = np.tanh
         # x_t @ W plus bias for every step and half: numpy issues one small BLAS
         # call per (step, half) and writes the (T, 2, B, H) layout directly
-        np.matmul(Xa[:, None], P, out=A)
-        As, Zs, Cs, Es, Hs = steps
-        for t, (a, z, c, e, h, hn) in enumerate(zip(As, Zs, Cs, Es, Hs, Hs[1:])):
+        np.matmul(X_aug[:, None], P, out=zc)
+        zc_steps, z_steps, c_steps, e_steps, h_steps = steps
+        for t, (zc_t, z, c, e, h, h_next) in enumerate(
+            zip(zc_steps, z_steps, c_steps, e_steps, h_steps, h_steps[1:])
+        ):
             if t:  # h_0 = 0
-                dot(h, U, hu)  # one h @ U, shared by both halves
-                add(z, hu, z)
-                add(c, hu, c)
+                dot(h, U, hU)  # one h @ U, shared by both halves
+                add(z, hU, z)
+                add(c, hU, c)
             if gate_scale is not None:  # sigmoid as 0.5 * tanh(0.5 x) + 0.5
                 multiply(z, gate_scale, z)
             if update_scale is not None:
                 multiply(c, update_scale, c)
             if shared_tanh:
-                tanh(a, a)
+                tanh(zc_t, zc_t)
             else:
                 gate.kernel(z)
                 update.kernel(c)
@@ -329,23 +450,23 @@ class FastGRNNEngine:
             if update_post is not None:
                 multiply(c, update_post[0], c)
                 add(c, update_post[1], c)
-            # h_t = K * c + z * e,  e = h - sz * c,  K = sigmoid(zeta) + sigmoid(nu)
+            # h_t = sz_plus_sn * c + z * e,  e = h - sz * c
             multiply(c, sz, e)
             subtract(h, e, e)
             multiply(e, z, tmp)
-            multiply(c, K, hn)
-            add(hn, tmp, hn)
+            multiply(c, sz_plus_sn, h_next)
+            add(h_next, tmp, h_next)
             if pad is not None:
-                np.copyto(hn, h, where=pad[t])
-        return Hs[len(As)]
+                np.copyto(h_next, h, where=pad[t])
+        return h_steps[len(zc_steps)]
 
-    def forward(self, flat, Xa, lengths=None):
+    def forward(self, flat, X_aug, lengths=None):
         """Logits of a time-major batch, keeping what :meth:`backward` needs.
 
         Parameters
         ----------
         flat : ndarray of shape (n_params,)
-        Xa : ndarray of shape (T, B, d + 1)
+        X_aug : ndarray of shape (T, B, d + 1)
             Time-major inputs with a trailing column of ones (see
             :func:`to_time_major`).
         lengths : ndarray of shape (B,) or None
@@ -355,30 +476,64 @@ class FastGRNNEngine:
         -------
         logits : ndarray of shape (B, C)
         """
-        T, B, _ = Xa.shape
+        T, B, _ = X_aug.shape
         params = self._views_of(flat, "_params_cache")
         _, U, P = self.stacked_weights(params)
         sz, sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         ws = self._workspace(T, B)
-        pad = None
-        if lengths is not None and lengths.min() < T:
-            pad = (np.arange(T)[:, None] >= lengths[None, :])[:, :, None]
-        A = ws["A"]
-        hT = self._recurrence(
-            Xa, P, U, sz, sz + sn, A, ws["steps"], ws["hu"], ws["tmp"], pad
+        pad = _padding(lengths, T)
+        zc = ws.zc
+        h_T = self._recurrence(
+            X_aug, P, U, sz, sz + sn, zc, ws.steps, ws.hU, ws.tmp, pad
         )
         if pad is not None:
             # A padded step is h_t = h_{t-1}: exactly z = 1, c = 0 in the cell.
-            A[:, 0][pad[:, :, 0]] = 1.0
-            A[:, 1][pad[:, :, 0]] = 0.0
-        self._last = (params, Xa, pad, U, sz, sn, ws)
-        logits = hT @ params["V"]
+            zc[:, 0][pad[:, :, 0]] = 1.0
+            zc[:, 1][pad[:, :, 0]] = 0.0
+        self._saved = _ForwardState(params, X_aug, pad, U, sz, sn, ws)
+        logits = h_T @ params["V"]
         logits += params["bias_out"]
         return logits
+
+    def final_state(self, X_aug, P, U, sz, sn, lengths=None):
+        """``h_T`` of a time-major batch, in buffers of this call: thread-safe.
+
+        Keeps nothing for :meth:`backward`: ``e_t`` lives in one buffer and
+        ``h_t`` in two alternating ones.
+
+        Parameters
+        ----------
+        X_aug : ndarray of shape (T, B, d + 1)
+            See :func:`to_time_major`.
+        P, U : ndarray
+            As returned by :meth:`stacked_weights` (``P`` copied if the engine
+            may be used meanwhile).
+        sz, sn : float
+            ``sigmoid(zeta)`` and ``sigmoid(nu)``.
+        lengths : ndarray of shape (B,) or None
+            Real length of each sequence; None when no sequence is padded.
+
+        Returns
+        -------
+        h_T : ndarray of shape (B, H)
+        """
+        T, B, _ = X_aug.shape
+        H, dt = self.layout.hidden_size, self.dtype
+        zc = np.empty((T, 2, B, H), dt)
+        rolling = list(np.zeros((2, B, H), dt))  # only the running state is kept
+        steps = _StepViews.of(
+            zc, [np.empty((B, H), dt)] * T, [rolling[t & 1] for t in range(T + 1)]
+        )
+        return self._recurrence(
+            X_aug, P, U, sz, sz + sn, zc, steps, np.empty((B, H), dt),
+            np.empty((B, H), dt), _padding(lengths, T),
+        )
 
     # -- backward ---------------------------------------------------------
     def backward(self, dlogits, grad):
         """Write into ``grad`` the gradient of the loss whose logit gradient is given.
+
+        The recurrence of the module docstring, from ``dh_T`` down to ``dh_1``.
 
         Parameters
         ----------
@@ -392,93 +547,86 @@ class FastGRNNEngine:
         -------
         grad : ndarray of shape (n_params,)
         """
-        params, Xa, pad, U, sz, sn, ws = self._last
+        params, X_aug, pad, U, sz, sn, ws = self._saved
         lay = self.layout
-        T, B, d1 = Xa.shape
+        T, B, d1 = X_aug.shape
         d, H = d1 - 1, lay.hidden_size
-        K = sz + sn
-        g = self._views_of(grad, "_grad_cache")
-        A, E, Hs, DH, Dpre = ws["A"], ws["E"], ws["Hs"], ws["DH"], ws["Dpre"]
-        tmp = ws["tmp"]
-        Z, C = A[:, 0], A[:, 1]
-        Zs = ws["steps"][1]
-        DHs, Dpres, Fs = ws["DH_t"], ws["Dpre_t"], ws["F_t"]
-        gate_d, update_d = self.gate.derivative, self.update.derivative
+        grads = self._views_of(grad, "_grad_cache")
+        zc, E, H_all, DH, DPRE = ws.zc, ws.E, ws.H_all, ws.DH, ws.DPRE
+        Z, C = zc[:, 0], zc[:, 1]
+        z_steps, dh_steps, dpre_steps = ws.steps.z, ws.dh_steps, ws.dpre_steps
+        f_sum_steps, block, ones, tmp = ws.f_sum_steps, ws.block, ws.ones, ws.tmp
+        gate_derivative = self.gate.derivative
+        update_derivative = self.update.derivative
         dot, add, multiply = np.dot, np.add, np.multiply  # see _recurrence
-        ones = ws["ones"]
-        neg_sz, K_ = np.array(-sz, dtype=self.dtype), np.array(K, dtype=self.dtype)
+        neg_sz = np.array(-sz, dtype=self.dtype)  # 0-d: see __init__
+        sz_plus_sn = np.array(sz + sn, dtype=self.dtype)
 
-        dot(Hs[T].T, dlogits, g["V"])
-        dot(ones[:B], dlogits, g["bias_out"])  # sums by BLAS: see gbg below
-        dot(dlogits, params["V"].T, DH[T - 1])
-        UT = self._UT
-        np.copyto(UT, U.T)  # a contiguous U.T makes the per-step product faster
+        dot(H_all[T].T, dlogits, grads["V"])
+        dot(ones[:B], dlogits, grads["bias_out"])  # sums by BLAS: see grad_bias_gate
+        dot(dlogits, params["V"].T, DH[T - 1])  # dh_T
+        U_T = self._U_T
+        np.copyto(U_T, U.T)  # a contiguous U.T makes the per-step product faster
 
-        gbg = g["bias_gate"]
-        gbg[...] = 0.0
-        s_c = 0.0  # sum(dh * c)
-        s_zc = 0.0  # sum(dh * z * c)
-        block = ws["block"]
-        for t1 in range(T, 0, -block):
+        grad_bias_gate = grads["bias_gate"]
+        grad_bias_gate[...] = 0.0
+        sum_dh_c = 0.0  # sum(dh * c), for zeta and nu
+        sum_dh_z_c = 0.0  # sum(dh * z * c), for zeta
+        for t1 in range(T, 0, -block):  # steps t0 + 1 .. t1, latest block first
             t0 = max(0, t1 - block)
             n = t1 - t0
             Zb, Cb = Z[t0:t1], C[t0:t1]
-            Fz, F, G = ws["Fz"][:n], ws["F"][:n], ws["G"][:n]
-            # Fz = (h_{t-1} - sz * c) * gate'(z): d h_t / d(gate input)
-            multiply(E[t0:t1], gate_d(Zb, G), Fz)
-            # Fc = (K - sz * z) * update'(c): d h_t / d(update input)
-            multiply(Zb, neg_sz, F)
-            add(F, K_, F)
-            multiply(F, update_d(Cb, G), F)
+            f_gate, f_sum, scratch = ws.f_gate[:n], ws.f_sum[:n], ws.scratch[:n]
+            # Fz = e * gate'(z)
+            multiply(E[t0:t1], gate_derivative(Zb, scratch), f_gate)
+            # Fc = (sz_plus_sn - sz * z) * update'(c)
+            multiply(Zb, neg_sz, f_sum)
+            add(f_sum, sz_plus_sn, f_sum)
+            multiply(f_sum, update_derivative(Cb, scratch), f_sum)
             if pad is not None:
                 keep = ~pad[t0:t1]
-                multiply(Fz, keep, Fz)
-                multiply(F, keep, F)
-            add(F, Fz, F)
-            for t in range(t1 - 1, t0 - 1, -1):
-                dh, dpre = DHs[t], Dpres[t]
-                multiply(dh, Fs[t - t0], dpre)
+                multiply(f_gate, keep, f_gate)
+                multiply(f_sum, keep, f_sum)
+            add(f_sum, f_gate, f_sum)  # F = Fz + Fc
+            for t in range(t1 - 1, t0 - 1, -1):  # 0-based: step t + 1
+                dh, dpre = dh_steps[t], dpre_steps[t]
+                multiply(dh, f_sum_steps[t - t0], dpre)  # dpre = dh * F
                 if t:
-                    dh_prev = DHs[t - 1]
-                    dot(dpre, UT, dh_prev)
-                    multiply(dh, Zs[t], tmp)
+                    dh_prev = dh_steps[t - 1]  # dh_prev = dpre @ U.T + dh * z
+                    dot(dpre, U_T, dh_prev)
+                    multiply(dh, z_steps[t], tmp)
                     add(dh_prev, tmp, dh_prev)
             DHb = DH[t0:t1]
-            multiply(Fz, DHb, Fz)
+            multiply(f_gate, DHb, f_gate)
             # sum over steps and batch as a BLAS product: 8-15x faster than
-            # Fz.sum(axis=(0, 1)), which loops over short rows
-            add(gbg, dot(ones[: n * B], Fz.reshape(n * B, H)), gbg)
-            multiply(DHb, Cb, G)
-            s_c += float(add.reduce(G, None))  # G.sum() costs ~1.5 us more
-            multiply(G, Zb, G)
-            s_zc += float(add.reduce(G, None))
+            # f_gate.sum(axis=(0, 1)), which loops over short rows
+            sum_f_gate = dot(ones[: n * B], f_gate.reshape(n * B, H))
+            add(grad_bias_gate, sum_f_gate, grad_bias_gate)
+            multiply(DHb, Cb, scratch)
+            sum_dh_c += float(add.reduce(scratch, None))  # .sum() costs ~1.5 us more
+            multiply(scratch, Zb, scratch)
+            sum_dh_z_c += float(add.reduce(scratch, None))
 
-        Dflat = Dpre.reshape(T * B, H)
-        Hflat = Hs[:T].reshape(T * B, H)
+        dpre_flat = DPRE.reshape(T * B, H)
+        h_prev_flat = H_all[:T].reshape(T * B, H)  # h_0 .. h_{T-1}
         if lay.u_rank is None:
-            np.dot(Hflat.T, Dflat, out=g["U"])
+            np.dot(h_prev_flat.T, dpre_flat, out=grads["U"])
         else:
-            gU = Hflat.T @ Dflat
-            np.matmul(gU, params["U2"].T, out=g["U1"])
-            np.matmul(params["U1"].T, gU, out=g["U2"])
-        # the ones column of Xa makes the last row sum(dpre) over steps and batch
-        gWa = np.dot(Xa.reshape(T * B, d1).T, Dflat, out=ws["gWa"])
-        gW = gWa[:d]
+            grad_U = h_prev_flat.T @ dpre_flat
+            np.matmul(grad_U, params["U2"].T, out=grads["U1"])
+            np.matmul(params["U1"].T, grad_U, out=grads["U2"])
+        # the ones column of X_aug makes the last row sum(dpre) over steps and batch
+        grad_w_aug = np.dot(X_aug.reshape(T * B, d1).T, dpre_flat, out=ws.grad_w_aug)
+        grad_W = grad_w_aug[:d]
         if lay.w_rank is None:
-            g["W"][...] = gW
+            grads["W"][...] = grad_W
         else:
-            np.matmul(gW, params["W2"].T, out=g["W1"])
-            np.matmul(params["W1"].T, gW, out=g["W2"])
-        np.subtract(gWa[d], gbg, out=g["bias_update"])
-        g["zeta"][...] = (s_c - s_zc) * sz * (1.0 - sz)
-        g["nu"][...] = s_c * sn * (1.0 - sn)
+            np.matmul(grad_W, params["W2"].T, out=grads["W1"])
+            np.matmul(params["W1"].T, grad_W, out=grads["W2"])
+        np.subtract(grad_w_aug[d], grad_bias_gate, out=grads["bias_update"])
+        grads["zeta"][...] = (sum_dh_c - sum_dh_z_c) * sz * (1.0 - sz)
+        grads["nu"][...] = sum_dh_c * sn * (1.0 - sn)
         return grad
-
-
-def _step_views(A, Es, Hs):
-    """Lists of the per-step views of ``A`` (T, 2, B, H): ``A[t]``, ``z_t``, ``c_t``."""
-    As = list(A)
-    return As, [a[0] for a in As], [a[1] for a in As], Es, Hs  # then E and H steps
 
 
 def predict_logits(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dtype):
@@ -520,7 +668,7 @@ _PREDICTORS = weakref.WeakKeyDictionary()
 class Predictor:
     """Prediction from a ``coefs_`` dict: stacked weights made once, thread-safe.
 
-    A batch of sequences runs the engine's recurrence in chunks of
+    A batch of sequences runs :meth:`FastGRNNEngine.final_state` in chunks of
     ``_PREDICT_CHUNK`` (buffers per call). One sequence runs a loop of four
     NumPy calls per timestep on a row ``[k | c | L1 | L2 | 1 | x_t]`` per step,
     in per-thread buffers kept between calls:
@@ -528,7 +676,8 @@ class Predictor:
     - ``[k | c] = kernels([L1 | L2 | 1 | x_t] @ M1)``: the two pre-activations,
       prescaled, from ``h_{t-1} = L1 + L2`` (``L2`` already multiplied by ``k``);
     - ``[L1 | L2'] = [c | L1 | L2 | 1] @ M2`` and ``L2 = k * L2'``: with
-      ``z = post_scale * k + post_shift``, ``h_t = c * (K - sz * z) + z * h_{t-1}``
+      ``z = post_scale * k + post_shift``,
+      ``h_t = c * (sz_plus_sn - sz * z) + z * h_{t-1}``
       is ``L1 + k * L2'``, both linear in ``(c, h_{t-1}, 1)`` (the update's own
       post-scaling folded in too);
     - ``logits = [L1 | L2 | 1] @ [V; V; bias_out]`` after the last real step.
@@ -590,11 +739,11 @@ class Predictor:
         M1[2 * H, :H] = gs * params["bias_gate"]
         M1[2 * H, H:] = us * params["bias_update"]
         M1[2 * H + 1 :, :H], M1[2 * H + 1 :, H:] = gs * W, us * W
-        # h_t = c (K - sz z) + z h, z = ps k + sh, c = pu kc + su
+        # h_t = c (sz_plus_sn - sz z) + z h, z = ps k + sh, c = pu kc + su
         ps, sh = gate.post or (1.0, 0.0)
         pu, su = update.post or (1.0, 0.0)
-        sz, K = self.sz, self.sz + self.sn
-        a, b = K - sz * sh, -sz * ps  # h_t = (a + b k) c + (sh + ps k) h
+        sz, sz_plus_sn = self.sz, self.sz + self.sn
+        a, b = sz_plus_sn - sz * sh, -sz * ps  # h_t = (a + b k) c + (sh + ps k) h
         M2 = np.zeros((3 * H + 1, 2 * H))  # rows: kc, L1, L2, 1; columns: L1, L2'
         eye = np.arange(H)
         M2[eye, eye], M2[eye, H + eye] = a * pu, b * pu
@@ -651,7 +800,7 @@ class Predictor:
         M1, M2, MV = self._single
         gate, update = self.engine.gate, self.engine.update
         dot, multiply, tanh = _dot, np.multiply, np.tanh
-        if self.engine._shared_tanh:
+        if self.engine.shared_tanh:
             for t in range(length):
                 a = pre[t]
                 dot(m1_in[t], M1, a)
@@ -668,29 +817,17 @@ class Predictor:
         dot(R[length, 2 * H : 4 * H + 1], MV, out)
 
     def _batch(self, X, lengths):
-        """Logits of many sequences: the engine's recurrence, chunk by chunk."""
+        """Logits of many sequences: :meth:`FastGRNNEngine.final_state`, chunk by chunk."""
         n = len(X)
-        H, C, dt = self.hidden_size, self.n_classes, self.dtype
-        P, U, sz, K = self.P, self.U, self.sz, self.sz + self.sn
-        logits = np.empty((n, C), dtype=dt)
+        P, U, sz, sn, engine = self.P, self.U, self.sz, self.sn, self.engine
+        logits = np.empty((n, self.n_classes), dtype=self.dtype)
         for start in range(0, n, _PREDICT_CHUNK):
             stop = min(n, start + _PREDICT_CHUNK)
-            B = stop - start
             chunk_lengths = lengths[start:stop]
-            Tc = int(chunk_lengths.max())
-            Xa = to_time_major(X[start:stop, :Tc], dt)
-            pad = None
-            if chunk_lengths.min() < Tc:
-                pad = (np.arange(Tc)[:, None] >= chunk_lengths[None, :])[:, :, None]
-            A = np.empty((Tc, 2, B, H), dt)
-            rolling = list(np.zeros((2, B, H), dt))  # only the running state is kept
-            steps = _step_views(
-                A, [np.empty((B, H), dt)] * Tc, [rolling[t & 1] for t in range(Tc + 1)]
-            )
-            hT = self.engine._recurrence(
-                Xa, P, U, sz, K, A, steps, np.empty((B, H), dt), np.empty((B, H), dt), pad,
-            )
-            np.matmul(hT, self.V, out=logits[start:stop])
+            T_chunk = int(chunk_lengths.max())
+            X_aug = to_time_major(X[start:stop, :T_chunk], self.dtype)
+            h_T = engine.final_state(X_aug, P, U, sz, sn, chunk_lengths)
+            np.matmul(h_T, self.V, out=logits[start:stop])
         logits += self.bias_out
         return logits
 

@@ -17,7 +17,7 @@ from sklearn_fastgrnn._cell import (
     to_time_major,
 )
 from sklearn_fastgrnn._losses import cross_entropy, l2_penalty
-from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
+from sklearn_fastgrnn._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
 # Five-point central differences: truncation error O(EPS**4), round-off ~1e-11,
 # and a step small enough not to cross the kinks of relu and the clipped pair.
@@ -110,3 +110,33 @@ def test_class_weights_as_the_estimator_builds_them(rng):
     weights = clf._sample_weights(y, sample_weight, np.empty((len(y), 1, 1)), False)
     np.testing.assert_allclose(weights, sample_weight * np.array([3.0, 0.5, 1.0])[y])
     assert_gradient_exact(engine, flat, Xa, None, y, weights / weights.sum(), layout)
+
+
+def test_final_state_and_cut_workspaces_keep_backward_exact(rng):
+    """Prediction between forward and backward changes nothing; a shorter batch
+    after a longer one (a cut workspace) gets the gradient of a fresh engine."""
+    lengths = np.array([6, 3, 1, 6, 4])
+    layout, flat, Xa, _, engine = _problem(rng, "sigmoid", "tanh", 2, None, lengths)
+    params = layout.views(flat)
+
+    def forward_backward(engine, Xa, lengths, dlogits):
+        logits = engine.forward(flat, Xa, lengths)
+        return logits, engine.backward(dlogits, np.empty_like(flat)).copy()
+
+    dlogits = rng.standard_normal((len(lengths), layout.n_classes))
+    fresh = FastGRNNEngine(layout, "sigmoid", "tanh", np.float64)
+    expected_logits, expected_grad = forward_backward(fresh, Xa, lengths, dlogits)
+    _, U, P = fresh.stacked_weights(params)
+    sz, sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
+
+    logits = engine.forward(flat, Xa, lengths)
+    h_T = engine.final_state(Xa, P.copy(), U, sz, sn, lengths)
+    np.testing.assert_array_equal(h_T @ params["V"] + params["bias_out"], logits)
+    np.testing.assert_array_equal(logits, expected_logits)
+    np.testing.assert_array_equal(engine.backward(dlogits, np.empty_like(flat)), expected_grad)
+
+    short, short_lengths = Xa[:4], np.minimum(lengths, 4)
+    got = forward_backward(engine, short, short_lengths, dlogits)
+    fresh = FastGRNNEngine(layout, "sigmoid", "tanh", np.float64)
+    for a, b in zip(got, forward_backward(fresh, short, short_lengths, dlogits)):
+        np.testing.assert_array_equal(a, b)
