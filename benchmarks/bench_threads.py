@@ -27,17 +27,9 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bench_epoch import FULL_SHAPES, N_CLASSES, N_SAMPLES, SLEEP  # the same 12 shapes
 from sklearn_fastgrnn import FastGRNNClassifier
 
-N_SAMPLES = 4096
-N_CLASSES = 10
-SLEEP = 0.25
-FULL_SHAPES = [
-    (T, d, H, B)
-    for T, d in [(8, 8), (32, 4), (128, 1)]
-    for H in (16, 64)
-    for B in (32, 256)
-]
 LARGE_SHAPES = [(32, 4, 128, 256), (32, 4, 256, 256), (32, 4, 256, 1024)]
 QUICK_SHAPES = [(8, 8, 16, 32), (32, 4, 64, 256)]
 BUSY_LOOP = "while True:\n    pass\n"

@@ -524,15 +524,19 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
             )
         return soft.astype(dtype, copy=False)
 
+    def _unseen_labels(self, y):
+        """The labels of ``y`` that are not in ``classes_``, as a list."""
+        return np.setdiff1d(unique_labels(y), self.classes_).tolist()
+
     def _encode_y(self, y, classes, incremental, resume):
         """Set ``classes_`` and return ``y`` as indices into it."""
         check_classification_targets(y)
         if incremental:
             _check_partial_fit_first_call(self, classes)
-            unseen = np.setdiff1d(unique_labels(y), self.classes_)
-            if unseen.size:
+            unseen = self._unseen_labels(y)
+            if unseen:
                 raise ValueError(
-                    f"y contains labels {unseen.tolist()} that are not in classes_ "
+                    f"y contains labels {unseen} that are not in classes_ "
                     f"{self.classes_.tolist()}. Pass every label to the first "
                     "partial_fit call as classes=..."
                 )
@@ -662,10 +666,10 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         X_val, X3_val, lengths_val = validate_sequences(self, X_val, reset=False)
         y_val = np.asarray(y_val)
         check_consistent_length(X3_val, y_val)
-        unseen = np.setdiff1d(unique_labels(y_val), self.classes_)
-        if unseen.size:
+        unseen = self._unseen_labels(y_val)
+        if unseen:
             raise ValueError(
-                f"y_val contains labels {unseen.tolist()} that are not in y "
+                f"y_val contains labels {unseen} that are not in y "
                 f"({self.classes_.tolist()}). The validation set must use the "
                 "training labels."
             )
