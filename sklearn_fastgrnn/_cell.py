@@ -730,7 +730,7 @@ class Predictor:
         """``M1``, ``M2`` and ``MV`` of the single-sequence loop (see the class)."""
         W, U, params = self._W, self.U, self._params
         gate, update = self.engine.gate, self.engine.update
-        d, H, C, dt = self.n_channels, self.hidden_size, self.n_classes, self.dtype
+        d, H, dt = self.n_channels, self.hidden_size, self.dtype
         gs, us = gate.prescale, update.prescale
         # rows: L1, L2 (both h_{t-1}), 1, x_t; columns: gate, update
         M1 = np.zeros((2 * H + 1 + d, 2 * H))

@@ -39,7 +39,6 @@ from ._cell import (
     predictor_for,
     to_time_major,
 )
-from . import _size
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule, clip_by_global_norm
 from ._sequences import light_sequences, validate_sequences
