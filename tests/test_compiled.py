@@ -137,3 +137,23 @@ def test_refuses_what_it_can_not_compile(data):
     clf = FastGRNNClassifier(4, max_iter=2, random_state=0).fit(X, y)
     with pytest.raises(TypeError, match="Pipeline"):
         compile_predictor(make_pipeline(StandardScaler(), clf))
+
+
+def test_large_batches_run_in_slices_with_the_same_results_and_errors(data, monkeypatch):
+    import sklearn_fastgrnn.export.compiled as compiled_module
+
+    X, y, X_test = data
+    clf = FastGRNNClassifier(8, max_iter=4, random_state=0).fit(X, y)
+    compiled = compile_predictor(clf)
+    big = np.concatenate([X_test] * 150)  # 3,000 sequences, padded ones among them
+    monkeypatch.setattr(compiled_module.os, "cpu_count", lambda: 3)
+    assert len(big) >= compiled_module._PARALLEL_MIN_SEQUENCES
+    sliced = compiled.predict_proba(big)
+    monkeypatch.setattr(compiled_module, "_PARALLEL_MIN_SEQUENCES", 10**9)
+    assert_array_equal(sliced, compiled.predict_proba(big))
+    assert_allclose(sliced, clf.predict_proba(big), rtol=0, atol=1e-5)
+    monkeypatch.setattr(compiled_module, "_PARALLEL_MIN_SEQUENCES", 2048)
+    broken = big.copy()
+    broken[2500, 0, 1] = np.nan  # inside the third slice
+    with pytest.raises(ValueError, match="sample 2500 at timestep 0"):
+        compiled.predict(broken)

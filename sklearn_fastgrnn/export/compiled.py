@@ -17,16 +17,19 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .._losses import log_softmax
-
 from .._sequences import sequence_lengths, validate_sequences
 from ..classifier import FastGRNNClassifier
 from ..compression import ONE, QuantizedFastGRNN
 from .c import export_c
+
+# batches from this size are split over the CPU's cores
+_PARALLEL_MIN_SEQUENCES = 2048
 
 _NAME = "fastgrnn"
 _COMPILERS = ("cc", "gcc", "clang")
@@ -220,7 +223,21 @@ class CompiledPredictor:
     def _call(self, function, X, out):
         X3 = self._sequences(X)
         n, T, _ = X3.shape
-        bad = function(X3.ctypes.data, n, T, out.ctypes.data)
+        workers = min(os.cpu_count() or 1, 8) if n >= _PARALLEL_MIN_SEQUENCES else 1
+        if workers == 1:
+            bad = function(X3.ctypes.data, n, T, out.ctypes.data)
+        else:
+            # the C code keeps no state (only constant tables) and ctypes
+            # releases the GIL: large batches run in slices on every core
+            bounds = np.linspace(0, n, workers + 1).astype(int)
+
+            def run(start, stop):
+                rejected = function(X3[start:stop].ctypes.data, int(stop - start), T,
+                                    out[start:stop].ctypes.data)
+                return start + rejected if rejected else 0
+
+            with ThreadPoolExecutor(workers) as pool:
+                bad = next((b for b in pool.map(run, bounds[:-1], bounds[1:]) if b), 0)
         if bad:
             sequence_lengths(X3)  # raises the estimator's message for that sample
             raise ValueError(f"The C code rejected sample {bad - 1} of X.")
