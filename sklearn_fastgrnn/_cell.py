@@ -84,6 +84,9 @@ from ._threads import one_blas_thread
 _BLOCK_BYTES = 128 * 1024
 # Sequences per chunk at prediction time: bounds the memory of predict on big X.
 _PREDICT_CHUNK = 1024
+# init="chrono": standard deviation of the input term of each pre-activation for
+# standardised input, whatever the number of channels (EdgeML's is 0.1 * sqrt(d))
+CHRONO_INPUT_STD = 0.5
 
 
 class ParameterLayout:
@@ -169,17 +172,29 @@ def init_parameters(layout, random_state, zeta_init, nu_init, dtype, *,
     ``0.1 * N(0, 1)``; ``bias_gate`` and ``bias_update`` are ones; ``zeta`` and
     ``nu`` are ``zeta_init`` and ``nu_init``; ``bias_out`` is zero.
 
-    ``scheme="chrono"`` is the same but for the gate bias, which spreads the
-    memory of the units over ``n_timesteps`` (chrono initialisation, Tallec &
-    Ollivier 2018): ``bias_gate = log(u)`` with ``u ~ U(1, max(n_timesteps - 1,
-    2))``, so that ``z = sigmoid(bias_gate) = u / (1 + u)`` keeps unit ``j``'s
-    state for about ``1 + u_j`` steps (EdgeML's gate bias of 1 keeps every unit
-    for about 3.7 steps).
+    ``scheme="chrono"`` differs in two places. The gate bias spreads the memory
+    of the units over ``n_timesteps`` (chrono initialisation, Tallec & Ollivier
+    2018): ``bias_gate = log(u)`` with ``u ~ U(1, max(n_timesteps - 1, 2))``,
+    so that ``z = sigmoid(bias_gate) = u / (1 + u)`` keeps unit ``j``'s state
+    for about ``1 + u_j`` steps (EdgeML's gate bias of 1 keeps every unit for
+    about 3.7 steps). And the input weights are scaled to the number of
+    channels ``d``: ``W`` is ``N(0, 0.25 / d)``, so that standardised input
+    gives every pre-activation an input term of standard deviation 0.5 however
+    many channels there are (EdgeML's 0.1 gives 0.1 for one channel); a low
+    rank ``W1 @ W2`` has ``W1`` from ``N(0, 1 / d)`` and ``W2`` from
+    ``N(0, 0.25 / w_rank)``, the same variance for the product.
     """
     flat = np.zeros(layout.size, dtype=dtype)
     views = layout.views(flat)
+    std = dict.fromkeys(layout.weight_keys, 0.1)
+    if scheme == "chrono":
+        d, r = layout.n_channels, layout.w_rank
+        if r is None:
+            std["W"] = CHRONO_INPUT_STD / np.sqrt(d)
+        else:
+            std["W1"], std["W2"] = 1.0 / np.sqrt(d), CHRONO_INPUT_STD / np.sqrt(r)
     for key in layout.weight_keys:
-        views[key][...] = 0.1 * random_state.standard_normal(layout.shapes[key])
+        views[key][...] = std[key] * random_state.standard_normal(layout.shapes[key])
     if scheme == "chrono":
         high = max((n_timesteps or 2) - 1, 2)
         views["bias_gate"][...] = np.log(random_state.uniform(1.0, high, layout.hidden_size))

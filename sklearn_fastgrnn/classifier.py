@@ -110,11 +110,13 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         ``U = U1 @ U2`` (at most ``hidden_size``); None for full rank.
     init : {"chrono", "edgeml"}, default="chrono"
         Initial weights. "edgeml" is EdgeML's: every matrix ``0.1 * N(0, 1)``,
-        both biases 1. "chrono" (the default) is the same except for the gate
-        bias, which spreads the memory of the units over the longest sequence
-        ``T`` seen in ``fit`` (Tallec & Ollivier, 2018): ``bias_gate = log(u)``,
+        both biases 1. "chrono" (the default) differs in two places. The gate
+        bias spreads the memory of the units over the longest sequence ``T``
+        seen in ``fit`` (Tallec & Ollivier, 2018): ``bias_gate = log(u)``,
         ``u ~ U(1, max(T - 1, 2))``, so unit ``j`` keeps its state for about
-        ``1 + u_j`` steps instead of EdgeML's 3.7 for every unit.
+        ``1 + u_j`` steps instead of EdgeML's 3.7 for every unit. And ``W`` is
+        ``N(0, 0.25 / n_channels)``, so standardised input enters every unit
+        with the same spread (0.5) whatever the number of channels.
     zeta_init, nu_init : float, default=1.0, -4.0
         Initial raw ``zeta`` and ``nu`` (before the sigmoid), as in EdgeML.
     solver : {"adam", "sgd"}, default="adam"
