@@ -241,7 +241,9 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         ``validation_scores_`` of the kept epoch.
     best_epoch_ : int
         The (1-based) epoch whose weights the model holds: the best validation
-        epoch with early stopping, else the last epoch.
+        epoch with early stopping; without it the last epoch, or the epoch of
+        the lowest training loss when its weights fit the training data better
+        than the last ones (after a late loss spike).
     stop_reason_ : str
         Why the last ``fit`` ended (also the last line of ``verbose=1``).
     history_ : list of dict
@@ -710,7 +712,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         run.sparsity = SparseTraining.for_run(self, layout, resume, sparse_epochs)
         if early and resume:  # resumed weights are the best so far: fit restored them
             monitor.best_weights = flat.copy()
-        monitor.keep_best = early
+        monitor.keep_best = not incremental
         batch_size = _resolve_batch_size(self.batch_size, len(train))
         steps_per_epoch = math.ceil(len(train) / batch_size)
         patience, plateau_patience = self._patience(steps_per_epoch)
@@ -720,6 +722,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
 
         start_loss = None if incremental else run.training_fit(flat, train)[0]
         stop_reason = None
+        interrupted = False
         for _ in range(epochs):
             tasks.begin_epoch()
             lr = schedule.rate(self.n_iter_)
@@ -730,6 +733,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
                 loss = run.epoch(flat, optimizer, lr, train, batch_size, rng)
             except KeyboardInterrupt:
                 stop_reason = self._interrupted(flat, monitor, early)
+                interrupted = True
                 break
             self.n_iter_ += 1
             self.t_ += len(train)
@@ -755,11 +759,17 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
                     "reached and the optimization hasn't converged yet.",
                     ConvergenceWarning,
                 )
-        # the best validation epoch, unless the validation loss never left chance
-        # level: then the validation set tells nothing, and the last weights stay
-        restore = early and monitor.best_weights is not None and not (
-            chance_level is not None and monitor.best >= chance_level
-        )
+        if early:
+            # the best validation epoch, unless the validation loss never left
+            # chance level: then the validation set tells nothing, and the last
+            # weights stay
+            restore = monitor.best_weights is not None and not (
+                chance_level is not None and monitor.best >= chance_level
+            )
+        else:
+            restore = not (incremental or interrupted) and self._best_fits_better(
+                run, flat, monitor, train
+            )
         if restore:
             flat = monitor.best_weights
         self._sparse_training = run.sparsity
@@ -846,6 +856,19 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
             return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
         return int(self.max_iter)
 
+    def _best_fits_better(self, run, flat, monitor, train):
+        """Whether the best training-loss epoch's weights fit the data better than the last.
+
+        A loss spike late in training (the state of a recurrent net can blow up
+        for a step) can leave the last weights far worse than the best epoch's,
+        with no improvement left to stop on; the two are compared on the
+        training data itself.
+        """
+        if monitor.best_weights is None or monitor.best_epoch == self.n_iter_:
+            return False
+        return run.training_fit(monitor.best_weights, train)[0] < run.training_fit(
+            flat, train)[0]
+
     def _interrupted(self, flat, monitor, early):
         """Ctrl-C: keep the best (or last, finite) weights with a warning."""
         keep_best = early and monitor.best_weights is not None
@@ -889,9 +912,9 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else None
         self.best_epoch_ = self.n_iter_
         self.best_loss_ = self.best_validation_score_ = None
+        if restored:
+            self.best_epoch_ = monitor.best_epoch
         if early:
-            if restored:
-                self.best_epoch_ = monitor.best_epoch
             self.best_validation_score_ = self.history_[self.best_epoch_ - 1]["val_score"]
         elif self.loss_curve_:
             self.best_loss_ = min(self.loss_curve_)

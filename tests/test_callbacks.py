@@ -184,7 +184,8 @@ def test_a_callback_stops_training_after_its_epoch(digits):
 
 def test_a_callback_stop_with_early_stopping_keeps_the_best_epoch(digits):
     X, y = digits
-    params = {"early_stopping": True, "learning_rate_init": 0.1, "max_iter": 7}
+    params = {"early_stopping": True, "learning_rate_init": 0.3, "max_iter": 7,
+              "random_state": 1}
     reference = fit_quietly(small(**params), X, y)
     val_losses = [record["val_loss"] for record in reference.history_]
     assert reference.best_epoch_ == np.argmin(val_losses) + 1 < 7  # a worse last epoch

@@ -25,7 +25,7 @@ from sklearn_fastgrnn import (
 )
 
 FULL_BATCH = dict(
-    batch_size=10_000, dtype="float64", solver="sgd", learning_rate_init=0.05, max_iter=100
+    batch_size=10_000, dtype="float64", solver="sgd", learning_rate_init=0.02, max_iter=100
 )
 CONFIGURATIONS = {
     FastGRNNClassifier: [

@@ -9,11 +9,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss
 
 from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import _optimizers
 from sklearn_fastgrnn import classifier as classifier_module
 from sklearn_fastgrnn._cell import ParameterLayout, init_parameters
 from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
 
-from .conftest import make_sequences
+from .conftest import assert_same_coefs, make_sequences
 
 
 # ------------------------------------------------------------ PlateauMonitor
@@ -291,3 +292,37 @@ def test_early_stopping_keeps_the_last_weights_when_validation_never_leaves_chan
         clf.fit(X, y)
     assert clf.best_epoch_ == clf.n_iter_ == 20
     assert clf.best_validation_score_ == clf.validation_scores_[-1]
+
+
+def test_fit_keeps_the_best_epoch_when_a_late_loss_spike_leaves_worse_weights(
+    rng, monkeypatch
+):
+    X, y = make_sequences(rng, n=64)  # batch_size "auto": 8 steps an epoch
+    params = dict(hidden_size=8, max_iter=40, n_iter_no_change=100, random_state=0)
+    step = _optimizers.Adam.step
+    calls = []
+
+    def step_then_spike(self, flat, grad, learning_rate):
+        step(self, flat, grad, learning_rate)
+        calls.append(1)
+        if len(calls) == 30 * 8 + 1:  # the first step of epoch 31 blows the weights up
+            flat *= 30.0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        monkeypatch.setattr(_optimizers.Adam, "step", step_then_spike)
+        spiked = FastGRNNClassifier(**params).fit(X, y)
+        monkeypatch.undo()
+        assert spiked.n_iter_ == 40 and min(spiked.loss_curve_[30:]) > max(spiked.loss_curve_[20:30])
+        assert spiked.best_epoch_ == np.argmin(spiked.loss_curve_) + 1 <= 30
+        assert spiked.stop_reason_.endswith("max_iter=40 epochs reached")
+        clean = FastGRNNClassifier(**{**params, "max_iter": spiked.best_epoch_}).fit(X, y)
+    assert_same_coefs(spiked, clean)
+
+
+def test_fit_keeps_the_last_weights_without_a_spike(rng):
+    X, y = make_sequences(rng, n=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = FastGRNNClassifier(hidden_size=8, max_iter=30, random_state=0).fit(X, y)
+    assert clf.best_epoch_ == clf.n_iter_ == 30
