@@ -242,8 +242,8 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
     best_epoch_ : int
         The (1-based) epoch whose weights the model holds: the best validation
         epoch with early stopping; without it the last epoch, or the epoch of
-        the lowest training loss when its weights fit the training data better
-        than the last ones (after a late loss spike).
+        the lowest training loss when its weights classify the training data
+        more accurately than the last ones (after a late loss spike).
     stop_reason_ : str
         Why the last ``fit`` ended (also the last line of ``verbose=1``).
     history_ : list of dict
@@ -857,17 +857,18 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         return int(self.max_iter)
 
     def _best_fits_better(self, run, flat, monitor, train):
-        """Whether the best training-loss epoch's weights fit the data better than the last.
+        """Whether the best training-loss epoch's weights classify the training data better.
 
         A loss spike late in training (the state of a recurrent net can blow up
         for a step) can leave the last weights far worse than the best epoch's,
-        with no improvement left to stop on; the two are compared on the
-        training data itself.
+        with no improvement left to stop on. The two are compared by their
+        accuracy on the training data; a tie keeps the last weights, which
+        trained longer.
         """
         if monitor.best_weights is None or monitor.best_epoch == self.n_iter_:
             return False
-        return run.training_fit(monitor.best_weights, train)[0] < run.training_fit(
-            flat, train)[0]
+        return run.training_fit(monitor.best_weights, train)[1] > run.training_fit(
+            flat, train)[1]
 
     def _interrupted(self, flat, monitor, early):
         """Ctrl-C: keep the best (or last, finite) weights with a warning."""
