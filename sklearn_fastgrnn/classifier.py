@@ -759,6 +759,7 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
                     "reached and the optimization hasn't converged yet.",
                     ConvergenceWarning,
                 )
+        end_fit = None  # run.training_fit of the weights kept, once known
         if early:
             # the best validation epoch, unless the validation loss never left
             # chance level: then the validation set tells nothing, and the last
@@ -766,17 +767,23 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
             restore = monitor.best_weights is not None and not (
                 chance_level is not None and monitor.best >= chance_level
             )
+        elif incremental or interrupted:
+            restore = False
         else:
-            restore = not (incremental or interrupted) and self._best_fits_better(
-                run, flat, monitor, train
-            )
+            # after a late loss spike the best training-loss epoch classifies the
+            # training data better than the last weights; a tie keeps the last
+            end_fit = run.training_fit(flat, train)
+            best_fit = self._best_epoch_fit(run, monitor, train)
+            restore = best_fit is not None and best_fit[1] > end_fit[1]
+            if restore:
+                end_fit = best_fit
         if restore:
             flat = monitor.best_weights
         self._sparse_training = run.sparsity
         self._commit(layout, flat, optimizer, rng, schedule, monitor, early, restore)
         self.stop_reason_ = stop_reason or "one partial_fit epoch"
         if not incremental:
-            self._diagnose(run, flat, train, start_loss)
+            self._diagnose(end_fit or run.training_fit(flat, train), start_loss)
         if self.verbose and not incremental:
             print(
                 f"Training {self.stop_reason_}; kept the weights of epoch "
@@ -856,19 +863,17 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
             return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
         return int(self.max_iter)
 
-    def _best_fits_better(self, run, flat, monitor, train):
-        """Whether the best training-loss epoch's weights classify the training data better.
+    def _best_epoch_fit(self, run, monitor, train):
+        """``run.training_fit`` of the best training-loss epoch's weights.
 
-        A loss spike late in training (the state of a recurrent net can blow up
-        for a step) can leave the last weights far worse than the best epoch's,
-        with no improvement left to stop on. The two are compared by their
-        accuracy on the training data; a tie keeps the last weights, which
-        trained longer.
+        None when there are none or they are the last weights. A loss spike late
+        in training (the state of a recurrent net can blow up for a step) can
+        leave the last weights far worse than these, with no improvement left
+        to stop on.
         """
         if monitor.best_weights is None or monitor.best_epoch == self.n_iter_:
-            return False
-        return run.training_fit(monitor.best_weights, train)[1] > run.training_fit(
-            flat, train)[1]
+            return None
+        return run.training_fit(monitor.best_weights, train)
 
     def _interrupted(self, flat, monitor, early):
         """Ctrl-C: keep the best (or last, finite) weights with a warning."""
@@ -883,9 +888,12 @@ class FastGRNNClassifier(_callbacks.CallbackSupport, ClassifierMixin, BaseEstima
         )
         return f"interrupted by the user in epoch {self.n_iter_ + 1}"
 
-    def _diagnose(self, run, flat, train, start_loss):
-        """Warn when the fitted model learned nothing, or ended worse than it began."""
-        end_loss, accuracy, majority = run.training_fit(flat, train)
+    def _diagnose(self, end_fit, start_loss):
+        """Warn when the fitted model learned nothing, or ended worse than it began.
+
+        ``end_fit`` is ``run.training_fit`` of the weights kept.
+        """
+        end_loss, accuracy, majority = end_fit
         if end_loss > 2.0 * start_loss + 0.1:
             warnings.warn(
                 f"Training ended with a training loss of {end_loss:.4g}, far above the "
