@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from sklearn_fastgrnn import classifier as classifier_module
+
 
 @pytest.fixture
 def rng():
@@ -20,3 +22,29 @@ def assert_same_coefs(a, b):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def press_ctrl_c_in_epoch(monkeypatch, epoch):
+    """Make the ``epoch``-th training epoch from now on raise KeyboardInterrupt."""
+    real_epoch = classifier_module._TrainingRun.epoch
+    calls = []
+
+    def interrupted_epoch(self, *args):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", interrupted_epoch)
+
+
+def set_dotted(meta, dotted, value):
+    """Set ``meta["a"][0]["b"]`` for ``dotted="a.0.b"``; ``value=KeyError`` deletes it."""
+    *parents, last = dotted.split(".")
+    node = meta
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[int(last) if isinstance(node, list) else last] = value

@@ -19,8 +19,9 @@ from sklearn.tree import DecisionTreeClassifier
 
 import sklearn_fastgrnn
 from sklearn_fastgrnn import DistilledClassifier, FastGRNNClassifier, SequenceScaler
-from sklearn_fastgrnn import classifier as classifier_module
 from sklearn_fastgrnn.datasets import load_digits_sequences
+
+from .conftest import press_ctrl_c_in_epoch
 
 callback = pytest.importorskip(
     "sklearn.callback", reason="scikit-learn < 1.9 has no sklearn.callback"
@@ -233,16 +234,7 @@ def test_a_failing_callback_tears_down_and_leaves_the_model(digits):
 
 def test_ctrl_c_ends_the_open_epoch_empty(digits, monkeypatch):
     X, y = digits
-    real_epoch = classifier_module._TrainingRun.epoch
-    calls = []
-
-    def interrupted_epoch(self, *args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_epoch(self, *args)
-
-    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", interrupted_epoch)
+    press_ctrl_c_in_epoch(monkeypatch, 3)
     recorder, monitor = Recorder(), ScoringMonitor(scoring="accuracy")
     clf = small(max_iter=10).set_callbacks(recorder, monitor)
     with pytest.warns(UserWarning, match="interrupted by the user in epoch 3"):

@@ -17,7 +17,7 @@ from sklearn_fastgrnn.datasets import load_digits_sequences
 from sklearn_fastgrnn.export import export_model, load_weights, save_weights, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipeline
 
-from .conftest import make_sequences
+from .conftest import make_sequences, set_dotted
 
 @pytest.fixture(scope="module")
 def safetensors():
@@ -240,17 +240,6 @@ def saved(safetensors, data, tmp_path_factory):
     return path, tensors, meta
 
 
-def _set(meta, dotted, value):
-    *parents, last = dotted.split(".")
-    node = meta
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    if value is KeyError:
-        del node[last]
-    else:
-        node[int(last) if isinstance(node, list) else last] = value
-
-
 @pytest.mark.parametrize(
     "tensor_edit, meta_edit, message",
     [
@@ -297,7 +286,7 @@ def test_load_rejects_malformed_files(saved, tmp_path, tensor_edit, meta_edit, m
         else:
             tensors[key] = value
     if meta_edit:
-        _set(meta, *meta_edit)
+        set_dotted(meta, *meta_edit)
     path = tmp_path / "bad.st"
     path.write_bytes(safetensors.numpy.save(tensors, {"sklearn_fastgrnn": json.dumps(meta)}))
     with pytest.raises(ValueError, match=message):

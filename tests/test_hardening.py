@@ -15,7 +15,7 @@ from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import export_c, load_weights, save_weights, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipeline
 
-from .conftest import make_sequences
+from .conftest import make_sequences, set_dotted
 
 PROPERTY = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -162,14 +162,7 @@ def _edited(saved, tensors=None, **fields):
     tensors = {**saved_tensors, **(tensors or {})}
     meta = json.loads(json.dumps(saved_meta))
     for dotted, value in fields.items():
-        *parents, last = dotted.split("__")
-        node = meta
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        if value is KeyError:
-            del node[last]
-        else:
-            node[last] = value
+        set_dotted(meta, dotted.replace("__", "."), value)
     return tensors, meta
 
 

@@ -11,7 +11,7 @@ from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn import classifier as classifier_module
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
-from .conftest import assert_same_coefs, make_sequences
+from .conftest import assert_same_coefs, make_sequences, press_ctrl_c_in_epoch
 
 
 def small(**params):
@@ -160,16 +160,7 @@ def test_keyboard_interrupt_keeps_the_last_weights(rng, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         reference.fit(X, y)
-    real_epoch = classifier_module._TrainingRun.epoch
-    calls = []
-
-    def interrupted_epoch(self, *args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_epoch(self, *args)
-
-    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", interrupted_epoch)
+    press_ctrl_c_in_epoch(monkeypatch, 3)
     clf = small(max_iter=10, tol=0)
     with pytest.warns(UserWarning, match="interrupted by the user in epoch 3"):
         clf.fit(X, y)
