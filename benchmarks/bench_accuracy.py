@@ -32,7 +32,7 @@ from sklearn.neural_network import MLPClassifier
 
 import suite
 from sklearn_fastgrnn import FastGRNNClassifier
-from sklearn_fastgrnn import classifier as classifier_module
+from sklearn_fastgrnn import _base as base_module
 from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
 
 
@@ -42,9 +42,9 @@ def flat(X):
 
 def gru_cost(n, T):
     """Optimiser steps the default recipe allows, times the sequence length."""
-    steps = math.ceil(n / classifier_module._resolve_batch_size("auto", n))
-    epochs = max(classifier_module.AUTO_MIN_EPOCHS,
-                 math.ceil(classifier_module.AUTO_MIN_STEPS / steps))
+    steps = math.ceil(n / base_module.resolve_batch_size("auto", n))
+    epochs = max(base_module.AUTO_MIN_EPOCHS,
+                 math.ceil(base_module.AUTO_MIN_STEPS / steps))
     return epochs * steps * T
 
 
@@ -73,16 +73,16 @@ def gru_accuracy(data, seed, hidden_size=32):
     alpha = FastGRNNClassifier().alpha
     optimizer = torch.optim.Adam(params, lr=0.01)
     n = len(Xt)
-    batch = classifier_module._resolve_batch_size("auto", n)
+    batch = base_module.resolve_batch_size("auto", n)
     steps = math.ceil(n / batch)
-    patience = patience_epochs(10, steps, classifier_module.AUTO_MIN_PATIENCE_STEPS)
+    patience = patience_epochs(10, steps, base_module.AUTO_MIN_PATIENCE_STEPS)
     plateau_patience = patience_epochs(
-        10, steps, classifier_module.AUTO_PLATEAU_PATIENCE_STEPS
+        10, steps, base_module.AUTO_PLATEAU_PATIENCE_STEPS
     )
     prior = np.bincount(y_idx) / n
-    chance = classifier_module.AUTO_PLATEAU_LEVEL * float(-(prior * np.log(prior)).sum())
-    max_epochs = max(classifier_module.AUTO_MIN_EPOCHS,
-                     math.ceil(classifier_module.AUTO_MIN_STEPS / steps))
+    chance = base_module.AUTO_PLATEAU_LEVEL * float(-(prior * np.log(prior)).sum())
+    max_epochs = max(base_module.AUTO_MIN_EPOCHS,
+                     math.ceil(base_module.AUTO_MIN_STEPS / steps))
     monitor = PlateauMonitor(1e-4)
 
     def logits(X, idx_last):

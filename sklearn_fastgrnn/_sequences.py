@@ -8,9 +8,9 @@ the real length of every sequence and rejects NaN or infinity anywhere else.
 import numpy as np
 from sklearn.utils.validation import (
     _check_feature_names,
+    _check_y,
     check_array,
     check_consistent_length,
-    column_or_1d,
     validate_data,
 )
 
@@ -28,8 +28,12 @@ def input_ndim(X):
         return 2
 
 
-def validate_sequences(estimator, X, y="no_validation", *, reset):
+def validate_sequences(estimator, X, y="no_validation", *, reset, y_numeric=False):
     """Validate ``X`` (and ``y``) of a sequence estimator, as ``validate_data`` does.
+
+    ``y`` may be 1D or 2D (several outputs, or a multilabel indicator): what a
+    task accepts is the estimator's to check; ``y_numeric`` converts it to float
+    (regression).
 
     A 3D ``X`` is used as is; a 2D ``X`` goes through ``validate_data`` (feature
     names, ``n_features_in_``) and is read with ``estimator.n_timesteps`` when
@@ -77,14 +81,16 @@ def validate_sequences(estimator, X, y="no_validation", *, reset):
         if fitting:
             if y is None:
                 raise ValueError(f"{name} requires y to be passed, but the target y is None.")
-            y = column_or_1d(y, warn=True)
+            y = _check_y(y, multi_output=True, y_numeric=y_numeric, estimator=estimator)
             check_consistent_length(X, y)
         X3 = X
     else:
         kwargs = dict(reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         try:
             if fitting:
-                X, y = validate_data(estimator, X, y, **kwargs)
+                X, y = validate_data(
+                    estimator, X, y, multi_output=True, y_numeric=y_numeric, **kwargs
+                )
             else:
                 X = validate_data(estimator, X, **kwargs)
         except ValueError as exc:

@@ -23,20 +23,19 @@ def patience_epochs(n_iter_no_change, steps_per_epoch, min_steps):
 class PlateauMonitor:
     """Best value, best epoch, best weights and epochs without improvement.
 
+    The watched value is minimised (a loss, or a score with its sign flipped).
+
     Parameters
     ----------
     tol : float
         An epoch improves when its value beats the best by more than ``tol``
         (``MLPClassifier``'s meaning).
-    greater_is_better : bool
-        False for losses, True for scores.
     keep_best : bool
         Keep a copy of the weights of the best epoch (to restore at the end).
     """
 
-    def __init__(self, tol, greater_is_better=False, keep_best=False):
+    def __init__(self, tol, keep_best=False):
         self.tol = tol
-        self.sign = 1.0 if greater_is_better else -1.0
         self.keep_best = keep_best
         self.reset()
 
@@ -56,7 +55,7 @@ class PlateauMonitor:
         if self.best is None:
             improved = better = True
         else:
-            gain = self.sign * (value - self.best)
+            gain = self.best - value
             better = gain > 0
             improved = gain > self.tol
         if better:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sklearn_fastgrnn import classifier as classifier_module
+from sklearn_fastgrnn import _training as training_module
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def assert_same_coefs(a, b):
 
 def press_ctrl_c_in_epoch(monkeypatch, epoch):
     """Make the ``epoch``-th training epoch from now on raise KeyboardInterrupt."""
-    real_epoch = classifier_module._TrainingRun.epoch
+    real_epoch = training_module.TrainingRun.epoch
     calls = []
 
     def interrupted_epoch(self, *args):
@@ -35,7 +35,7 @@ def press_ctrl_c_in_epoch(monkeypatch, epoch):
             raise KeyboardInterrupt
         return real_epoch(self, *args)
 
-    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", interrupted_epoch)
+    monkeypatch.setattr(training_module.TrainingRun, "epoch", interrupted_epoch)
 
 
 def set_dotted(meta, dotted, value):

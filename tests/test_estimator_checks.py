@@ -86,7 +86,11 @@ def _instances():
 
 
 def public_estimators():
-    """BaseEstimator subclasses of the package's ``__all__`` and of its public modules."""
+    """BaseEstimator subclasses of the package's ``__all__`` and of its public modules.
+
+    A class imported into a public module from a private one (the shared base)
+    is not public.
+    """
     names = {getattr(sklearn_fastgrnn, name) for name in sklearn_fastgrnn.__all__}
     for info in pkgutil.walk_packages(sklearn_fastgrnn.__path__, "sklearn_fastgrnn."):
         parts = info.name.split(".")
@@ -97,6 +101,7 @@ def public_estimators():
             obj for name, obj in vars(module).items()
             if not name.startswith("_") and inspect.isclass(obj)
             and obj.__module__.startswith("sklearn_fastgrnn")
+            and not any(part.startswith("_") for part in obj.__module__.split(".")[1:])
         )
     return {obj for obj in names if inspect.isclass(obj) and issubclass(obj, BaseEstimator)}
 

@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_info
 
-import sklearn_fastgrnn.classifier as classifier_module
+import sklearn_fastgrnn._base as base_module
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import Predictor, predictor_for
 from sklearn_fastgrnn._losses import log_softmax
@@ -23,7 +23,7 @@ METHODS = ["predict", "predict_proba", "predict_log_proba", "decision_function"]
 def full_path(monkeypatch, clf, method, X):
     """``clf.method(X)`` with the light validation switched off."""
     with monkeypatch.context() as m:
-        m.setattr(classifier_module, "light_sequences", lambda estimator, X: None)
+        m.setattr(base_module, "light_sequences", lambda estimator, X: None)
         return getattr(clf, method)(X)
 
 

@@ -332,13 +332,13 @@ def test_fit_predict_over_shapes_dtypes_and_nan(n, T, d, dtype, flat, seed, n_em
 def test_a_failing_partial_fit_does_not_erase_concurrent_successful_calls(monkeypatch):
     import threading
 
-    from sklearn_fastgrnn import classifier as classifier_module
+    from sklearn_fastgrnn import _training as training_module
 
     X, y = make_sequences(np.random.default_rng(0), n=30)
     clf = FastGRNNClassifier(hidden_size=4, random_state=0)
     clf.partial_fit(X, y, classes=[0, 1, 2])
     started, finish = threading.Event(), threading.Event()
-    real_epoch = classifier_module._TrainingRun.epoch
+    real_epoch = training_module.TrainingRun.epoch
 
     def epoch(self, *args):
         if threading.current_thread().name == "failing":
@@ -347,7 +347,7 @@ def test_a_failing_partial_fit_does_not_erase_concurrent_successful_calls(monkey
             raise ValueError("simulated failure")
         return real_epoch(self, *args)
 
-    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", epoch)
+    monkeypatch.setattr(training_module.TrainingRun, "epoch", epoch)
     errors = []
 
     def failing():
@@ -370,20 +370,20 @@ def test_a_failing_partial_fit_does_not_erase_concurrent_successful_calls(monkey
 def test_predict_during_fit_sees_the_old_model_until_the_new_one_is_published(monkeypatch):
     import threading
 
-    from sklearn_fastgrnn import classifier as classifier_module
+    from sklearn_fastgrnn import _training as training_module
 
     X, y = make_sequences(np.random.default_rng(0), n=30)
     clf = FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(X, y)
     old = clf.predict(X)
     inside, proceed = threading.Event(), threading.Event()
-    real_epoch = classifier_module._TrainingRun.epoch
+    real_epoch = training_module.TrainingRun.epoch
 
     def epoch(self, *args):
         inside.set()
         proceed.wait(30)
         return real_epoch(self, *args)
 
-    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", epoch)
+    monkeypatch.setattr(training_module.TrainingRun, "epoch", epoch)
     thread = threading.Thread(target=lambda: clf.fit(X, y + 10))
     thread.start()
     assert inside.wait(30)

@@ -10,7 +10,7 @@ from sklearn.metrics import log_loss
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn import _optimizers
-from sklearn_fastgrnn import classifier as classifier_module
+from sklearn_fastgrnn import _base as base_module
 from sklearn_fastgrnn._cell import ParameterLayout, init_parameters
 from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
 
@@ -29,14 +29,14 @@ def test_plateau_monitor_counts_epochs_without_an_improvement_of_tol():
     assert monitor.bad_epochs == 0 and monitor.best_epoch == 4
 
 
-def test_plateau_monitor_keeps_the_best_weights_and_scores_up():
-    monitor = PlateauMonitor(tol=0.0, greater_is_better=True, keep_best=True)
+def test_plateau_monitor_keeps_the_best_weights():
+    monitor = PlateauMonitor(tol=0.0, keep_best=True)
     weights = np.zeros(3)
-    monitor.update(0.5, 1, weights)
+    monitor.update(-0.5, 1, weights)  # a score of 0.5, watched with its sign flipped
     weights += 1  # the monitor holds a copy, not a view
-    monitor.update(0.4, 2, weights)
+    monitor.update(-0.4, 2, weights)
     np.testing.assert_array_equal(monitor.best_weights, np.zeros(3))
-    monitor.update(0.7, 3, weights)
+    monitor.update(-0.7, 3, weights)
     np.testing.assert_array_equal(monitor.best_weights, np.ones(3))
     monitor.reset()
     assert monitor.best is None and monitor.best_weights is None
@@ -53,7 +53,7 @@ def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
     X, y = make_sequences(rng, n=20)  # learnable: the loss leaves chance level at once
     clf = FastGRNNClassifier(hidden_size=4, tol=10.0, random_state=0).fit(X, y)
     steps_per_epoch = math.ceil(20 / 8)  # batch_size="auto" is 8 here
-    patience = math.ceil(classifier_module.AUTO_MIN_PATIENCE_STEPS / steps_per_epoch)
+    patience = math.ceil(base_module.AUTO_MIN_PATIENCE_STEPS / steps_per_epoch)
     assert clf.n_iter_ == 1 + patience  # the first epoch sets the best
     assert clf.stop_reason_ == (
         f"stopped: no improvement of tol=10.0 for {patience} epochs "
@@ -72,11 +72,11 @@ def test_while_the_loss_is_at_chance_level_the_patience_is_longer(rng):
     clf = FastGRNNClassifier(hidden_size=2, tol=10.0, random_state=0)
     with pytest.warns(ConvergenceWarning, match="no better than always answering"):
         clf.fit(X, y)
-    patience = math.ceil(classifier_module.AUTO_PLATEAU_PATIENCE_STEPS / 3)
+    patience = math.ceil(base_module.AUTO_PLATEAU_PATIENCE_STEPS / 3)
     assert clf.n_iter_ == 1 + patience
     prior = np.array([0.6, 0.4])
     chance = -(prior * np.log(prior)).sum()
-    assert min(clf.loss_curve_) > classifier_module.AUTO_PLATEAU_LEVEL * chance
+    assert min(clf.loss_curve_) > base_module.AUTO_PLATEAU_LEVEL * chance
 
 
 def test_the_adaptive_rate_is_reduced_before_training_stops(rng):
@@ -96,7 +96,7 @@ def test_the_adaptive_rate_is_reduced_before_training_stops(rng):
 
 
 def test_batch_size_and_max_iter_auto():
-    resolve = classifier_module._resolve_batch_size
+    resolve = base_module.resolve_batch_size
     assert [resolve("auto", n) for n in (5, 50, 300, 100_000)] == [5, 8, 30, 64]
     assert resolve(32, 10) == 10 and resolve(np.int16(16), 100) == 16
 
@@ -114,13 +114,30 @@ def test_validation_split_holds_every_class_on_small_multiclass_data(rng):
     assert all(abs(8 * s - round(8 * s)) < 1e-12 for s in clf.validation_scores_)
 
 
-def test_a_class_with_one_sequence_cannot_be_split_and_says_what_to_do(rng):
-    X = rng.standard_normal((20, 5, 2))
-    y = np.r_[np.zeros(19, int), 1]
-    clf = FastGRNNClassifier(hidden_size=4, early_stopping=True, max_iter=2)
-    with pytest.raises(ValueError, match="class 1 has only 1 sequence.*Pass X_val"):
+def test_a_class_with_one_sequence_stays_in_training(rng):
+    """As MLPClassifier(early_stopping=True) fits such data, so does the estimator."""
+    X = rng.standard_normal((40, 5, 2))
+    y = np.r_[np.repeat([0, 1, 2], 13), 3]  # class 3: one sequence
+    clf = FastGRNNClassifier(hidden_size=4, early_stopping=True, random_state=0)
+    clf.classes_ = np.unique(y)
+    train, val = clf._split_validation(y, seed=0)
+    assert 39 in train and 39 not in val
+    assert sorted(set(y[val])) == [0, 1, 2] and len(val) == 3
+    clf.fit(X, y)
+    assert len(clf.validation_scores_) == clf.n_iter_
+
+
+def test_no_class_with_two_sequences_splits_at_random(rng):
+    X = rng.standard_normal((12, 5, 2))
+    y = np.arange(12)  # twelve classes of one sequence each
+    clf = FastGRNNClassifier(hidden_size=4, early_stopping=True, max_iter=3, random_state=0)
+    clf.classes_ = np.unique(y)
+    train, val = clf._split_validation(y, seed=0)
+    assert len(val) == 1 and len(train) == 11
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)
-    assert not hasattr(clf, "coefs_")
+    assert len(clf.validation_scores_) == 3
 
 
 def test_x_val_y_val_are_watched_and_the_best_epoch_is_kept(rng):
@@ -168,7 +185,7 @@ def test_a_scorer_can_be_watched(rng):
 
 
 def test_early_stopping_auto_turns_on_for_large_data(rng, monkeypatch):
-    monkeypatch.setattr(classifier_module, "AUTO_EARLY_STOPPING_SAMPLES", 50)
+    monkeypatch.setattr(base_module, "AUTO_EARLY_STOPPING_SAMPLES", 50)
     X, y = make_sequences(rng, n=60)
     big = FastGRNNClassifier(hidden_size=4, max_iter=2, random_state=0).fit(X, y)
     assert big.validation_scores_ is not None and big.best_loss_ is None

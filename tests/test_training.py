@@ -8,7 +8,8 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier
-from sklearn_fastgrnn import classifier as classifier_module
+from sklearn_fastgrnn import _base as base_module
+from sklearn_fastgrnn import _training as training_module
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
 from .conftest import assert_same_coefs, make_sequences, press_ctrl_c_in_epoch
@@ -233,7 +234,7 @@ def test_joblib_round_trip_and_version_warning(rng, tmp_path):
     loaded = joblib.load(path)
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     state = clf.__getstate__()
-    assert state["_sklearn_fastgrnn_version"] == classifier_module.__version__
+    assert state["_sklearn_fastgrnn_version"] == base_module.__version__
     state["_sklearn_fastgrnn_version"] = "0.0.1"
     other = FastGRNNClassifier.__new__(FastGRNNClassifier)
     with pytest.warns(UserWarning, match="from sklearn_fastgrnn version 0.0.1"):
@@ -318,7 +319,7 @@ def test_an_error_in_a_later_epoch_leaves_every_attribute_as_it_was(rng, monkeyp
     X, y = make_sequences(rng)
     clf = small(warm_start=True).fit(X, y)
     before = pickle.dumps(clf.__dict__)
-    real_epoch = classifier_module._TrainingRun.epoch
+    real_epoch = training_module.TrainingRun.epoch
     calls = []
 
     def failing_epoch(self, *args):
@@ -327,7 +328,7 @@ def test_an_error_in_a_later_epoch_leaves_every_attribute_as_it_was(rng, monkeyp
             raise ValueError("Training diverged (simulated)")
         return real_epoch(self, *args)
 
-    monkeypatch.setattr(classifier_module._TrainingRun, "epoch", failing_epoch)
+    monkeypatch.setattr(training_module.TrainingRun, "epoch", failing_epoch)
     with pytest.raises(ValueError, match="simulated"):
         clf.fit(X, y)
     assert pickle.dumps(clf.__dict__) == before

@@ -540,6 +540,7 @@ def _load_classifier(meta, tensors):
     clf.classes_ = _decode_labels(meta, "classifier.classes")
     if len(clf.classes_) < 2 or not np.array_equal(np.unique(clf.classes_), clf.classes_):
         raise meta.error("classifier.classes must be at least 2 distinct sorted labels.")
+    clf.out_activation_, clf.n_outputs_ = "softmax", len(clf.classes_)
     T = meta.positive_int("classifier.input.n_timesteps")
     d = meta.positive_int("classifier.input.n_channels")
     n_features = meta.positive_int("classifier.input.n_features_in")

@@ -1,0 +1,916 @@
+"""BaseFastGRNN: what the FastGRNN classifier and regressor share.
+
+The base holds the hyper-parameters every task has, the training loop as named
+steps (``_train``), ``fit``/``partial_fit``, prediction of the raw outputs,
+tags and pickling. A task subclass supplies the hooks that are about its
+targets: how ``y`` is encoded for the loss (``_encode_targets``) and decoded
+(``_decode_targets``), the loss object (``_task_loss``), how a validation set is
+held out (``_split_validation``), per-target weights (``_target_weights``) and
+the words of the "learned nothing" diagnosis (``_no_better_message``).
+``docs/developers.md`` walks through one ``fit``.
+"""
+
+import copy
+import math
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+)
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+)
+
+from . import _callbacks, _losses, _size
+from ._cell import ParameterLayout, init_parameters, predictor_for
+from ._nonlinearities import NONLINEARITIES
+from ._optimizers import SGD, Adam, LearningRateSchedule
+from ._sequences import light_sequences, validate_sequences
+from ._sparsity import SparseTraining
+from ._stopping import PlateauMonitor, patience_epochs
+from ._threads import one_blas_thread
+from ._training import StartState, TrainingData, TrainingRun, ValidationSet
+from ._version import __version__
+from .exceptions import InconsistentVersionWarning
+
+# The "auto" defaults, each chosen on the accuracy suite of benchmarks/bench_accuracy.py
+# (docs/training.md gives the measurements).
+AUTO_BATCH_FRACTION = 0.1  # batch_size="auto": a tenth of the data ...
+AUTO_BATCH_RANGE = (8, 64)  # ... clipped to this range
+AUTO_MIN_PATIENCE_STEPS = 500  # n_iter_no_change="auto": at least this many steps,
+AUTO_PLATEAU_PATIENCE_STEPS = 3000  # ... this many while the loss is still at chance,
+AUTO_PLATEAU_LEVEL = 0.9  # that is above this fraction of the chance-level loss
+AUTO_MIN_STEPS = 6000  # max_iter="auto": at least this many optimiser steps ...
+AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
+AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
+# More parameters than this is no tiny model: a typo, refused before allocating
+MAX_PARAMETERS = 2**31 - 1
+_INTEGER_PARAMS = (
+    "hidden_size", "n_timesteps", "w_rank", "u_rank", "lr_decay_step", "batch_size",
+    "max_iter", "n_iter_no_change", "iht_interval",
+)
+
+
+# The documentation of what every FastGRNN estimator shares, completed by each
+# estimator's docstring (``str.format`` fields in braces: see ``docstring``).
+PARAMETERS_DOC = """\
+    hidden_size : int, default=32
+        Size ``H`` of the hidden state.
+    n_timesteps : int or None, default=None
+        How a 2D ``X`` is read: None, one column per timestep of a univariate
+        series; ``k``, k time-major steps of ``m / k`` channels. Ignored for 3D.
+    gate_nonlinearity, update_nonlinearity : str, default="sigmoid", "tanh"
+        One of "sigmoid", "tanh", "relu", "quant_sigmoid", "quant_tanh".
+    w_rank, u_rank : int or None, default=None
+        Rank of ``W = W1 @ W2`` (at most ``min(n_channels, hidden_size)``) and
+        ``U = U1 @ U2`` (at most ``hidden_size``); None for full rank.
+    init : {{"chrono", "edgeml"}}, default="chrono"
+        Initial weights. "edgeml" is EdgeML's: every matrix ``0.1 * N(0, 1)``,
+        both biases 1. "chrono" (the default) differs in two places. The gate
+        bias spreads the memory of the units over the longest sequence ``T``
+        seen in ``fit`` (Tallec & Ollivier, 2018): ``bias_gate = log(u)``,
+        ``u ~ U(1, max(T - 1, 2))``, so unit ``j`` keeps its state for about
+        ``1 + u_j`` steps instead of EdgeML's 3.7 for every unit. And ``W`` is
+        ``N(0, 0.25 / n_channels)``, so standardised input enters every unit
+        with the same spread (0.5) whatever the number of channels.
+    zeta_init, nu_init : float, default=1.0, -4.0
+        Initial raw ``zeta`` and ``nu`` (before the sigmoid), as in EdgeML.
+    solver : {{"adam", "sgd"}}, default="adam"
+    learning_rate : {{"constant", "step", "adaptive"}}, default="constant"
+        "step" multiplies the rate by ``lr_decay`` every ``lr_decay_step``
+        epochs; "adaptive" divides it by 5 whenever the stopping rule sees a
+        plateau (patience epochs without improvement), and stops once it has
+        been divided ``max_lr_reductions`` times; "constant" stops at the first
+        plateau.
+    learning_rate_init : float, default=0.01
+    max_lr_reductions : int, default=2
+        Plateaus the "adaptive" rate answers by dividing the rate by 5 before
+        training stops.
+    lr_decay : float, default=0.1
+    lr_decay_step : int, default=50
+    momentum : float, default=0.9
+        SGD only.
+    nesterovs_momentum : bool, default=True
+        SGD only.
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam only.
+    alpha : float, default=1e-3
+        L2 penalty (see the loss above). 1e-3 measured best on the accuracy
+        suite (0 to 3e-3 tried); 3e-3 already reduced some long-sequence sets
+        with few sequences to chance.
+    clip_grad_norm : float or None, default=5.0
+        Mini-batch gradients are scaled down to this global L2 norm; None
+        disables clipping.
+    batch_size : int or "auto", default="auto"
+        Mini-batch size (clipped to the number of samples). "auto" is a tenth
+        of the training set clipped to [8, 64]: small data gets enough
+        optimiser steps per epoch, big data the throughput of larger batches.
+    max_iter : int or "auto", default="auto"
+        Maximum number of epochs in ``fit``. "auto" is enough epochs for 6,000
+        optimiser steps, and at least 200.
+    shuffle : bool, default=True
+        Shuffle the training data before each epoch.
+    random_state : int, RandomState instance or None, default=None
+        Initial weights, shuffling and the validation split. An int gives
+        bit-identical ``coefs_``.
+    dtype : {{"float32", "float64"}} or None, default="float32"
+        Precision of training. float32 (as PyTorch and Keras train) is about
+        twice as fast as float64 and accurate to about 1e-6 relative; "float64"
+        trains in double precision (for exactness work); None follows the
+        input: float32 for float32 ``X``, float64 otherwise. Prediction
+        computes in float32 for float32 ``X`` and in float64 otherwise.
+    tol : float, default=1e-4
+        Minimum improvement over the best value so far of the quantity the
+        stopping rule watches (the training loss, or the validation loss or
+        score with early stopping), as in ``MLPClassifier``.
+    n_iter_no_change : int or "auto", default="auto"
+        Patience: epochs without an improvement of ``tol`` after which the
+        rate is reduced or training stops (see ``learning_rate``). "auto" is
+        10 epochs, but at least 500 optimiser steps, and at least 3,000 while
+        the watched loss is still above 0.9 times the loss of the best constant
+        prediction ({constant}), so that the initial plateau of the loss on
+        small data cannot stop training.
+    early_stopping : bool or "auto", default="auto"
+        Watch a held-out validation set instead of the training loss and
+        restore the weights of its best epoch (unless the validation loss never
+        fell below chance level: then the validation set, typically a handful
+        of sequences, says nothing and the last weights are kept). The validation set is
+        ``X_val``/``y_val`` when given to :meth:`fit`, else {validation_split}.
+        "auto" turns it on from 10,000 training sequences. Ignored by
+        ``partial_fit``.
+    scoring : str, callable or "loss", default="loss"
+        What early stopping watches: "loss" (the validation loss), or a
+        scikit-learn scorer name or callable (greater is better).
+    validation_fraction : float, default=0.1
+    warm_start : bool, default=False
+        Continue ``fit`` from the current weights and optimiser state.
+    verbose : int, default=0
+        1: one line per epoch and a last line saying why training stopped and
+        which epoch's weights were kept; 2: also a progress bar within long
+        epochs.
+    distillation_alpha : float in [0, 1], default=0.5
+        Weight of the distillation term when ``soft_targets`` are given.
+    sparsity_w, sparsity_u : float in (0, 1], default=1.0
+        Fraction of the entries of ``W`` and ``U`` kept (each factor when low
+        rank): ``ceil(fraction * size)`` entries, trained by iterative hard
+        thresholding (see Notes). 1.0 trains dense.
+    sparsity_phases : (float, float), default=(0.25, 0.5)
+        Fractions of the run trained dense, then with hard thresholding; the rest
+        (at least one epoch: the sum must be below 1) trains on the frozen support.
+    iht_interval : int, default=15
+        Optimiser steps between two hard thresholdings (EdgeML's ``trimlevel``).
+"""
+
+ATTRIBUTES_DOC = """\
+    coefs_ : dict of ndarray
+        ``W`` (or ``W1``, ``W2``), ``U`` (or ``U1``, ``U2``), ``V``,
+        ``bias_gate``, ``bias_update``, ``zeta``, ``nu``, ``bias_out``, in the
+        training ``dtype``.
+    n_features_in_ : int
+        Columns of what ``fit`` saw (``n_timesteps * n_channels`` for 3D).
+    feature_names_in_ : ndarray of str
+        Defined when ``fit`` saw a DataFrame.
+    n_timesteps_, n_channels_ : int
+        Sequence shape seen in ``fit``.
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Training samples seen.
+    loss_ : float
+        Training loss of the last epoch.
+    loss_curve_ : list of float
+    best_loss_ : float or None
+        Lowest training loss (None with early stopping).
+    validation_scores_ : list of float or None
+        Validation {quality} (or ``scoring``'s value) per epoch with early
+        stopping.
+    best_validation_score_ : float or None
+        ``validation_scores_`` of the kept epoch.
+    best_epoch_ : int
+        The (1-based) epoch whose weights the model holds: the best validation
+        epoch with early stopping; without it the last epoch, or the epoch of
+        the lowest training loss when its weights fit the training data
+        better ({quality}) than the last ones (after a late loss spike).
+    stop_reason_ : str
+        Why the last ``fit`` ended (also the last line of ``verbose=1``).
+    history_ : list of dict
+        One dict per epoch: ``epoch``, ``train_loss``, ``val_loss``,
+        ``val_score`` (None without early stopping), ``learning_rate``,
+        ``seconds``, and ``event`` (None, or what the stopping rule did after
+        that epoch: the learning rate reduced, or training stopped).
+    n_params_ : int
+    model_size_bytes_ : int
+        As EdgeML counts it: 4 bytes per entry, 8 per non-zero of a matrix
+        trained sparse (see the compression guide). :meth:`summary` shows it
+        per tensor.
+"""
+
+NOTES_DOC = """\
+    Stopping: after each epoch the stopping rule compares the watched
+    quantity with its best value. After ``n_iter_no_change`` epochs without
+    an improvement of more than ``tol``, an "adaptive" learning rate is
+    divided by 5 and training goes on, up to ``max_lr_reductions`` times;
+    the next plateau (the first with "constant" or "step") ends training.
+    Reaching ``max_iter`` instead warns (``ConvergenceWarning``), and so does a
+    fitted model that predicts its own training data no better than
+    {constant} does.
+
+    Sparse training (``sparsity_w`` or ``sparsity_u`` below 1) follows the
+    paper and EdgeML over a run of ``max_iter`` epochs: dense for the first
+    ``floor(sparsity_phases[0] * max_iter)`` epochs, then hard thresholding
+    every ``iht_interval`` optimiser steps (the support re-applied after the
+    steps in between) until ``floor(sum(sparsity_phases) * max_iter)``, then
+    training on the frozen support, whose pruned entries stay exactly 0. The
+    stopping rule (and ``early_stopping``'s best-weights restore) only starts
+    once the support is frozen, so a sparse fit always returns a sparse model.
+    ``partial_fit`` follows the same schedule with one call per epoch (later
+    calls keep training on the frozen support); ``warm_start`` continues it.
+    With ``max_iter="auto"`` the schedule is laid over 200 epochs.
+    See the compression guide (``docs/compression.md``).
+
+    Thread safety: ``predict`` and the other prediction methods may run in
+    threads while ``fit`` or ``partial_fit`` trains the same estimator: a
+    call builds its new state aside and publishes it in one assignment at
+    the end (and nothing at all when it fails), so a prediction sees the old
+    model or the new one, never a mix. Two training calls on one estimator at
+    the same time are not safe: the one that finishes last wins.
+"""
+
+
+def docstring(template, **fields):
+    """An estimator's docstring: ``template`` with the shared sections filled in.
+
+    ``template`` holds ``{parameters}``, ``{attributes}`` and ``{notes}``
+    where the shared sections go, and the ``fields`` those sections ask for.
+    """
+    return template.format(
+        parameters=PARAMETERS_DOC.format(**fields).rstrip("\n"),
+        attributes=ATTRIBUTES_DOC.format(**fields).rstrip("\n"),
+        notes=NOTES_DOC.format(**fields).rstrip("\n"),
+        **fields,
+    )
+
+
+def resolve_batch_size(batch_size, n_samples):
+    """``batch_size`` for ``n_samples`` training sequences ("auto": see AUTO_BATCH_*)."""
+    if batch_size == "auto":
+        low, high = AUTO_BATCH_RANGE
+        batch_size = min(high, max(low, round(AUTO_BATCH_FRACTION * n_samples)))
+    return max(1, min(int(batch_size), n_samples))
+
+
+class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
+    """Base of the FastGRNN estimators: see :class:`FastGRNNClassifier` for the
+    parameters, and the module docstring for the task hooks."""
+
+    _parameter_constraints = {
+        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "n_timesteps": [Interval(Integral, 1, None, closed="left"), None],
+        "gate_nonlinearity": [StrOptions(set(NONLINEARITIES))],
+        "update_nonlinearity": [StrOptions(set(NONLINEARITIES))],
+        "w_rank": [Interval(Integral, 1, None, closed="left"), None],
+        "u_rank": [Interval(Integral, 1, None, closed="left"), None],
+        "init": [StrOptions({"chrono", "edgeml"})],
+        "zeta_init": [Interval(Real, None, None, closed="neither")],
+        "nu_init": [Interval(Real, None, None, closed="neither")],
+        "solver": [StrOptions({"adam", "sgd"})],
+        "learning_rate": [StrOptions({"constant", "step", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_lr_reductions": [Interval(Integral, 0, None, closed="left")],
+        "lr_decay": [Interval(Real, 0, 1, closed="right")],
+        "lr_decay_step": [Interval(Integral, 1, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "clip_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "dtype": [StrOptions({"float32", "float64"}), None],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}),
+        ],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
+        "scoring": [StrOptions({"loss"}), str, callable, HasMethods("__call__")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "distillation_alpha": [Interval(Real, 0, 1, closed="both")],
+        "sparsity_w": [Interval(Real, 0, 1, closed="right")],
+        "sparsity_u": [Interval(Real, 0, 1, closed="right")],
+        "sparsity_phases": [tuple, list],
+        "iht_interval": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def _validate_params(self):
+        """scikit-learn's checks, and no booleans where an integer is meant."""
+        super()._validate_params()
+        for name in _INTEGER_PARAMS:
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an "
+                    f"integer, got the boolean {value!r}."
+                )
+
+    def _int(self, name):
+        """A hyper-parameter as a Python int (NumPy integers included), or as is."""
+        value = getattr(self, name)
+        return int(value) if isinstance(value, Integral) else value
+
+    # ------------------------------------------------------------ task hooks
+    def _encode_targets(self, y, classes, incremental, resume):
+        """Validate ``y``, set the fitted target attributes, return the targets."""
+        raise NotImplementedError
+
+    def _encode_validation_targets(self, y_val):
+        """``y_val`` encoded as ``_encode_targets`` encodes ``y`` (fitted already)."""
+        raise NotImplementedError
+
+    def _decode_targets(self, targets):
+        """Encoded targets back in the user's terms (for scorers)."""
+        raise NotImplementedError
+
+    def _n_outputs(self):
+        """Number of output columns of the cell (``V`` has this many)."""
+        raise NotImplementedError
+
+    def _task_loss(self):
+        """The loss object of the task (:mod:`~sklearn_fastgrnn._losses`)."""
+        raise NotImplementedError
+
+    def _split_validation(self, targets, seed):
+        """(train, validation) indices for early stopping."""
+        raise NotImplementedError
+
+    def _target_weights(self, targets, weights, incremental):
+        """``weights`` times the weight of each sample's target (class weights)."""
+        return weights
+
+    def _check_soft_targets(self, soft_targets, n_samples, dtype):
+        """The teacher's targets of distillation, validated."""
+        raise NotImplementedError
+
+    def _no_better_message(self, quality):
+        """The "learned nothing" warning for a :class:`~._training.Quality`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ input
+    def _sample_weights(self, targets, sample_weight, X3, incremental):
+        """Per-sample training weights: ``sample_weight`` times target weights."""
+        weights = _check_sample_weight(
+            sample_weight, X3, dtype=X3.dtype, ensure_non_negative=True,
+            allow_all_zero_weights=True,
+        )
+        weights = self._target_weights(targets, weights, incremental)
+        if not weights.sum() > 0:
+            raise ValueError(
+                "The sample weights (times class_weight) sum to zero: there is nothing "
+                "to learn from. Give at least one sample a positive weight."
+            )
+        return weights
+
+    def _working_dtype(self, input_dtype):
+        """The training dtype for input of ``input_dtype`` (see ``dtype``)."""
+        if self.dtype is None:
+            return np.dtype(np.float32 if input_dtype == np.float32 else np.float64)
+        return np.dtype(self.dtype)
+
+    def _as_training_dtype(self, X3, dtype, name="X"):
+        """``X3`` (finite but for NaN padding) in the training ``dtype``.
+
+        Refuses values that overflow it (float64 input beyond float32's range).
+        """
+        converted = X3.astype(dtype, copy=False)
+        if converted.dtype != X3.dtype and np.isinf(converted).any():
+            peak = float(np.nanmax(np.abs(X3)))
+            raise ValueError(
+                f"{name} holds values up to {peak:.3g} in magnitude, beyond the range of "
+                f"{dtype} ({float(np.finfo(dtype).max):.3g}) in which training computes "
+                "(dtype). Scale the input (SequenceScaler or StandardScaler), or train "
+                "with dtype='float64'."
+            )
+        return converted
+
+    def _training_data(self, X, y, sample_weight, soft_targets, classes, incremental,
+                       resume):
+        """Validate the data of a training call: :class:`TrainingData`."""
+        X, X3, lengths, y = validate_sequences(self, X, y, reset=not resume)
+        targets = self._encode_targets(y, classes, incremental, resume)
+        dtype = self._working_dtype(X3.dtype)
+        X3 = self._as_training_dtype(X3, dtype)
+        weights = self._sample_weights(targets, sample_weight, X3, incremental)
+        soft = None
+        if soft_targets is not None:
+            soft = self._check_soft_targets(soft_targets, len(X3), dtype)
+        return TrainingData(X, X3, lengths, targets, weights, soft)
+
+    # --------------------------------------------------------------- training
+    def _layout(self):
+        d, H = self.n_channels_, self._int("hidden_size")
+        w_rank, u_rank = self._int("w_rank"), self._int("u_rank")
+        if w_rank is not None and w_rank > min(d, H):
+            raise ValueError(
+                f"w_rank={w_rank} is larger than allowed: W is ({d}, {H}), so "
+                f"its rank is at most min(n_channels, hidden_size) = {min(d, H)}. "
+                "Use a smaller w_rank or None for full rank."
+            )
+        if u_rank is not None and u_rank > H:
+            raise ValueError(
+                f"u_rank={u_rank} is larger than allowed: U is ({H}, {H}), so "
+                f"its rank is at most hidden_size = {H}. Use a smaller u_rank or "
+                "None for full rank."
+            )
+        n_outputs = self._n_outputs()
+        r_w, r_u = w_rank or H, u_rank or H
+        n_params = (d + H) * r_w + 2 * H * r_u + H * n_outputs + 2 * H + n_outputs + 2
+        if n_params > MAX_PARAMETERS:
+            raise ValueError(
+                f"hidden_size={H} gives a model of about {n_params:.3g} parameters "
+                f"({4 * n_params / 2**30:.3g} GiB), more than the {MAX_PARAMETERS} an "
+                "array can index. FastGRNN models are small: hidden sizes of 8 to 256 "
+                "are typical."
+            )
+        return ParameterLayout(d, H, n_outputs, w_rank, u_rank)
+
+    def _new_optimizer(self, n_params, dtype):
+        if self.solver == "adam":
+            return Adam(n_params, dtype, self.beta_1, self.beta_2, self.epsilon)
+        return SGD(n_params, dtype, self.momentum, self.nesterovs_momentum)
+
+    def _start_state(self, layout, dtype, resume, n_steps, incremental):
+        """:class:`StartState` to train from (never shared with ``self``).
+
+        Hyper-parameters always come from the current ``get_params()``; a resumed
+        run takes over the training state (moments, RNG, adaptive rate, stopping
+        rule) when the model has one. A model loaded from a weights file has
+        none: it resumes its weights with a fresh optimiser. ``n_steps`` is the
+        longest real sequence, which the chrono initialisation spreads memory over.
+        """
+        fitted_shapes = {k: np.shape(v) for k, v in getattr(self, "coefs_", {}).items()}
+        if resume and fitted_shapes != layout.shapes:
+            raise ValueError(
+                f"Cannot continue training: the fitted weights have shapes "
+                f"{fitted_shapes}, but the current parameters ask for "
+                f"{layout.shapes}. Set warm_start=False to train from scratch."
+            )
+        has_state = resume and hasattr(self, "_optimizer")
+        if has_state and self._optimizer_kind != self.solver:
+            raise ValueError(
+                f"Cannot continue training with solver={self.solver!r}: the model "
+                f"was trained with {self._optimizer_kind!r}, whose state it keeps. "
+                "Set warm_start=False to train from scratch."
+            )
+        optimizer = self._new_optimizer(layout.size, dtype)
+        schedule = LearningRateSchedule(
+            self.learning_rate, self.learning_rate_init, self.lr_decay,
+            self._int("lr_decay_step"), self._int("max_lr_reductions"),
+        )
+        if has_state:
+            optimizer.resume_from(self._optimizer)
+            schedule.resume_from(self._schedule)
+            rng, monitor = copy.deepcopy(self._rng), copy.deepcopy(self._monitor)
+            monitor.keep_best = not incremental
+            return StartState(layout.pack(self.coefs_, dtype), optimizer, rng, schedule,
+                              monitor)
+        random_state = check_random_state(self.random_state)
+        if resume:
+            flat = layout.pack(self.coefs_, dtype)
+        else:
+            flat = init_parameters(
+                layout, random_state, self.zeta_init, self.nu_init, dtype,
+                scheme=self.init, n_timesteps=n_steps,
+            )
+        rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+        self._split_seed = int(rng.integers(np.iinfo(np.int32).max))
+        if not resume or not hasattr(self, "n_iter_"):
+            self.n_iter_, self.t_ = 0, 0
+            self.loss_curve_, self.history_ = [], []
+            self.validation_scores_ = None
+        return StartState(flat, optimizer, rng, schedule,
+                          PlateauMonitor(self.tol, keep_best=not incremental))
+
+    def _validation_set(self, X_val, y_val, sample_weight_val, dtype):
+        """A user's ``X_val``/``y_val`` as a :class:`ValidationSet`."""
+        if y_val is None:
+            raise ValueError("X_val was given without y_val: pass both, or neither.")
+        X_val, X3_val, lengths_val = validate_sequences(self, X_val, reset=False)
+        check_consistent_length(X3_val, y_val)
+        targets = self._encode_validation_targets(y_val)
+        weights = _check_sample_weight(
+            sample_weight_val, X3_val, dtype=dtype, ensure_non_negative=True,
+            allow_all_zero_weights=True,
+        )
+        if not weights.sum() > 0:
+            raise ValueError(
+                "sample_weight_val sums to zero: a validation set without weight "
+                "cannot be scored. Give some validation sequences a positive weight."
+            )
+        X3_val = self._as_training_dtype(X3_val, dtype, name="X_val")
+        return ValidationSet(X_val, X3_val, lengths_val, targets, weights)
+
+    def _watched_data(self, data, validation, incremental):
+        """Indices trained on, and the :class:`ValidationSet` watched (or None)."""
+        X_val, y_val, _ = validation
+        if X_val is None and y_val is not None:
+            raise ValueError("y_val was given without X_val: pass both, or neither.")
+        train = np.arange(len(data.X3))
+        early = not incremental and (
+            X_val is not None or self.early_stopping is True
+            or (self.early_stopping == "auto" and len(data.X3) >= AUTO_EARLY_STOPPING_SAMPLES)
+        )
+        if not early:
+            return train, None
+        if self.validation_scores_ is None:
+            self.validation_scores_ = []
+        if X_val is not None:
+            return train, self._validation_set(*validation, data.X3.dtype)
+        train, idx = self._split_validation(data.targets, self._split_seed)
+        if not data.weights[idx].sum() > 0:
+            raise ValueError(
+                "early_stopping held out a validation set whose sample weights are all "
+                "zero, so it cannot be scored. Pass X_val and y_val (with "
+                "sample_weight_val), or set early_stopping=False."
+            )
+        return train, ValidationSet(
+            data.X[idx], data.X3[idx], data.lengths[idx], data.targets[idx],
+            data.weights[idx],
+        )
+
+    @_callbacks.with_callbacks
+    def _train(self, X, y, sample_weight, soft_targets, *, incremental, classes,
+               validation):
+        """The whole of ``fit``/``partial_fit``, on a working copy of the estimator."""
+        tasks = _callbacks.FitTask(self, X, y, sample_weight,
+                                   name="partial_fit" if incremental else "fit")
+        resume = hasattr(self, "coefs_") and (incremental or self.warm_start)
+        data = self._training_data(X, y, sample_weight, soft_targets, classes,
+                                   incremental, resume)
+        layout = self._layout()
+        flat, optimizer, rng, schedule, monitor = self._start_state(
+            layout, data.X3.dtype, resume, int(data.lengths.max()), incremental
+        )
+        train, val = self._watched_data(data, validation, incremental)
+        early = val is not None
+        run = TrainingRun(self, layout, data, self._training_loss(data), val)
+        sparse_epochs = AUTO_MIN_EPOCHS if self.max_iter == "auto" else int(self.max_iter)
+        run.sparsity = SparseTraining.for_run(self, layout, resume, sparse_epochs)
+        if early and resume:  # resumed weights are the best so far: fit restored them
+            monitor.best_weights = flat.copy()
+        batch_size = resolve_batch_size(self.batch_size, len(train))
+        steps_per_epoch = math.ceil(len(train) / batch_size)
+        patience, plateau_patience = self._patience(steps_per_epoch)
+        chance_level = self._chance_level(run, train)
+        epochs = 1 if incremental else self._max_epochs(steps_per_epoch)
+        tasks.begin(n_subtasks=epochs)
+
+        start_loss = None if incremental else run.training_quality(flat, train).loss
+        stop_reason = None
+        interrupted = False
+        for _ in range(epochs):
+            tasks.begin_epoch()
+            lr = schedule.rate(self.n_iter_)
+            if run.sparsity is not None and run.sparsity.begin_epoch(flat, optimizer):
+                monitor.reset()  # the support is frozen: earlier weights do not count
+            start = time.perf_counter()
+            try:
+                loss = run.epoch(flat, optimizer, lr, train, batch_size, rng)
+            except KeyboardInterrupt:
+                stop_reason = self._interrupted(flat, monitor, early)
+                interrupted = True
+                break
+            self.n_iter_ += 1
+            self.t_ += len(train)
+            record = self._record_epoch(run, flat, loss, lr, monitor, early)
+            record["seconds"] = time.perf_counter() - start
+            settled = run.sparsity is None or run.sparsity.frozen
+            at_chance = chance_level is not None and monitor.best >= chance_level
+            wait = plateau_patience if at_chance else patience
+            if not incremental and settled and monitor.plateaued(wait):
+                stop_reason = self._on_plateau(record, monitor, schedule, wait,
+                                               steps_per_epoch)
+            if tasks.end_epoch(layout, flat) and stop_reason is None:
+                stop_reason = record["event"] = "stopped: a callback asked to stop"
+            if self.verbose:
+                run.report(record)
+            if stop_reason is not None:
+                break
+        else:
+            if not incremental:
+                stop_reason = f"stopped: max_iter={epochs} epochs reached"
+                warnings.warn(
+                    f"Stochastic optimizer: maximum iterations ({epochs}) "
+                    "reached and the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                )
+        flat, restored, end_quality = self._kept_weights(
+            run, flat, monitor, train, early, chance_level, incremental or interrupted
+        )
+        self._sparse_training = run.sparsity
+        self._commit(layout, flat, optimizer, rng, schedule, monitor, early, restored)
+        self.stop_reason_ = stop_reason or "one partial_fit epoch"
+        if not incremental:
+            self._diagnose(end_quality or run.training_quality(flat, train), start_loss)
+        if self.verbose and not incremental:
+            print(
+                f"Training {self.stop_reason_}; kept the weights of epoch "
+                f"{self.best_epoch_}.", flush=True,
+            )
+        tasks.end()
+
+    def _training_loss(self, data):
+        """The task loss, with the distillation term when there are soft targets."""
+        loss = self._task_loss()
+        if data.soft is None:
+            return loss
+        return _losses.Distillation(
+            loss, self.distillation_alpha, getattr(self, "distillation_temperature", 1.0)
+        )
+
+    def _record_epoch(self, run, flat, loss, lr, monitor, early):
+        """Score the epoch, show it to the stopping rule, and append its history."""
+        record = {"epoch": self.n_iter_, "train_loss": loss, "val_loss": None,
+                  "val_score": None, "learning_rate": lr, "event": None}
+        if early:
+            record["val_loss"], record["val_score"] = run.evaluate(flat)
+            self.validation_scores_.append(record["val_score"])
+            watched = record["val_loss"] if self.scoring == "loss" else -record["val_score"]
+        else:
+            watched = loss
+        monitor.update(watched, self.n_iter_, flat)
+        self.loss_curve_.append(loss)
+        self.history_.append(record)
+        return record
+
+    def _on_plateau(self, record, monitor, schedule, patience, steps_per_epoch):
+        """Reduce the rate (adaptive) or stop; returns the stop reason or None."""
+        monitor.bad_epochs = 0
+        if schedule.on_plateau():
+            record["event"] = f"learning rate reduced to {schedule.current:.3g}"
+            return None
+        record["event"] = (
+            f"stopped: no improvement of tol={self.tol} for {patience} epochs "
+            f"({patience * steps_per_epoch} optimiser steps)"
+        )
+        return record["event"]
+
+    def _patience(self, steps_per_epoch):
+        """Patience in epochs, and the patience while the loss is still at chance."""
+        if self.n_iter_no_change == "auto":
+            return (
+                patience_epochs(10, steps_per_epoch, AUTO_MIN_PATIENCE_STEPS),
+                patience_epochs(10, steps_per_epoch, AUTO_PLATEAU_PATIENCE_STEPS),
+            )
+        return (int(self.n_iter_no_change),) * 2
+
+    def _chance_level(self, run, train):
+        """The watched loss below which training has left its initial plateau.
+
+        ``AUTO_PLATEAU_LEVEL`` times the loss of the best constant prediction
+        (of the validation set when early stopping watches it); None when the
+        patience is explicit or a score is watched.
+        """
+        if self.n_iter_no_change != "auto" or (run.val is not None and self.scoring != "loss"):
+            return None
+        if run.val is not None:
+            targets, weights = run.val.targets, run.val.weights
+        else:
+            targets, weights = run.data.targets[train], run.data.weights[train]
+        return AUTO_PLATEAU_LEVEL * run.task_loss.baseline(targets, weights)
+
+    def _max_epochs(self, steps_per_epoch):
+        if self.max_iter == "auto":
+            return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
+        return int(self.max_iter)
+
+    def _kept_weights(self, run, flat, monitor, train, early, chance_level, last_only):
+        """The weights the model keeps: ``(flat, restored, their Quality or None)``.
+
+        With early stopping, the best validation epoch's, unless the validation
+        loss never left chance level (then the validation set tells nothing and
+        the last weights stay). Without it, the best training-loss epoch's when
+        they classify (or fit) the training data better than the last ones: a
+        late loss spike can leave the last weights broken with no improvement
+        left to stop on; a tie keeps the last weights, which trained longer.
+        ``last_only`` (partial_fit, an interrupt) keeps the last weights.
+        """
+        if early:
+            restore = monitor.best_weights is not None and not (
+                chance_level is not None and monitor.best >= chance_level
+            )
+            return (monitor.best_weights if restore else flat), restore, None
+        if last_only:
+            return flat, False, None
+        end = run.training_quality(flat, train)
+        if monitor.best_weights is None or monitor.best_epoch == self.n_iter_:
+            return flat, False, end
+        best = run.training_quality(monitor.best_weights, train)
+        if best.quality > end.quality:
+            return monitor.best_weights, True, best
+        return flat, False, end
+
+    def _interrupted(self, flat, monitor, early):
+        """Ctrl-C: keep the best (or last, finite) weights with a warning."""
+        keep_best = early and monitor.best_weights is not None
+        if not keep_best and not np.isfinite(flat).all():
+            raise KeyboardInterrupt
+        warnings.warn(
+            f"Training interrupted by the user in epoch {self.n_iter_ + 1}; keeping "
+            + ("the best weights so far." if keep_best
+               else "the last weights, which are finite."),
+            UserWarning,
+        )
+        return f"interrupted by the user in epoch {self.n_iter_ + 1}"
+
+    def _divergence_message(self, what):
+        """The error of a diverged training step: ``what`` happened, and the cure."""
+        if "relu" in (self.gate_nonlinearity, self.update_nonlinearity):
+            advice = (
+                "A relu non-linearity is unbounded: the hidden state can grow without "
+                "limit over the timesteps and overflow. Use gate_nonlinearity='sigmoid' "
+                "(or 'quant_sigmoid') and update_nonlinearity='tanh' (or 'quant_tanh'), "
+                "or scale the input and lower learning_rate_init."
+            )
+        else:
+            advice = (
+                "Scale the input (StandardScaler or SequenceScaler), lower "
+                "learning_rate_init, or set clip_grad_norm."
+            )
+        return (
+            f"Training diverged: {what}. The model was left as it was before this "
+            f"call. {advice}"
+        )
+
+    def _diagnose(self, quality, start_loss):
+        """Warn when the fitted model learned nothing, or ended worse than it began.
+
+        ``quality`` is the :class:`~._training.Quality` of the weights kept.
+        """
+        if quality.loss > 2.0 * start_loss + 0.1:
+            warnings.warn(
+                f"Training ended with a training loss of {quality.loss:.4g}, far above "
+                f"the {start_loss:.4g} of the weights it started from: the optimiser "
+                "overshoots. Lower learning_rate_init.",
+                ConvergenceWarning,
+            )
+        elif quality.quality <= quality.baseline + 1e-9:
+            warnings.warn(self._no_better_message(quality), ConvergenceWarning)
+
+    def _commit(self, layout, flat, optimizer, rng, schedule, monitor, early, restored):
+        """Assign the trained state (the only place ``fit`` writes ``coefs_``)."""
+        self.coefs_ = layout.unpack(flat)
+        self._optimizer, self._rng, self._schedule = optimizer, rng, schedule
+        monitor.best_weights = None  # restored already; not kept in the model file
+        self._monitor = monitor
+        self._optimizer_kind = self.solver
+        self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else None
+        self.best_epoch_ = self.n_iter_
+        self.best_loss_ = self.best_validation_score_ = None
+        if restored:
+            self.best_epoch_ = monitor.best_epoch
+        if early:
+            self.best_validation_score_ = self.history_[self.best_epoch_ - 1]["val_score"]
+        elif self.loss_curve_:
+            self.best_loss_ = min(self.loss_curve_)
+        self.n_params_, self.model_size_bytes_ = _size.fitted_size(self)
+
+    def _fit(self, X, y, sample_weight, soft_targets, *, incremental, classes=None,
+             validation=(None, None, None)):
+        """Train a working copy of ``self`` and publish its state in one assignment.
+
+        A failed call publishes nothing, so ``self`` stays exactly as it was, and
+        a ``predict`` in another thread sees the old model or the new one.
+        """
+        work = object.__new__(type(self))
+        work.__dict__ = {
+            key: list(value) if isinstance(value, list) else value
+            for key, value in self.__dict__.items()
+        }
+        with one_blas_thread():  # the engine's products are too small to share
+            work._train(
+                X, y, sample_weight, soft_targets, incremental=incremental,
+                classes=classes, validation=validation,
+            )
+        self.__dict__ = work.__dict__
+        return self
+
+    def _partial_fit(self, X, y, classes, sample_weight, soft_targets):
+        """``partial_fit``: parameters changed by ``set_params`` are checked too.
+
+        (scikit-learn validates the parameters of ``partial_fit`` only on the
+        first call.)
+        """
+        if hasattr(self, "coefs_"):
+            self._validate_params()
+        return self._fit(
+            X, y, sample_weight, soft_targets, incremental=True, classes=classes
+        )
+
+    # ------------------------------------------------------------- prediction
+    def _check_nonlinearities(self):
+        """Prediction reads the non-linearities from the parameters: check them."""
+        for name in ("gate_nonlinearity", "update_nonlinearity"):
+            if getattr(self, name) not in NONLINEARITIES:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be one of "
+                    f"{sorted(NONLINEARITIES)}, got {getattr(self, name)!r}."
+                )
+
+    def _raw_outputs(self, X):
+        """The cell's outputs ``h_T @ V + bias_out`` for ``X``, shape (n, n_outputs)."""
+        # plain NumPy arrays skip scikit-learn's validation (same arrays, same
+        # errors); the stacked weights are made once per coefs_ and dtype
+        valid = light_sequences(self, X) if "coefs_" in self.__dict__ else None
+        if valid is None:
+            check_is_fitted(self)
+            _, X3, lengths = validate_sequences(self, X, reset=False)
+        else:
+            X3, lengths = valid
+        self._check_nonlinearities()
+        dtype = np.float32 if X3.dtype == np.float32 else np.float64
+        predictor = predictor_for(
+            self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype
+        )
+        with np.errstate(over="ignore", invalid="ignore"):
+            outputs = predictor.logits(X3, lengths)
+        if not np.isfinite(outputs).all():
+            self._warn_not_finite(outputs, lengths)
+        return outputs
+
+    def _warn_not_finite(self, outputs, lengths):
+        """Say which sequences overflowed (a silent NaN is the worst answer)."""
+        bad = np.flatnonzero(~np.isfinite(outputs).all(axis=1))
+        warnings.warn(
+            f"The hidden state overflowed for {len(bad)} of {len(outputs)} sequences "
+            f"(the first is sample {bad[0]}, of {int(lengths[bad[0]])} timesteps; "
+            f"training saw up to {self.n_timesteps_}): their outputs are NaN or "
+            "infinite. "
+            + ("A relu non-linearity is unbounded over long sequences; "
+               if "relu" in (self.gate_nonlinearity, self.update_nonlinearity) else "")
+            + "Check the model's weights, and scale the input as in training.",
+            RuntimeWarning,
+        )
+
+    def summary(self):
+        """Parameters, non-zeros and bytes of every tensor, and the size in KB.
+
+        Returns
+        -------
+        str
+            A printable table (see :func:`sklearn_fastgrnn.compression.summary`).
+        """
+        return _size.summary(self)
+
+    # ------------------------------------------------------- scikit-learn glue
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: never add to the live __dict__
+        state["_sklearn_fastgrnn_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        version = state.pop("_sklearn_fastgrnn_version", "pre-0.1")
+        if version != __version__:
+            warnings.warn(
+                InconsistentVersionWarning(
+                    estimator_name=type(self).__name__,
+                    current_version=__version__,
+                    original_version=version,
+                )
+            )
+        monitor = state.get("_monitor")
+        if monitor is not None and "split_seed" in monitor.__dict__:
+            # release 0.1.0 kept the seed of the validation split on the monitor
+            state.setdefault("_split_seed", monitor.__dict__.pop("split_seed"))
+            monitor.__dict__.pop("sign", None)
+        super().__setstate__(state)
+
+
+def check_finite_targets(values, name, purpose):
+    """Raise a ValueError naming the first row of ``values`` with NaN or inf."""
+    if not np.isfinite(values).all():
+        row = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0]
+        raise ValueError(
+            f"{name} contains NaN or inf (first in row {row}); it must {purpose}."
+        )

@@ -1,0 +1,213 @@
+"""One training call (``fit`` or ``partial_fit``): its data, state and epochs.
+
+:class:`TrainingRun` holds what one call trains on (the sequences in the
+engine's time-major layout, the encoded targets, the weights), the engine and
+the loss, and runs epochs of mini-batches; the named tuples carry the state of
+the call between the estimator's steps (``docs/developers.md`` shows the flow).
+"""
+
+import math
+import sys
+from typing import NamedTuple
+
+import numpy as np
+from sklearn.metrics import check_scoring
+from sklearn.utils import gen_batches
+
+from . import _losses
+from ._cell import FastGRNNEngine, predict_logits, to_time_major
+from ._optimizers import clip_by_global_norm
+
+
+class TrainingData(NamedTuple):
+    """The validated training data of one call."""
+
+    X: object  # as the user gave it (after validation), for scorers and callbacks
+    X3: np.ndarray  # (n, T, d) in the training dtype
+    lengths: np.ndarray  # (n,) real length of each sequence
+    targets: np.ndarray  # encoded for the loss: class indices, or (n, n_outputs)
+    weights: np.ndarray  # (n,) sample weights times class weights
+    soft: object  # (n, n_outputs) teacher targets for distillation, or None
+
+
+class ValidationSet(NamedTuple):
+    """The sequences early stopping watches, as :class:`TrainingData` holds them."""
+
+    X: object
+    X3: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+
+
+class StartState(NamedTuple):
+    """What a call trains from: weights, optimiser, schedule, RNG, stopping rule."""
+
+    flat: np.ndarray
+    optimizer: object
+    rng: np.random.Generator
+    schedule: object
+    monitor: object
+
+
+class Quality(NamedTuple):
+    """How well some weights fit the training data."""
+
+    loss: float  # the task loss, without the L2 penalty
+    quality: float  # accuracy, or R²
+    baseline: float  # the quality of the best constant prediction
+
+
+def take(targets, idx):
+    """Rows ``idx`` of ``targets``: an array, or a tuple of arrays (distillation)."""
+    if isinstance(targets, tuple):
+        return tuple(part[idx] for part in targets)
+    return targets[idx]
+
+
+class TrainingRun:
+    """The data, engine and loss of one ``fit``/``partial_fit`` call.
+
+    Parameters
+    ----------
+    estimator : BaseFastGRNN
+        The working copy that trains (its hyper-parameters and counters).
+    layout : ParameterLayout
+    data : TrainingData
+    loss : loss object of :mod:`~sklearn_fastgrnn._losses`
+        The training loss (a :class:`~sklearn_fastgrnn._losses.Distillation`
+        with soft targets); validation and diagnosis use its task loss.
+    val : ValidationSet or None
+        The validation set early stopping watches.
+    """
+
+    def __init__(self, estimator, layout, data, loss, val):
+        dtype = data.X3.dtype
+        self.estimator = estimator
+        self.layout = layout
+        self.data = data
+        self.Xa = to_time_major(data.X3, dtype)
+        self.targets = data.targets if data.soft is None else (data.targets, data.soft)
+        self.loss = loss
+        self.task_loss = getattr(loss, "hard", loss)
+        self.val = val
+        self.scorer = None
+        if val is not None and estimator.scoring != "loss":
+            self.scorer = check_scoring(estimator, scoring=estimator.scoring)
+        self.engine = FastGRNNEngine(
+            layout, estimator.gate_nonlinearity, estimator.update_nonlinearity, dtype
+        )
+        self.grad = np.empty(layout.size, dtype=dtype)
+        self._batch_buffers = {}
+        self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
+
+    def _batch(self, idx):
+        """Time-major batch ``Xa[:, idx]`` cut to its longest sequence."""
+        buf = self._batch_buffers.get(len(idx))
+        if buf is None:
+            T, _, d1 = self.Xa.shape
+            buf = self._batch_buffers[len(idx)] = np.empty((T, len(idx), d1), self.Xa.dtype)
+        np.take(self.Xa, idx, axis=1, out=buf)
+        lengths = self.data.lengths[idx]
+        T_batch = int(lengths.max())
+        return buf[:T_batch], (lengths if lengths.min() < T_batch else None)
+
+    def epoch(self, flat, optimizer, lr, train, batch_size, rng):
+        """One pass over ``train`` in mini-batches; returns the mean loss."""
+        # overflow shows up as a non-finite loss, reported with a clear error
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._epoch(flat, optimizer, lr, train, batch_size, rng)
+
+    def _epoch(self, flat, optimizer, lr, train, batch_size, rng):
+        est = self.estimator
+        order = rng.permutation(train) if est.shuffle else train
+        batches = list(gen_batches(len(order), batch_size))
+        total_loss = total_weight = 0.0
+        progress = est.verbose >= 2 and len(batches) >= 50
+        for b, sl in enumerate(batches):
+            idx = order[sl]
+            w = self.data.weights[idx]
+            w_sum = float(w.sum())
+            if w_sum == 0.0:
+                continue
+            w = w / w.dtype.type(w_sum)
+            Xb, lengths = self._batch(idx)
+            outputs = self.engine.forward(flat, Xb, lengths)
+            doutputs = np.empty_like(outputs)
+            loss = self.loss(outputs, take(self.targets, idx), w, doutputs)
+            self.engine.backward(doutputs, self.grad)
+            loss += _losses.l2_penalty(flat, self.layout.n_weights, est.alpha, self.grad)
+            if not np.isfinite(loss):
+                raise ValueError(est._divergence_message(
+                    f"the loss became {loss} in epoch {est.n_iter_ + 1}, mini-batch {b + 1}"
+                ))
+            if self.sparsity is not None:
+                self.sparsity.before_step(self.grad)
+            clip_by_global_norm(self.grad, est.clip_grad_norm)
+            optimizer.step(flat, self.grad, lr)
+            if self.sparsity is not None:
+                self.sparsity.after_step(flat)
+            total_loss += loss * w_sum
+            total_weight += w_sum
+            if progress and (b + 1) % max(1, len(batches) // 20) == 0:
+                done = (b + 1) / len(batches)
+                sys.stdout.write(f"\r  [{'=' * int(20 * done):<20}] {done:4.0%}")
+                sys.stdout.flush()
+        if progress:
+            sys.stdout.write("\r" + " " * 30 + "\r")
+        if not np.isfinite(flat).all():
+            raise ValueError(est._divergence_message(
+                f"the weights became non-finite in epoch {est.n_iter_ + 1}"
+            ))
+        return total_loss / total_weight
+
+    def _outputs(self, flat, X3, lengths):
+        est = self.estimator
+        return predict_logits(
+            self.layout.views(flat), est.gate_nonlinearity, est.update_nonlinearity,
+            X3, lengths, flat.dtype,
+        )
+
+    def evaluate(self, flat):
+        """Weighted validation loss (the task loss) and score.
+
+        The score is the loss's quality (weighted accuracy, or R²), or the
+        value of ``scoring`` when it names a scorer.
+        """
+        X, X3, lengths, targets, weights = self.val
+        outputs = self._outputs(flat, X3, lengths)
+        loss = self.task_loss.value(outputs, targets, weights / weights.sum())
+        if self.scorer is None:
+            return loss, self.task_loss.quality(outputs, targets, weights)
+        est = self.estimator  # the working copy: setting coefs_ publishes nothing
+        est.coefs_ = self.layout.unpack(flat)
+        score = self.scorer(est, X, est._decode_targets(targets), sample_weight=weights)
+        return loss, float(score)
+
+    def training_quality(self, flat, train, max_samples=10_000):
+        """:class:`Quality` of ``flat`` on the training data.
+
+        On at most ``max_samples`` training sequences (evenly spaced), with the
+        sample weights.
+        """
+        idx = train[:: max(1, math.ceil(len(train) / max_samples))]
+        with np.errstate(over="ignore", invalid="ignore"):
+            outputs = self._outputs(flat, self.data.X3[idx], self.data.lengths[idx])
+        w, targets = self.data.weights[idx], self.data.targets[idx]
+        loss = self.task_loss.value(outputs, targets, w / w.dtype.type(w.sum()))
+        return Quality(
+            loss, self.task_loss.quality(outputs, targets, w),
+            self.task_loss.baseline_quality(targets, w),
+        )
+
+    def report(self, record):
+        """Print one line for an epoch (``verbose >= 1``)."""
+        parts = [f"Epoch {record['epoch']}", f"loss {record['train_loss']:.5f}"]
+        if record["val_score"] is not None:
+            parts.append(f"val_loss {record['val_loss']:.5f}")
+            parts.append(f"val_score {record['val_score']:.4f}")
+        parts.append(f"lr {record['learning_rate']:.3g}")
+        parts.append(f"{record['seconds']:.2f}s")
+        if record["event"] is not None:
+            parts.append(record["event"])
+        print(", ".join(parts), flush=True)
