@@ -5,10 +5,12 @@ from .classifier import FastGRNNClassifier
 from .compression import QuantizedFastGRNN, quantize
 from .distillation import DistilledClassifier, SoftTargetTransformer, generate_soft_targets
 from .preprocessing import SequenceScaler, make_fastgrnn_pipeline, pad_sequences
+from .regressor import FastGRNNRegressor
 
 __all__ = [
     "DistilledClassifier",
     "FastGRNNClassifier",
+    "FastGRNNRegressor",
     "QuantizedFastGRNN",
     "SequenceScaler",
     "SoftTargetTransformer",

@@ -33,7 +33,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
 )
 
-from . import _callbacks, _losses, _size
+from . import _callbacks, _losses, _scaling, _size
 from ._cell import ParameterLayout, init_parameters, predictor_for
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule
@@ -336,6 +336,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         return int(value) if isinstance(value, Integral) else value
 
     # ------------------------------------------------------------ task hooks
+    #: Whether ``y`` is converted to numbers when validated (regression).
+    _numeric_targets = False
+
     def _encode_targets(self, y, classes, incremental, resume):
         """Validate ``y``, set the fitted target attributes, return the targets."""
         raise NotImplementedError
@@ -373,10 +376,10 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ input
-    def _sample_weights(self, targets, sample_weight, X3, incremental):
+    def _sample_weights(self, targets, sample_weight, X3, dtype, incremental):
         """Per-sample training weights: ``sample_weight`` times target weights."""
         weights = _check_sample_weight(
-            sample_weight, X3, dtype=X3.dtype, ensure_non_negative=True,
+            sample_weight, X3, dtype=dtype, ensure_non_negative=True,
             allow_all_zero_weights=True,
         )
         weights = self._target_weights(targets, weights, incremental)
@@ -398,7 +401,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
         Refuses values that overflow it (float64 input beyond float32's range).
         """
-        converted = X3.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            converted = X3.astype(dtype, copy=False)
         if converted.dtype != X3.dtype and np.isinf(converted).any():
             peak = float(np.nanmax(np.abs(X3)))
             raise ValueError(
@@ -411,16 +415,59 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     def _training_data(self, X, y, sample_weight, soft_targets, classes, incremental,
                        resume):
-        """Validate the data of a training call: :class:`TrainingData`."""
-        X, X3, lengths, y = validate_sequences(self, X, y, reset=not resume)
+        """Validate the data of a training call: :class:`TrainingData`.
+
+        The input and the targets are mapped as the model trains on them (see
+        :mod:`~sklearn_fastgrnn._scaling`); the maps are fitted here unless a
+        resumed model has them already.
+        """
+        X, X3, lengths, y = validate_sequences(
+            self, X, y, reset=not resume, y_numeric=self._numeric_targets
+        )
         targets = self._encode_targets(y, classes, incremental, resume)
         dtype = self._working_dtype(X3.dtype)
-        X3 = self._as_training_dtype(X3, dtype)
-        weights = self._sample_weights(targets, sample_weight, X3, incremental)
+        weights = self._sample_weights(targets, sample_weight, X3, dtype, incremental)
         soft = None
         if soft_targets is not None:
             soft = self._check_soft_targets(soft_targets, len(X3), dtype)
+        if not resume or not hasattr(self, "_maps"):
+            self._maps = self._fit_maps(X3, targets, weights)
+        X3 = self._as_training_dtype(X3, dtype)
+        targets = self._map_targets(targets)
+        if soft is not None:
+            soft = self._map_targets(soft).astype(dtype, copy=False)
         return TrainingData(X, X3, lengths, targets, weights, soft)
+
+    def _fit_maps(self, X3, targets, weights):
+        """The :class:`~._scaling.Maps` to train with, fitted on the training data."""
+        return _scaling.Maps()
+
+    def _map_targets(self, targets):
+        """Targets as the model trains on them (the inverse of ``_decode_targets``)."""
+        return targets
+
+    def _trained_coefs_to_resume(self):
+        """The weights to continue training from, in the space training works in.
+
+        The weights of the last training call when ``coefs_`` is still what
+        they fold into (exact continuation), else ``coefs_`` unfolded.
+        """
+        maps = self._maps
+        if maps.identity:
+            return self.coefs_
+        trained = getattr(self, "_trained_coefs", None)
+        if trained is not None:
+            folded = _scaling.fold(trained, maps)
+            if folded.keys() == self.coefs_.keys() and all(
+                np.array_equal(folded[key], self.coefs_[key]) for key in folded
+            ):
+                return trained
+        return _scaling.unfold(self.coefs_, maps)
+
+    def _public_coefs(self, trained):
+        """``coefs_`` of weights ``trained`` (a dict): the maps folded in."""
+        maps = getattr(self, "_maps", _scaling.Maps())
+        return trained if maps.identity else _scaling.fold(trained, maps)
 
     # --------------------------------------------------------------- training
     def _layout(self):
@@ -488,11 +535,11 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             schedule.resume_from(self._schedule)
             rng, monitor = copy.deepcopy(self._rng), copy.deepcopy(self._monitor)
             monitor.keep_best = not incremental
-            return StartState(layout.pack(self.coefs_, dtype), optimizer, rng, schedule,
-                              monitor)
+            return StartState(layout.pack(self._trained_coefs_to_resume(), dtype), optimizer,
+                              rng, schedule, monitor)
         random_state = check_random_state(self.random_state)
         if resume:
-            flat = layout.pack(self.coefs_, dtype)
+            flat = layout.pack(self._trained_coefs_to_resume(), dtype)
         else:
             flat = init_parameters(
                 layout, random_state, self.zeta_init, self.nu_init, dtype,
@@ -524,7 +571,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 "cannot be scored. Give some validation sequences a positive weight."
             )
         X3_val = self._as_training_dtype(X3_val, dtype, name="X_val")
-        return ValidationSet(X_val, X3_val, lengths_val, targets, weights)
+        return ValidationSet(X_val, X3_val, lengths_val, self._map_targets(targets), weights)
 
     def _watched_data(self, data, validation, incremental):
         """Indices trained on, and the :class:`ValidationSet` watched (or None)."""
@@ -606,7 +653,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             if not incremental and settled and monitor.plateaued(wait):
                 stop_reason = self._on_plateau(record, monitor, schedule, wait,
                                                steps_per_epoch)
-            if tasks.end_epoch(layout, flat) and stop_reason is None:
+            if tasks.end_epoch(lambda: self._public_coefs(layout.unpack(flat)), layout.size) \
+                    and stop_reason is None:
                 stop_reason = record["event"] = "stopped: a callback asked to stop"
             if self.verbose:
                 run.report(record)
@@ -775,7 +823,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     def _commit(self, layout, flat, optimizer, rng, schedule, monitor, early, restored):
         """Assign the trained state (the only place ``fit`` writes ``coefs_``)."""
-        self.coefs_ = layout.unpack(flat)
+        trained = layout.unpack(flat)
+        self.coefs_ = self._public_coefs(trained)
+        self._trained_coefs = None if self._maps.identity else trained
         self._optimizer, self._rng, self._schedule = optimizer, rng, schedule
         monitor.best_weights = None  # restored already; not kept in the model file
         self._monitor = monitor

@@ -11,6 +11,7 @@ The task tree of an estimator is a root task per ``fit``/``partial_fit`` call
 and one subtask per epoch (``"epoch"``) or per fitted sub-estimator.
 """
 
+import copy
 from contextlib import contextmanager, nullcontext
 
 try:
@@ -73,18 +74,22 @@ class FitTask:
             self._epoch = self._ctx.subcontext(task_name=EPOCH)
             self._epoch.call_on_fit_task_begin(estimator=self._estimator, **self._data)
 
-    def end_epoch(self, layout, flat):
-        """End the epoch whose weights are ``flat``; True if a callback asks to stop.
+    def end_epoch(self, coefs, n_params):
+        """End an epoch; True if a callback asks to stop.
 
-        A callback that asks for ``fitted_estimator`` gets a copy of the
-        estimator that predicts with copies of the weights of this epoch.
+        ``coefs`` returns (when called) a ``coefs_`` dict of new arrays holding
+        the weights of this epoch: a callback that asks for
+        ``fitted_estimator`` gets a copy of the estimator that predicts with
+        them. ``n_params`` is the number of parameters.
         """
         if self._ctx is None:
             return False
         epoch, self._epoch = self._epoch, None
         return epoch.call_on_fit_task_end(
             estimator=self._estimator, **self._data,
-            reconstruction_attributes=lambda: _epoch_attributes(self._estimator, layout, flat),
+            reconstruction_attributes=lambda: _epoch_attributes(
+                self._estimator, coefs(), n_params
+            ),
         )
 
     @contextmanager
@@ -116,18 +121,26 @@ class FitTask:
         )
 
 
-def _epoch_attributes(estimator, layout, flat):
-    """What a copy of the training ``estimator`` needs to predict with ``flat``.
+# Fitted attributes that a copy of an epoch needs, besides those set below
+# (each that the estimator has: a classifier has classes_, a regressor not)
+_TASK_ATTRIBUTES = ("classes_", "out_activation_", "n_outputs_")
+
+
+def _epoch_attributes(estimator, coefs, n_params):
+    """What a copy of the training ``estimator`` needs to predict with ``coefs``.
 
     Copies, so that the copy does not change as training goes on.
     """
     attributes = {
-        "coefs_": layout.unpack(flat),
-        "classes_": estimator.classes_.copy(),
+        name: copy.deepcopy(getattr(estimator, name))
+        for name in _TASK_ATTRIBUTES if hasattr(estimator, name)
+    }
+    attributes |= {
+        "coefs_": coefs,
         "n_features_in_": estimator.n_features_in_,
         "n_timesteps_": estimator.n_timesteps_,
         "n_channels_": estimator.n_channels_,
-        "n_params_": layout.size,
+        "n_params_": n_params,
         "n_iter_": estimator.n_iter_,
         "best_epoch_": estimator.n_iter_,
         "t_": estimator.t_,

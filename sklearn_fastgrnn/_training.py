@@ -180,7 +180,7 @@ class TrainingRun:
         if self.scorer is None:
             return loss, self.task_loss.quality(outputs, targets, weights)
         est = self.estimator  # the working copy: setting coefs_ publishes nothing
-        est.coefs_ = self.layout.unpack(flat)
+        est.coefs_ = est._public_coefs(self.layout.unpack(flat))
         score = self.scorer(est, X, est._decode_targets(targets), sample_weight=weights)
         return loss, float(score)
 

@@ -419,9 +419,10 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, computed stably from the logits."""
         outputs = self._raw_outputs(X)
-        if self._multilabel:
-            return _losses.log_sigmoid(outputs)
-        return _losses.log_softmax(outputs)
+        with np.errstate(invalid="ignore"):  # non-finite outputs warned already
+            if self._multilabel:
+                return _losses.log_sigmoid(outputs)
+            return _losses.log_softmax(outputs)
 
     def predict_proba(self, X):
         """Class probabilities ``softmax(logits)``, shape (n_samples, n_classes).

@@ -107,7 +107,7 @@ def test_class_weights_as_the_estimator_builds_them(rng):
     clf = FastGRNNClassifier(class_weight={0: 3.0, 1: 0.5, 2: 1.0})
     clf.classes_, clf.out_activation_ = np.arange(3), "softmax"
     sample_weight = rng.random(len(y)) + 0.5
-    weights = clf._sample_weights(y, sample_weight, np.empty((len(y), 1, 1)), False)
+    weights = clf._sample_weights(y, sample_weight, np.empty((len(y), 1, 1)), np.float64, False)
     np.testing.assert_allclose(weights, sample_weight * np.array([3.0, 0.5, 1.0])[y])
     assert_gradient_exact(engine, flat, Xa, None, y, weights / weights.sum(), layout)
 

@@ -1,0 +1,136 @@
+"""The loss objects: exact gradients (float64 finite differences), baselines and
+qualities, and one end-to-end BPTT check per loss through the engine."""
+
+import numpy as np
+import pytest
+
+from sklearn_fastgrnn import _losses
+from sklearn_fastgrnn._cell import FastGRNNEngine, ParameterLayout, init_parameters, to_time_major
+
+EPS = 1e-6
+
+
+def _targets(loss, rng, B, K):
+    if isinstance(loss, _losses.CrossEntropy):
+        return rng.integers(0, K, B)
+    if isinstance(loss, _losses.BinaryCrossEntropy):
+        return (rng.random((B, K)) > 0.5).astype(float)
+    if isinstance(loss, _losses.PoissonDeviance):
+        return rng.poisson(2.0, (B, K)).astype(float)
+    return rng.standard_normal((B, K))
+
+
+def _soft(loss, rng, B, K):
+    if isinstance(loss, _losses.CrossEntropy):
+        p = rng.random((B, K))
+        return p / p.sum(axis=1, keepdims=True)
+    if isinstance(loss, _losses.BinaryCrossEntropy):
+        return rng.random((B, K))
+    return rng.standard_normal((B, K)) if not isinstance(
+        loss, _losses.PoissonDeviance) else rng.poisson(2.0, (B, K)).astype(float)
+
+
+TASK_LOSSES = [_losses.CrossEntropy(), _losses.BinaryCrossEntropy(), _losses.SquaredError(),
+               _losses.PoissonDeviance()]
+
+
+def _all_losses():
+    for loss in TASK_LOSSES:
+        yield type(loss).__name__, loss, False
+        yield f"Distillation({type(loss).__name__})", _losses.Distillation(loss, 0.3, 2.5), True
+
+
+@pytest.mark.parametrize("name, loss, distilled", list(_all_losses()),
+                         ids=[n for n, _, _ in _all_losses()])
+def test_loss_gradient_is_exact(name, loss, distilled, rng):
+    B, K = 5, 3
+    outputs = rng.standard_normal((B, K))
+    task = loss.hard if distilled else loss
+    targets = _targets(task, rng, B, K)
+    if distilled:
+        targets = (targets, _soft(task, rng, B, K))
+    w = rng.random(B) + 0.1
+    w /= w.sum()
+    grad = np.empty_like(outputs)
+    value = loss(outputs, targets, w, grad)
+    numeric = np.empty_like(outputs)
+    for i in np.ndindex(outputs.shape):
+        up, down = outputs.copy(), outputs.copy()
+        up[i] += EPS
+        down[i] -= EPS
+        scratch = np.empty_like(outputs)
+        numeric[i] = (loss(up, targets, w, scratch) - loss(down, targets, w, scratch)) / (2 * EPS)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+    if not distilled:
+        assert value == pytest.approx(loss.value(outputs, targets, w), rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", TASK_LOSSES, ids=lambda loss: type(loss).__name__)
+def test_the_baseline_is_the_loss_of_the_best_constant(loss, rng):
+    B, K = 200, 3
+    targets = _targets(loss, rng, B, K)
+    w = rng.random(B) + 0.1
+    baseline = loss.baseline(targets, w)
+    # the best constant output: numerically, over a few candidates around it
+    if isinstance(loss, _losses.CrossEntropy):
+        p = np.bincount(targets, weights=w, minlength=K) / w.sum()
+        best = np.log(p)
+    elif isinstance(loss, _losses.BinaryCrossEntropy):
+        p = w @ targets / w.sum()
+        best = np.log(p / (1 - p))
+    elif isinstance(loss, _losses.PoissonDeviance):
+        best = np.log(w @ targets / w.sum())
+    else:
+        best = w @ targets / w.sum()
+    value = loss.value(np.broadcast_to(best, (B, K)), targets, w / w.sum())
+    assert baseline == pytest.approx(value, rel=1e-9)
+    for step in (-0.1, 0.1):  # one output moved (softmax ignores a common shift)
+        moved = np.broadcast_to(best + step * np.eye(K)[0], (B, K))
+        assert loss.value(moved, targets, w / w.sum()) > baseline
+
+
+def test_qualities():
+    w = np.ones(4)
+    ce = _losses.CrossEntropy()
+    assert ce.quality(np.array([[1, 0], [0, 1], [1, 0], [1, 0]]), np.array([0, 1, 1, 0]), w) == 0.75
+    assert ce.baseline_quality(np.array([0, 1, 1, 1]), w) == 0.75
+    bce = _losses.BinaryCrossEntropy()
+    targets = np.array([[1, 0], [1, 1], [0, 0], [1, 0]], float)
+    assert bce.quality(np.array([[1, -1], [1, 1], [-1, 1], [1, -1.0]]), targets, w) == 0.75
+    assert bce.baseline_quality(targets, w) == 0.5  # [1, 0] right on rows 0 and 3
+    se = _losses.SquaredError()
+    y = np.array([[1.0], [2.0], [3.0], [4.0]])
+    assert se.quality(y, y, w) == 1.0
+    assert se.quality(np.full_like(y, 2.5), y, w) == pytest.approx(0.0)
+    assert se.baseline_quality(y, w) == 0.0
+    assert se.quality(y, np.ones_like(y), w) == 0.0  # a constant target: R² 0 unless exact
+    assert se.quality(np.ones_like(y), np.ones_like(y), w) == 1.0
+
+
+@pytest.mark.parametrize("loss", TASK_LOSSES, ids=lambda loss: type(loss).__name__)
+def test_bptt_through_each_loss_is_exact(loss, rng):
+    """The loss gradient, back through time: the gradient of every parameter."""
+    d, H, K, n, T = 2, 3, 3, 4, 5
+    layout = ParameterLayout(d, H, K)
+    flat = init_parameters(layout, np.random.RandomState(0), 1.0, -4.0, np.float64)
+    flat += 0.3 * rng.standard_normal(flat.size)
+    Xa = to_time_major(rng.standard_normal((n, T, d)), np.float64)
+    targets = _targets(loss, rng, n, K)
+    w = np.full(n, 1.0 / n)
+    engine = FastGRNNEngine(layout, "sigmoid", "tanh", np.float64)
+
+    def value(params):
+        outputs = engine.forward(params, Xa)
+        return loss(outputs, targets, w, np.empty_like(outputs))
+
+    outputs = engine.forward(flat, Xa)
+    dout = np.empty_like(outputs)
+    loss(outputs, targets, w, dout)
+    grad = engine.backward(dout, np.empty_like(flat))
+    numeric = np.empty_like(flat)
+    for i in range(flat.size):
+        up, down = flat.copy(), flat.copy()
+        up[i] += EPS
+        down[i] -= EPS
+        numeric[i] = (value(up) - value(down)) / (2 * EPS)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
