@@ -35,7 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
 from sklearn_fastgrnn import FastGRNNClassifier
-from sklearn_fastgrnn._cell import predict_logits
+from sklearn_fastgrnn._cell import predict_outputs
 
 try:
     import torch
@@ -216,7 +216,7 @@ def bench_inference(repeats, T=32, d=4, H=32, n_throughput=10_000):
 
     latency = {
         "ours predict_proba": lambda: clf.predict_proba(one),
-        "ours predict_logits (engine)": lambda: predict_logits(
+        "ours predict_outputs (engine)": lambda: predict_outputs(
             clf.coefs_, gate, update, one, lengths, np.float32),
         "torch eager (no_grad, softmax)": lambda: torch_proba(one_tm),
         "MLP predict_proba (128 features)": lambda: mlp.predict_proba(one_flat),

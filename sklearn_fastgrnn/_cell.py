@@ -1,31 +1,44 @@
 """Forward pass and exact backpropagation through time of the FastGRNN cell.
 
 Row-vector convention (``docs/design.md``, "The cell"); ``x_t`` is ``(B, d)``,
-``h_t`` is ``(B, H)``, ``h_0 = 0``, and ``t = 1..T``.
+``h_t`` is ``(B, H)``, ``h_0 = 0``, and ``t = 1..T``. The engine speaks of
+*outputs* (``n_outputs`` columns of ``r @ V + bias_out``): a classifier reads
+them as logits, other heads as they need.
 
 Forward::
 
-    pre_t  = x_t @ W + h_{t-1} @ U                 (one h @ U serves both halves)
-    z_t    = gate(pre_t + bias_gate)
-    c_t    = update(pre_t + bias_update)
-    h_t    = (sz * (1 - z_t) + sn) * c_t + z_t * h_{t-1}
-           = sz_plus_sn * c_t + z_t * e_t,   e_t = h_{t-1} - sz * c_t
-    logits = h_T @ V + bias_out
+    pre_t   = x_t @ W + h_{t-1} @ U                (one h @ U serves both halves)
+    z_t     = gate(pre_t + bias_gate)
+    c_t     = update(pre_t + bias_update)
+    h_t     = (sz * (1 - z_t) + sn) * c_t + z_t * h_{t-1}
+            = sz_plus_sn * c_t + z_t * e_t,   e_t = h_{t-1} - sz * c_t
+    r       = readout(h_1, ..., h_L)               (L = the real length)
+    outputs = r @ V + bias_out
 
 with ``sz = sigmoid(zeta)``, ``sn = sigmoid(nu)`` and ``sz_plus_sn = sz + sn``.
+The readouts (:data:`READOUTS`), per sequence and hidden unit ``j``::
 
-Backward, given ``dlogits`` (the gradient of the loss with respect to the
-logits); ``gate'`` and ``update'`` are written through their outputs::
+    last:  r   = h_L
+    mean:  r   = (1 / L) * sum_{t=1..L} h_t
+    max:   r_j = max_{t=1..L} h_{t,j} = h_{t*_j, j},   t*_j the first t attaining it
 
-    dV        = h_T.T @ dlogits
-    dbias_out = sum_b dlogits
-    dh_T      = dlogits @ V.T
+Backward, given ``doutputs`` (the gradient of the loss with respect to the
+outputs); ``g_t`` is the gradient that reaches ``h_t`` directly from the
+readout, ``gate'`` and ``update'`` are written through their outputs::
+
+    dV        = r.T @ doutputs
+    dbias_out = sum_b doutputs
+    dr        = doutputs @ V.T
+    last:  g_L = dr,                       g_t = 0 for t != L
+    mean:  g_t = dr / L                    for t <= L
+    max:   g_{t,j} = dr_j if t == t*_j,    else 0
+    dh_T = g_T
     for t = T..1:
         Fz_t       = e_t * gate'(z_t)                     (d h_t / d gate input)
         Fc_t       = (sz_plus_sn - sz * z_t) * update'(c_t)   (d h_t / d update input)
         F_t        = Fz_t + Fc_t                          (d h_t / d pre_t)
         dpre_t     = dh_t * F_t
-        dh_{t-1}   = dpre_t @ U.T + dh_t * z_t
+        dh_{t-1}   = g_{t-1} + dpre_t @ U.T + dh_t * z_t
     dW            = sum_t x_t.T @ dpre_t
     dU            = sum_t h_{t-1}.T @ dpre_t
     dbias_gate    = sum_{t, b} dh_t * Fz_t
@@ -35,8 +48,12 @@ logits); ``gate'`` and ``update'`` are written through their outputs::
 
 A padded step (after the end of a shorter sequence) is ``h_t = h_{t-1}``: the
 engine stores it as ``z_t = 1``, ``c_t = 0`` and zeroes ``Fz_t`` and ``Fc_t``, so
-``dh_{t-1} = dh_t`` there. With low-rank factors ``W = W1 @ W2``,
-``dW1 = dW @ W2.T`` and ``dW2 = W1.T @ dW`` (the same for ``U``).
+``dh_{t-1} = dh_t`` there; so ``h_T = h_L``, ``g_t = 0`` on padded steps, and
+the last readout puts ``dr`` on ``dh_T``, which flows unchanged down to ``dh_L``.
+The max over ``h_1..h_T`` is the max over the real steps (a padded step repeats
+``h_L``, later than it), and a NaN state is the max (NumPy's ``max`` and
+``argmax``). With low-rank factors ``W = W1 @ W2``, ``dW1 = dW @ W2.T`` and
+``dW2 = W1.T @ dW`` (the same for ``U``).
 
 Names in the code:
 
@@ -87,6 +104,18 @@ _PREDICT_CHUNK = 1024
 # init="chrono": standard deviation of the input term of each pre-activation for
 # standardised input, whatever the number of channels (EdgeML's is 0.1 * sqrt(d))
 CHRONO_INPUT_STD = 0.5
+#: The readouts: what the output layer reads of the states ``h_1 .. h_L`` (the
+#: module docstring has their forward and backward passes). The one list.
+READOUTS = ("last", "mean", "max")
+
+
+def check_readout(readout):
+    """Return ``readout`` if it is one of :data:`READOUTS`, else raise ValueError."""
+    if not isinstance(readout, str) or readout not in READOUTS:
+        raise ValueError(
+            f"readout must be one of {list(READOUTS)}, got {readout!r}."
+        )
+    return readout
 
 
 class ParameterLayout:
@@ -97,19 +126,19 @@ class ParameterLayout:
 
     Parameters
     ----------
-    n_channels : int
-        Input size ``d``.
+    n_inputs : int
+        Input width ``d`` of the cell (the channels of one step).
     hidden_size : int
         Hidden size ``H``.
-    n_classes : int
-        Output size ``C`` (at least 2).
+    n_outputs : int
+        Output size ``C``: the columns of ``V`` and ``bias_out``.
     w_rank, u_rank : int or None
         Rank of ``W = W1 @ W2`` and ``U = U1 @ U2``; None means full rank.
     """
 
-    def __init__(self, n_channels, hidden_size, n_classes, w_rank=None, u_rank=None):
-        d, H, C = n_channels, hidden_size, n_classes
-        self.n_channels, self.hidden_size, self.n_classes = d, H, C
+    def __init__(self, n_inputs, hidden_size, n_outputs, w_rank=None, u_rank=None):
+        d, H, C = n_inputs, hidden_size, n_outputs
+        self.n_inputs, self.hidden_size, self.n_outputs = d, H, C
         self.w_rank, self.u_rank = w_rank, u_rank
         shapes = {}
         if w_rank is None:
@@ -188,7 +217,7 @@ def init_parameters(layout, random_state, zeta_init, nu_init, dtype, *,
     views = layout.views(flat)
     std = dict.fromkeys(layout.weight_keys, 0.1)
     if scheme == "chrono":
-        d, r = layout.n_channels, layout.w_rank
+        d, r = layout.n_inputs, layout.w_rank
         if r is None:
             std["W"] = CHRONO_INPUT_STD / np.sqrt(d)
         else:
@@ -338,13 +367,15 @@ class _ForwardState(NamedTuple):
     sz: float
     sn: float
     ws: _Workspace
+    r: np.ndarray  # (B, H): what the output layer read
+    pooling: object  # mean: (T, B, 1) weights keep / L; max: (B, H) argmax; else None
 
 
 class FastGRNNEngine:
     """Forward pass and BPTT of FastGRNN for one parameter layout and dtype.
 
     :meth:`forward` and :meth:`backward` use the engine's workspaces (one set per
-    batch size) and are therefore not thread-safe; :meth:`final_state` allocates
+    batch size) and are therefore not thread-safe; :meth:`readout_state` allocates
     its own buffers and is.
 
     Parameters
@@ -354,10 +385,14 @@ class FastGRNNEngine:
         Keys of :data:`~sklearn_fastgrnn._nonlinearities.NONLINEARITIES`.
     dtype : numpy dtype
         float32 or float64; every buffer and every scalar uses it.
+    readout : {"last", "mean", "max"}, default="last"
+        What the output layer reads (:data:`READOUTS`, module docstring).
     """
 
-    def __init__(self, layout, gate_nonlinearity, update_nonlinearity, dtype):
+    def __init__(self, layout, gate_nonlinearity, update_nonlinearity, dtype,
+                 readout="last"):
         self.layout = layout
+        self.readout = check_readout(readout)
         self.gate = NONLINEARITIES[gate_nonlinearity]
         self.update = NONLINEARITIES[update_nonlinearity]
         self.dtype = dt = np.dtype(dtype)
@@ -369,7 +404,7 @@ class FastGRNNEngine:
         self._update_post = _as_scalars(self.update.post, dt)
         self._gate_scale = _as_scalar_or_none(self.gate.prescale, dt)
         self._update_scale = _as_scalar_or_none(self.update.prescale, dt)
-        d, H = layout.n_channels, layout.hidden_size
+        d, H = layout.n_inputs, layout.hidden_size
         self._P = np.empty((2, d + 1, H), dtype=dt)
         self._U_T = np.empty((H, H), dtype=dt)
         self._workspaces = {}  # batch size -> _Workspace
@@ -394,7 +429,7 @@ class FastGRNNEngine:
         the recurrent term. ``P`` is the engine's buffer, overwritten each call.
         """
         lay = self.layout
-        d = lay.n_channels
+        d = lay.n_inputs
         W = params["W"] if lay.w_rank is None else params["W1"] @ params["W2"]
         U = params["U"] if lay.u_rank is None else params["U1"] @ params["U2"]
         P = self._P
@@ -413,19 +448,22 @@ class FastGRNNEngine:
         if full is None or full.n_steps < T:
             lay = self.layout
             full = _Workspace.allocate(
-                T, B, lay.n_channels, lay.hidden_size, self.dtype
+                T, B, lay.n_inputs, lay.hidden_size, self.dtype
             )
             self._workspaces[B] = full
         return full if T == full.n_steps else full.first(T)
 
     # -- forward ----------------------------------------------------------
-    def _recurrence(self, X_aug, P, U, sz, sz_plus_sn, zc, steps, hU, tmp, pad):
+    def _recurrence(self, X_aug, P, U, sz, sz_plus_sn, zc, steps, hU, tmp, pad,
+                    pool=None):
         """Run the forward recurrence; returns ``h_T``.
 
         On return ``zc[t - 1, 0]`` holds ``z_t`` and ``zc[t - 1, 1]`` ``c_t``
         (padded steps as computed: :meth:`forward` overwrites them), and the
         :class:`_StepViews` ``steps`` the ``e_t`` and ``h_t``. Without BPTT the
         list ``steps.e`` may repeat one buffer and ``steps.h`` alternate two.
+        ``pool``, when given, is a ``(B, H)`` buffer that each step's ``h_t``
+        is added to (mean readout; real steps only) or maxed into (max).
         """
         dt = self.dtype
         sz = np.array(sz, dtype=dt)  # 0-d: see __init__
@@ -443,6 +481,8 @@ class FastGRNNEngine:
         # call per (step, half) and writes the (T, 2, B, H) layout directly
         np.matmul(X_aug[:, None], P, out=zc)
         zc_steps, z_steps, c_steps, e_steps, h_steps = steps
+        pool_mean = pool is not None and self.readout == "mean"
+        pool_max = pool is not None and self.readout == "max"
         for t, (zc_t, z, c, e, h, h_next) in enumerate(
             zip(zc_steps, z_steps, c_steps, e_steps, h_steps, h_steps[1:])
         ):
@@ -473,10 +513,14 @@ class FastGRNNEngine:
             add(h_next, tmp, h_next)
             if pad is not None:
                 np.copyto(h_next, h, where=pad[t])
+            if pool_mean:  # a padded step repeats h_{t-1}: not added
+                add(pool, h_next, pool, where=True if pad is None else ~pad[t])
+            elif pool_max:  # a padded step repeats h_{t-1}: changes no max
+                np.maximum(pool, h_next, pool)
         return h_steps[len(zc_steps)]
 
     def forward(self, flat, X_aug, lengths=None):
-        """Logits of a time-major batch, keeping what :meth:`backward` needs.
+        """Outputs of a time-major batch, keeping what :meth:`backward` needs.
 
         Parameters
         ----------
@@ -489,7 +533,7 @@ class FastGRNNEngine:
 
         Returns
         -------
-        logits : ndarray of shape (B, C)
+        outputs : ndarray of shape (B, n_outputs)
         """
         T, B, _ = X_aug.shape
         params = self._views_of(flat, "_params_cache")
@@ -505,16 +549,37 @@ class FastGRNNEngine:
             # A padded step is h_t = h_{t-1}: exactly z = 1, c = 0 in the cell.
             zc[:, 0][pad[:, :, 0]] = 1.0
             zc[:, 1][pad[:, :, 0]] = 0.0
-        self._saved = _ForwardState(params, X_aug, pad, U, sz, sn, ws)
-        logits = h_T @ params["V"]
-        logits += params["bias_out"]
-        return logits
+        r, pooling = self._read(ws.H_all[1:], h_T, pad, lengths)
+        self._saved = _ForwardState(params, X_aug, pad, U, sz, sn, ws, r, pooling)
+        outputs = r @ params["V"]
+        outputs += params["bias_out"]
+        return outputs
 
-    def final_state(self, X_aug, P, U, sz, sn, lengths=None):
-        """``h_T`` of a time-major batch, in buffers of this call: thread-safe.
+    def _read(self, H_steps, h_T, pad, lengths):
+        """The readout ``r`` of the states ``H_steps`` (T, B, H) = ``h_1 .. h_T``,
+        and what its backward pass needs (see :class:`_ForwardState`)."""
+        if self.readout == "last":
+            return h_T, None
+        T, B, _ = H_steps.shape
+        if self.readout == "max":
+            # padded steps repeat h_L, later: the first maximum is a real step's
+            # (a NaN state is the maximum, as in np.max)
+            first = np.argmax(H_steps, axis=0)
+            return np.take_along_axis(H_steps, first[None], axis=0)[0], first
+        keep = np.ones((T, B, 1), bool) if pad is None else ~pad
+        r = np.add.reduce(H_steps, axis=0, where=keep)
+        L = np.full(B, T) if lengths is None else lengths
+        r /= L[:, None].astype(self.dtype)
+        weights = keep / L[:, None].astype(self.dtype)  # g_t = dr / L, real steps
+        return r, weights.astype(self.dtype, copy=False)
+
+    def readout_state(self, X_aug, P, U, sz, sn, lengths=None):
+        """The readout ``r`` of a time-major batch (``h_L`` for ``"last"``), in
+        buffers of this call: thread-safe.
 
         Keeps nothing for :meth:`backward`: ``e_t`` lives in one buffer and
-        ``h_t`` in two alternating ones.
+        ``h_t`` in two alternating ones; a pooled readout is a running sum or
+        maximum.
 
         Parameters
         ----------
@@ -530,7 +595,7 @@ class FastGRNNEngine:
 
         Returns
         -------
-        h_T : ndarray of shape (B, H)
+        r : ndarray of shape (B, H)
         """
         T, B, _ = X_aug.shape
         H, dt = self.layout.hidden_size, self.dtype
@@ -539,21 +604,29 @@ class FastGRNNEngine:
         steps = _StepViews.of(
             zc, [np.empty((B, H), dt)] * T, [rolling[t & 1] for t in range(T + 1)]
         )
-        return self._recurrence(
+        pool = None
+        if self.readout == "mean":
+            pool = np.zeros((B, H), dt)
+        elif self.readout == "max":
+            pool = np.full((B, H), -np.inf, dt)
+        h_T = self._recurrence(
             X_aug, P, U, sz, sz + sn, zc, steps, np.empty((B, H), dt),
-            np.empty((B, H), dt), _padding(lengths, T),
+            np.empty((B, H), dt), _padding(lengths, T), pool,
         )
+        if self.readout == "mean":
+            pool /= (np.full(B, T) if lengths is None else lengths)[:, None].astype(dt)
+        return h_T if pool is None else pool
 
     # -- backward ---------------------------------------------------------
-    def backward(self, dlogits, grad):
-        """Write into ``grad`` the gradient of the loss whose logit gradient is given.
+    def backward(self, doutputs, grad):
+        """Write into ``grad`` the gradient of the loss whose output gradient is given.
 
         The recurrence of the module docstring, from ``dh_T`` down to ``dh_1``.
 
         Parameters
         ----------
-        dlogits : ndarray of shape (B, C)
-            Gradient of the loss with respect to the logits of the last
+        doutputs : ndarray of shape (B, n_outputs)
+            Gradient of the loss with respect to the outputs of the last
             :meth:`forward` call.
         grad : ndarray of shape (n_params,)
             Overwritten with the gradient of every parameter (flat layout).
@@ -562,7 +635,7 @@ class FastGRNNEngine:
         -------
         grad : ndarray of shape (n_params,)
         """
-        params, X_aug, pad, U, sz, sn, ws = self._saved
+        params, X_aug, pad, U, sz, sn, ws, r, pooling = self._saved
         lay = self.layout
         T, B, d1 = X_aug.shape
         d, H = d1 - 1, lay.hidden_size
@@ -577,9 +650,19 @@ class FastGRNNEngine:
         neg_sz = np.array(-sz, dtype=self.dtype)  # 0-d: see __init__
         sz_plus_sn = np.array(sz + sn, dtype=self.dtype)
 
-        dot(H_all[T].T, dlogits, grads["V"])
-        dot(ones[:B], dlogits, grads["bias_out"])  # sums by BLAS: see grad_bias_gate
-        dot(dlogits, params["V"].T, DH[T - 1])  # dh_T
+        dot(r.T, doutputs, grads["V"])
+        dot(ones[:B], doutputs, grads["bias_out"])  # sums by BLAS: see grad_bias_gate
+        pooled = self.readout != "last"
+        if not pooled:
+            dot(doutputs, params["V"].T, DH[T - 1])  # dh_T = g_T = dr
+        else:  # DH[t - 1] = g_t, which the loop adds dpre_t @ U.T + dh_t * z_t to
+            dr = doutputs @ params["V"].T
+            if self.readout == "mean":
+                multiply(pooling, dr, DH)
+            else:
+                DH[...] = 0.0
+                np.put_along_axis(DH, pooling[None], dr[None], axis=0)
+            tmp_u = ws.hU  # a forward buffer, free here
         U_T = self._U_T
         np.copyto(U_T, U.T)  # a contiguous U.T makes the per-step product faster
 
@@ -607,8 +690,12 @@ class FastGRNNEngine:
                 dh, dpre = dh_steps[t], dpre_steps[t]
                 multiply(dh, f_sum_steps[t - t0], dpre)  # dpre = dh * F
                 if t:
-                    dh_prev = dh_steps[t - 1]  # dh_prev = dpre @ U.T + dh * z
-                    dot(dpre, U_T, dh_prev)
+                    dh_prev = dh_steps[t - 1]  # dh_prev = g + dpre @ U.T + dh * z
+                    if pooled:
+                        dot(dpre, U_T, tmp_u)
+                        add(dh_prev, tmp_u, dh_prev)
+                    else:  # g_{t-1} = 0
+                        dot(dpre, U_T, dh_prev)
                     multiply(dh, z_steps[t], tmp)
                     add(dh_prev, tmp, dh_prev)
             DHb = DH[t0:t1]
@@ -644,8 +731,9 @@ class FastGRNNEngine:
         return grad
 
 
-def predict_logits(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dtype):
-    """Logits for sequences ``X`` (n, T, d) from a ``coefs_`` dict.
+def predict_outputs(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dtype,
+                    readout="last"):
+    """Outputs for sequences ``X`` (n, T, d) from a ``coefs_`` dict.
 
     Thread-safe; see :class:`Predictor` (this builds one for the call).
 
@@ -659,12 +747,18 @@ def predict_logits(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dt
         Real length of each sequence (at least 1).
     dtype : numpy dtype
         Arithmetic dtype.
+    readout : {"last", "mean", "max"}, default="last"
 
     Returns
     -------
-    logits : ndarray of shape (n, C)
+    outputs : ndarray of shape (n, n_outputs)
     """
-    return Predictor(coefs, gate_nonlinearity, update_nonlinearity, dtype).logits(X, lengths)
+    return Predictor(
+        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+    ).outputs(X, lengths)
+
+
+predict_logits = predict_outputs  # alias for classifier.py until the base refactor lands
 
 
 # Largest single-sequence workspace (bytes) kept between calls; longer
@@ -683,7 +777,7 @@ _PREDICTORS = weakref.WeakKeyDictionary()
 class Predictor:
     """Prediction from a ``coefs_`` dict: stacked weights made once, thread-safe.
 
-    A batch of sequences runs :meth:`FastGRNNEngine.final_state` in chunks of
+    A batch of sequences runs :meth:`FastGRNNEngine.readout_state` in chunks of
     ``_PREDICT_CHUNK`` (buffers per call). One sequence runs a loop of four
     NumPy calls per timestep on a row ``[k | c | L1 | L2 | 1 | x_t]`` per step,
     in per-thread buffers kept between calls:
@@ -695,7 +789,11 @@ class Predictor:
       ``h_t = c * (sz_plus_sn - sz * z) + z * h_{t-1}``
       is ``L1 + k * L2'``, both linear in ``(c, h_{t-1}, 1)`` (the update's own
       post-scaling folded in too);
-    - ``logits = [L1 | L2 | 1] @ [V; V; bias_out]`` after the last real step.
+    - ``outputs = [r1 | r2 | 1] @ [V; V; bias_out]`` after the last real step,
+      where ``r = r1 + r2`` is the readout: ``[L1 | L2]`` of the last step,
+      or the mean (``"mean"``) of the rows ``[L1 | L2]`` of the real steps, or
+      (``"max"``) the maximum of their sums ``L1 + L2`` (with ``r2 = 0``), each
+      computed once after the loop.
 
     The results equal the batch path's to rounding (a few float32 ulps), not
     bit for bit.
@@ -706,18 +804,21 @@ class Predictor:
     gate_nonlinearity, update_nonlinearity : str
     dtype : numpy dtype
         Arithmetic dtype.
+    readout : {"last", "mean", "max"}, default="last"
     """
 
-    def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, dtype):
+    def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, dtype,
+                 readout="last"):
         self.coefs, self.items = coefs, tuple(coefs.items())
         self.nonlinearities = (gate_nonlinearity, update_nonlinearity)
+        self.readout = check_readout(readout)
         H, C = np.shape(coefs["V"])
         d = np.shape(coefs["W"] if "W" in coefs else coefs["W1"])[0]
         w_rank = None if "W" in coefs else np.shape(coefs["W1"])[1]
         u_rank = None if "U" in coefs else np.shape(coefs["U1"])[1]
         layout = ParameterLayout(d, H, C, w_rank, u_rank)
         self.engine = engine = FastGRNNEngine(
-            layout, gate_nonlinearity, update_nonlinearity, dtype
+            layout, gate_nonlinearity, update_nonlinearity, dtype, readout
         )
         self.dtype = dt = engine.dtype
         params = layout.views(layout.pack(coefs, dt))
@@ -725,12 +826,13 @@ class Predictor:
         self.P, self.U = P.copy(), U  # P is the engine's buffer
         self.sz, self.sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         self.V, self.bias_out = params["V"], params["bias_out"]
-        self.n_channels, self.hidden_size, self.n_classes = d, H, C
+        self.n_inputs, self.hidden_size, self.n_outputs = d, H, C
         self._W, self._params = W, params
         self._single = None  # (M1, M2, MV), made by the first one-sequence call
         self._local = threading.local()
 
-    def matches(self, coefs, gate_nonlinearity, update_nonlinearity, dtype):
+    def matches(self, coefs, gate_nonlinearity, update_nonlinearity, dtype,
+                readout="last"):
         """Whether this predictor was made from these very arrays and settings."""
         items = self.items
         return (
@@ -739,13 +841,14 @@ class Predictor:
             and all(coefs.get(key) is value for key, value in items)
             and self.nonlinearities == (gate_nonlinearity, update_nonlinearity)
             and self.dtype == dtype
+            and self.readout == readout
         )
 
     def _single_weights(self):
         """``M1``, ``M2`` and ``MV`` of the single-sequence loop (see the class)."""
         W, U, params = self._W, self.U, self._params
         gate, update = self.engine.gate, self.engine.update
-        d, H, dt = self.n_channels, self.hidden_size, self.dtype
+        d, H, dt = self.n_inputs, self.hidden_size, self.dtype
         gs, us = gate.prescale, update.prescale
         # rows: L1, L2 (both h_{t-1}), 1, x_t; columns: gate, update
         M1 = np.zeros((2 * H + 1 + d, 2 * H))
@@ -768,25 +871,28 @@ class Predictor:
         MV = np.concatenate([params["V"], params["V"], params["bias_out"][None]])
         return M1.astype(dt), M2.astype(dt), MV.astype(dt)
 
-    def logits(self, X, lengths):
-        """Logits of sequences ``X`` (n, T, d) with real ``lengths``, shape (n, C)."""
+    def outputs(self, X, lengths):
+        """Outputs of sequences ``X`` (n, T, d) with real ``lengths``, shape
+        (n, n_outputs)."""
         if len(X) == 1:
-            logits = np.empty((1, self.n_classes), dtype=self.dtype)
+            outputs = np.empty((1, self.n_outputs), dtype=self.dtype)
             if self._single is None:  # two threads may both make it: same values
                 self._single = self._single_weights()
             if self._single[1].size < _BLAS_THREADED_GEMV:
-                self._one(X[0], int(lengths[0]), logits[0])
+                self._one(X[0], int(lengths[0]), outputs[0])
             else:
                 with one_blas_thread():
-                    self._one(X[0], int(lengths[0]), logits[0])
-            return logits
+                    self._one(X[0], int(lengths[0]), outputs[0])
+            return outputs
         with one_blas_thread():
             return self._batch(X, lengths)
+
+    logits = outputs  # alias for classifier.py until the base refactor lands
 
     def _workspace(self, T):
         """Rows ``[k | c | L1 | L2 | 1 | x]`` for ``T`` steps and their views."""
         H, dt = self.hidden_size, self.dtype
-        width = 4 * H + 1 + self.n_channels
+        width = 4 * H + 1 + self.n_inputs
         ws = getattr(self._local, "ws", None)
         if ws is not None and len(ws[0]) > T:
             return ws
@@ -808,7 +914,7 @@ class Predictor:
         return ws
 
     def _one(self, x, length, out):
-        """Logits of one sequence ``x`` (T, d) of real ``length`` into ``out`` (C,)."""
+        """Outputs of one sequence ``x`` (T, d) of real ``length`` into ``out`` (C,)."""
         R, m1_in, pre, ks, cs, m2_in, hs, l2s = self._workspace(length)
         H = self.hidden_size
         np.copyto(R[:length, 4 * H + 1 :], x[:length])
@@ -829,30 +935,45 @@ class Predictor:
                 update.kernel(cs[t])
                 dot(m2_in[t], M2, hs[t + 1])
                 multiply(l2s[t + 1], ks[t], l2s[t + 1])
-        dot(R[length, 2 * H : 4 * H + 1], MV, out)
+        if self.readout == "last":
+            dot(R[length, 2 * H : 4 * H + 1], MV, out)
+            return
+        states = R[1 : length + 1, 2 * H : 4 * H]  # [L1 | L2] of the real steps
+        read = np.empty(2 * H + 1, self.dtype)
+        read[2 * H] = 1.0
+        if self.readout == "mean":
+            np.add.reduce(states, axis=0, out=read[: 2 * H])
+            read[: 2 * H] /= self.dtype.type(length)
+        else:  # max of h_t = L1 + L2, as r1 (r2 = 0)
+            np.maximum.reduce(states[:, :H] + states[:, H:], axis=0, out=read[:H])
+            read[H : 2 * H] = 0.0
+        dot(read, MV, out)
 
     def _batch(self, X, lengths):
-        """Logits of many sequences: :meth:`FastGRNNEngine.final_state`, chunk by chunk."""
+        """Outputs of many sequences: :meth:`FastGRNNEngine.readout_state`, chunk by
+        chunk."""
         n = len(X)
         P, U, sz, sn, engine = self.P, self.U, self.sz, self.sn, self.engine
-        logits = np.empty((n, self.n_classes), dtype=self.dtype)
+        outputs = np.empty((n, self.n_outputs), dtype=self.dtype)
         for start in range(0, n, _PREDICT_CHUNK):
             stop = min(n, start + _PREDICT_CHUNK)
             chunk_lengths = lengths[start:stop]
             T_chunk = int(chunk_lengths.max())
             X_aug = to_time_major(X[start:stop, :T_chunk], self.dtype)
-            h_T = engine.final_state(X_aug, P, U, sz, sn, chunk_lengths)
-            np.matmul(h_T, self.V, out=logits[start:stop])
-        logits += self.bias_out
-        return logits
+            r = engine.readout_state(X_aug, P, U, sz, sn, chunk_lengths)
+            np.matmul(r, self.V, out=outputs[start:stop])
+        outputs += self.bias_out
+        return outputs
 
 
-def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype):
+def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype,
+                  readout="last"):
     """The :class:`Predictor` of ``owner``'s current weights, made once and kept.
 
     Kept (weakly keyed by ``owner``, one per dtype) while ``coefs`` is the same
-    dict holding the same arrays; assigning a new ``coefs_`` or a new array to
-    one of its keys makes a new one. Changing the arrays in place does not.
+    dict holding the same arrays and the settings are the same; assigning a new
+    ``coefs_`` or a new array to one of its keys makes a new one. Changing the
+    arrays in place does not.
     """
     dtype = np.dtype(dtype)
     cached = _PREDICTORS.get(owner)
@@ -860,8 +981,10 @@ def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype):
         cached = _PREDICTORS.setdefault(owner, {})
     predictor = cached.get(dtype.char)
     if predictor is None or not predictor.matches(
-        coefs, gate_nonlinearity, update_nonlinearity, dtype
+        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
     ):
-        predictor = Predictor(coefs, gate_nonlinearity, update_nonlinearity, dtype)
+        predictor = Predictor(
+            coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+        )
         cached[dtype.char] = predictor
     return predictor

@@ -181,7 +181,7 @@ def test_stacked_weights_follow_new_coefs(models):
         for Xs in (X[:1], X[:5]):
             fresh = Predictor(estimator.coefs_, estimator.gate_nonlinearity,
                               estimator.update_nonlinearity, np.float64)
-            expected = log_softmax(fresh.logits(Xs, np.full(len(Xs), 6)))
+            expected = log_softmax(fresh.outputs(Xs, np.full(len(Xs), 6)))
             assert_array_equal(estimator.predict_log_proba(Xs), expected)
 
     check(clf)
