@@ -899,7 +899,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype
         )
         with np.errstate(over="ignore", invalid="ignore"):
-            outputs = predictor.logits(X3, lengths)
+            outputs = predictor.outputs(X3, lengths)
         if not np.isfinite(outputs).all():
             self._warn_not_finite(outputs, lengths)
         return outputs

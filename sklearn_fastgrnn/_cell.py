@@ -758,7 +758,6 @@ def predict_outputs(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, d
     ).outputs(X, lengths)
 
 
-predict_logits = predict_outputs  # alias for classifier.py until the base refactor lands
 
 
 # Largest single-sequence workspace (bytes) kept between calls; longer
@@ -887,7 +886,6 @@ class Predictor:
         with one_blas_thread():
             return self._batch(X, lengths)
 
-    logits = outputs  # alias for classifier.py until the base refactor lands
 
     def _workspace(self, T):
         """Rows ``[k | c | L1 | L2 | 1 | x]`` for ``T`` steps and their views."""

@@ -15,7 +15,7 @@ from sklearn.metrics import check_scoring
 from sklearn.utils import gen_batches
 
 from . import _losses
-from ._cell import FastGRNNEngine, predict_logits, to_time_major
+from ._cell import FastGRNNEngine, predict_outputs, to_time_major
 from ._optimizers import clip_by_global_norm
 
 
@@ -163,7 +163,7 @@ class TrainingRun:
 
     def _outputs(self, flat, X3, lengths):
         est = self.estimator
-        return predict_logits(
+        return predict_outputs(
             self.layout.views(flat), est.gate_nonlinearity, est.update_nonlinearity,
             X3, lengths, flat.dtype,
         )
