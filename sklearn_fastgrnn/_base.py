@@ -34,10 +34,10 @@ from sklearn.utils.validation import (
 )
 
 from . import _callbacks, _losses, _scaling, _size
-from ._cell import ParameterLayout, init_parameters, predictor_for
+from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule
-from ._sequences import light_sequences, validate_sequences
+from ._sequences import light_sequences, validate_sequences, windowed
 from ._sparsity import SparseTraining
 from ._stopping import PlateauMonitor, patience_epochs
 from ._threads import one_blas_thread
@@ -55,12 +55,16 @@ AUTO_PLATEAU_LEVEL = 0.9  # that is above this fraction of the chance-level loss
 AUTO_MIN_STEPS = 6000  # max_iter="auto": at least this many optimiser steps ...
 AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
 AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
+AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per sequence
 # More parameters than this is no tiny model: a typo, refused before allocating
 MAX_PARAMETERS = 2**31 - 1
 _INTEGER_PARAMS = (
     "hidden_size", "n_timesteps", "w_rank", "u_rank", "lr_decay_step", "batch_size",
-    "max_iter", "n_iter_no_change", "iht_interval",
+    "max_iter", "n_iter_no_change", "iht_interval", "window",
 )
+# What a model of release 0.1.0 (which had none of these parameters) did: a model
+# file of that release without them is read with these values.
+LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -71,6 +75,23 @@ PARAMETERS_DOC = """\
     n_timesteps : int or None, default=None
         How a 2D ``X`` is read: None, one column per timestep of a univariate
         series; ``k``, k time-major steps of ``m / k`` channels. Ignored for 3D.
+    window : int or "auto", default=1
+        Timesteps the cell reads per step: step ``j`` reads the ``window``
+        timesteps ``j * window .. j * window + window - 1`` (``window *
+        n_channels`` inputs, time-major), so a sequence of ``T`` steps is
+        ``ceil(T / window)`` cell steps: faster to train, and less to
+        remember. The last, partial window of a sequence repeats its last
+        timestep. "auto" is about ``T / 50`` for the longest training sequence
+        ``T`` (1 up to 75 steps). ``window_`` is the value used.
+    readout : {{"last", "mean", "max"}}, default="last"
+        What the output layer reads: the state after the last real step, or
+        the mean or the maximum (per hidden unit) of the states over the real
+        steps, which gives every step a direct path to the loss.
+    scale_input : bool, default=False
+        Standardise each channel (weighted mean and standard deviation over the
+        real timesteps of the training data) while training, and fold the map
+        into ``W`` and the biases at the end: ``coefs_`` read the raw input,
+        and raw input trains as well as standardised input.
     gate_nonlinearity, update_nonlinearity : str, default="sigmoid", "tanh"
         One of "sigmoid", "tanh", "relu", "quant_sigmoid", "quant_tanh".
     w_rank, u_rank : int or None, default=None
@@ -317,6 +338,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "sparsity_u": [Interval(Real, 0, 1, closed="right")],
         "sparsity_phases": [tuple, list],
         "iht_interval": [Interval(Integral, 1, None, closed="left")],
+        "readout": [StrOptions(set(READOUTS))],
+        "window": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "scale_input": ["boolean"],
     }
 
     def _validate_params(self):
@@ -432,15 +456,43 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             soft = self._check_soft_targets(soft_targets, len(X3), dtype)
         if not resume or not hasattr(self, "_maps"):
             self._maps = self._fit_maps(X3, targets, weights)
-        X3 = self._as_training_dtype(X3, dtype)
+        if not resume or not hasattr(self, "window_"):
+            self.window_ = self._resolve_window(int(lengths.max()))
+        X3, lengths = self._cell_input(X3, lengths, dtype)
         targets = self._map_targets(targets)
         if soft is not None:
             soft = self._map_targets(soft).astype(dtype, copy=False)
         return TrainingData(X, X3, lengths, targets, weights, soft)
 
+    def _resolve_window(self, n_steps):
+        """``window`` for sequences of at most ``n_steps`` real timesteps."""
+        if self.window == "auto":
+            return max(1, round(n_steps / AUTO_WINDOW_STEPS))
+        return max(1, min(int(self.window), n_steps))
+
+    def _cell_input(self, X3, lengths, dtype, name="X"):
+        """Sequences as the cell reads them in training: mapped, cast, windowed."""
+        maps = self._maps
+        if maps.input_mean is not None:
+            X3 = (X3 - maps.input_mean) / maps.input_scale  # in float64, NaN stays
+        X3 = self._as_training_dtype(X3, dtype, name)
+        return windowed(X3, lengths, self.window_)
+
     def _fit_maps(self, X3, targets, weights):
-        """The :class:`~._scaling.Maps` to train with, fitted on the training data."""
-        return _scaling.Maps()
+        """The :class:`~._scaling.Maps` to train with, fitted on the training data.
+
+        With ``scale_input``, each channel's weighted mean and standard
+        deviation over the real timesteps; the outputs' map is the task's.
+        """
+        mean = scale = None
+        if self.scale_input:
+            mean, scale = _scaling.spread_of(X3, weights[:, None, None], axis=(0, 1))
+        offset, spread = self._fit_output_map(targets, weights)
+        return _scaling.Maps(mean, scale, offset, spread)
+
+    def _fit_output_map(self, targets, weights):
+        """``(offset, spread)`` of the outputs while training, or ``(None, None)``."""
+        return None, None
 
     def _map_targets(self, targets):
         """Targets as the model trains on them (the inverse of ``_decode_targets``)."""
@@ -471,12 +523,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     # --------------------------------------------------------------- training
     def _layout(self):
-        d, H = self.n_channels_, self._int("hidden_size")
+        d, H = self.window_ * self.n_channels_, self._int("hidden_size")
         w_rank, u_rank = self._int("w_rank"), self._int("u_rank")
         if w_rank is not None and w_rank > min(d, H):
             raise ValueError(
                 f"w_rank={w_rank} is larger than allowed: W is ({d}, {H}), so "
-                f"its rank is at most min(n_channels, hidden_size) = {min(d, H)}. "
+                f"its rank is at most min(window_ * n_channels, hidden_size) = "
+                f"{min(d, H)}. "
                 "Use a smaller w_rank or None for full rank."
             )
         if u_rank is not None and u_rank > H:
@@ -570,7 +623,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 "sample_weight_val sums to zero: a validation set without weight "
                 "cannot be scored. Give some validation sequences a positive weight."
             )
-        X3_val = self._as_training_dtype(X3_val, dtype, name="X_val")
+        X3_val, lengths_val = self._cell_input(X3_val, lengths_val, dtype, "X_val")
         return ValidationSet(X_val, X3_val, lengths_val, self._map_targets(targets), weights)
 
     def _watched_data(self, data, validation, incremental):
@@ -894,9 +947,11 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         else:
             X3, lengths = valid
         self._check_nonlinearities()
+        X3, lengths = windowed(X3, lengths, getattr(self, "window_", 1))
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         predictor = predictor_for(
-            self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype
+            self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype,
+            self.readout,
         )
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = predictor.outputs(X3, lengths)
@@ -949,6 +1004,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                     original_version=version,
                 )
             )
+        for name, value in LEGACY_PARAMS.items():
+            state.setdefault(name, value)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

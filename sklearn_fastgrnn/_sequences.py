@@ -230,3 +230,42 @@ def sequence_lengths(X):
             "values inside a sequence first."
         )
     return lengths.astype(np.int64)
+
+
+def windowed(X, lengths, window):
+    """Sequences of windows: each cell step reads ``window`` consecutive timesteps.
+
+    Step ``j`` of the result is ``[x_{jk}, x_{jk+1}, ..., x_{jk+k-1}]`` (``k =
+    window``, time-major inside the window), so a sequence of real length ``L``
+    becomes ``ceil(L / k)`` steps of ``k * d`` values. The last, partial window
+    of a sequence is filled by repeating its last real timestep (an edge fill:
+    it commutes with any per-channel affine map of the input, so standardising
+    before or after windowing is the same); the windows after it are NaN
+    padding.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, T, d)
+        NaN-padded at the end.
+    lengths : ndarray of shape (n,)
+        Real length of each sequence.
+    window : int
+        Timesteps per window (1 returns ``X`` and ``lengths`` as they are).
+
+    Returns
+    -------
+    X_windows : ndarray of shape (n, ceil(T / window), window * d)
+    lengths_windows : ndarray of shape (n,)
+    """
+    if window == 1:
+        return X, lengths
+    n, T, d = X.shape
+    steps = -(-T // window)
+    step_lengths = -(-lengths // window)
+    if T == steps * window and (step_lengths * window == lengths).all():
+        return X.reshape(n, steps, window * d), step_lengths  # no partial window
+    t = np.arange(steps * window)
+    source = np.minimum(t[None, :], lengths[:, None] - 1)
+    out = np.take_along_axis(X, source[:, :, None], axis=1)
+    out[t[None, :] >= (step_lengths * window)[:, None]] = np.nan
+    return out.reshape(n, steps, window * d), step_lengths

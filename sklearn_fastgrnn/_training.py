@@ -95,7 +95,8 @@ class TrainingRun:
         if val is not None and estimator.scoring != "loss":
             self.scorer = check_scoring(estimator, scoring=estimator.scoring)
         self.engine = FastGRNNEngine(
-            layout, estimator.gate_nonlinearity, estimator.update_nonlinearity, dtype
+            layout, estimator.gate_nonlinearity, estimator.update_nonlinearity, dtype,
+            estimator.readout,
         )
         self.grad = np.empty(layout.size, dtype=dtype)
         self._batch_buffers = {}
@@ -165,7 +166,7 @@ class TrainingRun:
         est = self.estimator
         return predict_outputs(
             self.layout.views(flat), est.gate_nonlinearity, est.update_nonlinearity,
-            X3, lengths, flat.dtype,
+            X3, lengths, flat.dtype, est.readout,
         )
 
     def evaluate(self, flat):

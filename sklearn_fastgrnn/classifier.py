@@ -62,6 +62,9 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         hidden_size=32,
         *,
         n_timesteps=None,
+        window=1,
+        readout="last",
+        scale_input=False,
         gate_nonlinearity="sigmoid",
         update_nonlinearity="tanh",
         w_rank=None,
@@ -104,6 +107,9 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
     ):
         self.hidden_size = hidden_size
         self.n_timesteps = n_timesteps
+        self.window = window
+        self.readout = readout
+        self.scale_input = scale_input
         self.gate_nonlinearity = gate_nonlinearity
         self.update_nonlinearity = update_nonlinearity
         self.w_rank = w_rank

@@ -28,6 +28,9 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         *,
         loss="squared_error",
         n_timesteps=None,
+        window=1,
+        readout="last",
+        scale_input=False,
         gate_nonlinearity="sigmoid",
         update_nonlinearity="tanh",
         w_rank=None,
@@ -69,6 +72,9 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         self.hidden_size = hidden_size
         self.loss = loss
         self.n_timesteps = n_timesteps
+        self.window = window
+        self.readout = readout
+        self.scale_input = scale_input
         self.gate_nonlinearity = gate_nonlinearity
         self.update_nonlinearity = update_nonlinearity
         self.w_rank = w_rank
@@ -152,12 +158,12 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         self._check_values(y2, "y_val")
         return y2
 
-    def _fit_maps(self, X3, targets, weights):
+    def _fit_output_map(self, targets, weights):
         """Standardise each output (Poisson: divide by its mean) while training."""
         mean, spread = _scaling.spread_of(targets, weights[:, None], axis=0)
         if self.loss == "poisson":
-            return _scaling.Maps(output_offset=np.log(mean), output_spread=np.ones_like(mean))
-        return _scaling.Maps(output_offset=mean, output_spread=spread)
+            return np.log(mean), np.ones_like(mean)
+        return mean, spread
 
     def _map_targets(self, targets):
         maps = self._maps

@@ -176,7 +176,7 @@ def test_sizes_in_the_metadata_allocate_nothing(saved, tmp_path, n_timesteps):
         pipeline__0__attributes__n_features_in_=n_timesteps * d,
     )
     path = _write(tmp_path, tensors, meta)
-    assert path.stat().st_size < 3000
+    assert path.stat().st_size < 4096
     tracemalloc.start()
     try:
         if n_timesteps < 2**31:

@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from .._base import LEGACY_PARAMS
 from .._files import write_atomically
 from .._size import fitted_size
 from .._version import __version__
@@ -257,6 +258,7 @@ def _encode_classifier(clf):
             "n_timesteps": int(clf.n_timesteps_),
             "n_channels": int(clf.n_channels_),
             "n_features_in": int(clf.n_features_in_),
+            "window": int(clf.window_),
             "feature_names_in": (
                 clf.feature_names_in_.tolist() if hasattr(clf, "feature_names_in_")
                 else None
@@ -417,9 +419,14 @@ def _decode_labels(meta, field):
         raise meta.error(f"{field} does not fit dtype {dtype}: {exc}.") from None
 
 
-def _build(estimator_class, meta, field):
-    """An ``estimator_class`` with the validated hyper-parameters at ``field``."""
-    estimator, params = estimator_class(), _decode_params(meta, field)
+def _build(estimator_class, meta, field, defaults=None):
+    """An ``estimator_class`` with the validated hyper-parameters at ``field``.
+
+    ``defaults`` are the values of parameters that the file does not name (a
+    file of an older release, written before they existed).
+    """
+    estimator = estimator_class()
+    params = {**(defaults or {}), **_decode_params(meta, field)}
     try:
         estimator.set_params(**params)
         estimator._validate_params()
@@ -536,7 +543,7 @@ def _read_file(path):
 
 def _load_classifier(meta, tensors):
     """The fitted classifier described at ``classifier``, with its tensors."""
-    clf = _build(FastGRNNClassifier, meta, "classifier.params")
+    clf = _build(FastGRNNClassifier, meta, "classifier.params", LEGACY_PARAMS)
     clf.classes_ = _decode_labels(meta, "classifier.classes")
     if len(clf.classes_) < 2 or not np.array_equal(np.unique(clf.classes_), clf.classes_):
         raise meta.error("classifier.classes must be at least 2 distinct sorted labels.")
@@ -550,6 +557,9 @@ def _load_classifier(meta, tensors):
             f"n_channels = {T * d}."
         )
     clf.n_timesteps_, clf.n_channels_, clf.n_features_in_ = T, d, n_features
+    clf.window_ = 1
+    if meta.get("classifier.input.window", (int,), optional=True) is not None:
+        clf.window_ = meta.positive_int("classifier.input.window")
     names = meta.get("classifier.input.feature_names_in", (list,), optional=True)
     if names is not None:
         if len(names) != n_features or not all(isinstance(n, str) for n in names):

@@ -1,0 +1,159 @@
+"""Input windows, readouts and the folded input scaling, through the estimator.
+
+The engine's own tests check the exact gradients of every readout; a window
+only regroups the input, so a windowed model is the unwindowed model of the
+regrouped input (checked here bit for bit), and the folded standardisation
+makes raw input train exactly as standardised input.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.exceptions import ConvergenceWarning
+
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn import _scaling
+from sklearn_fastgrnn._sequences import windowed
+
+from .conftest import assert_same_coefs, make_sequences
+
+
+# ------------------------------------------------------------------ windowed
+@st.composite
+def padded_batches(draw):
+    n = draw(st.integers(1, 4))
+    T = draw(st.integers(1, 9))
+    d = draw(st.integers(1, 3))
+    X = draw(arrays(np.float64, (n, T, d), elements=st.floats(-1e3, 1e3)))
+    lengths = np.array(draw(st.lists(st.integers(1, T), min_size=n, max_size=n)))
+    for i, length in enumerate(lengths):
+        X[i, length:] = np.nan
+    return X, lengths, draw(st.integers(1, 5))
+
+
+@given(padded_batches())
+@settings(max_examples=200, deadline=None)
+def test_windows_regroup_the_real_steps_and_fill_the_last_one(batch):
+    X, lengths, k = batch
+    n, T, d = X.shape
+    W, steps = windowed(X, lengths, k)
+    assert W.shape == (n, -(-T // k), k * d)
+    np.testing.assert_array_equal(steps, -(-lengths // k))
+    for i, length in enumerate(lengths):
+        flat = W[i].reshape(-1, d)  # timesteps again, window after window
+        np.testing.assert_array_equal(flat[:length], X[i, :length])
+        fill = flat[length : steps[i] * k]
+        np.testing.assert_array_equal(fill, np.broadcast_to(X[i, length - 1], fill.shape))
+        assert np.isnan(flat[steps[i] * k :]).all()
+        # padding-invariant: the unpadded sequence gives the same windows
+        alone, _ = windowed(X[i : i + 1, :length], lengths[i : i + 1], k)
+        np.testing.assert_array_equal(alone[0], W[i, : steps[i]])
+
+
+def test_a_window_is_the_cell_reading_regrouped_input(rng):
+    X, y = make_sequences(rng, n=30, T=6, d=2)
+    windowed_fit = FastGRNNClassifier(hidden_size=5, max_iter=3, random_state=0, window=3)
+    regrouped_fit = FastGRNNClassifier(hidden_size=5, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        windowed_fit.fit(X, y)
+        regrouped_fit.fit(X.reshape(30, 2, 6), y)
+    assert_same_coefs(windowed_fit, regrouped_fit)
+    assert windowed_fit.window_ == 3 and windowed_fit.coefs_["W"].shape == (6, 5)
+    np.testing.assert_array_equal(
+        windowed_fit.predict_proba(X), regrouped_fit.predict_proba(X.reshape(30, 2, 6))
+    )
+
+
+@pytest.mark.parametrize("readout", ["last", "mean", "max"])
+@pytest.mark.parametrize("window", [1, 3])
+def test_padding_changes_no_prediction(rng, readout, window):
+    X, y = make_sequences(rng, n=40, T=10, d=2)
+    X[::2, 7:] = np.nan
+    clf = FastGRNNClassifier(hidden_size=6, max_iter=2, random_state=0, readout=readout,
+                             window=window)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    padded = clf.predict_proba(X[:4])
+    for i in range(4):
+        length = 7 if i % 2 == 0 else 10
+        np.testing.assert_allclose(padded[i], clf.predict_proba(X[i : i + 1, :length])[0],
+                                   rtol=1e-6)
+
+
+def test_window_auto_aims_at_about_fifty_steps(rng):
+    X = rng.standard_normal((20, 400, 1))
+    y = np.arange(20) % 2
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=1, window="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert clf.fit(X, y).window_ == 8
+        assert clf.fit(X[:, :60], y).window_ == 1
+        assert clf.set_params(window=500).fit(X, y).window_ == 400  # at most T
+
+
+# -------------------------------------------------------------- input maps
+@pytest.mark.parametrize("w_rank", [None, 2])
+@pytest.mark.parametrize("window", [1, 2])
+def test_fold_and_unfold_invert_each_other(rng, w_rank, window):
+    d, H, C = 3, 4, 2
+    shapes = {"W": (window * d, H)} if w_rank is None else {
+        "W1": (window * d, w_rank), "W2": (w_rank, H)}
+    coefs = {key: rng.standard_normal(shape) for key, shape in shapes.items()}
+    coefs |= {"U": rng.standard_normal((H, H)), "V": rng.standard_normal((H, C)),
+              "bias_gate": rng.standard_normal(H), "bias_update": rng.standard_normal(H),
+              "zeta": np.array(0.5), "nu": np.array(-2.0), "bias_out": rng.standard_normal(C)}
+    maps = _scaling.Maps(rng.standard_normal(d) * 100, rng.random(d) * 50 + 0.1,
+                         rng.standard_normal(C), rng.random(C) + 0.5)
+    back = _scaling.unfold(_scaling.fold(coefs, maps), maps)
+    for key in coefs:
+        np.testing.assert_allclose(back[key], coefs[key], rtol=1e-9, atol=1e-9, err_msg=key)
+    # the folded weights on raw input give the pre-activations of the scaled input
+    x = rng.standard_normal((5, window * d))
+    raw = x * np.tile(maps.input_scale, window) + np.tile(maps.input_mean, window)
+    W = coefs["W"] if w_rank is None else coefs["W1"] @ coefs["W2"]
+    folded = _scaling.fold(coefs, maps)
+    W_raw = folded["W"] if w_rank is None else folded["W1"] @ folded["W2"]
+    np.testing.assert_allclose(raw @ W_raw + folded["bias_gate"], x @ W + coefs["bias_gate"],
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("estimator", [
+    FastGRNNClassifier(hidden_size=6, max_iter=5, random_state=0, dtype="float64",
+                       scale_input=True, window=2, readout="mean"),
+    FastGRNNRegressor(hidden_size=6, max_iter=5, random_state=0, dtype="float64",
+                      scale_input=True),
+], ids=["classifier", "regressor"])
+def test_raw_input_trains_as_standardised_input(rng, estimator):
+    """Trained on a * X + b, a model predicts on a * X + b what one trained on X
+    (z-scored) predicts on X, to rounding: the map is folded into the weights."""
+    X, y = make_sequences(rng, n=60, T=8, d=3)
+    X[::3, 6:] = np.nan
+    mean, std = np.nanmean(X, axis=(0, 1)), np.nanstd(X, axis=(0, 1))
+    Z = (X - mean) / std
+    a, b = np.array([1e4, 0.01, 3.0]), np.array([-5e5, 2.0, 1e3])
+    raw = a * Z + b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        on_z = estimator.__class__(**estimator.get_params()).fit(Z, y)
+        on_raw = estimator.__class__(**estimator.get_params()).fit(raw, y)
+    predict = "predict_proba" if hasattr(on_z, "predict_proba") else "predict"
+    np.testing.assert_allclose(getattr(on_raw, predict)(raw), getattr(on_z, predict)(Z),
+                               rtol=1e-7, atol=1e-9)
+    assert on_raw.loss_curve_ == pytest.approx(on_z.loss_curve_, rel=1e-9)
+
+
+def test_scale_input_keeps_continuation_exact(rng):
+    X, y = make_sequences(rng, n=40)
+    X = 1000 * X + 50
+    once = FastGRNNClassifier(hidden_size=5, max_iter=4, tol=0, random_state=0,
+                              scale_input=True).fit(X, y)
+    twice = FastGRNNClassifier(hidden_size=5, max_iter=2, tol=0, random_state=0,
+                               scale_input=True).fit(X, y)
+    twice.set_params(warm_start=True, max_iter=2).fit(X, y)
+    assert_same_coefs(once, twice)
