@@ -43,6 +43,7 @@ from ._stopping import PlateauMonitor, patience_epochs
 from ._threads import one_blas_thread
 from ._training import StartState, TrainingData, TrainingRun, ValidationSet
 from ._version import __version__
+from .streaming import CellStream, Streamer
 from .exceptions import InconsistentVersionWarning
 
 # The "auto" defaults, each chosen on the accuracy suite of benchmarks/bench_accuracy.py
@@ -972,6 +973,47 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             + "Check the model's weights, and scale the input as in training.",
             RuntimeWarning,
         )
+
+    def streamer(self, n_streams=1, dtype="float64"):
+        """A :class:`~sklearn_fastgrnn.streaming.Streamer` of this model: one timestep at a time.
+
+        Parameters
+        ----------
+        n_streams : int, default=1
+            Independent streams fed together (one row each per update).
+        dtype : {"float64", "float32"}, default="float64"
+            Arithmetic precision.
+
+        Returns
+        -------
+        Streamer
+            ``update(x)`` gives, after every timestep, what the prediction of
+            each stream's sequence so far is.
+        """
+        check_is_fitted(self)
+        return Streamer(self, n_streams, dtype)
+
+    def _staged_outputs(self, X):
+        """Outputs after every timestep, (n, T, n_outputs), NaN after each end.
+
+        Returns the outputs and the real lengths.
+        """
+        check_is_fitted(self)
+        self._check_nonlinearities()
+        _, X3, lengths = validate_sequences(self, X, reset=False)
+        dtype = np.float32 if X3.dtype == np.float32 else np.float64
+        cell = CellStream(
+            self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, self.readout,
+            getattr(self, "window_", 1), len(X3), dtype,
+        )
+        n, T, _ = X3.shape
+        staged = np.full((n, T, cell.V.shape[1]), np.nan)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for t in range(int(lengths.max())):
+                cell.push(X3[:, t])
+                live = t < lengths
+                staged[live, t] = cell.outputs()[live]
+        return staged, lengths
 
     def summary(self):
         """Parameters, non-zeros and bytes of every tensor, and the size in KB.

@@ -12,7 +12,7 @@ from sklearn.utils.multiclass import (
     type_of_target,
     unique_labels,
 )
-from sklearn.utils.validation import check_array, column_or_1d
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from . import _losses
 from ._base import BaseFastGRNN, check_finite_targets, docstring
@@ -444,6 +444,90 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         if self._multilabel:
             return (outputs > 0).astype(int)
         return self.classes_[np.argmax(outputs, axis=1)]
+
+    def _probabilities(self, outputs):
+        """Class (or label) probabilities of outputs, along the last axis."""
+        with np.errstate(invalid="ignore"):
+            if self._multilabel:
+                return np.exp(_losses.log_sigmoid(outputs))
+            shifted = outputs - outputs.max(axis=-1, keepdims=True)
+            exp = np.exp(shifted)
+            return exp / exp.sum(axis=-1, keepdims=True)
+
+    def _stream_predictions(self, outputs):
+        return self._probabilities(outputs)
+
+    def staged_predict_proba(self, X):
+        """Class probabilities after every timestep of each sequence.
+
+        Entry ``[i, t]`` is what :meth:`predict_proba` gives for the first
+        ``t + 1`` timesteps of sequence ``i`` (as a :meth:`streamer` gives them
+        one timestep at a time); at each sequence's last real timestep it is
+        its ``predict_proba``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_timesteps, n_classes)
+            NaN after the end of each sequence (at its NaN padding).
+        """
+        staged, _ = self._staged_outputs(X)
+        return self._probabilities(staged)
+
+    def staged_predict(self, X):
+        """The predicted class after every timestep of each sequence.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_timesteps)
+            After the end of a sequence (its padding) the prediction stays that
+            of the whole sequence, so the last column is :meth:`predict`. With
+            a multilabel ``y``, shape (n_samples, n_timesteps, n_labels).
+        """
+        staged, lengths = self._staged_outputs(X)
+        n, T, _ = staged.shape
+        ends = np.minimum(np.arange(T)[None, :], lengths[:, None] - 1)
+        staged = staged[np.arange(n)[:, None], ends]
+        if self._multilabel:
+            return (staged > 0).astype(int)
+        return self.classes_[np.argmax(staged, axis=2)]
+
+    def predict_early(self, X, threshold=0.9):
+        """Classify each sequence as soon as the model is sure enough.
+
+        The prediction of each sequence is made at its first timestep whose
+        highest class probability reaches ``threshold`` (or at its last real
+        timestep when none does): early classification, as a streaming device
+        decides before the sequence ends.
+
+        Parameters
+        ----------
+        X : array-like
+            Sequences, as for :meth:`predict`.
+        threshold : float in (0, 1], default=0.9
+            Probability at which to decide.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            The class decided.
+        decision_steps : ndarray of shape (n_samples,)
+            Timesteps read when deciding (1 to the sequence's length); divide
+            by the lengths for the earliness.
+        """
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold!r}.")
+        check_is_fitted(self)
+        if self._multilabel:
+            raise ValueError(
+                "predict_early decides one class per sequence; with a multilabel y, "
+                "use staged_predict_proba and a rule per label."
+            )
+        proba = self.staged_predict_proba(X)
+        lengths = (~np.isnan(proba[:, :, 0])).sum(axis=1)
+        sure = np.nan_to_num(proba.max(axis=2), nan=0.0) >= threshold
+        first = np.where(sure.any(axis=1), np.argmax(sure, axis=1), lengths - 1)
+        rows = np.arange(len(proba))
+        return self.classes_[np.argmax(proba[rows, first], axis=1)], first + 1
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -283,6 +283,26 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
                 outputs = np.exp(outputs)
         return outputs.ravel() if self.n_outputs_ == 1 else outputs
 
+    def _stream_predictions(self, outputs):
+        if self.out_activation_ == "exp":
+            with np.errstate(over="ignore"):
+                outputs = np.exp(outputs)
+        return outputs[..., 0] if self.n_outputs_ == 1 else outputs
+
+    def staged_predict(self, X):
+        """The prediction after every timestep of each sequence.
+
+        Entry ``[i, t]`` is what :meth:`predict` gives for the first ``t + 1``
+        timesteps of sequence ``i``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_timesteps) or (n_samples, n_timesteps, n_outputs)
+            NaN after the end of each sequence (at its NaN padding).
+        """
+        staged, _ = self._staged_outputs(X)
+        return self._stream_predictions(staged)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
