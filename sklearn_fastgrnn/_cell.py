@@ -389,6 +389,8 @@ class FastGRNNEngine:
         What the output layer reads (:data:`READOUTS`, module docstring).
     """
 
+    name = "numpy"
+
     def __init__(self, layout, gate_nonlinearity, update_nonlinearity, dtype,
                  readout="last"):
         self.layout = layout
