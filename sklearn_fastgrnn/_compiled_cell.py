@@ -175,10 +175,13 @@ typedef $real real;
 #define RB $RB
 /* rows of sums kept in the working dtype before they are added in double */
 #define FLUSH_ROWS 256
-/* rows of the sums: dh Fz, dh c, dh z c; dU (H rows); [dW; sum dpre] (D1 rows) */
+/* rows of the sums: dh Fz, dh c, dh c (1 - z) (no cancellation in dzeta); dU
+   (H rows); [dW; sum dpre] (D1 rows) */
 #define N_SUMS (3 + H + D1)
 /* rows of one part's scratch: the sums, then 3 RB rows */
 #define N_SCRATCH (N_SUMS + 3 * RB)
+/* columns of a tile of the sums dU, dW kept in registers (4 vectors of 512 bits) */
+#define JT $JT
 
 enum { LAST = 0, MEAN = 1, MAX = 2 };
 
@@ -222,6 +225,7 @@ typedef struct {
     const real *dout;         /* (B, n_out) d loss / d outputs */
     real *DR;                 /* (B, H) dr = dout @ V.T, the caller's order */
     real *DH;                 /* (B, H) sorted: dh_t */
+    real *DPS;                /* (B, H) sorted: dpre_t of the step */
     double *sums;             /* (n_parts, N_SUMS, H): the backward pass's sums */
     real *scratch;            /* (n_parts, N_SCRATCH, H) */
     real *gW, *gU, *gV, *gbg, *gbu, *gzeta, *gnu, *gbo;  /* the gradient */
@@ -486,8 +490,8 @@ void fg_backward_begin(fg_ctx *c)
     }
 }
 
-/* BPTT step t of rows b0 .. b0 + rb - 1; sums into acc (N_SUMS, H): dh Fz,
-   dh c, dh z c, then dU += h_{t-1}.T dpre and [dW; sum dpre] += [x 1].T dpre. */
+/* BPTT step t of rows b0 .. b0 + rb - 1: dpre into DPS, dh_{t-1} into DH, and
+   the sums dh Fz, dh c, dh c (1 - z) into acc. */
 static inline __attribute__((always_inline)) void fg_backward_rows(
     const fg_ctx *restrict c, int64_t t, int64_t b0, int rb, int64_t nbn,
     real *restrict acc)
@@ -495,13 +499,12 @@ static inline __attribute__((always_inline)) void fg_backward_rows(
     const real sz = (real)c->sz, szsn = (real)(c->sz + c->sn);
     const real *restrict UT = c->UT;
     real dh[RB][H];
-    real *dp[RB], *hz[RB];  /* rows of scratch: GCC keeps the accumulators of a
+    real *dp[RB], *hz[RB];  /* rows in memory: GCC keeps the accumulators of a
                                product in registers when its rows are pointers */
-    const real *hp_rows[RB], *x_rows[RB];
     int r, j, k;
     for (r = 0; r < rb; ++r) {
-        dp[r] = acc + (N_SUMS + r) * H;
-        hz[r] = acc + (N_SUMS + RB + r) * H;
+        dp[r] = c->DPS + (b0 + r) * H;
+        hz[r] = acc + (N_SUMS + r) * H;
     }
     for (r = 0; r < rb; ++r) {
         const int64_t b = b0 + r, row = c->off[t] + b, i = c->perm[b];
@@ -509,8 +512,6 @@ static inline __attribute__((always_inline)) void fg_backward_rows(
         const real *restrict hp = c->HP + row * H;
         const real *restrict dr = c->DR + i * H, *restrict carried = c->DH + b * H;
         real d[H], fg[H], fu[H];
-        hp_rows[r] = hp;
-        x_rows[r] = c->X + (t * c->B + i) * D1;
         /* dh_t: what step t + 1 passed down (rows still running there), plus g_t */
         if (c->readout == LAST) {
             memcpy(d, b < nbn ? carried : dr, H * sizeof(real));
@@ -547,30 +548,9 @@ static inline __attribute__((always_inline)) void fg_backward_rows(
             const real g = d[j];
             acc[j] += g * fz;
             acc[H + j] += g * cc[j];
-            acc[2 * H + j] += g * z[j] * cc[j];
+            acc[2 * H + j] += g * cc[j] * ((real)1 - z[j]);
             dp[r][j] = g * (fz + fc);
             hz[r][j] = g * z[j];
-        }
-    }
-    /* dU += h_{t-1}.T dpre and [dW; sum dpre] += [x 1].T dpre over the block */
-    for (k = 0; k < H; ++k) {
-        real *restrict u = acc + (3 + k) * H;
-        FG_SIMD for (j = 0; j < H; ++j) {
-            real s = u[j];
-            for (r = 0; r < rb; ++r) {
-                s += hp_rows[r][k] * dp[r][j];
-            }
-            u[j] = s;
-        }
-    }
-    for (k = 0; k < D1; ++k) {
-        real *restrict w = acc + (3 + H + k) * H;
-        FG_SIMD for (j = 0; j < H; ++j) {
-            real s = w[j];
-            for (r = 0; r < rb; ++r) {
-                s += x_rows[r][k] * dp[r][j];
-            }
-            w[j] = s;
         }
     }
     if (t == 0) {
@@ -595,6 +575,77 @@ static inline __attribute__((always_inline)) void fg_backward_rows(
         FG_SIMD for (j = 0; j < H; ++j) {
             out[j] = hz[r][j] + dh[r][j];
         }
+    }
+}
+
+/* Rows k0 .. k0 + kt - 1, columns j0 .. j0 + jw - 1 of out (rows of H) plus
+   sum_b a_b[k] dpre_b[j] over this part's rows b of step t, where a_b is
+   h_{t-1} (from_x = 0) or [x_t 1] (from_x = 1): a tile of sums in registers. */
+static inline __attribute__((always_inline)) void fg_outer_tile(
+    const fg_ctx *restrict c, int64_t t, int64_t nbt, int from_x, int k0, int kt,
+    int j0, int jw, real *restrict out)
+{
+    real tile[4][JT];
+    const int64_t step = c->n_parts * RB;
+    int64_t b, start;
+    int kk, j;
+    for (kk = 0; kk < kt; ++kk) {
+        FG_SIMD for (j = 0; j < jw; ++j) {
+            tile[kk][j] = out[(k0 + kk) * H + j0 + j];
+        }
+    }
+    for (start = c->part * RB; start < nbt; start += step) {  /* this part's blocks */
+        const int64_t stop = start + RB < nbt ? start + RB : nbt;
+        for (b = start; b < stop; ++b) {
+            const real *restrict d = c->DPS + b * H + j0;
+            const real *restrict a = from_x ? c->X + (t * c->B + c->perm[b]) * D1
+                                            : c->HP + (c->off[t] + b) * H;
+            for (kk = 0; kk < kt; ++kk) {
+                const real v = a[k0 + kk];
+                FG_SIMD for (j = 0; j < jw; ++j) {
+                    tile[kk][j] += v * d[j];
+                }
+            }
+        }
+    }
+    for (kk = 0; kk < kt; ++kk) {
+        FG_SIMD for (j = 0; j < jw; ++j) {
+            out[(k0 + kk) * H + j0 + j] = tile[kk][j];
+        }
+    }
+}
+
+/* Rows k0 .. k0 + kt - 1 of the sums, every column: full tiles, then the rest. */
+static inline __attribute__((always_inline)) void fg_outer_rows(
+    const fg_ctx *restrict c, int64_t t, int64_t nbt, int from_x, int k0, int kt,
+    real *restrict out)
+{
+    int j0;
+    for (j0 = 0; j0 + JT <= H; j0 += JT) {
+        fg_outer_tile(c, t, nbt, from_x, k0, kt, j0, JT, out);
+    }
+    if (H % JT) {
+        fg_outer_tile(c, t, nbt, from_x, k0, kt, H / JT * JT, H % JT, out);
+    }
+}
+
+/* dU += h_{t-1}.T dpre and [dW; sum dpre] += [x 1].T dpre over step t's rows of
+   this part (acc: the sums, N_SUMS rows). */
+static void fg_outer_sums(const fg_ctx *restrict c, int64_t t, int64_t nbt,
+                          real *restrict acc)
+{
+    int k0;
+    for (k0 = 0; k0 + 4 <= H; k0 += 4) {
+        fg_outer_rows(c, t, nbt, 0, k0, 4, acc + 3 * H);
+    }
+    if (H % 4) {
+        fg_outer_rows(c, t, nbt, 0, H / 4 * 4, H % 4, acc + 3 * H);
+    }
+    for (k0 = 0; k0 + 4 <= D1; k0 += 4) {
+        fg_outer_rows(c, t, nbt, 1, k0, 4, acc + (3 + H) * H);
+    }
+    if (D1 % 4) {
+        fg_outer_rows(c, t, nbt, 1, D1 / 4 * 4, D1 % 4, acc + (3 + H) * H);
     }
 }
 
@@ -626,6 +677,7 @@ void fg_backward_steps(fg_ctx *c)
                 fg_backward_rows(c, t, i, 1, nbn, acc);
             }
         }
+        fg_outer_sums(c, t, nbt, acc);
         rows += nbt;
         if (rows >= FLUSH_ROWS * P) {
             fg_flush(sums, acc);
@@ -640,7 +692,7 @@ void fg_backward_steps(fg_ctx *c)
    the biases, zeta and nu. */
 void fg_backward_end(fg_ctx *c)
 {
-    double *total = c->sums, sum_dh_c = 0.0, sum_dh_z_c = 0.0;
+    double *total = c->sums, sum_dh_c = 0.0, sum_dh_c_1_z = 0.0;
     int64_t p;
     int j, k;
     for (p = 1; p < c->n_parts; ++p) {
@@ -653,7 +705,7 @@ void fg_backward_end(fg_ctx *c)
         c->gbg[j] = (real)total[j];
         c->gbu[j] = (real)(total[(3 + H + D) * H + j] - total[j]);  /* sum dpre - dbg */
         sum_dh_c += total[H + j];
-        sum_dh_z_c += total[2 * H + j];
+        sum_dh_c_1_z += total[2 * H + j];
     }
     for (k = 0; k < H; ++k) {
         for (j = 0; j < H; ++j) {
@@ -665,7 +717,7 @@ void fg_backward_end(fg_ctx *c)
             c->gW[k * H + j] = (real)total[(3 + H + k) * H + j];
         }
     }
-    *c->gzeta = (real)((sum_dh_c - sum_dh_z_c) * c->sz * (1.0 - c->sz));
+    *c->gzeta = (real)(sum_dh_c_1_z * c->sz * (1.0 - c->sz));
     *c->gnu = (real)(sum_dh_c * c->sn * (1.0 - c->sn));
 }
 
@@ -697,7 +749,8 @@ def engine_source(dtype, hidden_size, n_inputs):
     loop = "FG_SIMD for (j = 0; j < H; ++j) {{ {} }}"
     return _SOURCE.substitute(
         real=_TYPES[char][0], H=int(hidden_size), D=int(n_inputs),
-        RB=_row_block(hidden_size), tanh=_tanh_source(char),
+        RB=_row_block(hidden_size), JT=min(int(hidden_size), 256 // np.dtype(dtype).itemsize),
+        tanh=_tanh_source(char),
         gate_forward=_switch("c->gate", lambda f, _: loop.format(
             f"const real v = pre[j] + bg[j]; z[j] = {f};")),
         update_forward=_switch("c->update", lambda f, _: loop.format(
@@ -719,7 +772,8 @@ class _Context(ctypes.Structure):
         ("sz", ctypes.c_double), ("sn", ctypes.c_double),
         *((name, ctypes.c_void_p) for name in (
             "X", "lengths", "W", "U", "bg", "bu", "V", "bo", "UT", "perm", "nb", "off",
-            "HP", "Z", "C", "S", "AM", "R", "out", "dout", "DR", "DH", "sums", "scratch",
+            "HP", "Z", "C", "S", "AM", "R", "out", "dout", "DR", "DH", "DPS", "sums",
+            "scratch",
             "gW", "gU", "gV", "gbg", "gbu", "gzeta", "gnu", "gbo",
         )),
     ]
@@ -787,6 +841,7 @@ class _Buffers:
         train = dict(
             HP=np.empty((T * B, H), dt), Z=np.empty((T * B, H), dt),
             C=np.empty((T * B, H), dt), DR=np.empty((B, H), dt), DH=np.empty((B, H), dt),
+            DPS=np.empty((B, H), dt),
             sums=np.empty((n_parts, _n_sums(H, d), H), np.float64),
         )
         self.arrays = dict(
@@ -871,6 +926,7 @@ class CompiledEngine:
         self._kinds = (_NONLINEARITY_INDEX[gate_nonlinearity],
                        _NONLINEARITY_INDEX[update_nonlinearity])
         self.n_threads = int(n_threads)
+        self._low_rank = layout.w_rank is not None or layout.u_rank is not None
         d, H = layout.n_inputs, layout.hidden_size
         self._library = load_library(self.dtype, H, d)
         self._stacker = FastGRNNEngine(  # stacked_weights, as the NumPy engine's
@@ -882,7 +938,7 @@ class CompiledEngine:
         self._grad_W = np.empty((d, H), self.dtype)  # dW, dU of low rank
         self._grad_U = np.empty((H, H), self.dtype)
         self._buffers = {}  # batch size -> _Buffers
-        self._params = (None, None)  # (flat, views)
+        self._params = (None, None, None)  # (flat, views, addresses of the weights)
         self._grads = (None, None, None)  # (grad, views, addresses)
         self._saved = None
 
@@ -891,11 +947,20 @@ class CompiledEngine:
         return self._stacker.stacked_weights(params)
 
     def _views(self, flat):
-        cached, views = self._params
+        """Views of ``flat`` and the addresses of the weights the C code reads
+        (made again when ``flat`` is another array; training updates it in place)."""
+        cached, views, addresses = self._params
         if flat is not cached:
             views = self.layout.views(flat)
-            self._params = (flat, views)
-        return views
+            lay = self.layout
+            addresses = (
+                _address(views["W"] if lay.w_rank is None else self._W),
+                _address(views["U"] if lay.u_rank is None else self._U),
+                _address(views["bias_gate"]), _address(views["bias_update"]),
+                _address(views["V"]), _address(views["bias_out"]),
+            )
+            self._params = (flat, views, addresses)
+        return views, addresses
 
     def _grad_addresses(self, grad):
         """Views of ``grad`` and the addresses the C code writes the gradient to."""
@@ -914,12 +979,12 @@ class CompiledEngine:
             self._grads = (grad, views, addresses)
         return views, addresses
 
-    def _effective(self, params):
-        """Contiguous effective ``W`` and ``U`` (products of the factors if low rank)."""
-        lay = self.layout
-        W = params["W"] if lay.w_rank is None else np.dot(params["W1"], params["W2"], out=self._W)
-        U = params["U"] if lay.u_rank is None else np.dot(params["U1"], params["U2"], out=self._U)
-        return W, U
+    def _low_rank_products(self, params):
+        """The effective ``W = W1 @ W2`` and ``U = U1 @ U2`` into the engine's buffers."""
+        if self.layout.w_rank is not None:
+            np.dot(params["W1"], params["W2"], out=self._W)
+        if self.layout.u_rank is not None:
+            np.dot(params["U1"], params["U2"], out=self._U)
 
     def _inputs(self, X_aug, lengths):
         """``X_aug`` as a C-contiguous array of the dtype and ``lengths`` as int64."""
@@ -936,10 +1001,6 @@ class CompiledEngine:
             lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         return X_aug, lengths
 
-    def _set_weights(self, ctx, params, W, U, sz, sn):
-        ctx.W, ctx.U = _address(W), _address(U)
-        ctx.bg, ctx.bu = _address(params["bias_gate"]), _address(params["bias_update"])
-        ctx.sz, ctx.sn = sz, sn
 
     # -- forward ----------------------------------------------------------
     def forward(self, flat, X_aug, lengths=None):
@@ -950,17 +1011,17 @@ class CompiledEngine:
         """
         X_aug, lengths = self._inputs(X_aug, lengths)
         T, B, _ = X_aug.shape
-        params = self._views(flat)
-        W, U = self._effective(params)
-        sz, sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
+        params, addresses = self._views(flat)
+        if self._low_rank:
+            self._low_rank_products(params)
         buffers = self._buffers.get(B)
         if buffers is None or buffers.T < T:
             buffers = self._buffers[B] = _Buffers(self, T, B, self.n_threads)
         ctx = buffers.ctx
         ctx.T = T
         ctx.X, ctx.lengths = _address(X_aug), _address(lengths)
-        self._set_weights(ctx, params, W, U, sz, sn)
-        ctx.V, ctx.bo = _address(params["V"]), _address(params["bias_out"])
+        ctx.W, ctx.U, ctx.bg, ctx.bu, ctx.V, ctx.bo = addresses
+        ctx.sz, ctx.sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         library = self._library
         if self.n_threads == 1:
             library.fg_forward(ctx)
@@ -978,10 +1039,7 @@ class CompiledEngine:
         X_aug, lengths = self._inputs(X_aug, lengths)
         T, B, _ = X_aug.shape
         d, H, dt = self.layout.n_inputs, self.layout.hidden_size, self.dtype
-        W = np.ascontiguousarray(P[0, :d], dt)
-        params = {"bias_gate": np.ascontiguousarray(P[0, d], dt),
-                  "bias_update": np.ascontiguousarray(P[1, d], dt)}
-        U = np.ascontiguousarray(U, dt)
+        weights = [np.ascontiguousarray(w, dt) for w in (P[0, :d], U, P[0, d], P[1, d])]
         arrays = dict(
             perm=np.empty(B, np.int32), nb=np.empty(T + 1, np.int32),
             off=np.empty(T + 1, np.int64), HP=np.empty((B, H), dt),
@@ -995,7 +1053,8 @@ class CompiledEngine:
         ctx.readout = _READOUT_INDEX[self.readout]
         ctx.gate, ctx.update = self._kinds
         ctx.X, ctx.lengths = _address(X_aug), _address(lengths)
-        self._set_weights(ctx, params, W, U, sz, sn)
+        ctx.W, ctx.U, ctx.bg, ctx.bu = (_address(w) for w in weights)
+        ctx.sz, ctx.sn = sz, sn
         self._library.fg_forward(ctx)  # V is NULL: the readout only
         return arrays["R"]
 
