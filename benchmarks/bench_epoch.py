@@ -313,13 +313,14 @@ class EngineEpoch:
     the mini-batch loop (gathering, forward, loss, backward, L2, clipping, Adam).
     """
 
-    def __init__(self, name, X, y, lengths, H, B, seed=0):
+    def __init__(self, name, X, y, lengths, H, B, seed=0, n_threads=1):
         n, T, d = X.shape
         self.Xa, self.y, self.lengths, self.B = to_time_major(X, np.float32), y, lengths, B
         self.layout = layout = ParameterLayout(d, H, N_CLASSES)
         self.flat = init_parameters(layout, np.random.RandomState(seed), 1.0, -4.0,
                                     np.float32, scheme="chrono", n_timesteps=T)
-        self.engine = ENGINE_CLASSES[name](layout, "sigmoid", "tanh", np.float32)
+        threads = {} if name == "numpy" else {"n_threads": n_threads}
+        self.engine = ENGINE_CLASSES[name](layout, "sigmoid", "tanh", np.float32, **threads)
         self.optimizer = Adam(layout.size, np.float32)
         self.grad = np.empty_like(self.flat)
         self.order = np.random.default_rng(seed).permutation(n)
@@ -354,9 +355,9 @@ class EngineEpoch:
         return loss
 
 
-def timed_epoch(name, X, y, lengths, H, B):
+def timed_epoch(name, X, y, lengths, H, B, n_threads=1):
     """Seconds of one epoch's mini-batch loop (set-up untimed), after a pause."""
-    epoch = EngineEpoch(name, X, y, lengths, H, B)
+    epoch = EngineEpoch(name, X, y, lengths, H, B, n_threads=n_threads)
     time.sleep(SLEEP)
     start = time.perf_counter()
     epoch.run()

@@ -225,7 +225,8 @@ typedef struct {
     const real *dout;         /* (B, n_out) d loss / d outputs */
     real *DR;                 /* (B, H) dr = dout @ V.T, the caller's order */
     real *DH;                 /* (B, H) sorted: dh_t */
-    real *DPS;                /* (B, H) sorted: dpre_t of the step */
+    real *XP;                 /* (n_real, D1) packed [x_t 1] (training) */
+    real *DPRE;               /* (n_real, H) packed dpre_t */
     double *sums;             /* (n_parts, N_SUMS, H): the backward pass's sums */
     real *scratch;            /* (n_parts, N_SCRATCH, H) */
     real *gW, *gU, *gV, *gbg, *gbu, *gzeta, *gnu, *gbo;  /* the gradient */
@@ -304,6 +305,7 @@ static inline __attribute__((always_inline)) void fg_forward_rows(
         x[r] = c->X + (t * c->B + c->perm[b]) * D1;
         if (c->train) {
             const int64_t row = c->off[t] + b;
+            memcpy(c->XP + row * D1, x[r], D1 * sizeof(real));  /* for dW */
             hin[r] = c->HP + row * H;
             zr[r] = c->Z + row * H;
             cr[r] = c->C + row * H;
@@ -490,7 +492,7 @@ void fg_backward_begin(fg_ctx *c)
     }
 }
 
-/* BPTT step t of rows b0 .. b0 + rb - 1: dpre into DPS, dh_{t-1} into DH, and
+/* BPTT step t of rows b0 .. b0 + rb - 1: dpre into DPRE, dh_{t-1} into DH, and
    the sums dh Fz, dh c, dh c (1 - z) into acc. */
 static inline __attribute__((always_inline)) void fg_backward_rows(
     const fg_ctx *restrict c, int64_t t, int64_t b0, int rb, int64_t nbn,
@@ -503,7 +505,7 @@ static inline __attribute__((always_inline)) void fg_backward_rows(
                                product in registers when its rows are pointers */
     int r, j, k;
     for (r = 0; r < rb; ++r) {
-        dp[r] = c->DPS + (b0 + r) * H;
+        dp[r] = c->DPRE + (c->off[t] + b0 + r) * H;
         hz[r] = acc + (N_SUMS + r) * H;
     }
     for (r = 0; r < rb; ++r) {
@@ -579,32 +581,27 @@ static inline __attribute__((always_inline)) void fg_backward_rows(
 }
 
 /* Rows k0 .. k0 + kt - 1, columns j0 .. j0 + jw - 1 of out (rows of H) plus
-   sum_b a_b[k] dpre_b[j] over this part's rows b of step t, where a_b is
+   sum_i a_i[k] dpre_i[j] over the packed rows i0 <= i < i1, where a_i is
    h_{t-1} (from_x = 0) or [x_t 1] (from_x = 1): a tile of sums in registers. */
 static inline __attribute__((always_inline)) void fg_outer_tile(
-    const fg_ctx *restrict c, int64_t t, int64_t nbt, int from_x, int k0, int kt,
+    const fg_ctx *restrict c, int64_t i0, int64_t i1, int from_x, int k0, int kt,
     int j0, int jw, real *restrict out)
 {
     real tile[4][JT];
-    const int64_t step = c->n_parts * RB;
-    int64_t b, start;
+    int64_t i;
     int kk, j;
     for (kk = 0; kk < kt; ++kk) {
         FG_SIMD for (j = 0; j < jw; ++j) {
             tile[kk][j] = out[(k0 + kk) * H + j0 + j];
         }
     }
-    for (start = c->part * RB; start < nbt; start += step) {  /* this part's blocks */
-        const int64_t stop = start + RB < nbt ? start + RB : nbt;
-        for (b = start; b < stop; ++b) {
-            const real *restrict d = c->DPS + b * H + j0;
-            const real *restrict a = from_x ? c->X + (t * c->B + c->perm[b]) * D1
-                                            : c->HP + (c->off[t] + b) * H;
-            for (kk = 0; kk < kt; ++kk) {
-                const real v = a[k0 + kk];
-                FG_SIMD for (j = 0; j < jw; ++j) {
-                    tile[kk][j] += v * d[j];
-                }
+    for (i = i0; i < i1; ++i) {
+        const real *restrict d = c->DPRE + i * H + j0;
+        const real *restrict a = from_x ? c->XP + i * D1 : c->HP + i * H;
+        for (kk = 0; kk < kt; ++kk) {
+            const real v = a[k0 + kk];
+            FG_SIMD for (j = 0; j < jw; ++j) {
+                tile[kk][j] += v * d[j];
             }
         }
     }
@@ -617,35 +614,35 @@ static inline __attribute__((always_inline)) void fg_outer_tile(
 
 /* Rows k0 .. k0 + kt - 1 of the sums, every column: full tiles, then the rest. */
 static inline __attribute__((always_inline)) void fg_outer_rows(
-    const fg_ctx *restrict c, int64_t t, int64_t nbt, int from_x, int k0, int kt,
+    const fg_ctx *restrict c, int64_t i0, int64_t i1, int from_x, int k0, int kt,
     real *restrict out)
 {
     int j0;
     for (j0 = 0; j0 + JT <= H; j0 += JT) {
-        fg_outer_tile(c, t, nbt, from_x, k0, kt, j0, JT, out);
+        fg_outer_tile(c, i0, i1, from_x, k0, kt, j0, JT, out);
     }
     if (H % JT) {
-        fg_outer_tile(c, t, nbt, from_x, k0, kt, H / JT * JT, H % JT, out);
+        fg_outer_tile(c, i0, i1, from_x, k0, kt, H / JT * JT, H % JT, out);
     }
 }
 
-/* dU += h_{t-1}.T dpre and [dW; sum dpre] += [x 1].T dpre over step t's rows of
-   this part (acc: the sums, N_SUMS rows). */
-static void fg_outer_sums(const fg_ctx *restrict c, int64_t t, int64_t nbt,
+/* dU += h_{t-1}.T dpre and [dW; sum dpre] += [x 1].T dpre over the packed rows
+   i0 <= i < i1 (acc: the sums, N_SUMS rows of H). */
+static void fg_outer_sums(const fg_ctx *restrict c, int64_t i0, int64_t i1,
                           real *restrict acc)
 {
     int k0;
     for (k0 = 0; k0 + 4 <= H; k0 += 4) {
-        fg_outer_rows(c, t, nbt, 0, k0, 4, acc + 3 * H);
+        fg_outer_rows(c, i0, i1, 0, k0, 4, acc + 3 * H);
     }
     if (H % 4) {
-        fg_outer_rows(c, t, nbt, 0, H / 4 * 4, H % 4, acc + 3 * H);
+        fg_outer_rows(c, i0, i1, 0, H / 4 * 4, H % 4, acc + 3 * H);
     }
     for (k0 = 0; k0 + 4 <= D1; k0 += 4) {
-        fg_outer_rows(c, t, nbt, 1, k0, 4, acc + (3 + H) * H);
+        fg_outer_rows(c, i0, i1, 1, k0, 4, acc + (3 + H) * H);
     }
     if (D1 % 4) {
-        fg_outer_rows(c, t, nbt, 1, D1 / 4 * 4, D1 % 4, acc + (3 + H) * H);
+        fg_outer_rows(c, i0, i1, 1, D1 / 4 * 4, D1 % 4, acc + (3 + H) * H);
     }
 }
 
@@ -659,32 +656,40 @@ static void fg_flush(double *restrict sums, real *restrict acc)
 }
 
 /* The BPTT loop over this part's rows (as fg_forward_steps), its sums in
-   double into its rows of c->sums. */
+   double into its rows of c->sums. The outer-product sums run over packed rows
+   (all of this part's rows of consecutive steps, at least FLUSH_ROWS of them
+   with one part), and are added in double every FLUSH_ROWS rows. */
 void fg_backward_steps(fg_ctx *c)
 {
     const int64_t P = c->n_parts, p = c->part;
     real *acc = c->scratch + p * N_SCRATCH * H;
     double *sums = c->sums + p * N_SUMS * H;
-    int64_t t, i, rows = 0;
+    int64_t t, i, end = c->off[c->T];  /* packed rows from off[t] to end: no sums yet */
     FG_FLUSH_BEGIN
     for (t = c->T - 1; t >= 0; --t) {
         const int64_t nbt = c->nb[t], nbn = c->nb[t + 1];
         for (i = p; (i + 1) * RB <= nbt; i += P) {
             fg_backward_rows(c, t, i * RB, RB, nbn, acc);
+            if (P > 1) {
+                fg_outer_sums(c, c->off[t] + i * RB, c->off[t] + (i + 1) * RB, acc);
+            }
         }
         if ((nbt / RB) % P == p) {
             for (i = nbt / RB * RB; i < nbt; ++i) {
                 fg_backward_rows(c, t, i, 1, nbn, acc);
             }
+            if (P > 1) {
+                fg_outer_sums(c, c->off[t] + nbt / RB * RB, c->off[t] + nbt, acc);
+            }
         }
-        fg_outer_sums(c, t, nbt, acc);
-        rows += nbt;
-        if (rows >= FLUSH_ROWS * P) {
+        if (end - c->off[t] >= FLUSH_ROWS || t == 0) {
+            if (P == 1) {
+                fg_outer_sums(c, c->off[t], end, acc);
+            }
             fg_flush(sums, acc);
-            rows = 0;
+            end = c->off[t];
         }
     }
-    fg_flush(sums, acc);
     FG_FLUSH_END
 }
 
@@ -772,8 +777,8 @@ class _Context(ctypes.Structure):
         ("sz", ctypes.c_double), ("sn", ctypes.c_double),
         *((name, ctypes.c_void_p) for name in (
             "X", "lengths", "W", "U", "bg", "bu", "V", "bo", "UT", "perm", "nb", "off",
-            "HP", "Z", "C", "S", "AM", "R", "out", "dout", "DR", "DH", "DPS", "sums",
-            "scratch",
+            "HP", "Z", "C", "S", "AM", "R", "out", "dout", "DR", "DH", "XP", "DPRE",
+            "sums", "scratch",
             "gW", "gU", "gV", "gbg", "gbu", "gzeta", "gnu", "gbo",
         )),
     ]
@@ -841,7 +846,7 @@ class _Buffers:
         train = dict(
             HP=np.empty((T * B, H), dt), Z=np.empty((T * B, H), dt),
             C=np.empty((T * B, H), dt), DR=np.empty((B, H), dt), DH=np.empty((B, H), dt),
-            DPS=np.empty((B, H), dt),
+            XP=np.empty((T * B, d + 1), dt), DPRE=np.empty((T * B, H), dt),
             sums=np.empty((n_parts, _n_sums(H, d), H), np.float64),
         )
         self.arrays = dict(
