@@ -21,12 +21,16 @@ Four measurements, all on random data with a fixed seed:
    directly with the mini-batch loop of ``FastGRNNClassifier``'s epoch
    (shuffled mini-batches gathered from the time-major copy and cut to their
    longest sequence, forward, cross-entropy, backward, L2 penalty, clipping,
-   Adam; float32, one BLAS thread; the set-up before the loop is not timed),
-   interleaved, medians; and each shape's lower bound from rates
-   measured in the same run: the per-step product ``(B x H) @ (H x H)`` from
-   compiled code (the faster of a register-blocked C loop and SciPy's sgemm
-   called from C) and the fused elementwise work of a step (forward and
-   backward) per hidden unit, over the real steps only:
+   Adam; float32, one BLAS thread; the second epoch of a run is timed: the
+   set-up and the first epoch, which allocates the buffers, are not),
+   interleaved, medians of the calling thread's CPU time (``--wall`` for wall
+   time; on a shared machine it counts the other processes' turns); and each
+   shape's lower bound from rates
+   measured in the same run, interleaved with the epochs (medians): the
+   per-step product ``(B x H) @ (H x H)`` from compiled code (the faster of a
+   register-blocked C loop and SciPy's sgemm called from C) and the fused
+   elementwise work of a step (forward and backward) per hidden unit, over the
+   real steps only:
    ``sum(lengths) * (2 H (3 H + 2 d + 1) / product rate + H * elementwise cost)``.
    The PLAID-like shape has lengths drawn uniformly from [100, 1344] (the
    longest set to 1344), NaN-padded.
@@ -355,13 +359,16 @@ class EngineEpoch:
         return loss
 
 
-def timed_epoch(name, X, y, lengths, H, B, n_threads=1):
-    """Seconds of one epoch's mini-batch loop (set-up untimed), after a pause."""
+def timed_epoch(name, X, y, lengths, H, B, n_threads=1, clock=time.perf_counter,
+                pause=SLEEP):
+    """Seconds of one epoch's mini-batch loop, after an untimed set-up and first
+    epoch (buffers allocated and touched: a later epoch of a fit) and a pause."""
     epoch = EngineEpoch(name, X, y, lengths, H, B, n_threads=n_threads)
-    time.sleep(SLEEP)
-    start = time.perf_counter()
     epoch.run()
-    return time.perf_counter() - start
+    time.sleep(pause)
+    start = clock()
+    epoch.run()
+    return clock() - start
 
 
 _RATES_SOURCE = r"""
@@ -477,37 +484,51 @@ def _best_seconds(fn, repeats=5):
     return best
 
 
-def measure_rates(H, B):
-    """(product GFLOP/s, its source, elementwise ns per unit) measured now."""
-    from string import Template
+class Rates:
+    """The machine's rates at a shape (B, H), measured from compiled code.
 
-    source = Template(_RATES_SOURCE).substitute(H=H, RB=_row_block(H), tanh=_tanh_source("f"))
-    library = ctypes.CDLL(build_library(source, "fastgrnn-rates", _COMPILE_FLAGS))
-    pointer = ctypes.c_void_p
-    rng = np.random.default_rng(0)
-    A = rng.standard_normal((B, H), dtype=np.float32)
-    out = np.empty_like(A)
-    M = (rng.standard_normal((H, H), dtype=np.float32) / np.sqrt(H)).astype(np.float32)
-    reps = max(1, int(2e8 / (2 * B * H * H)))  # about 0.2 GFLOP a call
-    flops = 2.0 * B * H * H * reps
-    args = [pointer(A.ctypes.data), pointer(out.ctypes.data), pointer(M.ctypes.data),
-            ctypes.c_int64(B), ctypes.c_int64(reps)]
-    rates = {"C loop": flops / _best_seconds(lambda: library.rate_products(*args)) / 1e9}
-    sgemm = _sgemm_pointer()
-    if sgemm is not None:
-        with one_blas_thread():
-            rates["sgemm"] = flops / _best_seconds(
-                lambda: library.rate_sgemm(pointer(sgemm), *args[:3], *args[3:])) / 1e9
-    best = max(rates, key=rates.get)
-    n_units = B * H
-    pre = rng.standard_normal(n_units, dtype=np.float32)
-    h, dh = np.zeros(n_units, np.float32), np.ones(n_units, np.float32)
-    sums = np.zeros(4 * n_units, np.float32)
-    reps = max(1, int(2e7 / n_units))
-    seconds = _best_seconds(lambda: library.rate_elementwise(
-        pointer(pre.ctypes.data), pointer(h.ctypes.data), pointer(dh.ctypes.data),
-        pointer(sums.ctypes.data), ctypes.c_int64(n_units), ctypes.c_int64(reps)))
-    return rates[best], best, 1e9 * seconds / (n_units * reps)
+    :meth:`measure` returns the per-step product's GFLOP/s (the faster of the
+    register-blocked C loop and sgemm called from C) and the fused elementwise
+    work of the cell, forward and backward, in ns per hidden unit: each the best
+    of 3 calls of about 0.2 GFLOP (products) or 2e7 units (elementwise).
+    """
+
+    def __init__(self, H, B):
+        from string import Template
+
+        source = Template(_RATES_SOURCE).substitute(
+            H=H, RB=_row_block(H), tanh=_tanh_source("f"))
+        self.library = ctypes.CDLL(build_library(source, "fastgrnn-rates", _COMPILE_FLAGS))
+        self.sgemm = _sgemm_pointer()
+        rng = np.random.default_rng(0)
+        self.A = rng.standard_normal((B, H), dtype=np.float32)
+        self.out = np.empty_like(self.A)
+        self.M = (rng.standard_normal((H, H), dtype=np.float32) / np.sqrt(H)).astype(np.float32)
+        self.reps = max(1, int(2e8 / (2 * B * H * H)))
+        self.flops = 2.0 * B * H * H * self.reps
+        n_units = B * H
+        self.pre = rng.standard_normal(n_units, dtype=np.float32)
+        self.h, self.dh = np.zeros(n_units, np.float32), np.ones(n_units, np.float32)
+        self.sums = np.zeros(4 * n_units, np.float32)
+        self.n_units, self.unit_reps = n_units, max(1, int(2e7 / n_units))
+
+    def measure(self):
+        """(product GFLOP/s, which product, elementwise ns per unit)."""
+        p = ctypes.c_void_p
+        args = [p(self.A.ctypes.data), p(self.out.ctypes.data), p(self.M.ctypes.data),
+                ctypes.c_int64(len(self.A)), ctypes.c_int64(self.reps)]
+        rates = {"C loop": self.flops / _best_seconds(
+            lambda: self.library.rate_products(*args), 3) / 1e9}
+        if self.sgemm is not None:
+            with one_blas_thread():
+                rates["sgemm"] = self.flops / _best_seconds(
+                    lambda: self.library.rate_sgemm(p(self.sgemm), *args), 3) / 1e9
+        best = max(rates, key=rates.get)
+        seconds = _best_seconds(lambda: self.library.rate_elementwise(
+            p(self.pre.ctypes.data), p(self.h.ctypes.data), p(self.dh.ctypes.data),
+            p(self.sums.ctypes.data), ctypes.c_int64(self.n_units),
+            ctypes.c_int64(self.unit_reps)), 3)
+        return rates[best], best, 1e9 * seconds / (self.n_units * self.unit_reps)
 
 
 def engine_bound(n_real, d, H, product_rate, elementwise_ns):
@@ -518,11 +539,18 @@ def engine_bound(n_real, d, H, product_rate, elementwise_ns):
     return n_real * (flops / (product_rate * 1e9) + H * elementwise_ns * 1e-9)
 
 
-def bench_engines(shapes, repeats):
-    """Print the engine table; returns the geometric mean of numpy / compiled."""
+def bench_engines(shapes, repeats, wall=False):
+    """Print the engine table; returns the geometric mean of numpy / compiled.
+
+    Times are the CPU time of the calling thread, which does all the work (one
+    BLAS thread; the compiled code runs in it), unless ``wall``: on a shared
+    machine, wall time also counts the other processes' turns.
+    """
+    clock = time.perf_counter if wall else time.thread_time
     print(f"One epoch through the engines, float32, one BLAS thread, {N_CLASSES} "
-          f"classes; median of {repeats} interleaved runs (ms); bound from rates "
-          "measured in this run (real steps only)")
+          f"classes; median of {repeats} interleaved runs (ms, "
+          f"{'wall' if wall else 'CPU'} time); bound from rates measured in this run "
+          "(real steps only)")
     header = (f"{'n':>6} {'T':>5} {'d':>2} {'H':>3} {'B':>3} | {'numpy':>8} "
               f"{'compiled':>8} {'speed-up':>8} | {'GFLOP/s':>7} {'ns/unit':>7} "
               f"{'bound':>7} {'/bound':>6}")
@@ -534,12 +562,19 @@ def bench_engines(shapes, repeats):
         X, y, lengths = make_engine_data(n, T, d, VARIABLE_LENGTH.get(shape))
         for name in ENGINE_CLASSES:  # warm-up: builds, caches
             EngineEpoch(name, X, y, lengths, H, B).run()
+        rates = Rates(H, B)
         times = {name: [] for name in ENGINE_CLASSES}
-        for _ in range(repeats):
+        measured = []
+        for _ in range(repeats):  # the rates too, beside the epochs they bound
             for name in ENGINE_CLASSES:
-                times[name].append(timed_epoch(name, X, y, lengths, H, B))
+                # no pause: one BLAS thread, no worker threads left spinning (a
+                # pause lets the other processes of a shared machine evict the caches)
+                times[name].append(timed_epoch(name, X, y, lengths, H, B, clock=clock,
+                                               pause=0.0))
+            measured.append(rates.measure())
         med = {name: statistics.median(ts) for name, ts in times.items()}
-        rate, _, elementwise = measure_rates(H, B)
+        rate = statistics.median(m[0] for m in measured)
+        elementwise = statistics.median(m[2] for m in measured)
         bound = engine_bound(int(lengths.sum()), d, H, rate, elementwise)
         speedups.append(med["numpy"] / med["compiled"])
         worst_bound = max(worst_bound, med["compiled"] / bound)
@@ -612,12 +647,15 @@ def main():
                         help="only the table of the compiled and NumPy engines")
     parser.add_argument("--skip-engines", action="store_true",
                         help="no table of the engines")
+    parser.add_argument("--wall", action="store_true",
+                        help="the engine table in wall time (default: CPU time)")
     parser.add_argument("--profile", action="store_true",
                         help="instead of timing, show where one epoch of ours goes")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     if args.engines:
-        bench_engines(QUICK_ENGINE_SHAPES if args.quick else ENGINE_SHAPES, repeats)
+        bench_engines(QUICK_ENGINE_SHAPES if args.quick else ENGINE_SHAPES, repeats,
+                      args.wall)
         return
     if torch is None:
         raise SystemExit("The epoch table compares against PyTorch: pip install "
@@ -630,7 +668,8 @@ def main():
     bench_epochs(shapes, repeats)
     if not args.skip_engines:
         print()
-        bench_engines(QUICK_ENGINE_SHAPES if args.quick else ENGINE_SHAPES, repeats)
+        bench_engines(QUICK_ENGINE_SHAPES if args.quick else ENGINE_SHAPES, repeats,
+                      args.wall)
     if not args.skip_inference:
         bench_inference(repeats)
 

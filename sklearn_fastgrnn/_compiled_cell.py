@@ -185,6 +185,18 @@ typedef $real real;
 
 enum { LAST = 0, MEAN = 1, MAX = 2 };
 
+/* the body of the backward pass's loop over a row's units, given gate_d and
+   update_d (the derivatives at z[j] and cc[j]) */
+#define FG_FACTORS \
+    const real fz = (hp[j] - sz * cc[j]) * gate_d; \
+    const real fc = (szsn - sz * z[j]) * update_d; \
+    const real g = d[j]; \
+    acc[j] += g * fz; \
+    acc[H + j] += g * cc[j]; \
+    acc[2 * H + j] += g * cc[j] * ((real)1 - z[j]); \
+    dp[r][j] = g * (fz + fc); \
+    hz[r][j] = g * z[j];
+
 /* The loops over a row's H units are the ones to vectorise (left alone, GCC
    may vectorise across a block's rows instead, several times slower). */
 #define FG_SIMD _Pragma("omp simd")
@@ -346,11 +358,14 @@ static inline __attribute__((always_inline)) void fg_forward_rows(
         const int64_t b = b0 + r;
         real *restrict z = zr[r], *restrict cc = cr[r], *h = hout[r];
         const real *hp = hin[r], *restrict pre = acc[r];
-        $gate_forward
-        $update_forward
-        /* h_t = sz_plus_sn c + z (h_{t-1} - sz c) */
-        FG_SIMD for (j = 0; j < H; ++j) {
-            h[j] = szsn * cc[j] + z[j] * (hp[j] - sz * cc[j]);
+        /* z, c, and h_t = sz_plus_sn c + z (h_{t-1} - sz c) */
+        $fused_forward
+        {
+            $gate_forward
+            $update_forward
+            FG_SIMD for (j = 0; j < H; ++j) {
+                h[j] = szsn * cc[j] + z[j] * (hp[j] - sz * cc[j]);
+            }
         }
         if (c->readout == MEAN) {
             real *restrict s = c->S + b * H;
@@ -533,26 +548,24 @@ static inline __attribute__((always_inline)) void fg_backward_rows(
                 }
             }
         }
+        /* Fz = e gate'(z), Fc = (sz_plus_sn - sz z) update'(c), dpre = dh (Fz + Fc),
+           and the sums dh Fz, dh c, dh c (1 - z) */
+        $fused_backward
         {
-            const real *restrict ys = z;
-            real *restrict out = fg;
-            $gate_derivative
-        }
-        {
-            const real *restrict ys = cc;
-            real *restrict out = fu;
-            $update_derivative
-        }
-        FG_SIMD for (j = 0; j < H; ++j) {
-            /* Fz = e gate'(z), Fc = (sz_plus_sn - sz z) update'(c), dpre = dh (Fz + Fc) */
-            const real fz = (hp[j] - sz * cc[j]) * fg[j];
-            const real fc = (szsn - sz * z[j]) * fu[j];
-            const real g = d[j];
-            acc[j] += g * fz;
-            acc[H + j] += g * cc[j];
-            acc[2 * H + j] += g * cc[j] * ((real)1 - z[j]);
-            dp[r][j] = g * (fz + fc);
-            hz[r][j] = g * z[j];
+            {
+                const real *restrict ys = z;
+                real *restrict out = fg;
+                $gate_derivative
+            }
+            {
+                const real *restrict ys = cc;
+                real *restrict out = fu;
+                $update_derivative
+            }
+            FG_SIMD for (j = 0; j < H; ++j) {
+                const real gate_d = fg[j], update_d = fu[j];
+                FG_FACTORS
+            }
         }
     }
     if (t == 0) {
@@ -736,6 +749,34 @@ void fg_backward(fg_ctx *c)
 """)
 
 
+#: Pairs (gate, update) whose forward and backward loops are generated fused (one
+#: pass over a row's units instead of three): the estimator's defaults. The
+#: other pairs run the same expressions in separate passes.
+_FUSED_PAIRS = (("sigmoid", "tanh"),)
+
+
+def _fused_source(direction):
+    """``if (pair) { fused loop } else`` for each pair of :data:`_FUSED_PAIRS`;
+    the generic passes follow as the final ``else`` block."""
+    code = []
+    for gate, update in _FUSED_PAIRS:
+        (g_value, g_derivative), (u_value, u_derivative) = (
+            C_NONLINEARITIES[gate], C_NONLINEARITIES[update])
+        condition = (f"c->gate == {_NONLINEARITY_INDEX[gate]} && "
+                     f"c->update == {_NONLINEARITY_INDEX[update]}")
+        if direction == "forward":
+            body = (f"real zj, cj; {{ const real v = pre[j] + bg[j]; zj = {g_value}; }} "
+                    f"{{ const real v = pre[j] + bu[j]; cj = {u_value}; }} "
+                    "z[j] = zj; cc[j] = cj; h[j] = szsn * cj + zj * (hp[j] - sz * cj);")
+        else:
+            body = (f"real gate_d, update_d; {{ const real y = z[j]; gate_d = {g_derivative}; }} "
+                    f"{{ const real y = cc[j]; update_d = {u_derivative}; }} FG_FACTORS")
+        code.append(f"if ({condition}) {{ /* {gate}, {update}: fused */\n"
+                    f"            FG_SIMD for (j = 0; j < H; ++j) {{ {body} }}\n"
+                    "        } else")
+    return "\n        ".join(code)
+
+
 def _row_block(H):
     """Rows per block: their accumulators (``RB x H``) must fit in registers."""
     return 4 if H <= 64 else 2
@@ -764,6 +805,7 @@ def engine_source(dtype, hidden_size, n_inputs):
             f"const real y = ys[j]; out[j] = {g};")),
         update_derivative=_switch("c->update", lambda _, g: loop.format(
             f"const real y = ys[j]; out[j] = {g};")),
+        fused_forward=_fused_source("forward"), fused_backward=_fused_source("backward"),
     )
 
 
