@@ -779,7 +779,8 @@ _PREDICTORS = weakref.WeakKeyDictionary()
 class Predictor:
     """Prediction from a ``coefs_`` dict: stacked weights made once, thread-safe.
 
-    A batch of sequences runs :meth:`FastGRNNEngine.readout_state` in chunks of
+    A batch of sequences runs the ``readout_state`` of the batch engine (the
+    NumPy engine, or the one ``make_engine`` makes) in chunks of
     ``_PREDICT_CHUNK`` (buffers per call). One sequence runs a loop of four
     NumPy calls per timestep on a row ``[k | c | L1 | L2 | 1 | x_t]`` per step,
     in per-thread buffers kept between calls:
@@ -807,13 +808,21 @@ class Predictor:
     dtype : numpy dtype
         Arithmetic dtype.
     readout : {"last", "mean", "max"}, default="last"
+    engine : str, default="numpy"
+        The engine of the batch path, made by ``make_engine`` (required unless
+        "numpy"): ``make_engine(engine, layout, gate_nonlinearity,
+        update_nonlinearity, dtype, readout)``, as
+        ``sklearn_fastgrnn._compiled_cell.make_engine`` (passed in by the
+        caller: this module does not import it).
+    make_engine : callable, default=None
     """
 
     def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, dtype,
-                 readout="last"):
+                 readout="last", engine="numpy", make_engine=None):
         self.coefs, self.items = coefs, tuple(coefs.items())
         self.nonlinearities = (gate_nonlinearity, update_nonlinearity)
         self.readout = check_readout(readout)
+        self.engine_name = engine
         H, C = np.shape(coefs["V"])
         d = np.shape(coefs["W"] if "W" in coefs else coefs["W1"])[0]
         w_rank = None if "W" in coefs else np.shape(coefs["W1"])[1]
@@ -822,6 +831,15 @@ class Predictor:
         self.engine = engine = FastGRNNEngine(
             layout, gate_nonlinearity, update_nonlinearity, dtype, readout
         )
+        if self.engine_name == "numpy":
+            self.batch_engine = engine
+        elif make_engine is None:
+            raise ValueError(f"Predictor(engine={self.engine_name!r}) needs make_engine.")
+        else:
+            self.batch_engine = make_engine(
+                self.engine_name, layout, gate_nonlinearity, update_nonlinearity,
+                dtype, readout,
+            )
         self.dtype = dt = engine.dtype
         params = layout.views(layout.pack(coefs, dt))
         W, U, P = engine.stacked_weights(params)
@@ -834,7 +852,7 @@ class Predictor:
         self._local = threading.local()
 
     def matches(self, coefs, gate_nonlinearity, update_nonlinearity, dtype,
-                readout="last"):
+                readout="last", engine="numpy"):
         """Whether this predictor was made from these very arrays and settings."""
         items = self.items
         return (
@@ -844,6 +862,7 @@ class Predictor:
             and self.nonlinearities == (gate_nonlinearity, update_nonlinearity)
             and self.dtype == dtype
             and self.readout == readout
+            and self.engine_name == engine
         )
 
     def _single_weights(self):
@@ -955,7 +974,7 @@ class Predictor:
         """Outputs of many sequences: :meth:`FastGRNNEngine.readout_state`, chunk by
         chunk."""
         n = len(X)
-        P, U, sz, sn, engine = self.P, self.U, self.sz, self.sn, self.engine
+        P, U, sz, sn, engine = self.P, self.U, self.sz, self.sn, self.batch_engine
         outputs = np.empty((n, self.n_outputs), dtype=self.dtype)
         for start in range(0, n, _PREDICT_CHUNK):
             stop = min(n, start + _PREDICT_CHUNK)
@@ -969,13 +988,14 @@ class Predictor:
 
 
 def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype,
-                  readout="last"):
+                  readout="last", engine="numpy", make_engine=None):
     """The :class:`Predictor` of ``owner``'s current weights, made once and kept.
 
     Kept (weakly keyed by ``owner``, one per dtype) while ``coefs`` is the same
-    dict holding the same arrays and the settings are the same; assigning a new
-    ``coefs_`` or a new array to one of its keys makes a new one. Changing the
-    arrays in place does not.
+    dict holding the same arrays and the settings (``engine`` included) are the
+    same; assigning a new ``coefs_`` or a new array to one of its keys makes a
+    new one. Changing the arrays in place does not. ``engine`` and
+    ``make_engine``: see :class:`Predictor`.
     """
     dtype = np.dtype(dtype)
     cached = _PREDICTORS.get(owner)
@@ -983,10 +1003,11 @@ def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype,
         cached = _PREDICTORS.setdefault(owner, {})
     predictor = cached.get(dtype.char)
     if predictor is None or not predictor.matches(
-        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout, engine
     ):
         predictor = Predictor(
-            coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+            coefs, gate_nonlinearity, update_nonlinearity, dtype, readout, engine,
+            make_engine,
         )
         cached[dtype.char] = predictor
     return predictor

@@ -357,3 +357,34 @@ def test_importing_the_package_builds_nothing(tmp_path):
 
 def test_build_errors_are_runtime_errors():
     assert issubclass(BuildError, RuntimeError)
+
+
+@needs_compiler
+@pytest.mark.parametrize("readout", READOUTS)
+def test_the_predictor_batch_path_runs_on_the_engine_it_is_given(rng, readout):
+    """Predictor(engine="compiled", make_engine=...) predicts a batch as the NumPy
+    path does; predictor_for keeps one per engine name."""
+    from sklearn_fastgrnn._cell import Predictor, predictor_for
+
+    layout = ParameterLayout(3, 6, 4)
+    coefs = layout.unpack(_params(rng, layout, spread=1.0))
+    X = _batch(rng, 9, 7, 3, [7, 2, 7, 1, 5, 7, 3, 7, 6])
+    lengths = np.array([7, 2, 7, 1, 5, 7, 3, 7, 6])
+    numpy_path = Predictor(coefs, "sigmoid", "tanh", np.float64, readout)
+    compiled = Predictor(coefs, "sigmoid", "tanh", np.float64, readout, "compiled",
+                         make_engine)
+    assert isinstance(compiled.batch_engine, CompiledEngine)
+    np.testing.assert_allclose(compiled.outputs(X, lengths), numpy_path.outputs(X, lengths),
+                               rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="needs make_engine"):
+        Predictor(coefs, "sigmoid", "tanh", np.float64, readout, "auto")
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    first = predictor_for(owner, coefs, "sigmoid", "tanh", np.float64, readout)
+    assert predictor_for(owner, coefs, "sigmoid", "tanh", np.float64, readout) is first
+    other = predictor_for(owner, coefs, "sigmoid", "tanh", np.float64, readout, "auto",
+                          make_engine)
+    assert other is not first and other.engine_name == "auto"
