@@ -68,6 +68,7 @@ from sklearn_fastgrnn._cell import (
 )
 from sklearn_fastgrnn._compiled_cell import (
     _COMPILE_FLAGS,
+    _OPTIONAL_FLAGS,
     CompiledEngine,
     _row_block,
     _tanh_source,
@@ -498,7 +499,8 @@ class Rates:
 
         source = Template(_RATES_SOURCE).substitute(
             H=H, RB=_row_block(H), tanh=_tanh_source("f"))
-        self.library = ctypes.CDLL(build_library(source, "fastgrnn-rates", _COMPILE_FLAGS))
+        self.library = ctypes.CDLL(build_library(source, "fastgrnn-rates", _COMPILE_FLAGS,
+                                                 optional=_OPTIONAL_FLAGS))
         self.sgemm = _sgemm_pointer()
         rng = np.random.default_rng(0)
         self.A = rng.standard_normal((B, H), dtype=np.float32)

@@ -87,7 +87,7 @@ def cpu_fingerprint():
     return "\n".join(parts)
 
 
-def build_library(source, stem, flags, *, native=True):
+def build_library(source, stem, flags, *, optional=("-march=native",)):
     """Path of the shared library built from ``source``, compiled if not cached.
 
     Parameters
@@ -98,8 +98,10 @@ def build_library(source, stem, flags, *, native=True):
         Start of the library's file name (the rest is the cache key).
     flags : list of str
         Compiler flags (``-shared -fPIC`` are added).
-    native : bool, default=True
-        Try ``-march=native`` first, then without it.
+    optional : sequence of str, default=("-march=native",)
+        Flags tried first; when the compiler rejects them (another CPU family,
+        another compiler), the build is tried again without the last of them,
+        and so on down to none.
 
     Returns
     -------
@@ -119,7 +121,7 @@ def build_library(source, stem, flags, *, native=True):
     key = hashlib.sha256(
         "\0".join(
             [source, shlex.join(compiler), _compiler_version(tuple(compiler)),
-             shlex.join(flags), str(native), cpu_fingerprint()]
+             shlex.join(flags), shlex.join(optional), cpu_fingerprint()]
         ).encode()
     ).hexdigest()[:20]
     directory = cache_directory()
@@ -137,7 +139,7 @@ def build_library(source, stem, flags, *, native=True):
             f.write(source)
         built = os.path.join(work, f"{stem}.so")
         base = [*flags, "-shared", "-fPIC", c_file, "-o", built]
-        attempts = [["-march=native", *base], base] if native else [base]
+        attempts = [[*optional[:k], *base] for k in range(len(optional), -1, -1)]
         for attempt in attempts:
             try:
                 result = subprocess.run(

@@ -64,7 +64,10 @@ C_NONLINEARITIES = {
 
 _NONLINEARITY_INDEX = {name: i for i, name in enumerate(C_NONLINEARITIES)}
 _READOUT_INDEX = {name: i for i, name in enumerate(READOUTS)}
-_COMPILE_FLAGS = ["-O3", "-std=gnu99", "-fopenmp-simd", "-mprefer-vector-width=512"]  # gnu99: FMA contraction; no -ffast-math
+_COMPILE_FLAGS = ["-O3", "-std=gnu99"]  # gnu99: FMA contraction; no -ffast-math
+# tried first, dropped by a compiler or CPU that rejects one of them: this CPU's
+# instructions, the omp simd pragmas, 512-bit vectors where there are
+_OPTIONAL_FLAGS = ("-march=native", "-fopenmp-simd", "-mprefer-vector-width=512")
 
 # -- constants of tanh and exp, derived here ---------------------------------
 
@@ -854,7 +857,8 @@ def load_library(dtype, hidden_size, n_inputs):
         library = _libraries.get(key)
         if library is None:
             try:
-                path = build_library(engine_source(*key), "fastgrnn-engine", _COMPILE_FLAGS)
+                path = build_library(engine_source(*key), "fastgrnn-engine", _COMPILE_FLAGS,
+                                     optional=_OPTIONAL_FLAGS)
                 library = ctypes.CDLL(path)
                 for name, (argtypes, restype) in _FUNCTIONS.items():
                     function = getattr(library, name)
@@ -993,11 +997,23 @@ class CompiledEngine:
         """As :meth:`FastGRNNEngine.stacked_weights` (``P`` is a shared buffer)."""
         return self._stacker.stacked_weights(params)
 
+    def _check_vector(self, flat, name):
+        """The C code reads and writes ``flat`` through its address: it must be a
+        contiguous vector of the engine's dtype and size."""
+        if (not isinstance(flat, np.ndarray) or flat.dtype != self.dtype
+                or flat.shape != (self.layout.size,) or not flat.flags.c_contiguous):
+            raise ValueError(
+                f"{name} must be a contiguous {self.dtype} vector of {self.layout.size} "
+                f"values, got {getattr(flat, 'dtype', type(flat).__name__)} of shape "
+                f"{getattr(flat, 'shape', None)}."
+            )
+
     def _views(self, flat):
         """Views of ``flat`` and the addresses of the weights the C code reads
         (made again when ``flat`` is another array; training updates it in place)."""
         cached, views, addresses = self._params
         if flat is not cached:
+            self._check_vector(flat, "flat")
             views = self.layout.views(flat)
             lay = self.layout
             addresses = (
@@ -1013,6 +1029,7 @@ class CompiledEngine:
         """Views of ``grad`` and the addresses the C code writes the gradient to."""
         cached, views, addresses = self._grads
         if grad is not cached:
+            self._check_vector(grad, "grad")
             views = self.layout.views(grad)
             addresses = {
                 name: _address(views[key]) for name, key in (

@@ -391,3 +391,32 @@ def test_the_predictor_batch_path_runs_on_the_engine_it_is_given(rng, readout):
     other = predictor_for(owner, coefs, "sigmoid", "tanh", np.float64, readout, "auto",
                           make_engine)
     assert other is not first and other.engine_name == "auto"
+
+
+@needs_compiler
+def test_flags_the_compiler_rejects_are_dropped(tmp_path):
+    """A compiler without -mprefer-vector-width (another CPU family) builds the
+    engine without it, keeping the other optional flags."""
+    log = tmp_path / "cc.log"
+    picky = tmp_path / "picky-cc"
+    picky.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> "{log}"\n'
+        'for a in "$@"; do\n'
+        '  if [ "$a" = "-mprefer-vector-width=512" ]; then echo "unknown $a" >&2; exit 1; fi\n'
+        "done\n"
+        f'exec {" ".join(find_compiler())} "$@"\n'
+    )
+    picky.chmod(0o755)
+    code = """
+        import numpy as np
+        from sklearn_fastgrnn._cell import ParameterLayout
+        from sklearn_fastgrnn._compiled_cell import make_engine
+        print(make_engine("compiled", ParameterLayout(2, 5, 2), "sigmoid", "tanh", np.float64).name)
+    """
+    env = {"SKLEARN_FASTGRNN_CACHE": str(tmp_path / "cache"), "CC": str(picky)}
+    assert _python(code, env).strip() == "compiled"
+    builds = [line.split() for line in log.read_text().splitlines() if "-shared" in line]
+    assert len(builds) == 2
+    assert "-mprefer-vector-width=512" in builds[0]
+    assert "-march=native" in builds[1] and "-mprefer-vector-width=512" not in builds[1]
