@@ -2,34 +2,54 @@
 
 :class:`CompiledEngine` has the interface of :class:`~sklearn_fastgrnn._cell.FastGRNNEngine`
 (``forward(flat, X_aug, lengths) -> outputs``, ``backward(doutputs, grad)``,
-``readout_state``), so that the losses, the weights and the L2 penalty stay in
-NumPy; it computes what the NumPy engine computes (the module docstring of
-``_cell.py`` has the equations), to rounding. :func:`make_engine` picks the
-engine by name (:data:`ENGINES`).
+``readout_state``, ``stacked_weights``), so that the losses, the sample and class
+weights and the L2 penalty stay in NumPy; it computes what the NumPy engine
+computes (the module docstring of ``_cell.py`` has the equations, readouts
+included), to rounding. :func:`make_engine` picks an engine by name
+(:data:`ENGINES`), falling back to the NumPy engine for ``"auto"``.
 
 How it works:
 
-- one C source per (dtype, ``H``, ``d``) (the sizes are compile-time constants,
-  so that the loops over a row are unrolled and vectorised), built with the
-  system compiler (``-O3``, ``-march=native`` when the compiler takes it, never
+- one C source per (dtype, ``H``, ``d``): the sizes are compile-time constants,
+  so that the loops over a row's units are unrolled and vectorised. It is built
+  with the system compiler (``-O3``, and ``-march=native -fopenmp-simd
+  -mprefer-vector-width=512`` as far as the compiler takes them; never
   ``-ffast-math``: infinities and NaN keep their IEEE meaning) into the
-  per-user cache of :mod:`sklearn_fastgrnn._build`, once per machine; the
+  per-user cache of :mod:`sklearn_fastgrnn._build`, once per machine. The
   non-linearities (:data:`C_NONLINEARITIES`, keyed by the registry's names)
-  and the readout are chosen at run time by a switch outside the inner loops;
-- one C call per batch and direction: ``fg_forward`` sorts the rows by length
-  (longest first, stable) and packs the steps, so that step ``t`` only
-  processes the rows still running (no work on padding); each step is one
-  pass over blocks of ``RB`` rows: ``[x_t | h_{t-1}] @ [W; U]`` with the block's
-  accumulators in registers, then the non-linearities and the state update on
-  the same rows while they are in the L1 cache. ``fg_backward`` runs the BPTT
-  recurrence the same way (``dpre_t @ U.T`` fused with the elementwise
-  factors) and leaves ``dpre`` packed, so that ``dU`` and ``[dW; sum(dpre)]``
-  are two BLAS products over the real steps, made by NumPy;
-- ``tanh`` (and the sigmoid, as ``0.5 tanh(x / 2) + 0.5``) is computed by
-  :func:`_tanh_source`'s code, which the compiler vectorises: an odd Taylor
-  polynomial near 0 and ``1 - 2 / (exp(2|x|) + 1)`` elsewhere, with ``exp`` by
-  range reduction; within a few ulps of the C library's, NaN in gives NaN out.
-  Sums over steps are kept per step in the working dtype and added in float64.
+  and the readout are chosen at run time by switches outside the loops over
+  units; the estimator's default pair (sigmoid, tanh) has fused loops;
+- one C call per batch and direction. ``fg_forward`` sorts the rows by length
+  (longest first, stable) and packs the steps: step ``t`` (0-based) processes
+  only the ``nb[t]`` rows still running, stored from packed row ``off[t]``, so
+  padded steps cost nothing::
+
+      for t = 0 .. T - 1, blocks of RB rows b < nb[t]:
+          pre      = [x_t | h_{t-1}] @ [W; U]          (the block's sums in registers)
+          z, c     = gate(pre + bias_gate), update(pre + bias_update)
+          h_t      = sz_plus_sn c + z (h_{t-1} - sz c)  (and the readout's running sum/max)
+
+  ``fg_backward`` runs the recurrence of ``_cell.py`` backwards the same way::
+
+      for t = T - 1 .. 0, blocks of RB rows b < nb[t]:
+          dh_t     = carried from step t + 1 (rows running there) + g_t
+          dpre_t   = dh_t (e_t gate'(z_t) + (sz_plus_sn - sz z_t) update'(c_t))
+          dh_{t-1} = dh_t z_t + dpre_t @ U.T
+      dU, [dW; sum dpre] += [h_{t-1}], [x_t 1] outer dpre_t over packed runs of
+          steps (at least 256 rows), in register tiles
+
+  and the sums (dh Fz, dh c, dh c (1 - z) for dzeta without cancellation) are
+  kept in the working dtype for at most 256 rows and added in float64;
+- ``tanh`` (and the sigmoid, as ``0.5 tanh(x / 2) + 0.5``) is the code of
+  :func:`_tanh_source`, which the compiler vectorises: ``sign(x) e / (e + 2)``
+  with ``e = expm1(2|x|)`` by range reduction and a Taylor series; within 2.5
+  ulp, NaN in gives NaN out;
+- subnormal numbers are flushed to zero while a call runs (the gradient of the
+  first steps of a long sequence decays into them, where each operation costs
+  about a hundred times more), and the caller's mode is restored;
+- ``n_threads > 1`` splits a batch's blocks of rows over threads, each running
+  the whole time loop (measured slower than one thread on 2 cores: see
+  ``docs/performance.md``).
 """
 
 import ctypes
@@ -786,7 +806,7 @@ def _row_block(H):
 
 
 def _n_sums(H, d):
-    """Rows of the backward pass's sums: dh Fz, dh c, dh z c, dU, [dW; sum dpre]."""
+    """Rows of the backward pass's sums: dh Fz, dh c, dh c (1 - z), dU, [dW; sum dpre]."""
     return 3 + H + d + 1
 
 
