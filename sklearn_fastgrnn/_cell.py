@@ -734,7 +734,7 @@ class FastGRNNEngine:
 
 
 def predict_outputs(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dtype,
-                    readout="last"):
+                    readout="last", engine="numpy", make_engine=None):
     """Outputs for sequences ``X`` (n, T, d) from a ``coefs_`` dict.
 
     Thread-safe; see :class:`Predictor` (this builds one for the call).
@@ -750,13 +750,16 @@ def predict_outputs(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, d
     dtype : numpy dtype
         Arithmetic dtype.
     readout : {"last", "mean", "max"}, default="last"
+    engine : str, default="numpy"
+    make_engine : callable, default=None
+        The engine of the batch path: see :class:`Predictor`.
 
     Returns
     -------
     outputs : ndarray of shape (n, n_outputs)
     """
     return Predictor(
-        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout, engine, make_engine
     ).outputs(X, lengths)
 
 
