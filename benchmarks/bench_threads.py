@@ -14,6 +14,11 @@ The estimator itself limits BLAS to one thread during ``fit``/``partial_fit``
 when ``sklearn_fastgrnn._threads`` is wired into it; then both columns measure
 one thread (``--show-default`` adds the library default as a third column).
 
+``--engines`` instead times the compiled engine (``bench_epoch.py``'s mini-batch
+loop through ``CompiledEngine``) at the seven shapes of issue 17 with each batch's
+rows split over 1 and 2 threads (each thread runs the whole time loop over its
+blocks of rows; ctypes releases the GIL), quiet and beside the busy process.
+
 Run ``python benchmarks/bench_threads.py`` (about 5 minutes on 2 cores) or
 ``--quick`` for 2 shapes.
 """
@@ -27,7 +32,18 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench_epoch import FULL_SHAPES, N_CLASSES, N_SAMPLES, SLEEP  # the same 12 shapes
+from bench_epoch import (  # the same shapes
+    ENGINE_SHAPES,
+    FULL_SHAPES,
+    N_CLASSES,
+    N_SAMPLES,
+    QUICK_ENGINE_SHAPES,
+    SLEEP,
+    VARIABLE_LENGTH,
+    EngineEpoch,
+    make_engine_data,
+    timed_epoch,
+)
 from sklearn_fastgrnn import FastGRNNClassifier
 
 LARGE_SHAPES = [(32, 4, 128, 256), (32, 4, 256, 256), (32, 4, 256, 1024)]
@@ -107,6 +123,41 @@ def bench(shapes, repeats, settings):
     return worst
 
 
+def bench_engine_threads(shapes, repeats):
+    """Print the compiled engine's epoch with a batch split over 1 and 2 threads,
+    quiet and beside a busy process; returns the best 1 / 2 ratio seen."""
+    print(f"Compiled engine, one epoch (mini-batch loop), float32; median of {repeats} "
+          "interleaved runs (ms); quiet = the machine as it is, busy = plus one "
+          "spinning process")
+    header = (f"{'n':>6} {'T':>5} {'d':>2} {'H':>3} {'B':>3} | {'quiet 1':>8} {'quiet 2':>8} "
+              f"{'busy 1':>8} {'busy 2':>8} | {'1/2 quiet':>9} {'1/2 busy':>9}")
+    print(header)
+    print("-" * len(header))
+    best = 0.0
+    for shape in shapes:
+        n, T, d, H, B = shape
+        X, y, lengths = make_engine_data(n, T, d, VARIABLE_LENGTH.get(shape))
+        med = {}
+        for load in ("quiet", "busy"):
+            with BusyProcess() if load == "busy" else _Nothing():
+                for threads in (1, 2):  # warm-up
+                    EngineEpoch("compiled", X, y, lengths, H, B, n_threads=threads).run()
+                times = {1: [], 2: []}
+                for _ in range(repeats):
+                    for threads in (1, 2):
+                        times[threads].append(
+                            timed_epoch("compiled", X, y, lengths, H, B, n_threads=threads))
+            for threads in (1, 2):
+                med[load, threads] = statistics.median(times[threads])
+        ratios = [med[load, 1] / med[load, 2] for load in ("quiet", "busy")]
+        best = max(best, *ratios)
+        print(f"{n:>6} {T:>5} {d:>2} {H:>3} {B:>3} | "
+              + " ".join(f"{1e3 * med[w, t]:8.1f}" for w in ("quiet", "busy") for t in (1, 2))
+              + f" | {ratios[0]:9.2f} {ratios[1]:9.2f}", flush=True)
+    print(f"largest 1-thread / 2-thread time: {best:.2f} (above 1: two threads faster)")
+    return best
+
+
 class _Nothing:
     def __enter__(self):
         return self
@@ -124,7 +175,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=None, help="default 5 (quick 3)")
     parser.add_argument("--show-default", action="store_true",
                         help="also time the BLAS library's default thread count")
+    parser.add_argument("--engines", action="store_true",
+                        help="the compiled engine with a batch over 1 and 2 threads")
     args = parser.parse_args()
+    if args.engines:
+        bench_engine_threads(QUICK_ENGINE_SHAPES if args.quick else ENGINE_SHAPES,
+                             args.repeats or (3 if args.quick else 5))
+        return
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES + (LARGE_SHAPES if args.large else [])
     settings = [1, 2] + ([None] if args.show_default else [])
     bench(shapes, args.repeats or (3 if args.quick else 5), settings)

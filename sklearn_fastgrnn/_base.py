@@ -35,6 +35,7 @@ from sklearn.utils.validation import (
 
 from . import _callbacks, _losses, _scaling, _size
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
+from ._compiled_cell import ENGINES, make_engine
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule
 from ._sequences import light_sequences, validate_sequences, windowed
@@ -65,7 +66,7 @@ _INTEGER_PARAMS = (
 )
 # What a model of release 0.1.0 (which had none of these parameters) did: a model
 # file of that release without them is read with these values.
-LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False}
+LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy"}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -88,6 +89,14 @@ PARAMETERS_DOC = """\
         What the output layer reads: the state after the last real step, or
         the mean or the maximum (per hidden unit) of the states over the real
         steps, which gives every step a direct path to the loss.
+    engine : {{"auto", "numpy", "compiled"}}, default="auto"
+        What computes the forward pass and the exact BPTT in training (and
+        batch prediction): "compiled", C code built at the first fit with the
+        system's C compiler and cached (a clear error without a compiler);
+        "numpy", the NumPy engine the compiled one is tested against; "auto",
+        the compiled engine when it can be built, else NumPy. The two agree to
+        rounding; a fit is bit-identical for a given engine. ``engine_`` says
+        which one ran.
     scale_input : bool, default=False
         Standardise each channel (weighted mean and standard deviation over the
         real timesteps of the training data) while training, and fold the map
@@ -342,6 +351,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "readout": [StrOptions(set(READOUTS))],
         "window": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "scale_input": ["boolean"],
+        "engine": [StrOptions(set(ENGINES))],
     }
 
     def _validate_params(self):
@@ -726,6 +736,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             run, flat, monitor, train, early, chance_level, incremental or interrupted
         )
         self._sparse_training = run.sparsity
+        self.engine_ = run.engine.name
         self._commit(layout, flat, optimizer, rng, schedule, monitor, early, restored)
         self.stop_reason_ = stop_reason or "one partial_fit epoch"
         if not incremental:
@@ -952,7 +963,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         predictor = predictor_for(
             self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype,
-            self.readout,
+            self.readout, self.engine, make_engine,
         )
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = predictor.outputs(X3, lengths)

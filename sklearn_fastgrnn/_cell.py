@@ -389,6 +389,8 @@ class FastGRNNEngine:
         What the output layer reads (:data:`READOUTS`, module docstring).
     """
 
+    name = "numpy"
+
     def __init__(self, layout, gate_nonlinearity, update_nonlinearity, dtype,
                  readout="last"):
         self.layout = layout
@@ -732,7 +734,7 @@ class FastGRNNEngine:
 
 
 def predict_outputs(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, dtype,
-                    readout="last"):
+                    readout="last", engine="numpy", make_engine=None):
     """Outputs for sequences ``X`` (n, T, d) from a ``coefs_`` dict.
 
     Thread-safe; see :class:`Predictor` (this builds one for the call).
@@ -748,13 +750,16 @@ def predict_outputs(coefs, gate_nonlinearity, update_nonlinearity, X, lengths, d
     dtype : numpy dtype
         Arithmetic dtype.
     readout : {"last", "mean", "max"}, default="last"
+    engine : str, default="numpy"
+    make_engine : callable, default=None
+        The engine of the batch path: see :class:`Predictor`.
 
     Returns
     -------
     outputs : ndarray of shape (n, n_outputs)
     """
     return Predictor(
-        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout, engine, make_engine
     ).outputs(X, lengths)
 
 
@@ -776,7 +781,8 @@ _PREDICTORS = weakref.WeakKeyDictionary()
 class Predictor:
     """Prediction from a ``coefs_`` dict: stacked weights made once, thread-safe.
 
-    A batch of sequences runs :meth:`FastGRNNEngine.readout_state` in chunks of
+    A batch of sequences runs the ``readout_state`` of the batch engine (the
+    NumPy engine, or the one ``make_engine`` makes) in chunks of
     ``_PREDICT_CHUNK`` (buffers per call). One sequence runs a loop of four
     NumPy calls per timestep on a row ``[k | c | L1 | L2 | 1 | x_t]`` per step,
     in per-thread buffers kept between calls:
@@ -804,13 +810,21 @@ class Predictor:
     dtype : numpy dtype
         Arithmetic dtype.
     readout : {"last", "mean", "max"}, default="last"
+    engine : str, default="numpy"
+        The engine of the batch path, made by ``make_engine`` (required unless
+        "numpy"): ``make_engine(engine, layout, gate_nonlinearity,
+        update_nonlinearity, dtype, readout)``, as
+        ``sklearn_fastgrnn._compiled_cell.make_engine`` (passed in by the
+        caller: this module does not import it).
+    make_engine : callable, default=None
     """
 
     def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, dtype,
-                 readout="last"):
+                 readout="last", engine="numpy", make_engine=None):
         self.coefs, self.items = coefs, tuple(coefs.items())
         self.nonlinearities = (gate_nonlinearity, update_nonlinearity)
         self.readout = check_readout(readout)
+        self.engine_name = engine
         H, C = np.shape(coefs["V"])
         d = np.shape(coefs["W"] if "W" in coefs else coefs["W1"])[0]
         w_rank = None if "W" in coefs else np.shape(coefs["W1"])[1]
@@ -819,6 +833,15 @@ class Predictor:
         self.engine = engine = FastGRNNEngine(
             layout, gate_nonlinearity, update_nonlinearity, dtype, readout
         )
+        if self.engine_name == "numpy":
+            self.batch_engine = engine
+        elif make_engine is None:
+            raise ValueError(f"Predictor(engine={self.engine_name!r}) needs make_engine.")
+        else:
+            self.batch_engine = make_engine(
+                self.engine_name, layout, gate_nonlinearity, update_nonlinearity,
+                dtype, readout,
+            )
         self.dtype = dt = engine.dtype
         params = layout.views(layout.pack(coefs, dt))
         W, U, P = engine.stacked_weights(params)
@@ -831,7 +854,7 @@ class Predictor:
         self._local = threading.local()
 
     def matches(self, coefs, gate_nonlinearity, update_nonlinearity, dtype,
-                readout="last"):
+                readout="last", engine="numpy"):
         """Whether this predictor was made from these very arrays and settings."""
         items = self.items
         return (
@@ -841,6 +864,7 @@ class Predictor:
             and self.nonlinearities == (gate_nonlinearity, update_nonlinearity)
             and self.dtype == dtype
             and self.readout == readout
+            and self.engine_name == engine
         )
 
     def _single_weights(self):
@@ -951,7 +975,7 @@ class Predictor:
         """Outputs of many sequences: :meth:`FastGRNNEngine.readout_state`, chunk by
         chunk."""
         n = len(X)
-        P, U, sz, sn, engine = self.P, self.U, self.sz, self.sn, self.engine
+        P, U, sz, sn, engine = self.P, self.U, self.sz, self.sn, self.batch_engine
         outputs = np.empty((n, self.n_outputs), dtype=self.dtype)
         for start in range(0, n, _PREDICT_CHUNK):
             stop = min(n, start + _PREDICT_CHUNK)
@@ -965,13 +989,14 @@ class Predictor:
 
 
 def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype,
-                  readout="last"):
+                  readout="last", engine="numpy", make_engine=None):
     """The :class:`Predictor` of ``owner``'s current weights, made once and kept.
 
     Kept (weakly keyed by ``owner``, one per dtype) while ``coefs`` is the same
-    dict holding the same arrays and the settings are the same; assigning a new
-    ``coefs_`` or a new array to one of its keys makes a new one. Changing the
-    arrays in place does not.
+    dict holding the same arrays and the settings (``engine`` included) are the
+    same; assigning a new ``coefs_`` or a new array to one of its keys makes a
+    new one. Changing the arrays in place does not. ``engine`` and
+    ``make_engine``: see :class:`Predictor`.
     """
     dtype = np.dtype(dtype)
     cached = _PREDICTORS.get(owner)
@@ -979,10 +1004,11 @@ def predictor_for(owner, coefs, gate_nonlinearity, update_nonlinearity, dtype,
         cached = _PREDICTORS.setdefault(owner, {})
     predictor = cached.get(dtype.char)
     if predictor is None or not predictor.matches(
-        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+        coefs, gate_nonlinearity, update_nonlinearity, dtype, readout, engine
     ):
         predictor = Predictor(
-            coefs, gate_nonlinearity, update_nonlinearity, dtype, readout
+            coefs, gate_nonlinearity, update_nonlinearity, dtype, readout, engine,
+            make_engine,
         )
         cached[dtype.char] = predictor
     return predictor

@@ -15,7 +15,8 @@ from sklearn.metrics import check_scoring
 from sklearn.utils import gen_batches
 
 from . import _losses
-from ._cell import FastGRNNEngine, predict_outputs, to_time_major
+from ._cell import predict_outputs, to_time_major
+from ._compiled_cell import make_engine
 from ._optimizers import clip_by_global_norm
 
 
@@ -94,9 +95,9 @@ class TrainingRun:
         self.scorer = None
         if val is not None and estimator.scoring != "loss":
             self.scorer = check_scoring(estimator, scoring=estimator.scoring)
-        self.engine = FastGRNNEngine(
-            layout, estimator.gate_nonlinearity, estimator.update_nonlinearity, dtype,
-            estimator.readout,
+        self.engine = make_engine(
+            estimator.engine, layout, estimator.gate_nonlinearity,
+            estimator.update_nonlinearity, dtype, estimator.readout,
         )
         self.grad = np.empty(layout.size, dtype=dtype)
         self._batch_buffers = {}
@@ -166,7 +167,7 @@ class TrainingRun:
         est = self.estimator
         return predict_outputs(
             self.layout.views(flat), est.gate_nonlinearity, est.update_nonlinearity,
-            X3, lengths, flat.dtype, est.readout,
+            X3, lengths, flat.dtype, est.readout, est.engine, make_engine,
         )
 
     def evaluate(self, flat):

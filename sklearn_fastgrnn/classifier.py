@@ -65,6 +65,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         window=1,
         readout="last",
         scale_input=False,
+        engine="auto",
         gate_nonlinearity="sigmoid",
         update_nonlinearity="tanh",
         w_rank=None,
@@ -110,6 +111,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.window = window
         self.readout = readout
         self.scale_input = scale_input
+        self.engine = engine
         self.gate_nonlinearity = gate_nonlinearity
         self.update_nonlinearity = update_nonlinearity
         self.w_rank = w_rank

@@ -12,6 +12,7 @@ import sklearn_fastgrnn._base as base_module
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import Predictor, predictor_for
 from sklearn_fastgrnn._losses import log_softmax
+from sklearn_fastgrnn._compiled_cell import make_engine
 from sklearn_fastgrnn._sequences import light_sequences
 from sklearn_fastgrnn._threads import one_blas_thread
 
@@ -180,15 +181,17 @@ def test_stacked_weights_follow_new_coefs(models):
     def check(estimator):
         for Xs in (X[:1], X[:5]):
             fresh = Predictor(estimator.coefs_, estimator.gate_nonlinearity,
-                              estimator.update_nonlinearity, np.float64)
+                              estimator.update_nonlinearity, np.float64, estimator.readout,
+                              estimator.engine, make_engine)
             expected = log_softmax(fresh.outputs(Xs, np.full(len(Xs), 6)))
             assert_array_equal(estimator.predict_log_proba(Xs), expected)
 
     check(clf)
-    cached = predictor_for(clf, clf.coefs_, "sigmoid", "tanh", np.float64)
-    assert predictor_for(clf, clf.coefs_, "sigmoid", "tanh", np.float64) is cached
+    settings = ("sigmoid", "tanh", np.float64, "last", clf.engine, make_engine)
+    cached = predictor_for(clf, clf.coefs_, *settings)
+    assert predictor_for(clf, clf.coefs_, *settings) is cached
     clf.coefs_["U"] = other.coefs_["U"].copy()  # a new array under a key
-    assert predictor_for(clf, clf.coefs_, "sigmoid", "tanh", np.float64) is not cached
+    assert predictor_for(clf, clf.coefs_, *settings) is not cached
     check(clf)
     clf.coefs_ = dict(other.coefs_)  # a new dict
     assert_array_equal(clf.predict_proba(X[:1]), other.predict_proba(X[:1]))

@@ -11,6 +11,7 @@ import pytest
 from scipy.special import expit
 
 from sklearn_fastgrnn import FastGRNNClassifier, compression
+from sklearn_fastgrnn._compiled_cell import C_NONLINEARITIES
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES, scalar_sigmoid
 from sklearn_fastgrnn.__main__ import build_parser
 import sklearn_fastgrnn.export.c as c_backend
@@ -31,8 +32,9 @@ NAMES = sorted(NONLINEARITIES)
         onnx_backend._ONNX_NONLINEARITIES,
         c_backend._FLOAT_NONLINEARITIES,
         c_backend._INTEGER_NONLINEARITIES,
+        C_NONLINEARITIES,
     ],
-    ids=["int8", "onnx", "c-float", "c-int8"],
+    ids=["int8", "onnx", "c-float", "c-int8", "compiled-engine"],
 )
 def test_every_backend_translates_exactly_the_registered_nonlinearities(backend):
     assert set(backend) == set(NONLINEARITIES)

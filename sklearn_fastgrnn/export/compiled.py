@@ -13,8 +13,6 @@ without ``-ffast-math``, so that its integers are exact.
 
 import ctypes
 import os
-import shlex
-import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from .._build import find_compiler
 from .._losses import log_softmax
 from .._sequences import sequence_lengths, validate_sequences
 from ..classifier import FastGRNNClassifier
@@ -32,7 +31,6 @@ from .c import export_c
 _PARALLEL_MIN_SEQUENCES = 2048
 
 _NAME = "fastgrnn"
-_COMPILERS = ("cc", "gcc", "clang")
 
 _BATCH_SOURCE = """/* {n}_batch.c: {n}.h applied to n sequences of T steps, NaN-padded. */
 #include <math.h>
@@ -104,21 +102,6 @@ int {n}_batch_predict(const float *x, int n, int T, int32_t *labels)
     return 0;
 }}
 """
-
-
-def find_compiler():
-    """The C compiler command: ``$CC`` (split like a shell word list), else the
-    first of cc, gcc, clang on the PATH; None when there is none."""
-    if os.environ.get("CC", "").strip():
-        command = shlex.split(os.environ["CC"])
-        if shutil.which(command[0]):
-            return command
-        return None
-    for name in _COMPILERS:
-        path = shutil.which(name)
-        if path:
-            return [path]
-    return None
 
 
 def compile_predictor(model, directory=None):
