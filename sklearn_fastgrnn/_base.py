@@ -77,7 +77,7 @@ PARAMETERS_DOC = """\
     n_timesteps : int or None, default=None
         How a 2D ``X`` is read: None, one column per timestep of a univariate
         series; ``k``, k time-major steps of ``m / k`` channels. Ignored for 3D.
-    window : int or "auto", default=1
+    window : int or "auto", default="auto"
         Timesteps the cell reads per step: step ``j`` reads the ``window``
         timesteps ``j * window .. j * window + window - 1`` (``window *
         n_channels`` inputs, time-major), so a sequence of ``T`` steps is
@@ -97,7 +97,7 @@ PARAMETERS_DOC = """\
         the compiled engine when it can be built, else NumPy. The two agree to
         rounding; a fit is bit-identical for a given engine. ``engine_`` says
         which one ran.
-    scale_input : bool, default=False
+    scale_input : bool, default=True
         Standardise each channel (weighted mean and standard deviation over the
         real timesteps of the training data) while training, and fold the map
         into ``W`` and the biases at the end: ``coefs_`` read the raw input,
@@ -119,12 +119,12 @@ PARAMETERS_DOC = """\
     zeta_init, nu_init : float, default=1.0, -4.0
         Initial raw ``zeta`` and ``nu`` (before the sigmoid), as in EdgeML.
     solver : {{"adam", "sgd"}}, default="adam"
-    learning_rate : {{"constant", "step", "adaptive"}}, default="constant"
-        "step" multiplies the rate by ``lr_decay`` every ``lr_decay_step``
-        epochs; "adaptive" divides it by 5 whenever the stopping rule sees a
+    learning_rate : {{"constant", "step", "adaptive"}}, default="adaptive"
+        "adaptive" divides the rate by 5 whenever the stopping rule sees a
         plateau (patience epochs without improvement), and stops once it has
-        been divided ``max_lr_reductions`` times; "constant" stops at the first
-        plateau.
+        been divided ``max_lr_reductions`` times; "step" multiplies it by
+        ``lr_decay`` every ``lr_decay_step`` epochs and "constant" keeps it,
+        both stopping at the first plateau.
     learning_rate_init : float, default=0.01
     max_lr_reductions : int, default=2
         Plateaus the "adaptive" rate answers by dividing the rate by 5 before

@@ -183,7 +183,8 @@ def digits_csv(tmp_path_factory):
 
 
 def test_train_scales_its_input_by_default(digits_csv, tmp_path, capsys):
-    """Values x100+500 learn as well as the raw ones; without scaling they do not."""
+    """Values x100+500 learn as well as the raw ones, with the scaler step or with
+    the estimator's own input scaling (scale_input) alone."""
     options = ["--target", "label", "--n-timesteps", "8", "--hidden-size", "16",
                "--max-iter", "15", "--quiet", "--out", str(tmp_path / "m.joblib")]
     accuracy = {}
@@ -197,7 +198,7 @@ def test_train_scales_its_input_by_default(digits_csv, tmp_path, capsys):
     raw, shifted = accuracy["raw", None], accuracy["shifted", None]
     assert raw >= 0.8, accuracy  # learnable in 15 epochs
     assert abs(shifted - raw) <= 0.02, accuracy
-    assert accuracy["shifted", "none"] < raw - 0.3, accuracy  # the scaler is what helps
+    assert abs(accuracy["shifted", "none"] - raw) <= 0.02, accuracy
     model = joblib.load(tmp_path / "m.joblib")
     assert type(model).__name__ == "FastGRNNClassifier"  # --scaler none: no Pipeline
 

@@ -25,8 +25,10 @@ from sklearn_fastgrnn import (
     SoftTargetTransformer,
 )
 
+# a constant rate: an adaptive one divides at plateaus that rounding can move by an epoch
 FULL_BATCH = dict(
-    batch_size=10_000, dtype="float64", solver="sgd", learning_rate_init=0.02, max_iter=100
+    batch_size=10_000, dtype="float64", solver="sgd", learning_rate_init=0.02, max_iter=100,
+    learning_rate="constant",
 )
 # The regressor's full-batch configuration reads the 2D X as one step of m
 # features: check_regressors_train sets alpha=0.01 and asks for R² > 0.5, which

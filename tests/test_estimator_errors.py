@@ -91,10 +91,14 @@ def test_float64_input_beyond_float32_names_the_overflow(rng):
     X, y = make_sequences(rng, n=20)
     X = X.astype(np.float64)
     X[3, 2, 0] = 1e39
-    clf = FastGRNNClassifier(hidden_size=4, max_iter=2)
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=2, scale_input=False)
     with pytest.raises(ValueError, match="up to 1e\\+39.*beyond the range of float32.*"
                                          "dtype='float64'"):
         clf.fit(X, y)
+    # standardised in float64 first (the default), such input trains
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert np.isfinite(clf.set_params(scale_input=True).fit(X, y).predict_proba(X)).all()
 
 
 def test_a_huge_hidden_size_is_refused_before_allocating(rng):

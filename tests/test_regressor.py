@@ -113,11 +113,14 @@ def test_a_padded_sequence_predicts_what_the_unpadded_one_does(rng):
 
 
 def test_poisson_predicts_positive_counts_and_refuses_negative_targets(rng):
-    X, y = sums(rng, n=300)
-    counts = rng.poisson(np.exp(0.3 * y))
-    reg = FastGRNNRegressor(loss="poisson", random_state=0).fit(X[:250], counts[:250])
-    assert reg.out_activation_ == "exp" and (reg.predict(X[250:]) > 0).all()
-    assert reg.score(X[250:], counts[250:]) > 0.2
+    X, y = sums(rng, n=1200)
+    rate = np.exp(0.3 * y)
+    counts = rng.poisson(rate)
+    reg = FastGRNNRegressor(loss="poisson", random_state=0, early_stopping=True)
+    reg.fit(X[:1000], counts[:1000])
+    assert reg.out_activation_ == "exp" and (reg.predict(X[1000:]) > 0).all()
+    # the predictions follow the rate: R² against the noiseless rate
+    assert r2_score(rate[1000:], reg.predict(X[1000:])) > 0.5
     with pytest.raises(ValueError, match="loss='poisson' needs non-negative y"):
         small(loss="poisson").fit(X, y)
 

@@ -51,7 +51,8 @@ def test_patience_is_counted_in_epochs_but_at_least_in_steps():
 def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
     """tol=10: no epoch improves; training still runs the minimum number of steps."""
     X, y = make_sequences(rng, n=20)  # learnable: the loss leaves chance level at once
-    clf = FastGRNNClassifier(hidden_size=4, tol=10.0, random_state=0).fit(X, y)
+    clf = FastGRNNClassifier(hidden_size=4, tol=10.0, random_state=0,
+                             learning_rate="constant").fit(X, y)
     steps_per_epoch = math.ceil(20 / 8)  # batch_size="auto" is 8 here
     patience = math.ceil(base_module.AUTO_MIN_PATIENCE_STEPS / steps_per_epoch)
     assert clf.n_iter_ == 1 + patience  # the first epoch sets the best
@@ -61,15 +62,23 @@ def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
     )
     # an explicit n_iter_no_change keeps MLPClassifier's meaning: epochs
     quick = FastGRNNClassifier(hidden_size=4, tol=10.0, n_iter_no_change=5,
-                               random_state=0).fit(X, y)
+                               random_state=0, learning_rate="constant").fit(X, y)
     assert quick.n_iter_ == 6
+    # the default adaptive rate is divided twice, at each plateau, before it stops
+    adaptive = FastGRNNClassifier(hidden_size=4, tol=10.0, n_iter_no_change=5,
+                                  random_state=0).fit(X, y)
+    assert adaptive.n_iter_ == 16
+    assert [h["event"] for h in adaptive.history_ if h["event"]] == [
+        "learning rate reduced to 0.002", "learning rate reduced to 0.0004",
+        "stopped: no improvement of tol=10.0 for 5 epochs (15 optimiser steps)",
+    ]
 
 
 def test_while_the_loss_is_at_chance_level_the_patience_is_longer(rng):
     """Nothing to learn: the loss stays at chance, so 3,000 steps of patience."""
     X = np.zeros((20, 4, 2))
     y = np.r_[np.zeros(12, int), np.ones(8, int)]
-    clf = FastGRNNClassifier(hidden_size=2, tol=10.0, random_state=0)
+    clf = FastGRNNClassifier(hidden_size=2, tol=10.0, random_state=0, learning_rate="constant")
     with pytest.warns(ConvergenceWarning, match="no better than always answering"):
         clf.fit(X, y)
     patience = math.ceil(base_module.AUTO_PLATEAU_PATIENCE_STEPS / 3)
