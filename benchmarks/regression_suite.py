@@ -22,7 +22,7 @@ benchmark; the models' seeds vary):
 - ``adding_regression``: the adding problem (Hochreiter and Schmidhuber 1997;
   Le et al. 2015) as regression: channel 0 holds U(0, 1) values, channel 1
   marks one step in the first half and one in the second half; the target is
-  the sum of the two marked values. Predicting the mean gives RMSE 0.41 (R² 0).
+  the sum of the two marked values. Predicting the training mean gives a test RMSE of 0.40.
 - ``delayed_sum``: channel 0 holds N(0, 1) values throughout, the other
   channels N(0, 1) noise; the target is the mean of channel 0 over the fixed
   window of steps ``[start, stop)`` (T/4 to T/2) times ``sqrt(stop - start)``
