@@ -465,8 +465,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         soft = None
         if soft_targets is not None:
             soft = self._check_soft_targets(soft_targets, len(X3), dtype)
-        if not resume or not hasattr(self, "_maps"):
-            self._maps = self._fit_maps(X3, targets, weights)
+        self._update_maps(X3, targets, weights, incremental, resume)
         if not resume or not hasattr(self, "window_"):
             self.window_ = self._resolve_window(int(lengths.max()))
         X3, lengths = self._cell_input(X3, lengths, dtype)
@@ -489,19 +488,44 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         X3 = self._as_training_dtype(X3, dtype, name)
         return windowed(X3, lengths, self.window_)
 
-    def _fit_maps(self, X3, targets, weights):
-        """The :class:`~._scaling.Maps` to train with, fitted on the training data.
+    def _update_maps(self, X3, targets, weights, incremental, resume):
+        """Fit the input and output maps (:mod:`~sklearn_fastgrnn._scaling`).
 
-        With ``scale_input``, each channel's weighted mean and standard
-        deviation over the real timesteps; the outputs' map is the task's.
+        A fresh fit (or a model without maps) fits them on its data; ``fit``
+        with ``warm_start`` keeps the maps its weights are expressed in;
+        ``partial_fit`` keeps running statistics over its calls and moves to
+        new maps when they have moved materially (``_scaling.moved``): the
+        weights are then re-expressed in the new maps, so the model predicts
+        as before, and a first call with little data (one sequence) does not
+        fix the standardisation for good.
         """
-        mean = scale = None
-        if self.scale_input:
-            mean, scale = _scaling.spread_of(X3, weights[:, None, None], axis=(0, 1))
-        offset, spread = self._fit_output_map(targets, weights)
-        return _scaling.Maps(mean, scale, offset, spread)
+        moments = (
+            _scaling.Moments.of(X3, weights[:, None, None], axis=(0, 1))
+            if self.scale_input else None,
+            self._output_moments(targets, weights),
+        )
+        fresh = not resume or not hasattr(self, "_maps")
+        if not fresh and not incremental:
+            return
+        if not fresh:
+            moments = tuple(
+                new if old is None or new is None else old.merge(new)
+                for old, new in zip(getattr(self, "_moments", (None, None)), moments)
+            )
+        self._moments = moments
+        mean, scale = moments[0].spread() if moments[0] is not None else (None, None)
+        offset, spread = self._output_map(moments[1])
+        maps = _scaling.Maps(mean, scale, offset, spread)
+        if fresh or _scaling.moved(maps, self._maps):
+            if not fresh:
+                self._trained_coefs = None  # coefs_ is unfolded with the new maps
+            self._maps = maps
 
-    def _fit_output_map(self, targets, weights):
+    def _output_moments(self, targets, weights):
+        """:class:`~._scaling.Moments` of the outputs' targets, or None (classes)."""
+        return None
+
+    def _output_map(self, moments):
         """``(offset, spread)`` of the outputs while training, or ``(None, None)``."""
         return None, None
 

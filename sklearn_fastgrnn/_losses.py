@@ -260,9 +260,10 @@ class PoissonDeviance(SquaredError):
         return loss
 
     def value(self, outputs, targets, weights):
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # an output that overflows exp is an infinite loss, which training reports
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ylogy = np.where(targets > 0, targets * np.log(targets), 0.0)
-        deviance = np.exp(outputs) - targets * outputs + ylogy - targets
+            deviance = np.exp(outputs) - targets * outputs + ylogy - targets
         return float(weights @ deviance.mean(axis=1))
 
     def baseline(self, targets, weights):

@@ -36,24 +36,81 @@ class Maps(NamedTuple):
         return self.input_mean is None and self.output_offset is None
 
 
-def spread_of(values, weights, axis):
-    """Weighted mean and standard deviation over ``axis`` (in float64), NaN ignored.
+class Moments(NamedTuple):
+    """Weighted count, mean and sum of squared deviations of each column.
 
-    ``weights`` broadcast against ``values`` (one per sample). A standard
-    deviation that is zero, or negligible against the mean's magnitude, is
-    returned as 1 (nothing to standardise).
+    What the maps are made of; :meth:`merge` combines the moments of two
+    batches exactly (Chan et al.), so ``partial_fit`` keeps running statistics.
     """
-    values = np.asarray(values, dtype=np.float64)
-    real = ~np.isnan(values)
-    w = np.broadcast_to(weights, values.shape) * real
-    total = w.sum(axis=axis)
-    safe = np.where(total > 0, total, 1.0)
-    filled = np.where(real, values, 0.0)
-    mean = (filled * w).sum(axis=axis) / safe
-    centred = np.where(real, values - np.expand_dims(mean, axis), 0.0)
-    std = np.sqrt((centred * centred * w).sum(axis=axis) / safe)
-    small = std <= _CONSTANT * np.maximum(np.abs(mean), 1.0)
-    return mean, np.where(small, 1.0, std)
+
+    weight: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, values, weights, axis):
+        """Moments over ``axis`` (in float64); NaN values are left out.
+
+        ``weights`` broadcast against ``values`` (one per sample).
+        """
+        values = np.asarray(values, dtype=np.float64)
+        real = ~np.isnan(values)
+        w = np.broadcast_to(weights, values.shape) * real
+        total = w.sum(axis=axis)
+        safe = np.where(total > 0, total, 1.0)
+        mean = (np.where(real, values, 0.0) * w).sum(axis=axis) / safe
+        centred = np.where(real, values - np.expand_dims(mean, axis), 0.0)
+        return cls(total, mean, (centred * centred * w).sum(axis=axis))
+
+    def merge(self, other):
+        """The moments of both batches together."""
+        weight = self.weight + other.weight
+        safe = np.where(weight > 0, weight, 1.0)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.weight / safe
+        m2 = self.m2 + other.m2 + delta * delta * self.weight * other.weight / safe
+        return Moments(weight, mean, m2)
+
+    def spread(self):
+        """Mean and standard deviation, rounded to float32 precision.
+
+        A deviation that is zero, or negligible against the mean's magnitude,
+        is 1 (nothing to standardise). The rounding makes the maps the same
+        for data that differ only in summation order (weighting a sample by 2
+        or repeating it): the maps need no more precision than float32 training
+        has, and the rest would only be rounding noise amplified by training.
+        """
+        std = np.sqrt(self.m2 / np.where(self.weight > 0, self.weight, 1.0))
+        small = std <= _CONSTANT * np.maximum(np.abs(self.mean), 1.0)
+        std = np.where(small, 1.0, std)
+        return as_float32(self.mean), as_float32(std)
+
+
+def as_float32(values):
+    """``values`` rounded to float32 precision, as float64 (finite stays finite)."""
+    big = float(np.finfo(np.float32).max)
+    return np.clip(values, -big, big).astype(np.float32).astype(np.float64)
+
+
+def moved(new, old, tolerance=0.1):
+    """Whether maps ``new`` differ from ``old`` by more than ``tolerance``.
+
+    A mean moved by more than ``tolerance`` of the new scale, or a scale changed
+    by more than ``1 + tolerance`` times: ``partial_fit`` then re-expresses the
+    weights in the new maps (a smaller change is not worth the re-expression).
+    """
+    pairs = ((new.input_mean, new.input_scale, old.input_mean, old.input_scale),
+             (new.output_offset, new.output_spread, old.output_offset, old.output_spread))
+    for mean, scale, old_mean, old_scale in pairs:
+        if (mean is None) != (old_mean is None):
+            return True
+        if mean is None:
+            continue
+        if (np.abs(mean - old_mean) > tolerance * scale).any() or (
+            np.abs(np.log(scale / old_scale)) > np.log1p(tolerance)
+        ).any():
+            return True
+    return False
 
 
 def _input_rows(maps, n_inputs):

@@ -117,14 +117,23 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
 
     # ------------------------------------------------------------- targets
     def _check_values(self, y, name):
-        """``y`` (float, 2D) finite, and non-negative with some positive for Poisson."""
+        """``y`` (float, 2D) finite, and non-negative for Poisson."""
         check_finite_targets(y, name, "hold finite numbers")
-        if self.loss == "poisson" and ((y < 0).any() or not (y.sum(axis=0) > 0).all()):
+        if self.loss == "poisson" and (y < 0).any():
             raise ValueError(
-                f"loss='poisson' needs non-negative {name} with a positive sum in every "
-                f"output (counts or rates); {name} has a negative value or an output "
-                "that is zero throughout. Use loss='squared_error'."
+                f"loss='poisson' needs non-negative {name} (counts or rates); {name} has "
+                "a negative value. Use loss='squared_error'."
             )
+
+    def _target_weights(self, targets, weights, incremental):
+        """A Poisson ``fit`` needs some positive target of positive weight per output."""
+        if self.loss == "poisson" and not incremental and not (weights @ targets > 0).all():
+            raise ValueError(
+                "loss='poisson' needs, in every output, a positive y of positive "
+                "sample_weight: a rate that is zero for all the weighted data cannot be "
+                "fitted (its logarithm is -inf). Use loss='squared_error'."
+            )
+        return weights
 
     def _encode_targets(self, y, classes, incremental, resume):
         """Set ``n_outputs_`` and ``out_activation_``; ``y`` as (n, n_outputs) floats."""
@@ -160,12 +169,16 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         self._check_values(y2, "y_val")
         return y2
 
-    def _fit_output_map(self, targets, weights):
+    def _output_moments(self, targets, weights):
+        return _scaling.Moments.of(targets, weights[:, None], axis=0)
+
+    def _output_map(self, moments):
         """Standardise each output (Poisson: divide by its mean) while training."""
-        mean, spread = _scaling.spread_of(targets, weights[:, None], axis=0)
-        if self.loss == "poisson":
-            return np.log(mean), np.ones_like(mean)
-        return mean, spread
+        if self._loss_name == "poisson":
+            mean = _scaling.as_float32(moments.mean)
+            offset = np.log(np.where(mean > 0, mean, 1.0))  # all zero so far: no map
+            return offset, np.ones_like(mean)
+        return moments.spread()
 
     def _map_targets(self, targets):
         maps = self._maps

@@ -41,10 +41,11 @@ def test_targets_of_any_scale_train_alike(rng):
         warnings.simplefilter("ignore", ConvergenceWarning)
         plain = small(max_iter=20, dtype="float64").fit(X, y)
         scaled = small(max_iter=20, dtype="float64").fit(X, 5000.0 * y + 1e6)
+    # to the float32 rounding of the map (1e6 is held to 0.06): 1e-5 of y's spread
     np.testing.assert_allclose(
-        scaled.predict(X), 5000.0 * plain.predict(X) + 1e6, rtol=1e-9, atol=1e-3
+        scaled.predict(X), 5000.0 * plain.predict(X) + 1e6, rtol=0, atol=0.05
     )
-    assert scaled.loss_curve_ == pytest.approx(plain.loss_curve_, rel=1e-8)
+    assert scaled.loss_curve_ == pytest.approx(plain.loss_curve_, rel=1e-6)
 
 
 def test_several_outputs(rng):
@@ -123,6 +124,24 @@ def test_poisson_predicts_positive_counts_and_refuses_negative_targets(rng):
     assert r2_score(rate[1000:], reg.predict(X[1000:])) > 0.5
     with pytest.raises(ValueError, match="loss='poisson' needs non-negative y"):
         small(loss="poisson").fit(X, y)
+    # a weighted fit needs a positive count of positive weight; a partial_fit
+    # chunk of zero counts is ordinary streaming data
+    with pytest.raises(ValueError, match="a positive y of positive sample_weight"):
+        small(loss="poisson").fit(X, counts, sample_weight=np.where(counts > 0, 0.0, 1.0))
+    reg.partial_fit(X[:3], np.zeros(3))
+
+
+def test_partial_fit_one_sequence_at_a_time_learns_targets_of_any_scale(rng):
+    """The first call's single target fixes no standardisation for good: the
+    running statistics move the target map, and the weights follow it."""
+    X, y = sums(rng, n=400)
+    y = 300 * y + 1000
+    reg = small(learning_rate="constant")
+    for epoch in range(4):
+        for i in range(300):
+            reg.partial_fit(X[i : i + 1], y[i : i + 1])
+    assert reg.score(X[300:], y[300:]) > 0.9
+    np.testing.assert_allclose(reg._maps.output_offset, y[:300].mean(), rtol=0.1)
 
 
 def test_nan_or_inf_targets_are_refused(rng):
