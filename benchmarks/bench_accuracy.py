@@ -134,6 +134,7 @@ def to_aeon(X, pad="zero"):
     return Padder(padded_length=T, fill_value=MINIROCKET_PADS[pad]).fit_transform(series)
 
 
+MINIROCKET_MIN_LENGTH = 9  # aeon's MiniRocket refuses shorter series (digits by rows: 8)
 _warm = []
 
 
@@ -156,6 +157,9 @@ def fit_minirocket(data, seed, pad="zero"):
 
     X_train, y_train, X_test, y_test = data
     A_train, A_test = to_aeon(X_train, pad), to_aeon(X_test, pad)
+    short = MINIROCKET_MIN_LENGTH - A_train.shape[2]
+    if short > 0:  # MiniRocket's kernels need 9 timepoints: zeros after, as aeon advises
+        A_train, A_test = (np.pad(A, ((0, 0), (0, 0), (0, short))) for A in (A_train, A_test))
     clf = MiniRocketClassifier(random_state=seed, n_jobs=1)
     start = time.perf_counter()
     clf.fit(A_train, y_train)
