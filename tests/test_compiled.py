@@ -234,3 +234,19 @@ def test_float32_overflow_in_the_c_code_is_an_error_not_nan(digits):
     big[0] = X[0]  # the first row is fine now: the error names the next
     with pytest.raises(ValueError, match="overflows on sample 1 of X"):
         compiled.predict(big)
+
+
+@pytest.mark.parametrize("value", [1e15, 1e16, 1e30, -1e30, float(np.finfo(np.float32).max),
+                                   -float(np.finfo(np.float32).max)])
+def test_int8_input_saturates_as_in_python_for_huge_values(data, value):
+    # quantize_input converted floor(x * 2^F + 1/2) to int64 before clamping: it
+    # overflowed from |x| = 1e15 on and disagreed with the Python path
+    X, y, _ = data
+    q = quantize(FastGRNNClassifier(8, max_iter=3, random_state=0).fit(X, y), X)
+    compiled = compile_predictor(q)
+    X_big = X[:6].astype(np.float32)
+    X_big[:3] = np.float32(value)  # whole sequences
+    X_big[3:, 2, 1] = np.float32(value)  # one value among ordinary ones
+    assert_array_equal(compiled.logits(X_big), q.quantized_logits(X_big))
+    assert_array_equal(compiled.predict_proba(X_big), q.predict_proba(X_big))
+    assert_array_equal(compiled.predict(X_big), q.predict(X_big))

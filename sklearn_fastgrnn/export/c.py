@@ -491,10 +491,18 @@ static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }}
 
-/* x_q = sat16(floor(x * 2^{q.frac_bits_["input"]} + 1/2)), in double like the Python path */
+/* x_q = sat16(floor(x * 2^{q.frac_bits_["input"]} + 1/2)), in double like the Python path;
+   saturated before the conversion to an integer, which would overflow for large
+   |x| (NaN, which the Python path reads as padding, gives 0) */
 static int32_t quantize_input(float x)
 {{
-    return (int32_t)clamp((int64_t)floor((double)x * {scale!r} + 0.5), -INT16_LIMIT, INT16_LIMIT);
+    double v = floor((double)x * {scale!r} + 0.5);
+    if (!(v >= -INT16_LIMIT)) {{
+        v = v != v ? 0.0 : -INT16_LIMIT;
+    }} else if (v > INT16_LIMIT) {{
+        v = INT16_LIMIT;
+    }}
+    return (int32_t)v;
 }}
 {table}{self.product_helpers("int32_t", "int8_t", "int32_t", "0")}
 static int64_t gate(int64_t v)
