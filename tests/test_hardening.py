@@ -433,3 +433,30 @@ def test_validation_scores_are_exact_fractions(data):
     assert all(score * n_val == round(score * n_val) for score in clf.validation_scores_)
     assert all(repr(score) == repr(round(score * n_val) / n_val)
                for score in clf.validation_scores_)
+
+
+# ------------------------------------------------- issue 20: hardening round 2
+def _raw_metadata_file(saved, tmp_path, text):
+    import safetensors.numpy
+
+    path = tmp_path / "crafted.safetensors"
+    path.write_bytes(safetensors.numpy.save(saved[1], {"sklearn_fastgrnn": text}))
+    return path
+
+
+@pytest.mark.parametrize("junk, message", [
+    ("[" * 100_000 + "]" * 100_000, "nests JSON arrays or objects deeper"),
+    ("9" * 5000, "holds an integer of more than 4300 digits"),
+], ids=["deep nesting", "5,000 digits"])
+def test_crafted_json_metadata_is_an_invalid_weights_file(saved, tmp_path, junk, message):
+    text = json.dumps(saved[2])[:-1] + f', "junk": {junk}}}'
+    with pytest.raises(ValueError, match="Invalid weights file .*" + message) as raised:
+        load_weights(_raw_metadata_file(saved, tmp_path, text))
+    assert "set_int_max_str_digits" not in str(raised.value)
+
+
+def test_a_malformed_value_is_quoted_short(saved, tmp_path):
+    tensors, meta = _edited(saved, classifier__params__alpha=json.loads("[" * 900 + "]" * 900))
+    with pytest.raises(ValueError, match="alpha is malformed") as raised:
+        load_weights(_write(tmp_path, tensors, meta))
+    assert len(str(raised.value)) < 400

@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -345,7 +346,7 @@ class _Metadata:
             return None
         if not isinstance(node, kinds) or (isinstance(node, bool) and bool not in kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(f"metadata field {field!r} must be {names}, got {node!r}.")
+            raise self.error(f"metadata field {field!r} must be {names}, got {_short(node)}.")
         return node
 
     def positive_int(self, field, maximum=MAX_SIZE):
@@ -360,6 +361,12 @@ class _Metadata:
     @property
     def writer_version(self):
         return self.get("sklearn_fastgrnn_version", (str,), optional=True)
+
+
+def _short(value, limit=200):
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _scalars(values):
@@ -383,7 +390,9 @@ def _decode_params(meta, field):
         ):
             value = dict(items)
         elif not (_scalars([value]) or _scalars(value)):
-            raise meta.error(f"hyper-parameter {field}.{name} is malformed: {value!r}.")
+            raise meta.error(
+                f"hyper-parameter {field}.{name} is malformed: {_short(value)}."
+            )
         params[name] = value
     return params
 
@@ -403,7 +412,7 @@ def _decode_labels(meta, field):
         if not isinstance(value, expected) or (
             isinstance(value, bool) and dtype.kind != "b"
         ):
-            raise meta.error(f"{field} holds {value!r}, which is not of dtype {dtype}.")
+            raise meta.error(f"{field} holds {_short(value)}, which is not of dtype {dtype}.")
     if dtype.kind == "U":  # the width is allocated per label: bound it by the labels
         longest = max((len(value) for value in values), default=0)
         if dtype.itemsize // 4 > max(longest, MAX_LABEL_CHARS):
@@ -528,6 +537,16 @@ def _read_file(path):
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"Invalid weights file {path}: its metadata is not valid JSON ({exc})."
+        ) from None
+    except RecursionError:
+        raise ValueError(
+            f"Invalid weights file {path}: its metadata nests JSON arrays or objects "
+            "deeper than any weights file does (beyond the parser's depth limit)."
+        ) from None
+    except ValueError:  # an integer of more digits than int() converts
+        raise ValueError(
+            f"Invalid weights file {path}: its metadata holds an integer of more "
+            f"than {sys.get_int_max_str_digits()} digits, which no weights file does."
         ) from None
     if not isinstance(document, dict):
         raise ValueError(f"Invalid weights file {path}: its metadata is not a JSON object.")
