@@ -22,6 +22,7 @@ shows the traceback instead.
 import argparse
 import csv
 import io
+import math
 import os
 import sys
 import time
@@ -174,31 +175,63 @@ def _read_table(path, target, id_column, header):
     return X, y, ids, id_name
 
 
+def _npy_header(archive, member):
+    """``(shape, dtype, data bytes in the member)`` of an ``.npy`` member of a zip
+    archive, read from its header alone (nothing is allocated for the data)."""
+    with archive.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, _, dtype = read(f)
+        return shape, dtype, archive.getinfo(member).file_size - f.tell()
+
+
 def _read_npz(path):
-    """Arrays ``X`` and ``y`` (or None) of a ``.npz`` file, read without pickle."""
+    """Arrays ``X`` and ``y`` (or None) of a ``.npz`` file, read without pickle.
+
+    The header of each array is read first: an object array (which only pickle
+    reads) and an array whose header claims more data than the archive holds
+    (a damaged or truncated file) are refused before anything is allocated.
+    """
     advice = "Write it with numpy.savez(path, X=np.asarray(X, dtype=float), y=np.asarray(y))."
     try:
-        with np.load(path, allow_pickle=False) as data:
-            names = list(data)
+        with zipfile.ZipFile(path) as archive:
+            names = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
             if "X" not in names:
                 raise _fail(f"{path} has no array named 'X' (found {names}).")
-            arrays = {}
             for name in ("X", "y"):
-                if name in names:
-                    try:
-                        arrays[name] = data[name]
-                    except ValueError:  # an object array: only pickle reads it
-                        raise _fail(
-                            f"array {name!r} of {path} holds Python objects (dtype "
-                            "object), which are not read because unpickling can run "
-                            f"code. {advice}"
-                        ) from None
-            return arrays["X"], arrays.get("y")
+                if name not in names:
+                    continue
+                shape, dtype, available = _npy_header(archive, name + ".npy")
+                if dtype.hasobject:
+                    raise _fail(
+                        f"array {name!r} of {path} holds Python objects (dtype object), "
+                        "which are not read because unpickling can run code. " + advice
+                    )
+                needed = math.prod(shape) * dtype.itemsize
+                if needed > available:
+                    raise _fail(
+                        f"array {name!r} of {path} is damaged or truncated: its header "
+                        f"says shape {shape} of {dtype} ({_bytes(needed)}), but the "
+                        f"archive holds {_bytes(max(available, 0))} of it. " + advice
+                    )
+        with np.load(path, allow_pickle=False) as data:
+            return data["X"], (data["y"] if "y" in names else None)
     except (zipfile.BadZipFile, EOFError, OSError, TypeError, ValueError) as exc:
         raise _fail(
             f"{path} is not a readable .npz archive of plain arrays ({_one_line(exc)}); "
             f"it may be truncated, or pickled (which is not read: it can run code). {advice}"
         ) from None
+
+
+def _bytes(n):
+    """``n`` bytes in words: "812 bytes", "3.1 MB", "80.0 GB"."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return _count(n, "byte")
 
 
 def _load_data(path, args, need_y):

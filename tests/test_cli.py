@@ -1,12 +1,14 @@
 """The command line: train, predict, info on small files, and how it fails."""
 
 import concurrent.futures
+import io
 import os
 import pickle
 import resource
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import joblib
@@ -428,6 +430,32 @@ def test_a_closed_stdout_stops_quietly(files):
 
 
 # ------------------------------------------------ failures: one line, no traceback
+def _npy_bytes(array):
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def _npz_of_members(path, **members):
+    """A zip archive with one ``name.npy`` member per keyword, holding those bytes."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+
+
+def _deeply_nested_weights(path):
+    """The bytes of weights file ``path`` with 100,000 nested JSON arrays added to
+    its metadata."""
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    with safe_open(path, framework="np") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        text = f.metadata()["sklearn_fastgrnn"]
+    junk = "[" * 100_000 + "]" * 100_000
+    return save(tensors, {"sklearn_fastgrnn": text[:-1] + f', "junk": {junk}}}'})
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A trained model, its data, and broken model and data files."""
@@ -467,6 +495,12 @@ def files(tmp_path_factory):
     np.savez(root / "nan.npz", X=X_nan, y=y)
     (root / "truncated.npz").write_bytes((root / "d.npz").read_bytes()[:300])
     np.savez(root / "objects.npz", X=np.array([[1.0], "a"], dtype=object), y=y)
+    _npz_of_members(root / "short_member.npz", X=_npy_bytes(X)[:300], y=_npy_bytes(y))
+    huge = io.BytesIO()  # a header claiming 80 GB, and 64 bytes of data
+    np.lib.format.write_array_header_1_0(
+        huge, {"descr": "<f8", "fortran_order": False, "shape": (10**10,)})
+    _npz_of_members(root / "huge_header.npz", X=huge.getvalue() + bytes(64), y=_npy_bytes(y))
+    (root / "nested.safetensors").write_bytes(_deeply_nested_weights(root / "model.safetensors"))
     (root / "pickle.npz").write_bytes(pickle.dumps({"X": X, "y": y}))
     (root / "joblib.safetensors").write_bytes(good)  # a pickle is never read as weights
     joblib.dump(make_fastgrnn_pipeline(hidden_size=3, max_iter=2, random_state=0).fit(X, y),
@@ -536,6 +570,14 @@ FAILURES = [  # (command line, what its error line says, exit status)
     (["train", "--data", "d.npz", "--batch-size", "many"], "argument --batch-size", 2),
     (["train", "--data", "d.npz", "--learning-rate", "0"], "must be > 0", 2),
     (["train", "--data", "d.npz", "--scaler", "minmax"], "argument --scaler", 2),
+    (["train", "--data", "short_member.npz", "--out", "m.joblib"],
+     "array 'X' of short_member.npz is damaged or truncated: its header says shape "
+     "(40, 4, 2) of float64 (2.6 KB), but the archive holds 172 bytes", 1),
+    (["train", "--data", "huge_header.npz", "--out", "m.joblib"],
+     "array 'X' of huge_header.npz is damaged or truncated: its header says shape "
+     "(10000000000,) of float64 (80.0 GB), but the archive holds 64 bytes", 1),
+    (["info", "--model", "nested.safetensors"],
+     "its metadata nests JSON arrays or objects deeper", 1),
 ]
 
 

@@ -129,6 +129,9 @@ def test_wording_of_layout_errors(clf, data):
     with pytest.raises(ValueError, match=r"X has 3 features, but FastGRNNClassifier is "
                        r"expecting 15 .* Pass X\[None\]; one sequence is shape \(1, T, d\)"):
         clf.predict_proba(X[0])
+    with pytest.raises(ValueError, match="could not convert string to float") as info:
+        clf.predict_proba([["a", "b", "c"]] * 5)  # as wide as a timestep, but not numbers
+    assert "X[None]" not in str(info.value)
 
 
 # ------------------------------------------------------------ weights files
