@@ -329,7 +329,24 @@ def _load_model(path, *, any_classifier=False):
                 f"{path} holds an unfitted {type(model).__name__}; fit it before "
                 "saving, or train one with 'python -m sklearn_fastgrnn train'."
             ) from None
+    _check_damage(model, clf, path)
     return model
+
+
+def _check_damage(model, clf, path):
+    """Refuse a model file whose weights or scaler statistics are damaged (NaN,
+    infinite, shapes that do not match), as ``load_weights`` refuses such a file."""
+    from .export.weights import SCALERS, check_classifier, check_scaler
+
+    steps = model.steps[:-1] if isinstance(model, Pipeline) else []
+    try:
+        if isinstance(clf, FastGRNNClassifier):
+            check_classifier(clf, "it would predict NaN or fail")
+        for _, step in steps:
+            if type(step) in SCALERS.values():
+                check_scaler(step, "it would scale to NaN")
+    except ValueError as exc:
+        raise _fail(f"{path} holds a damaged model: {exc}") from None
 
 
 def _write(path, data, what):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import tracemalloc
 
 import numpy as np
@@ -463,3 +464,70 @@ def test_a_malformed_value_is_quoted_short(saved, tmp_path):
     with pytest.raises(ValueError, match="alpha is malformed") as raised:
         load_weights(_write(tmp_path, tensors, meta))
     assert len(str(raised.value)) < 400
+
+
+def _damaged(clf, how):
+    import copy
+
+    damaged = copy.deepcopy(clf)
+    if how == "NaN in V":
+        damaged.coefs_ = {**damaged.coefs_, "V": damaged.coefs_["V"] * np.nan}
+    elif how == "fewer classes than outputs":
+        damaged.classes_ = damaged.classes_[:2]
+    else:  # more classes than outputs
+        damaged.classes_ = np.arange(len(damaged.classes_) + 1)
+    return damaged
+
+
+DAMAGE = {"NaN in V": r"coefs_\['V'\] contains NaN or inf: {}",
+          "fewer classes than outputs": "classes_ holds 2 labels, but coefs_.'V'. has 3 "
+                                        "columns, one per class: {}",
+          "more classes than outputs": "classes_ holds 4 labels, but coefs_.'V'. has 3"}
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_exports_refuse_a_damaged_classifier_as_save_weights_does(clf, tmp_path, how):
+    from sklearn_fastgrnn.export import compile_predictor
+
+    damaged = _damaged(clf, how)
+    assert len(clf.classes_) == 3
+    with pytest.raises(ValueError, match=DAMAGE[how].format("load_weights would refuse the file")):
+        save_weights(damaged, tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match=DAMAGE[how].format("to_onnx refuses it")):
+        to_onnx(damaged)
+    with pytest.raises(ValueError, match=DAMAGE[how].format("export_c refuses it")):
+        export_c(damaged, tmp_path / "c")
+    with pytest.raises(ValueError, match=DAMAGE[how].format("export_c refuses it")):
+        compile_predictor(damaged)
+    assert not any(tmp_path.iterdir())
+
+
+def test_exports_refuse_a_damaged_int8_model_or_scaler(clf, data, tmp_path):
+    q = quantize(clf, data[0])
+    q.classes_ = q.classes_[:2]
+    with pytest.raises(ValueError, match="classes_ holds 2 labels, but the int8 output"):
+        export_c(q, tmp_path / "c")
+    pipe = make_fastgrnn_pipeline(hidden_size=3, max_iter=2, random_state=0).fit(*data)
+    pipe[0].scale_ = pipe[0].scale_ * np.nan
+    with pytest.raises(ValueError, match=r"SequenceScaler.scale_ contains NaN or inf: "
+                       "to_onnx refuses it"):
+        to_onnx(pipe)
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_the_command_line_refuses_a_damaged_joblib_model(clf, data, tmp_path, how, capsys):
+    import joblib
+
+    from sklearn_fastgrnn.__main__ import main
+
+    joblib.dump(_damaged(clf, how), tmp_path / "m.joblib")
+    np.savez(tmp_path / "d.npz", X=data[0])
+    for args in (["predict", "--data", str(tmp_path / "d.npz")], ["info"],
+                 ["export", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]):
+        with pytest.raises(SystemExit) as raised:
+            main([args[0], "--model", str(tmp_path / "m.joblib"), *args[1:]])
+        assert raised.value.code.startswith(f"error: {tmp_path / 'm.joblib'} holds a "
+                                            "damaged model: ")
+        assert re.search(DAMAGE[how].format("it would predict NaN or fail"),
+                         raised.value.code), raised.value.code
+    assert not (tmp_path / "m.onnx").exists()

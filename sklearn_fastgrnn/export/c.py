@@ -39,6 +39,7 @@ from .._sparsity import sparse_keys
 from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
+from .weights import check_classifier
 
 # Both dicts are keyed by the names of _nonlinearities.NONLINEARITIES (v: the argument)
 _FLOAT_NONLINEARITIES = {
@@ -123,9 +124,11 @@ def export_c(model, directory, *, name="fastgrnn"):
             "not starting with a digit."
         )
     if isinstance(model, QuantizedFastGRNN):
+        _check_quantized(model)
         writer = _QuantizedWriter(model, name)
     elif isinstance(model, FastGRNNClassifier):
         check_is_fitted(model, "coefs_")
+        check_classifier(model, "export_c refuses it")
         writer = _FloatWriter(model, name)
     else:
         raise TypeError(
@@ -140,6 +143,23 @@ def export_c(model, directory, *, name="fastgrnn"):
         {path: text.encode("ascii") for path, text in zip(paths, (writer.header(), source))}
     )
     return paths
+
+
+def _check_quantized(q):
+    """Refuse an int8 model whose tensors are not int8 or whose outputs do not
+    match ``classes_`` (a damaged or edited model)."""
+    for key, value in q.weights_.items():
+        if np.asarray(value).dtype != np.int8:
+            raise ValueError(f"weights_[{key!r}] of the QuantizedFastGRNN is "
+                             f"{np.asarray(value).dtype}, not int8: the model is damaged; "
+                             "quantize the classifier again.")
+    V = q.weights_[q.chain_keys("V")[-1]]
+    if np.shape(V)[-1] != len(q.classes_):
+        raise ValueError(
+            f"classes_ holds {len(q.classes_)} labels, but the int8 output matrix has "
+            f"{np.shape(V)[-1]} columns, one per class: export_c refuses it. classes_ "
+            "was changed after quantize or the model is damaged."
+        )
 
 
 def _float_literal(value):

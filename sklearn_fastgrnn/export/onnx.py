@@ -23,7 +23,7 @@ from .._files import write_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._version import __version__
 from ..preprocessing import SequenceScaler
-from .weights import unpack_model
+from .weights import check_classifier, check_scaler, unpack_model
 
 OPSET = 17
 INPUT_NAME = "X"
@@ -195,6 +195,9 @@ def to_onnx(model, path=None):
     """
     onnx = _import_onnx()
     clf, scaler, _ = unpack_model(model)
+    check_classifier(clf, "to_onnx refuses it")
+    if scaler is not None:
+        check_scaler(scaler, "to_onnx refuses it")
     coefs = clf.coefs_
     H, C, d = coefs["V"].shape[0], coefs["V"].shape[1], clf.n_channels_
     TP = onnx.TensorProto

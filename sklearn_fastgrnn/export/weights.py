@@ -118,6 +118,8 @@ def unpack_model(model):
 def _weight_problem(value):
     """Why ``value`` can not be a ``coefs_`` tensor of a weights file, or None."""
     value = np.asarray(value)
+    if value.dtype.kind not in "fiu":
+        return f"is an array of {value.dtype}, not of numbers"
     if not np.isfinite(value).all():
         return "contains NaN or inf"
     if value.size and np.abs(value).max() > MAX_ABS_WEIGHT:
@@ -129,6 +131,8 @@ def _weight_problem(value):
 def _statistic_problem(name, value):
     """Why ``value`` can not be the scaler statistic ``name`` of a file, or None."""
     value = np.asarray(value)
+    if value.dtype.kind not in "fiu":
+        return f"is an array of {value.dtype}, not of numbers"
     if not np.isfinite(value).all():
         return "contains NaN or inf"
     if value.dtype.kind != "f":  # n_samples_seen_: counts
@@ -146,6 +150,19 @@ def _statistic_problem(name, value):
         return (f"holds values beyond the range a weights file allows "
                 f"({1 / bound:.0e} to {bound:.0e} in magnitude)")
     return None
+
+
+def check_scaler(scaler, consequence):
+    """Raise a ValueError when a fitted scaler's statistics are damaged (NaN,
+    infinite or beyond what a weights file allows); see :func:`check_classifier`."""
+    for name in ("mean_", "var_", "scale_"):
+        value = getattr(scaler, name, None)
+        problem = None if value is None else _statistic_problem(name, value)
+        if problem:
+            raise ValueError(
+                f"{type(scaler).__name__}.{name} {problem}: {consequence}. The scaler "
+                "was fitted on values too large or was damaged; refit it."
+            )
 
 
 # ----------------------------------------------------------------------- save
@@ -233,24 +250,59 @@ def _encode_fitted(estimator, tensor_prefix=None):
     return attributes, tensors
 
 
-def _encode_classifier(clf):
-    """JSON metadata and tensors of the classifier."""
-    shapes = clf._layout().shapes
-    fitted = {key: np.shape(value) for key, value in clf.coefs_.items()}
+def check_classifier(clf, consequence):
+    """Raise a ValueError when a fitted classifier's weights can not predict.
+
+    Checks what a weights file's loader checks: ``coefs_`` holds the tensors
+    that the hyper-parameters and ``classes_`` describe, with those shapes, and
+    every value is finite and at most ``MAX_ABS_WEIGHT`` in magnitude. Every
+    export (weights file, ONNX, C) and the command line's model loading run it,
+    so that a damaged or diverged model is refused instead of predicting NaN.
+
+    Parameters
+    ----------
+    clf : FastGRNNClassifier
+        Fitted.
+    consequence : str
+        What the problem prevents, for the message (e.g. "load_weights would
+        refuse the file").
+    """
+    coefs = getattr(clf, "coefs_", None)
+    if not isinstance(coefs, dict):
+        raise ValueError(f"coefs_ is a {type(coefs).__name__}, not a dict of arrays: "
+                         f"{consequence}. The model is damaged; retrain it.")
+    n_classes = len(clf.classes_)
+    n_outputs = np.shape(coefs.get("V", ()))[-1:]
+    if n_outputs and n_outputs[0] != n_classes:
+        raise ValueError(
+            f"classes_ holds {n_classes} labels, but coefs_['V'] has {n_outputs[0]} "
+            f"columns, one per class: {consequence}. classes_ was changed after fit "
+            "or the model is damaged; set it back or refit."
+        )
+    try:
+        shapes = clf._layout().shapes
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{exc} ({consequence})") from None
+    fitted = {key: np.shape(value) for key, value in coefs.items()}
     if fitted != shapes:
         raise ValueError(
             f"coefs_ has shapes {fitted}, but the classifier's hyper-parameters "
-            f"describe {shapes}: they were changed after fit. Set them back or refit "
-            "before saving."
+            f"describe {shapes}: {consequence}. They were changed after fit; set "
+            "them back or refit."
         )
-    tensors = {key: np.array(value, order="C") for key, value in clf.coefs_.items()}
-    for key, value in tensors.items():
+    for key, value in coefs.items():
         problem = _weight_problem(value)
         if problem:
             raise ValueError(
-                f"coefs_[{key!r}] {problem}: load_weights would refuse the file. "
-                "The model diverged; retrain it (smaller learning_rate_init, or alpha)."
+                f"coefs_[{key!r}] {problem}: {consequence}. The model diverged or was "
+                "damaged; retrain it (smaller learning_rate_init, or alpha)."
             )
+
+
+def _encode_classifier(clf):
+    """JSON metadata and tensors of the classifier."""
+    check_classifier(clf, "load_weights would refuse the file")
+    tensors = {key: np.array(value, order="C") for key, value in clf.coefs_.items()}
     metadata = {
         "params": _encode_params(clf),
         "classes": _encode_labels(clf.classes_),
