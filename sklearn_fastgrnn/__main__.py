@@ -362,7 +362,8 @@ def _check_out(path, what):
     try:
         check_writable(path)
     except OSError as exc:
-        raise _fail(f"can not write {what} to {path}: {exc}. Pass another --out.") from None
+        raise _fail(f"can not write {what} to {path}: {_reason(exc)}. Pass another "
+                    "--out.") from None
 
 
 # -------------------------------------------------------------------- commands

@@ -676,3 +676,67 @@ def test_export_c_under_a_file_size_limit_keeps_both_old_files(files, tmp_path):
     assert (out / "fastgrnn.h").read_text() == "old header"
     assert (out / "fastgrnn.c").read_text() == "old source"
     assert {p.name for p in out.iterdir()} == {"fastgrnn.h", "fastgrnn.c"}
+
+
+# --------------------------------------------- special files (issue 20, item 10)
+def test_out_through_a_symlink_replaces_its_target_and_keeps_the_link(files, tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to("real.txt")
+    main(["predict", "--model", str(files / "model.joblib"), "--data",
+          str(files / "d.npz"), "--out", str(link)])
+    assert link.is_symlink() and os.readlink(link) == "real.txt"
+    assert len(target.read_text().split()) == 40
+    chained = tmp_path / "chained.joblib"  # a link to a link to a file not there yet
+    (tmp_path / "middle").symlink_to("trained.joblib")
+    chained.symlink_to("middle")
+    main(["train", "--data", str(files / "d.npz"), "--max-iter", "1", "--hidden-size", "2",
+          "--quiet", "--out", str(chained)])
+    assert chained.is_symlink() and (tmp_path / "middle").is_symlink()
+    assert joblib.load(tmp_path / "trained.joblib").predict(np.zeros((1, 4, 2))).shape == (1,)
+
+
+def test_out_to_a_fifo_or_a_device_writes_through(files, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that opening to write can not block
+    try:
+        main(["predict", "--model", str(files / "model.joblib"), "--data",
+              str(files / "d.npz"), "--out", str(fifo)])
+        assert len(os.read(reader, 1 << 16).split()) == 40
+    finally:
+        os.close(reader)
+    assert fifo.is_fifo()
+    for args in (["predict", "--model", "model.joblib", "--data", "d.npz"],
+                 ["train", "--data", "d.npz", "--max-iter", "1", "--hidden-size", "2",
+                  "--quiet"],
+                 ["export", "--model", "model.joblib", "--format", "safetensors"]):
+        result = run_cli(*args, "--out", "/dev/null", cwd=files)
+        assert result.returncode == 0, result.stderr
+        assert "/dev/null" in result.stdout
+        assert Path("/dev/null").is_char_device()
+    result = run_cli("predict", "--model", "model.joblib", "--data", "d.npz", "--out",
+                     "/dev/stdout", cwd=files)
+    assert result.returncode == 0 and len(result.stdout.split("\n")) > 40, result.stderr
+
+
+def test_out_to_a_socket_a_directory_link_or_a_loop_is_one_error_line(files, tmp_path):
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    (tmp_path / "dir").symlink_to(tmp_path)
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    try:
+        for name, fragment in (("sock", "is a socket"), ("dir", "is a directory"),
+                               ("loop1", "Too many levels of symbolic links")):
+            with pytest.raises(SystemExit) as raised:
+                main(["predict", "--model", str(files / "model.joblib"), "--data",
+                      str(files / "d.npz"), "--out", str(tmp_path / name)])
+            assert raised.value.code.startswith("error: ") and fragment in raised.value.code
+            assert "\n" not in raised.value.code and "Errno" not in raised.value.code
+    finally:
+        server.close()
+    assert (tmp_path / "sock").is_socket() and (tmp_path / "dir").is_symlink()
