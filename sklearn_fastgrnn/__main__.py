@@ -14,9 +14,10 @@ takes a joblib file or a ``.safetensors`` weights file (read with
 ``load_weights``, never unpickled).
 
 Every failure ends with one ``error: ...`` line on stderr, saying what was
-wrong and what to do, and a non-zero exit status: 2 for a malformed command
-line (argparse), 1 otherwise. ``--debug`` (or ``SKLEARN_FASTGRNN_DEBUG=1``)
-shows the traceback instead.
+wrong and what to do, and a non-zero exit status: 130 after Ctrl-C (at any
+moment, and nothing is written), 2 for a malformed command line (argparse), 1
+otherwise. ``--debug`` (or ``SKLEARN_FASTGRNN_DEBUG=1``) shows the traceback
+instead.
 """
 
 import argparse
@@ -24,24 +25,52 @@ import csv
 import io
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
 import zipfile
 
-import joblib
-import numpy as np
-from sklearn.exceptions import NotFittedError
-from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
+# Ctrl-C: exit status 130 (128 + SIGINT, as a shell reports it), one line, and
+# no file written; from the first line on, before the imports below take their
+# second (the package root imports nothing heavy, see __init__.py)
+INTERRUPTED_STATUS = 130
+INTERRUPTED = "error: interrupted (Ctrl-C); nothing was written, files already there are kept."
 
-from . import FastGRNNClassifier
-from ._files import check_writable, write_atomically
-from .compression import QuantizedFastGRNN, quantize
-from .datasets import load_digits_sequences, split_halves
-from .export import FORMATS
-from .preprocessing import make_fastgrnn_pipeline
+
+def _exit_interrupted(signum=None, frame=None):
+    print(INTERRUPTED, file=sys.stderr)
+    raise SystemExit(INTERRUPTED_STATUS)
+
+
+def _on_sigint(handler):
+    """Install a SIGINT handler; the previous one, or None when none was installed:
+    outside the main thread, or when SIGINT is ignored (a background job)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        return None
+    return signal.signal(signal.SIGINT, handler)
+
+
+_PREVIOUS_SIGINT = _on_sigint(_exit_interrupted)
+
+import joblib  # noqa: E402 - after the Ctrl-C handler
+import numpy as np  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+from . import FastGRNNClassifier  # noqa: E402
+from ._files import check_writable, write_atomically  # noqa: E402
+from .compression import QuantizedFastGRNN, quantize  # noqa: E402
+from .datasets import load_digits_sequences, split_halves  # noqa: E402
+from .export import FORMATS  # noqa: E402
+from .preprocessing import make_fastgrnn_pipeline  # noqa: E402
+
+if _PREVIOUS_SIGINT is not None:  # imported, not run: give the handler back
+    signal.signal(signal.SIGINT, _PREVIOUS_SIGINT)
 
 DEBUG_VARIABLE = "SKLEARN_FASTGRNN_DEBUG"
 
@@ -452,6 +481,7 @@ def _train(args):
     print(f"input scaling: {scaling} (--scaler)")
     start = time.perf_counter()
     model.fit(X_train, y_train)
+    _ctrl_c.check()  # the classifier returns what it has on Ctrl-C: write nothing
     seconds = time.perf_counter() - start
     epochs = _classifier_of(model).n_iter_
     accuracy = model.score(X_test, y_test)
@@ -732,8 +762,42 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {_one_line(message)}", file=sys.stderr if file is None else file)
 
 
+class _CtrlC:
+    """SIGINT while a command runs: remember it, then interrupt as Python does.
+
+    The classifier catches the KeyboardInterrupt of a Ctrl-C in training and
+    returns the model it has; the command line must not write that model, so
+    ``train`` asks :meth:`check` after fitting.
+    """
+
+    def __init__(self):
+        self.pressed = False
+
+    def __call__(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
+_ctrl_c = _CtrlC()
+
+
 def main(argv=None):
     """Entry point of ``python -m sklearn_fastgrnn`` and ``sklearn-fastgrnn``."""
+    global _ctrl_c
+    _ctrl_c = _CtrlC()
+    previous = _on_sigint(_ctrl_c)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv):
     args = build_parser().parse_args(argv)
     if args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
         try:
@@ -744,12 +808,14 @@ def main(argv=None):
             raise
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        # Ctrl-C in training: the model is not written, whatever it keeps
+        warnings.filterwarnings("ignore", "Training interrupted by the user")
         try:
             return args.func(args)
         except SystemExit:
             raise
         except KeyboardInterrupt:
-            raise _fail("interrupted; no file was written.") from None
+            _exit_interrupted()
         except BrokenPipeError:  # the reader of stdout left (``| head``): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(1) from None

@@ -740,3 +740,77 @@ def test_out_to_a_socket_a_directory_link_or_a_loop_is_one_error_line(files, tmp
     finally:
         server.close()
     assert (tmp_path / "sock").is_socket() and (tmp_path / "dir").is_symlink()
+
+
+# ------------------------------------------------------ Ctrl-C (issue 20, item 11)
+INTERRUPTED = "error: interrupted (Ctrl-C); nothing was written, files already there are kept."
+
+
+def test_ctrl_c_in_training_writes_nothing_and_exits_130(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = _data(rng, n=3000, T=30, d=4)
+    np.savez(tmp_path / "big.npz", X=X, y=y)
+    out = tmp_path / "m.joblib"
+    out.write_bytes(b"the previous model")
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1",
+                   "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sklearn_fastgrnn", "train", "--data", "big.npz",
+         "--hidden-size", "32", "--max-iter", "100000", "--out", "m.joblib"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        for line in process.stdout:  # the first line of training is printed first
+            if line.startswith("input scaling"):
+                break
+        import time
+
+        time.sleep(1.5)  # in training now (it takes minutes)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [INTERRUPTED]
+    assert "test accuracy" not in stdout and "written" not in stdout
+    assert out.read_bytes() == b"the previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "m.joblib"]
+
+
+STARTUP_INTERRUPT = """
+import os, runpy, signal, sys
+
+class CtrlCOnImport:  # presses Ctrl-C when the start-up first imports numpy
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlCOnImport())
+sys.argv = ["sklearn_fastgrnn", *sys.argv[1:]]
+runpy.run_module("sklearn_fastgrnn", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_starting_is_one_line_not_a_traceback(files, tmp_path):
+    out = tmp_path / "m.joblib"
+    out.write_bytes(b"the previous model")
+    environment = {**os.environ,
+                   "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", STARTUP_INTERRUPT, "train", "--data", str(files / "d.npz"),
+         "--out", str(out)], capture_output=True, text=True, timeout=120, env=environment)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines() == [INTERRUPTED]
+    assert out.read_bytes() == b"the previous model"
+
+
+def test_importing_the_command_line_leaves_the_sigint_handler_alone():
+    code = ("import signal; before = signal.getsignal(signal.SIGINT); "
+            "import sklearn_fastgrnn.__main__ as m; "
+            "assert signal.getsignal(signal.SIGINT) is before; "
+            "m.main(['info', '--model', 'missing.joblib'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert "AssertionError" not in result.stderr
