@@ -623,6 +623,8 @@ def _bounded(kind, low, high=None, *, closed="both"):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n' * (kind is int)} "
                                              f"{kind.__name__}") from None
+        if not math.isfinite(value):  # float("nan") and float("inf") parse
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         low_ok = closed == "both"
         high_ok = closed != "neither"
         below = value < low if low_ok else value <= low

@@ -570,6 +570,10 @@ FAILURES = [  # (command line, what its error line says, exit status)
     (["train", "--data", "d.npz", "--batch-size", "many"], "argument --batch-size", 2),
     (["train", "--data", "d.npz", "--learning-rate", "0"], "must be > 0", 2),
     (["train", "--data", "d.npz", "--scaler", "minmax"], "argument --scaler", 2),
+    *[(["train", "--data", "d.npz", f"{option}={value}"], f"argument {option}: must be a finite "
+       f"number, got {value}", 2)
+      for option in ("--learning-rate", "--validation-fraction", "--test-size", "--sparsity")
+      for value in ("nan", "inf", "-inf", "NaN")],
     (["train", "--data", "short_member.npz", "--out", "m.joblib"],
      "array 'X' of short_member.npz is damaged or truncated: its header says shape "
      "(40, 4, 2) of float64 (2.6 KB), but the archive holds 172 bytes", 1),
