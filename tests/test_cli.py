@@ -132,18 +132,22 @@ def test_default_main_job(tmp_path):
     """`python -m sklearn_fastgrnn train` as README runs it."""
     result = run_cli("train", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Epoch 1, loss" in result.stdout
+    assert "Epoch" not in result.stdout  # one line sums up training by default
+    assert len(result.stdout.splitlines()) <= 8
+    assert "first half / second half: 898 train, 899 test" in result.stdout
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("training: "))
+    assert " epochs in " in summary and "kept the weights of epoch" in summary
     accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
     assert accuracy >= 0.9
     assert (tmp_path / "model.joblib").exists()
-    assert "model size: " in result.stdout and "training time: " in result.stdout
+    assert "model size: " in result.stdout
     assert "input scaling: SequenceScaler" in result.stdout
     model = joblib.load(tmp_path / "model.joblib")
     assert list(model.named_steps) == ["sequencescaler", "fastgrnnclassifier"]
 
 
 def test_help_for_each_command(capsys):
-    for command in ("train", "predict", "info", "export"):
+    for command in ("train", "predict", "info", "export", "digits"):
         with pytest.raises(SystemExit) as raised:
             main([command, "--help"])
         assert raised.value.code == 0
@@ -152,7 +156,7 @@ def test_help_for_each_command(capsys):
         if command in ("train", "predict"):  # how a CSV is read
             assert "first row is the header (column names) unless --no-header" in out
             assert "0-based index" in out
-        if command != "train":
+        if command not in ("train", "digits"):
             assert ".safetensors" in out
 
 
@@ -544,7 +548,15 @@ FAILURES = [  # (command line, what its error line says, exit status)
      "X contains NaN in sample", 1),
     (["train", "--data", "one_class.npz", "--out", "m.joblib"],
      "hold one class only (0.0)", 1),
-    (["train", "--data", "d.npz", "--test-size", "0"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--test-size=-0.1"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--test-size", "1"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--class-weight", "0=x"], "argument --class-weight", 2),
+    (["train", "--data", "d.npz", "--class-weight", "0=-1"], "argument --class-weight", 2),
+    (["train", "--data", "d.npz", "--gate-nonlinearity", "Sigmoid"],
+     "argument --gate-nonlinearity", 2),
+    (["train", "--data", "d.npz", "--dtype", "float16"], "argument --dtype", 2),
+    (["train", "--data", "d.npz", "--quiet", "--verbose"], "not allowed with argument", 2),
+    (["digits", "--out", "digits.txt"], "name a .npz or a .csv file", 1),
     (["train", "--data", "d.npz", "--test-size", "1.5"], "argument --test-size", 2),
     (["train", "--data", "d.npz", "--hidden-size", "0"], "argument --hidden-size", 2),
     (["train", "--data", "d.npz", "--max-iter", "x"], "argument --max-iter", 2),
@@ -818,3 +830,73 @@ def test_importing_the_command_line_leaves_the_sigint_handler_alone():
                             cwd=ROOT, timeout=120)
     assert result.returncode == 1 and "does not exist" in result.stderr
     assert "AssertionError" not in result.stderr
+
+
+# ------------------------------------------------ newcomer items (issue 20)
+def test_version(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["--version"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out.strip() == f"python -m sklearn_fastgrnn {sklearn_fastgrnn.__version__}"
+
+
+def test_train_on_all_the_data_with_the_new_options(files, tmp_path, capsys):
+    main(["train", "--data", str(files / "d.npz"), "--test-size", "0", "--max-iter", "2",
+          "--hidden-size", "3", "--gate-nonlinearity", "quant_sigmoid",
+          "--update-nonlinearity", "quant_tanh", "--dtype", "float64",
+          "--class-weight", "0=1,1=3", "--out", str(tmp_path / "m.joblib")])
+    out = capsys.readouterr().out
+    assert "all of it (--test-size 0: no test split): 40 train, 0 test" in out
+    assert "test accuracy: not measured" in out and "Epoch" not in out
+    scaler, clf = joblib.load(tmp_path / "m.joblib")
+    assert scaler.n_steps_seen_ == 40 * 4 and clf.n_iter_ == 2  # every sample trained on
+    assert (clf.gate_nonlinearity, clf.update_nonlinearity) == ("quant_sigmoid", "quant_tanh")
+    assert clf.dtype == "float64" and clf.class_weight == {0: 1.0, 1: 3.0}
+    main(["train", "--data", str(files / "d.npz"), "--max-iter", "2", "--hidden-size", "3",
+          "--class-weight", "balanced", "--verbose", "--out", str(tmp_path / "m.joblib")])
+    out = capsys.readouterr().out
+    assert "Epoch 1, loss" in out and "Epoch 2, loss" in out
+    assert joblib.load(tmp_path / "m.joblib")[-1].class_weight == "balanced"
+
+
+def test_a_class_of_one_sample_trains_on_all_the_data(rng, tmp_path, capsys):
+    X, y = _data(rng, n=30)
+    y[0] = 2  # one sample of class 2
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    with pytest.raises(SystemExit, match="or train on all the data .--test-size 0."):
+        main(["train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "m.joblib")])
+    main(["train", "--data", str(tmp_path / "d.npz"), "--test-size", "0", "--max-iter", "1",
+          "--out", str(tmp_path / "m.joblib")])
+    assert list(joblib.load(tmp_path / "m.joblib").classes_) == [0, 1, 2]
+
+
+def test_digits_command_writes_both_formats(tmp_path, capsys):
+    main(["digits", "--out", str(tmp_path / "d.npz")])
+    main(["digits", "--out", str(tmp_path / "d.csv")])
+    with np.load(tmp_path / "d.npz") as data:
+        X, y = data["X"], data["y"]
+    assert X.shape == (1797, 8, 8) and y.shape == (1797,)
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    assert len(lines) == 1798 and lines[0].startswith("key,label,t0c0,t0c1")
+    first = lines[1].split(",")
+    assert first[:2] == ["digit0", str(y[0])]
+    np.testing.assert_array_equal(np.array(first[2:], dtype=float), X[0].ravel())
+
+
+def _readme_cli_lines():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("The command line")[1].split("```bash\n")[1].split("```")[0]
+    return [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_readme_command_list_runs_in_order(tmp_path):
+    lines = _readme_cli_lines()
+    assert len(lines) >= 10
+    for args in lines:
+        assert args[:3] == ["python", "-m", "sklearn_fastgrnn"], args
+        result = run_cli(*args[3:], cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "warning:" not in result.stderr, (args, result.stderr)
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"model.joblib", "model.onnx", "model.safetensors", "pred.txt"} <= written
