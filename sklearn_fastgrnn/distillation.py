@@ -37,6 +37,8 @@ from . import _callbacks
 from ._losses import log_softmax
 from .classifier import FastGRNNClassifier
 
+__all__ = ["DistilledClassifier", "SoftTargetTransformer", "generate_soft_targets"]
+
 _TEACHER_METHODS = ("predict_log_proba", "predict_proba", "decision_function")
 
 

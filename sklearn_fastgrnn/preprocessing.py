@@ -20,6 +20,8 @@ from . import _callbacks
 from ._sequences import input_ndim, validate_sequences
 from .classifier import FastGRNNClassifier
 
+__all__ = ["SequenceScaler", "make_fastgrnn_pipeline", "pad_sequences"]
+
 
 @contextlib.contextmanager
 def _unchanged_on_error(scaler):

@@ -41,6 +41,8 @@ from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from .weights import check_classifier
 
+__all__ = ["export_c"]
+
 # Both dicts are keyed by the names of _nonlinearities.NONLINEARITIES (v: the argument)
 _FLOAT_NONLINEARITIES = {
     "sigmoid": "sigmoid_f(v)",

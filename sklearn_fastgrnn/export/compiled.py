@@ -28,6 +28,8 @@ from ..classifier import FastGRNNClassifier
 from ..compression import ONE, QuantizedFastGRNN
 from .c import export_c
 
+__all__ = ["CompiledPredictor", "compile_predictor"]
+
 # batches from this size are split over the CPU's cores
 _PARALLEL_MIN_SEQUENCES = 2048
 

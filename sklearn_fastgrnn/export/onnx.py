@@ -25,6 +25,8 @@ from .._version import __version__
 from ..preprocessing import SequenceScaler
 from .weights import check_classifier, check_scaler, unpack_model
 
+__all__ = ["to_onnx"]
+
 OPSET = 17
 INPUT_NAME = "X"
 

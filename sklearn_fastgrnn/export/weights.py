@@ -29,6 +29,8 @@ from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from ..preprocessing import SequenceScaler, make_fastgrnn_pipeline
 
+__all__ = ["load_weights", "save_weights"]
+
 FORMAT = "sklearn_fastgrnn.weights"
 FORMAT_VERSION = 1
 METADATA_KEY = "sklearn_fastgrnn"
