@@ -25,12 +25,12 @@ import time
 import warnings
 
 import numpy as np
+import suite
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 
-import suite
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn import classifier as classifier_module
 from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs

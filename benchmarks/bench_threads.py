@@ -25,9 +25,9 @@ import sys
 import time
 
 import numpy as np
+from bench_epoch import FULL_SHAPES, N_CLASSES, N_SAMPLES, SLEEP  # the same 12 shapes
 from threadpoolctl import threadpool_limits
 
-from bench_epoch import FULL_SHAPES, N_CLASSES, N_SAMPLES, SLEEP  # the same 12 shapes
 from sklearn_fastgrnn import FastGRNNClassifier
 
 LARGE_SHAPES = [(32, 4, 128, 256), (32, 4, 256, 256), (32, 4, 256, 1024)]

@@ -741,8 +741,9 @@ def _add_data(parser, labels):
         + ": its header name or 0-based index (-1 for the last)",
     )
     parser.add_argument(
-        "--id-column", metavar="COLUMN", help="key column of a CSV (name or 0-based index), left out "
-        "of the features" + ("" if labels else " and written first in the output"),
+        "--id-column", metavar="COLUMN",
+        help="key column of a CSV (name or 0-based index), left out of the features"
+        + ("" if labels else " and written first in the output"),
     )
     parser.add_argument("--no-header", action="store_true",
                         help="the CSV's first row is a sample, not column names")

@@ -256,7 +256,8 @@ class TrainingHistoryDisplay:
                 ))
         for panel_ax in self.axes_:
             panel_ax.grid(alpha=0.3)
-            panel_ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs
+            # epochs are whole numbers, also a single one
+            panel_ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         if len(epoch) == 1:
             self.axes_[-1].set_xlim(epoch[0] - 0.5, epoch[0] + 0.5)
         loss_ax.legend(loc="upper right", fontsize="small")

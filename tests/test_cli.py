@@ -837,7 +837,8 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as raised:
         main(["--version"])
     assert raised.value.code == 0
-    assert capsys.readouterr().out.strip() == f"python -m sklearn_fastgrnn {sklearn_fastgrnn.__version__}"
+    version = sklearn_fastgrnn.__version__
+    assert capsys.readouterr().out.strip() == f"python -m sklearn_fastgrnn {version}"
 
 
 def test_train_on_all_the_data_with_the_new_options(files, tmp_path, capsys):

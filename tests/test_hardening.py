@@ -1,4 +1,5 @@
-"""Issue "Hardening": bad input is a clear error, no file is damaged, weights files are untrusted."""
+"""Issue "Hardening": bad input is a clear error, no file is damaged, weights files are
+untrusted."""
 
 import json
 import os
@@ -10,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sklearn_fastgrnn import FastGRNNClassifier
-from sklearn_fastgrnn import _files
+from sklearn_fastgrnn import FastGRNNClassifier, _files
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import export_c, load_weights, save_weights, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipeline

@@ -152,7 +152,8 @@ def test_importing_the_package_does_not_import_matplotlib():
     code = (
         "import sys, sklearn_fastgrnn, sklearn_fastgrnn.plotting\n"
         "from sklearn_fastgrnn.plotting import TrainingHistoryDisplay\n"
-        "assert 'matplotlib' not in sys.modules, sorted(m for m in sys.modules if 'matplotlib' in m)\n"
+        "assert 'matplotlib' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'matplotlib' in m)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=pathlib.Path(__file__).parents[1])
@@ -194,6 +195,7 @@ def test_a_model_from_a_weights_file_is_told_why_it_has_no_history(rng, tmp_path
 
     save_weights(_fit(rng), tmp_path / "m.safetensors")
     loaded = load_weights(tmp_path / "m.safetensors")
-    with pytest.raises(TypeError, match="weights file .load_weights. holds the weights only") as info:
+    message = "weights file .load_weights. holds the weights only"
+    with pytest.raises(TypeError, match=message) as info:
         TrainingHistoryDisplay.from_estimator(loaded)
     assert "pass a fitted FastGRNNClassifier" not in str(info.value)

@@ -749,7 +749,7 @@ def _probe(model, clf, meta):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # probe has no feature names
             proba = model.predict_proba(probe)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever fails, the file is invalid
         raise meta.error(f"the model it describes can not predict: {exc!r}") from None
     if not (np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0)):
         raise meta.error(f"the model it describes predicts {proba.tolist()} on zeros.")
