@@ -187,6 +187,11 @@ class CompiledPredictor:
     without a copy. Pickling stores the model and rebuilds the library when
     loaded (in a temporary directory).
 
+    Input the model rejects (NaN inside a sequence, infinity) raises the
+    model's ``ValueError``; so does a sequence on which the float32 arithmetic
+    overflows (a relu non-linearity on large inputs), naming the sample,
+    instead of returning NaN.
+
     Attributes
     ----------
     model : FastGRNNClassifier or QuantizedFastGRNN
