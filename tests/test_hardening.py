@@ -531,3 +531,14 @@ def test_the_command_line_refuses_a_damaged_joblib_model(clf, data, tmp_path, ho
         assert re.search(DAMAGE[how].format("it would predict NaN or fail"),
                          raised.value.code), raised.value.code
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_error_quoting_a_long_value_of_the_file_is_cut(saved, tmp_path):
+    tensors, meta = _edited(saved, format="x" * 5000, classifier__params__solver="y" * 5000)
+    with pytest.raises(ValueError, match="Invalid weights file .*format is 'xxx") as raised:
+        load_weights(_write(tmp_path, tensors, meta))
+    assert len(str(raised.value)) < 500 + len(str(tmp_path)) + 50
+    tensors, meta = _edited(saved, classifier__params__solver="y" * 5000)
+    with pytest.raises(ValueError, match="hyper-parameters in classifier.params") as raised:
+        load_weights(_write(tmp_path, tensors, meta))
+    assert len(str(raised.value)) < 500 + len(str(tmp_path)) + 50

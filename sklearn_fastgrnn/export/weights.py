@@ -46,6 +46,7 @@ MAX_SIZE = 2**31 - 1  # timesteps, channels, features
 MAX_ABS_WEIGHT = 1e15  # coefs_: keeps logits of a sigmoid/tanh cell far from overflow
 MAX_SCALER_STATISTIC = 1e150  # |mean_|, scale_ and 1 / scale_ (so var_ <= 1e300)
 MAX_LABEL_CHARS = 1024  # width of a string dtype beyond its longest label
+MAX_MESSAGE_CHARS = 500  # an error quoting the file says at most this much of it
 
 
 # ------------------------------------------------------------ model structure
@@ -382,6 +383,10 @@ class _Metadata:
         self.document, self.source = document, source
 
     def error(self, message):
+        """The ValueError of an invalid file; the message cut to 500 characters,
+        since it may quote values of the file (names, strings) of any length."""
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         return ValueError(f"Invalid weights file {self.source}: {message}")
 
     def get(self, field, kinds, *, optional=False):
@@ -578,8 +583,8 @@ def _read_file(path):
         ) from None
     if bad:
         raise ValueError(
-            f"Invalid weights file {path}: tensors {bad} have unsupported dtypes; "
-            f"expected one of {list(_TENSOR_DTYPES)}."
+            f"Invalid weights file {path}: tensors {_short(bad)} have unsupported "
+            f"dtypes; expected one of {list(_TENSOR_DTYPES)}."
         )
     if METADATA_KEY not in header:
         raise ValueError(
