@@ -72,6 +72,11 @@ F32_MAX = float(np.finfo(np.float32).max)
 WEIGHTS_ERRORS = ("Invalid weights file", "is not a readable safetensors file",
                   "is a safetensors file without sklearn_fastgrnn metadata")
 DEFECTS = ("raw exception", "silent NaN", "special file replaced", "CLI not one line")
+# ONNX computes in float32 and checks nothing in the graph: a NaN row where
+# predict_proba of the float32 input is NaN too (a float32 overflow of the
+# model's own arithmetic, e.g. a relu gate on values of 1e15) is documented
+# behaviour, counted here and not as a defect
+NOTED = "float32 overflow"
 
 
 class Tally:
@@ -84,20 +89,20 @@ class Tally:
     def add(self, group, outcome, example=None):
         self.counts[group]["cases"] += 1
         self.counts[group][outcome] += 1
-        if outcome in DEFECTS and len(self.examples[outcome]) < 5:
-            self.examples[outcome].append(f"[{group}] {example}")
+        if outcome in (*DEFECTS, NOTED) and len(self.examples[outcome, group]) < 3:
+            self.examples[outcome, group].append(example)
 
     def table(self):
-        columns = ("cases", "clean error", "checked", *DEFECTS)
+        columns = ("cases", "clean error", "checked", NOTED, *DEFECTS)
         lines = [f"{'group':<20}" + "".join(f"{c:>23}" for c in columns)]
         total = collections.Counter()
         for group, counts in self.counts.items():
             total.update(counts)
             lines.append(f"{group:<20}" + "".join(f"{counts[c]:>23}" for c in columns))
         lines.append(f"{'total':<20}" + "".join(f"{total[c]:>23}" for c in columns))
-        for defect in DEFECTS:
-            for example in self.examples[defect]:
-                lines.append(f"  {defect}: {example}")
+        for (outcome, group), examples in self.examples.items():
+            for example in examples:
+                lines.append(f"  {outcome} [{group}]: {example}")
         return "\n".join(lines)
 
 
@@ -584,11 +589,13 @@ def fuzz_exports(tally, rng, n_models, workdir):
                 nan_rows = np.isnan(proba).any(axis=1) & finite
                 if nan_rows.any():
                     outcome = "silent NaN"
-                elif np.abs(proba[finite] - expected[finite]).max(initial=0) > 1e-5:
-                    outcome = "raw exception"  # a silent wrong answer: counted as a defect
                 else:
-                    outcome = "checked"
-                detail = f"compiled, {name}, {clf.get_params()}"
+                    error = np.abs(proba[finite] - expected[finite]).max(initial=0)
+                    # beyond 1e-5: a silent wrong answer, counted as a defect
+                    outcome = "checked" if error <= 1e-5 else "raw exception"
+                detail = (f"{name}, {clf.gate_nonlinearity}/{clf.update_nonlinearity}, "
+                          f"H={clf.hidden_size}, dtype {clf.dtype}, max |C - predict_proba| "
+                          f"{np.abs(proba[finite] - expected[finite]).max(initial=0):.2g}")
             except ValueError as exc:
                 outcome = "clean error" if "overflows" in str(exc) or "inf" in str(exc) else (
                     "raw exception")
@@ -596,22 +603,29 @@ def fuzz_exports(tally, rng, n_models, workdir):
             except Exception as exc:  # noqa: BLE001
                 outcome, detail = "raw exception", f"compiled, {name}: {_short(exc)}"
             tally.add("compiled predictor", outcome, detail)
-            # ONNX: float32 arithmetic and no input check (documented); compare
-            # where its float32 computation stays finite
+            # ONNX: float32 arithmetic, as predict_proba computes for float32 input
+            X32 = Xc.astype(np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected32 = clf.predict_proba(X32)
+            finite32 = np.isfinite(expected32).all(axis=1)
+            detail = (f"{name}, {clf.gate_nonlinearity}/{clf.update_nonlinearity}, "
+                      f"H={clf.hidden_size}, dtype {clf.dtype}")
             try:
-                onnx_proba = session.run(None, {"X": Xc.astype(np.float32)})[0]
-                nan_rows = np.isnan(onnx_proba).any(axis=1) & finite
-                if nan_rows.any():
+                onnx_proba = session.run(None, {"X": X32})[0]
+                nan_rows = np.isnan(onnx_proba).any(axis=1)
+                if (nan_rows & finite32).any():
                     outcome = "silent NaN"
-                elif np.abs(onnx_proba[finite] - expected[finite]).max(initial=0) > 1e-4:
-                    outcome = "raw exception"
+                elif (nan_rows & finite).any():
+                    outcome = NOTED
                 else:
-                    outcome = "checked"
+                    both = finite & finite32
+                    error = np.abs(onnx_proba[both] - expected[both]).max(initial=0)
+                    outcome = "checked" if error <= 1e-4 else "raw exception"
+                    detail += f", max |onnx - predict_proba| {error:.2g}"
             except Exception as exc:  # noqa: BLE001
-                outcome = "raw exception"
-                detail = _short(exc)
-            tally.add("ONNX", outcome, f"{name}, {clf.gate_nonlinearity}/"
-                      f"{clf.update_nonlinearity}, dtype {clf.dtype}")
+                outcome, detail = "raw exception", _short(exc)
+            tally.add("ONNX", outcome, detail)
 
 
 # ------------------------------------------------------------------- 6 int8
@@ -680,6 +694,8 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every group's number of cases (default 1: ~11,000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--groups", help="run only these steps, comma-separated (e.g. "
+                        "exports,int8); default: all")
     args = parser.parse_args()
     sizes = {"weights": 3000, "joblib": 1200, "cli": 2300, "processes": 240,
              "special": 300, "export models": 120, "int8 models": 150, "damaged": 600}
@@ -699,7 +715,10 @@ def main():
             ("damaged exports", lambda: fuzz_damaged_exports(tally, rng, sizes["damaged"],
                                                              workdir)),
         ]
+        chosen = args.groups.split(",") if args.groups else [name for name, _ in steps]
         for name, step in steps:
+            if name not in chosen:
+                continue
             t = time.perf_counter()
             try:
                 with warnings.catch_warnings():

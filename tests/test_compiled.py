@@ -250,3 +250,22 @@ def test_int8_input_saturates_as_in_python_for_huge_values(data, value):
     assert_array_equal(compiled.logits(X_big), q.quantized_logits(X_big))
     assert_array_equal(compiled.predict_proba(X_big), q.predict_proba(X_big))
     assert_array_equal(compiled.predict(X_big), q.predict(X_big))
+
+
+@pytest.mark.parametrize("w_rank", [None, 2])
+def test_inputs_near_the_float32_maximum_in_several_channels(w_rank):
+    # a float32 sum of x_i W_ij over 4 channels near the float32 maximum overflows
+    # halfway (and low rank twice: x W1, then W2) where predict_proba does not
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4, 4)), np.arange(60) % 2
+    top = np.finfo(np.float32).max
+    X_big = (rng.choice([-1.0, 1.0], (200, 4, 4)) * top * rng.uniform(0.5, 1.0, (200, 4, 4))
+             ).astype(np.float32)
+    cells = (("tanh", "quant_sigmoid"), ("sigmoid", "tanh"), ("quant_sigmoid", "quant_tanh"))
+    for gate, update in cells:
+        clf = FastGRNNClassifier(8, w_rank=w_rank, gate_nonlinearity=gate,
+                                 update_nonlinearity=update, max_iter=2, random_state=1).fit(X, y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = clf.predict_proba(X_big)
+        assert np.isfinite(expected).all()
+        assert_allclose(compile_predictor(clf).predict_proba(X_big), expected, rtol=0, atol=1e-5)

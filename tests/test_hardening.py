@@ -542,3 +542,23 @@ def test_an_error_quoting_a_long_value_of_the_file_is_cut(saved, tmp_path):
     with pytest.raises(ValueError, match="hyper-parameters in classifier.params") as raised:
         load_weights(_write(tmp_path, tensors, meta))
     assert len(str(raised.value)) < 500 + len(str(tmp_path)) + 50
+
+
+@pytest.mark.parametrize("w_rank", [None, 2])
+def test_onnx_inputs_near_the_float32_maximum_do_not_overflow_halfway(w_rank):
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4, 4)), np.arange(60) % 2
+    top = np.finfo(np.float32).max
+    X_big = (rng.choice([-1.0, 1.0], (200, 4, 4)) * top * rng.uniform(0.5, 1.0, (200, 4, 4))
+             ).astype(np.float32)
+    for gate, update in (("tanh", "quant_tanh"), ("sigmoid", "quant_tanh"), ("sigmoid", "tanh")):
+        clf = FastGRNNClassifier(5, w_rank=w_rank, gate_nonlinearity=gate,
+                                 update_nonlinearity=update, max_iter=2, random_state=1).fit(X, y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = clf.predict_proba(X_big)
+        assert np.isfinite(expected).all()
+        session = ort.InferenceSession(to_onnx(clf).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        proba = session.run(None, {"X": X_big})[0]
+        np.testing.assert_allclose(proba, expected, rtol=0, atol=1e-4)

@@ -196,16 +196,18 @@ class _Writer:
     def sym(self, key):
         return f"{self.name}_{key}"
 
-    def matrix(self, key, values, sparse):
-        """C arrays of one matrix and a call template computing ``out = v @ M``."""
+    def matrix(self, key, values, sparse, variant=""):
+        """C arrays of one matrix and a call template computing ``out = v @ M``
+        (with the product helpers of ``variant``: "" or "_d", in double)."""
         rows, cols = values.shape
         if not sparse:
-            self.used.add("dense")
+            self.used.add(("dense", variant))
             decl = _array(self.value_ctype, self.sym(key), values, self.value_format)
-            return decl, f"dense_product({{v}}, {self.sym(key)}, {rows}, {cols}, {{out}});"
+            return decl, (f"dense_product{variant}({{v}}, {self.sym(key)}, {rows}, {cols}, "
+                          "{out});")
         small = index_bytes(rows) == 1
         suffix, index = ("u8", "uint8_t") if small else ("u16", "uint16_t")
-        self.used.add(suffix)
+        self.used.add((suffix, variant))
         columns = values.T
         col, row = np.nonzero(columns)  # column-major order of the non-zeros
         decl = (
@@ -215,19 +217,19 @@ class _Writer:
                      self.value_format)
         )
         call = (
-            f"sparse_product_{suffix}({{v}}, {self.sym(key + '_count')}, "
+            f"sparse_product_{suffix}{variant}({{v}}, {self.sym(key + '_count')}, "
             f"{self.sym(key + '_row')}, {self.sym(key + '_value')}, {cols}, {{out}});"
         )
         return decl, call
 
-    def product_helpers(self, v_type, m_type, acc_type, zero):
+    def product_helpers(self, v_type, m_type, acc_type, zero, variant=""):
         text = ""
-        if "dense" in self.used:
+        if ("dense", variant) in self.used:
             text += f"""
 /* out[j] = sum_i v[i] * m[i * cols + j], summed in the order of i; the inner
    loop runs along a row of m, so that it vectorises without reordering sums */
-static void dense_product(const {v_type} *restrict v, const {m_type} *restrict m, int rows,
-                          int cols, {acc_type} *restrict out)
+static void dense_product{variant}(const {v_type} *restrict v, const {m_type} *restrict m,
+                          int rows, int cols, {acc_type} *restrict out)
 {{
     int i, j;
     for (j = 0; j < cols; ++j) {{
@@ -243,11 +245,12 @@ static void dense_product(const {v_type} *restrict v, const {m_type} *restrict m
 }}
 """
         for suffix, index in (("u8", "uint8_t"), ("u16", "uint16_t")):
-            if suffix in self.used:
+            if (suffix, variant) in self.used:
                 text += f"""
 /* the same over the non-zeros of each column: count[j] pairs (row, value) */
-static void sparse_product_{suffix}(const {v_type} *v, const {index} *count, const {index} *row,
-                             const {m_type} *value, int cols, {acc_type} *out)
+static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *count,
+                             const {index} *row, const {m_type} *value, int cols,
+                             {acc_type} *out)
 {{
     int j, k, next = 0;
     for (j = 0; j < cols; ++j) {{
@@ -345,21 +348,24 @@ class _FloatWriter(_Writer):
         self.hidden_size = self.coefs["V"].shape[0]
         self.sparse = set(sparse_keys(model))
 
-    def chain(self, chain, v, out):
+    def chain(self, chain, v, out, variant="", mid="mid"):
         """Arrays and statements for ``out = v @ W`` (``W1 @ W2`` through ``mid``)."""
         keys = [k for k in (chain, chain + "1", chain + "2") if k in self.coefs]
         decls, lines = "", []
         for position, key in enumerate(keys):
-            decl, call = self.matrix(key, self.coefs[key], key in self.sparse)
+            decl, call = self.matrix(key, self.coefs[key], key in self.sparse, variant)
             decls += decl
-            lines.append(call.format(v=v, out=out if position == len(keys) - 1 else "mid"))
-            v = "mid"
+            lines.append(call.format(v=v, out=out if position == len(keys) - 1 else mid))
+            v = mid
         return decls, "\n        ".join(lines)
 
     def source(self):
         n, N, c = self.name, self.NAME, self.coefs
         H, D, C = f"{N}_HIDDEN_SIZE", f"{N}_N_CHANNELS", f"{N}_N_CLASSES"
-        w_decl, w_code = self.chain("W", "xt", "pre")
+        # the input term in double: a float32 sum of inputs near the float32
+        # maximum could overflow halfway (inf, or inf - inf = NaN) where the
+        # whole sum does not; its float32 value then saturates the cell
+        w_decl, w_code = self.chain("W", "xd", "pre_d", variant="_d", mid="mid_d")
         u_decl, u_code = self.chain("U", "h", "rec")
         v_decl, v_code = self.chain("V", "h", "logits")
         mid = max([c[k].shape[1] for k in ("W1", "U1") if k in c], default=1)
@@ -378,7 +384,8 @@ class _FloatWriter(_Writer):
 {w_decl}{u_decl}{v_decl}{biases}
 static const float {n}_sigmoid_zeta = {_float_literal(sz)};
 static const float {n}_sigmoid_nu = {_float_literal(sn)};
-{self.product_helpers("float", "float", "float", "0.0f")}{math}
+{self.product_helpers("float", "float", "float", "0.0f")}{
+    self.product_helpers("double", "float", "double", "0.0", variant="_d")}{math}
 static inline float gate(float v)
 {{
     return {_FLOAT_NONLINEARITIES[self.model.gate_nonlinearity]};
@@ -391,9 +398,11 @@ static inline float update(float v)
 
 int {n}_logits(const float *x, int length, float *logits)
 {{
-    float h[{H}], pre[{H}], rec[{H}], mid[{mid}];
+    float h[{H}], rec[{H}], mid[{mid}];
+    double xd[{D}], pre_d[{H}], mid_d[{mid}];
     int t, j;
     (void)mid;
+    (void)mid_d;
     if (x == NULL || logits == NULL || length < 1) {{
         return -1;
     }}
@@ -402,10 +411,13 @@ int {n}_logits(const float *x, int length, float *logits)
     }}
     for (t = 0; t < length; ++t) {{
         const float *xt = x + (size_t)t * {D};
+        for (j = 0; j < {D}; ++j) {{
+            xd[j] = xt[j];
+        }}
         {w_code}
         {u_code}
         for (j = 0; j < {H}; ++j) {{
-            float a = pre[j] + rec[j];
+            float a = (float)pre_d[j] + rec[j];
             float z = gate(a + {n}_bias_gate[j]);
             float c = update(a + {n}_bias_update[j]);
             h[j] = ({n}_sigmoid_zeta * (1.0f - z) + {n}_sigmoid_nu) * c + z * h[j];
