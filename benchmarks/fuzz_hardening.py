@@ -21,9 +21,10 @@ Seven groups of random cases, each judged by what the package promises:
    directory: the special file is still what it was afterwards;
 5. exports: random small models (every non-linearity, low rank, sparse) in
    ONNX (onnxruntime) and through ``compile_predictor`` against
-   ``predict_proba`` on random and extreme inputs: within 1e-5 (the compiled
-   code may instead raise its float32-overflow error), and no NaN row where
-   ``predict_proba`` is finite;
+   ``predict_proba`` on random and extreme inputs: within 1e-5 (ONNX 1e-4), or
+   twice what ``predict_proba``'s own float32 arithmetic drifts from float64
+   when that is more (long sequences); the compiled code may instead raise its
+   float32-overflow error; no NaN row where ``predict_proba`` is finite;
 6. int8: ``compile_predictor`` of a ``QuantizedFastGRNN`` against its Python
    arithmetic on random and extreme inputs (up to the float32 maximum):
    identical integer logits;
@@ -579,10 +580,18 @@ def fuzz_exports(tally, rng, n_models, workdir):
             tally.add("exports", "raw exception", f"model {m}: {_short(exc)}")
             continue
         for name, Xc in extreme_inputs(rng, 6, X.shape[1], d).items():
+            X32 = Xc.astype(np.float32)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 expected = clf.predict_proba(Xc)
+                expected32 = clf.predict_proba(X32)
             finite = np.isfinite(expected).all(axis=1)
+            finite32 = np.isfinite(expected32).all(axis=1)
+            # float32 arithmetic, the C code's, drifts from float64 over long
+            # sequences: allow what the NumPy engine's own float32 path drifts
+            both = finite & finite32
+            drift = np.abs(expected32[both] - expected[both]).max(initial=0)
+            tolerance = max(1e-5, 2 * drift)
             # compiled predictor: within 1e-5, or its overflow error, never NaN rows
             try:
                 proba = compiled.predict_proba(Xc)
@@ -591,11 +600,12 @@ def fuzz_exports(tally, rng, n_models, workdir):
                     outcome = "silent NaN"
                 else:
                     error = np.abs(proba[finite] - expected[finite]).max(initial=0)
-                    # beyond 1e-5: a silent wrong answer, counted as a defect
-                    outcome = "checked" if error <= 1e-5 else "raw exception"
+                    # beyond it: a silent wrong answer, counted as a defect
+                    outcome = "checked" if error <= tolerance else "raw exception"
                 detail = (f"{name}, {clf.gate_nonlinearity}/{clf.update_nonlinearity}, "
                           f"H={clf.hidden_size}, dtype {clf.dtype}, max |C - predict_proba| "
-                          f"{np.abs(proba[finite] - expected[finite]).max(initial=0):.2g}")
+                          f"{np.abs(proba[finite] - expected[finite]).max(initial=0):.2g}, "
+                          f"float32 drift of predict_proba {drift:.2g}")
             except ValueError as exc:
                 outcome = "clean error" if "overflows" in str(exc) or "inf" in str(exc) else (
                     "raw exception")
@@ -604,11 +614,6 @@ def fuzz_exports(tally, rng, n_models, workdir):
                 outcome, detail = "raw exception", f"compiled, {name}: {_short(exc)}"
             tally.add("compiled predictor", outcome, detail)
             # ONNX: float32 arithmetic, as predict_proba computes for float32 input
-            X32 = Xc.astype(np.float32)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                expected32 = clf.predict_proba(X32)
-            finite32 = np.isfinite(expected32).all(axis=1)
             detail = (f"{name}, {clf.gate_nonlinearity}/{clf.update_nonlinearity}, "
                       f"H={clf.hidden_size}, dtype {clf.dtype}")
             try:
@@ -619,9 +624,8 @@ def fuzz_exports(tally, rng, n_models, workdir):
                 elif (nan_rows & finite).any():
                     outcome = NOTED
                 else:
-                    both = finite & finite32
                     error = np.abs(onnx_proba[both] - expected[both]).max(initial=0)
-                    outcome = "checked" if error <= 1e-4 else "raw exception"
+                    outcome = "checked" if error <= max(1e-4, 2 * drift) else "raw exception"
                     detail += f", max |onnx - predict_proba| {error:.2g}"
             except Exception as exc:  # noqa: BLE001
                 outcome, detail = "raw exception", _short(exc)
