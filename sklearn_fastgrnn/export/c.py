@@ -362,10 +362,20 @@ class _FloatWriter(_Writer):
     def source(self):
         n, N, c = self.name, self.NAME, self.coefs
         H, D, C = f"{N}_HIDDEN_SIZE", f"{N}_N_CHANNELS", f"{N}_N_CLASSES"
-        # the input term in double: a float32 sum of inputs near the float32
-        # maximum could overflow halfway (inf, or inf - inf = NaN) where the
-        # whole sum does not; its float32 value then saturates the cell
-        w_decl, w_code = self.chain("W", "xd", "pre_d", variant="_d", mid="mid_d")
+        # The input term: in float32 while no partial sum can overflow (inputs
+        # up to safe_input), else in double: a float32 sum of inputs near the
+        # float32 maximum could overflow halfway (inf, or inf - inf = NaN)
+        # where the whole sum does not; its float32 value then saturates the cell
+        w_decl, w_code = self.chain("W", "xt", "pre")
+        _, w_code_d = self.chain("W", "xd", "pre_d", variant="_d", mid="mid_d")
+        w_code, w_code_d = (code.replace("\n        ", "\n            ")
+                            for code in (w_code, w_code_d))
+        # bound every partial sum of x W (and of x W1, then W2) by max|x| * gain
+        gain = worst = 1.0
+        for key in [k for k in ("W", "W1", "W2") if k in c]:
+            gain *= float(np.abs(c[key].astype(np.float64)).sum(axis=0).max(initial=0.0))
+            worst = max(worst, gain)
+        safe_input = float(np.finfo(np.float32).max) / 4 / worst
         u_decl, u_code = self.chain("U", "h", "rec")
         v_decl, v_code = self.chain("V", "h", "logits")
         mid = max([c[k].shape[1] for k in ("W1", "U1") if k in c], default=1)
@@ -398,7 +408,7 @@ static inline float update(float v)
 
 int {n}_logits(const float *x, int length, float *logits)
 {{
-    float h[{H}], rec[{H}], mid[{mid}];
+    float h[{H}], pre[{H}], rec[{H}], mid[{mid}];
     double xd[{D}], pre_d[{H}], mid_d[{mid}];
     int t, j;
     (void)mid;
@@ -411,13 +421,25 @@ int {n}_logits(const float *x, int length, float *logits)
     }}
     for (t = 0; t < length; ++t) {{
         const float *xt = x + (size_t)t * {D};
+        float largest = 0.0f;
         for (j = 0; j < {D}; ++j) {{
-            xd[j] = xt[j];
+            float magnitude = xt[j] < 0.0f ? -xt[j] : xt[j];
+            largest = magnitude > largest ? magnitude : largest;
         }}
-        {w_code}
+        if (largest <= {_float_literal(safe_input)}) {{ /* no float32 sum can overflow */
+            {w_code}
+        }} else {{
+            for (j = 0; j < {D}; ++j) {{
+                xd[j] = xt[j];
+            }}
+            {w_code_d}
+            for (j = 0; j < {H}; ++j) {{
+                pre[j] = (float)pre_d[j];
+            }}
+        }}
         {u_code}
         for (j = 0; j < {H}; ++j) {{
-            float a = (float)pre_d[j] + rec[j];
+            float a = pre[j] + rec[j];
             float z = gate(a + {n}_bias_gate[j]);
             float c = update(a + {n}_bias_update[j]);
             h[j] = ({n}_sigmoid_zeta * (1.0f - z) + {n}_sigmoid_nu) * c + z * h[j];
