@@ -46,7 +46,6 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
-
 import suite
 
 # Every model the benchmark can fit, and the ones it fits unless told otherwise.
@@ -304,8 +303,8 @@ def fit_one(model, data, seed, args):
 
 def run_dataset(name, args):
     """Fit every model on every input kind of one dataset; returns its records."""
-    from threadpoolctl import threadpool_limits
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
     warnings.simplefilter("ignore", ConvergenceWarning)
     records = []

@@ -19,8 +19,8 @@ Data: scikit-learn's digits read as sequences of 8 rows of 8 pixels
 4. With those fixed, student alone and distilled student are trained with seeds
    ``0 .. n_seeds - 1`` (the teacher is deterministic) and scored once on the
    test half. Reported: mean, standard deviation, range, the per-seed paired
-   difference (with a paired t-test), and model sizes (``model_size_bytes_``; for the SVC, its support
-   vectors, dual coefficients and the calibration parameters at 4 bytes each).
+   difference (with a paired t-test), and model sizes (``model_size_bytes_``; for
+   the SVC, its support vectors, dual coefficients and the calibration parameters at 4 bytes each).
 
 Run ``python benchmarks/bench_distillation.py`` (a few minutes on 2 cores) or
 ``--quick`` for a smoke run (fewer seeds, a smaller grid).

@@ -38,7 +38,6 @@ import time
 import warnings
 
 import numpy as np
-
 import suite
 from bench_accuracy import flat, fmt_s, git_commit, params_text, parse_params, pickle_kb
 

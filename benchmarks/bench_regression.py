@@ -49,7 +49,6 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
-
 import regression_suite
 from bench_accuracy import (
     MINIROCKET_PADS,

@@ -30,9 +30,7 @@ import sys
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
-
-from bench_epoch import (  # the same shapes
+from bench_epoch import (  # the same 12 shapes  # the same shapes
     ENGINE_SHAPES,
     FULL_SHAPES,
     N_CLASSES,
@@ -44,6 +42,8 @@ from bench_epoch import (  # the same shapes
     make_engine_data,
     timed_epoch,
 )
+from threadpoolctl import threadpool_limits
+
 from sklearn_fastgrnn import FastGRNNClassifier
 
 LARGE_SHAPES = [(32, 4, 128, 256), (32, 4, 256, 256), (32, 4, 256, 1024)]

@@ -17,7 +17,6 @@ import os
 import sys
 
 import numpy as np
-
 from bench_regression import INPUTS, MODELS
 from compare_results import read_records
 

@@ -39,7 +39,6 @@ float64 ``y`` of shape ``(n,)``.
 """
 
 import numpy as np
-
 from suite import _finish, _pad_to
 
 

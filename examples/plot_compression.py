@@ -58,7 +58,7 @@ for name, accuracy, size, _ in rows:
 # divides the bytes of every tensor by about 4 and changes few predictions.
 # The x axis is logarithmic; KB are bytes / 1024.
 
-fig, ax = plt.subplots(figsize=(6.4, 4))
+fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
 for i, (name, _) in enumerate(variants.items()):
     (_, acc32, kb32, _), (_, acc8, kb8, _) = rows[2 * i], rows[2 * i + 1]
     color = f"C{i}"
@@ -66,6 +66,7 @@ for i, (name, _) in enumerate(variants.items()):
     ax.plot(kb32 / 1024, acc32, "o", color=color, label=f"{name} (float32)")
     ax.plot(kb8 / 1024, acc8, "s", color=color, label=f"{name} + int8")
 ax.set_xscale("log")
+ax.margins(x=0.08, y=0.15)  # no marker on the frame
 sizes = [row[2] / 1024 for row in rows]
 ax.set_xticks([t for t in (1, 2, 3, 5, 10, 20, 50) if min(sizes) / 1.5 <= t <= max(sizes) * 1.5])
 ax.xaxis.set_major_formatter("{x:g}")
@@ -74,8 +75,8 @@ ax.set_xlabel("model size (KB)")
 ax.set_ylabel("test accuracy")
 ax.set_title("FastGRNN on digits: accuracy against size")
 ax.grid(alpha=0.3, which="both")
-ax.legend(fontsize="small", loc="lower right")
-fig.tight_layout()
+# beside the axes, where it can hide no point
+ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
 
 # %%
 # The smallest model, tensor by tensor, and as C code

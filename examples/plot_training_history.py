@@ -26,13 +26,15 @@ X_train, X_test, y_train, y_test = split_halves(X, y)
 # Early stopping
 # --------------
 # 10% of the training data is held out; training stops once the validation
-# accuracy has not improved for ``n_iter_no_change`` epochs, and the best
-# weights come back.
+# loss (the default ``scoring="loss"``) has not improved for
+# ``n_iter_no_change`` epochs, and the weights of its best epoch come back.
+# The accuracy on the held-out part is drawn too.
 
 clf = FastGRNNClassifier(hidden_size=32, early_stopping=True, random_state=0)
 clf.fit(X_train, y_train)
-print(f"{clf.n_iter_} epochs, best validation accuracy "
-      f"{clf.best_validation_score_:.3f}, test accuracy {clf.score(X_test, y_test):.3f}")
+print(f"{clf.n_iter_} epochs, kept epoch {clf.best_epoch_} (lowest validation loss; "
+      f"validation accuracy {clf.best_validation_score_:.3f}), test accuracy "
+      f"{clf.score(X_test, y_test):.3f}")
 display = TrainingHistoryDisplay.from_estimator(clf)
 
 # %%

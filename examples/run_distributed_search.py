@@ -37,7 +37,7 @@ PARAM_GRID = {
 def search(X, y, n_jobs):
     """4 candidates x 3 folds of a scaled FastGRNN pipeline."""
     pipeline = make_fastgrnn_pipeline(
-        "sequence", early_stopping=True, n_iter_no_change=3, max_iter=50, random_state=0
+        "sequence", early_stopping=True, n_iter_no_change=3, max_iter=200, random_state=0
     )
     return GridSearchCV(pipeline, PARAM_GRID, cv=3, n_jobs=n_jobs).fit(X, y)
 

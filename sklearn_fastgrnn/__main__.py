@@ -14,33 +14,64 @@ takes a joblib file or a ``.safetensors`` weights file (read with
 ``load_weights``, never unpickled).
 
 Every failure ends with one ``error: ...`` line on stderr, saying what was
-wrong and what to do, and a non-zero exit status: 2 for a malformed command
-line (argparse), 1 otherwise. ``--debug`` (or ``SKLEARN_FASTGRNN_DEBUG=1``)
-shows the traceback instead.
+wrong and what to do, and a non-zero exit status: 130 after Ctrl-C (at any
+moment, and nothing is written), 2 for a malformed command line (argparse), 1
+otherwise. ``--debug`` (or ``SKLEARN_FASTGRNN_DEBUG=1``) shows the traceback
+instead.
 """
 
 import argparse
 import csv
 import io
+import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
 import zipfile
 
-import joblib
-import numpy as np
-from sklearn.exceptions import NotFittedError
-from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
+# Ctrl-C: exit status 130 (128 + SIGINT, as a shell reports it), one line, and
+# no file written; from the first line on, before the imports below take their
+# second (the package root imports nothing heavy, see __init__.py)
+INTERRUPTED_STATUS = 130
+INTERRUPTED = "error: interrupted (Ctrl-C); nothing was written, files already there are kept."
 
-from . import FastGRNNClassifier
-from ._files import check_writable, write_atomically
-from .compression import QuantizedFastGRNN, quantize
-from .datasets import load_digits_sequences, split_halves
-from .export import FORMATS
-from .preprocessing import make_fastgrnn_pipeline
+
+def _exit_interrupted(signum=None, frame=None):
+    print(INTERRUPTED, file=sys.stderr)
+    raise SystemExit(INTERRUPTED_STATUS)
+
+
+def _on_sigint(handler):
+    """Install a SIGINT handler; the previous one, or None when none was installed:
+    outside the main thread, or when SIGINT is ignored (a background job)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        return None
+    return signal.signal(signal.SIGINT, handler)
+
+
+_PREVIOUS_SIGINT = _on_sigint(_exit_interrupted)
+
+import joblib  # noqa: E402 - after the Ctrl-C handler
+import numpy as np  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+from . import FastGRNNClassifier, __version__  # noqa: E402
+from ._files import check_writable, write_atomically  # noqa: E402
+from ._nonlinearities import NONLINEARITIES  # noqa: E402
+from .compression import QuantizedFastGRNN, quantize  # noqa: E402
+from .datasets import load_digits_sequences, split_halves  # noqa: E402
+from .export import FORMATS  # noqa: E402
+from .preprocessing import make_fastgrnn_pipeline  # noqa: E402
+
+if _PREVIOUS_SIGINT is not None:  # imported, not run: give the handler back
+    signal.signal(signal.SIGINT, _PREVIOUS_SIGINT)
 
 DEBUG_VARIABLE = "SKLEARN_FASTGRNN_DEBUG"
 
@@ -174,31 +205,63 @@ def _read_table(path, target, id_column, header):
     return X, y, ids, id_name
 
 
+def _npy_header(archive, member):
+    """``(shape, dtype, data bytes in the member)`` of an ``.npy`` member of a zip
+    archive, read from its header alone (nothing is allocated for the data)."""
+    with archive.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, _, dtype = read(f)
+        return shape, dtype, archive.getinfo(member).file_size - f.tell()
+
+
 def _read_npz(path):
-    """Arrays ``X`` and ``y`` (or None) of a ``.npz`` file, read without pickle."""
+    """Arrays ``X`` and ``y`` (or None) of a ``.npz`` file, read without pickle.
+
+    The header of each array is read first: an object array (which only pickle
+    reads) and an array whose header claims more data than the archive holds
+    (a damaged or truncated file) are refused before anything is allocated.
+    """
     advice = "Write it with numpy.savez(path, X=np.asarray(X, dtype=float), y=np.asarray(y))."
     try:
-        with np.load(path, allow_pickle=False) as data:
-            names = list(data)
+        with zipfile.ZipFile(path) as archive:
+            names = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
             if "X" not in names:
                 raise _fail(f"{path} has no array named 'X' (found {names}).")
-            arrays = {}
             for name in ("X", "y"):
-                if name in names:
-                    try:
-                        arrays[name] = data[name]
-                    except ValueError:  # an object array: only pickle reads it
-                        raise _fail(
-                            f"array {name!r} of {path} holds Python objects (dtype "
-                            "object), which are not read because unpickling can run "
-                            f"code. {advice}"
-                        ) from None
-            return arrays["X"], arrays.get("y")
+                if name not in names:
+                    continue
+                shape, dtype, available = _npy_header(archive, name + ".npy")
+                if dtype.hasobject:
+                    raise _fail(
+                        f"array {name!r} of {path} holds Python objects (dtype object), "
+                        "which are not read because unpickling can run code. " + advice
+                    )
+                needed = math.prod(shape) * dtype.itemsize
+                if needed > available:
+                    raise _fail(
+                        f"array {name!r} of {path} is damaged or truncated: its header "
+                        f"says shape {shape} of {dtype} ({_bytes(needed)}), but the "
+                        f"archive holds {_bytes(max(available, 0))} of it. " + advice
+                    )
+        with np.load(path, allow_pickle=False) as data:
+            return data["X"], (data["y"] if "y" in names else None)
     except (zipfile.BadZipFile, EOFError, OSError, TypeError, ValueError) as exc:
         raise _fail(
             f"{path} is not a readable .npz archive of plain arrays ({_one_line(exc)}); "
             f"it may be truncated, or pickled (which is not read: it can run code). {advice}"
         ) from None
+
+
+def _bytes(n):
+    """``n`` bytes in words: "812 bytes", "3.1 MB", "80.0 GB"."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return _count(n, "byte")
 
 
 def _load_data(path, args, need_y):
@@ -296,7 +359,24 @@ def _load_model(path, *, any_classifier=False):
                 f"{path} holds an unfitted {type(model).__name__}; fit it before "
                 "saving, or train one with 'python -m sklearn_fastgrnn train'."
             ) from None
+    _check_damage(model, clf, path)
     return model
+
+
+def _check_damage(model, clf, path):
+    """Refuse a model file whose weights or scaler statistics are damaged (NaN,
+    infinite, shapes that do not match), as ``load_weights`` refuses such a file."""
+    from .export.weights import SCALERS, check_classifier, check_scaler
+
+    steps = model.steps[:-1] if isinstance(model, Pipeline) else []
+    try:
+        if isinstance(clf, FastGRNNClassifier):
+            check_classifier(clf, "it would predict NaN or fail")
+        for _, step in steps:
+            if type(step) in SCALERS.values():
+                check_scaler(step, "it would scale to NaN")
+    except ValueError as exc:
+        raise _fail(f"{path} holds a damaged model: {exc}") from None
 
 
 def _write(path, data, what):
@@ -312,23 +392,25 @@ def _check_out(path, what):
     try:
         check_writable(path)
     except OSError as exc:
-        raise _fail(f"can not write {what} to {path}: {exc}. Pass another --out.") from None
+        raise _fail(f"can not write {what} to {path}: {_reason(exc)}. Pass another "
+                    "--out.") from None
 
 
 # -------------------------------------------------------------------- commands
-def _check_labels(y, path):
-    """Refuse labels that a stratified split and a classifier can not use."""
+def _check_labels(y, path, split=True):
+    """Refuse labels that a stratified split (when ``split``) and a classifier
+    can not use."""
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise _fail(
             f"the labels of {path} hold one class only ({classes[0].tolist()!r}); a "
             "classifier needs samples of at least two classes."
         )
-    if counts.min() < 2:
+    if split and counts.min() < 2:
         raise _fail(
             f"class {classes[counts.argmin()].tolist()!r} of {path} has one sample; "
             "the stratified train/test split needs at least two of every class. Add "
-            "samples or drop that class."
+            "samples, drop that class, or train on all the data (--test-size 0)."
         )
 
 
@@ -350,9 +432,34 @@ def _classifier_params(args):
         "validation_fraction": args.validation_fraction,
         "w_rank": args.w_rank, "u_rank": args.u_rank,
         "sparsity_w": args.sparsity, "sparsity_u": args.sparsity,
+        "gate_nonlinearity": args.gate_nonlinearity,
+        "update_nonlinearity": args.update_nonlinearity,
+        "dtype": args.dtype, "class_weight": args.class_weight,
     }
     params = {name: value for name, value in given.items() if value is not None}
-    return dict(params, random_state=args.random_state, verbose=0 if args.quiet else 1)
+    return dict(params, random_state=args.random_state, verbose=int(args.verbose))
+
+
+def _class_weight(text):
+    """``--class-weight``: "balanced", or ``LABEL=WEIGHT`` pairs separated by commas."""
+    if text == "balanced":
+        return text
+    weights = {}
+    for pair in text.split(","):
+        label, equals, weight = pair.partition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = None
+        if not equals or not label.strip() or value is None or not (
+            math.isfinite(value) and value > 0
+        ):
+            raise argparse.ArgumentTypeError(
+                f"expected 'balanced' or LABEL=WEIGHT pairs with positive weights, "
+                f"separated by commas (e.g. 0=1,1=5); got {text!r}")
+        label = label.strip()
+        weights[int(label) if label.lstrip("-").isdigit() else label] = value
+    return weights
 
 
 def _quantized(model, X_train):
@@ -364,17 +471,41 @@ def _quantized(model, X_train):
     return Pipeline([*model.steps[:-1], ("quantizedfastgrnn", q)])
 
 
-def _train(args):
+def _split(X, y, args):
+    """``(X_train, X_test, y_train, y_test, what)``: the held-out split of
+    ``--test-size`` (stratified; none at 0), or the digits' halves by default."""
     from sklearn.model_selection import train_test_split
 
+    if args.test_size == 0:
+        return X, X[:0], y, y[:0], "all of it (--test-size 0: no test split)"
+    if args.data is None and args.test_size is None:
+        return (*split_halves(X, y), "first half / second half")
+    size = 0.25 if args.test_size is None else args.test_size
+    return (*train_test_split(X, y, test_size=size, stratify=y,
+                              random_state=args.random_state),
+            f"stratified {1 - size:.0%} / {size:.0%}")
+
+
+def _training_summary(clf, seconds):
+    """One line: epochs, time, why training stopped and the epoch kept."""
+    reason = getattr(clf, "stop_reason_", None)
+    best = getattr(clf, "best_epoch_", None)
+    line = f"training: {_count(clf.n_iter_, 'epoch')} in {seconds:.1f} s"
+    if reason:
+        line += f"; {reason}"
+    if best is not None:
+        line += f"; kept the weights of epoch {best}"
+    return line
+
+
+def _train(args):
     _check_out(args.out, "the model")
     n_timesteps = args.n_timesteps
     if args.data is None:
         X, y = load_digits_sequences(dtype=np.float32)
         if args.scaler == "standard":  # a StandardScaler reads the 2D layout
             X, n_timesteps = X.reshape(len(X), -1), n_timesteps or X.shape[1]
-        X_train, X_test, y_train, y_test = split_halves(X, y)
-        source = "digits as sequences (8 rows x 8 pixels), first half / second half"
+        source = "digits as sequences (8 rows x 8 pixels)"
     else:
         X, y, _, _ = _load_data(args.data, args, need_y=True)
         if np.ndim(y) != 1 or len(X) != len(y):
@@ -387,38 +518,61 @@ def _train(args):
                 f"is 3D {(n, T, d)}. Use --scaler sequence (per channel, the default), "
                 f"or save X as 2D {(n, T * d)} and pass --n-timesteps {T}."
             )
-        _check_labels(y, args.data)
-        X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=args.test_size, stratify=y, random_state=args.random_state
-        )
-        source = f"{args.data}, stratified {1 - args.test_size:.0%} / {args.test_size:.0%}"
+        _check_labels(y, args.data, split=args.test_size != 0)
+        source = args.data
+    X_train, X_test, y_train, y_test, split = _split(X, y, args)
     scaler, scaling = SCALERS[args.scaler]
     model = make_fastgrnn_pipeline(scaler=scaler, n_timesteps=n_timesteps,
                                    **_classifier_params(args))
     if scaler is None:
         model = model[-1]
-    print(f"Training FastGRNN on {source}: {len(X_train)} train, {len(X_test)} test")
+    print(f"Training FastGRNN on {source}, {split}: {len(X_train)} train, "
+          f"{len(X_test)} test")
     print(f"input scaling: {scaling} (--scaler)")
     start = time.perf_counter()
     model.fit(X_train, y_train)
+    _ctrl_c.check()  # the classifier returns what it has on Ctrl-C: write nothing
     seconds = time.perf_counter() - start
-    epochs = _classifier_of(model).n_iter_
-    accuracy = model.score(X_test, y_test)
+    print(_training_summary(_classifier_of(model), seconds))
+    tested = len(X_test) > 0
+    accuracy = model.score(X_test, y_test) if tested else None
     if args.int8:
         model, float_accuracy = _quantized(model, X_train), accuracy
-        accuracy = model.score(X_test, y_test)
-        print(f"test accuracy: {accuracy:.4f} (int8; {float_accuracy:.4f} before "
-              "quantisation)")
-    else:
+        if tested:
+            print(f"test accuracy: {model.score(X_test, y_test):.4f} (int8; "
+                  f"{float_accuracy:.4f} before quantisation)")
+    elif tested:
         print(f"test accuracy: {accuracy:.4f}")
+    if not tested:
+        print("test accuracy: not measured (--test-size 0 trains on all the data)")
     clf = _classifier_of(model)
     print(f"parameters: {clf.n_params_}")
-    print(f"model size: {clf.model_size_bytes_ / 1024:.2f} KB")
-    print(f"training time: {seconds:.1f} s ({epochs} epochs)")
+    print(f"model size: {clf.model_size_bytes_ / 1024:.2f} KB"
+          + (" (int8)" if args.int8 else ""))
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
     _write(args.out, buffer.getvalue(), "the model")
     print(f"model written to {args.out}")
+
+
+def _digits(args):
+    """Write the bundled digits as a data file: arrays X, y (.npz) or a CSV with
+    a key, a label and 64 value columns (8 timesteps of 8 pixels, time-major)."""
+    _check_out(args.out, "the digits")
+    X, y = load_digits_sequences()
+    if args.out.endswith(".npz"):
+        buffer = io.BytesIO()
+        np.savez(buffer, X=X, y=y)
+        data = buffer.getvalue()
+    elif args.out.endswith(".csv"):
+        flat = X.reshape(len(X), -1)
+        header = ["key", "label", *(f"t{t}c{c}" for t in range(8) for c in range(8))]
+        data = _csv_text(header, [[f"digit{i}", str(label), *(repr(float(v)) for v in row)]
+                                  for i, (label, row) in enumerate(zip(y, flat))]).encode()
+    else:
+        raise _fail(f"--out {args.out}: name a .npz or a .csv file.")
+    _write(args.out, data, "the digits")
+    print(f"{len(X)} digits (8 timesteps x 8 channels, labels 0-9) written to {args.out}")
 
 
 def _check_width(model, X, path):
@@ -535,15 +689,17 @@ def _export(args):
 # ---------------------------------------------------------------------- parser
 def _bounded(kind, low, high=None, *, closed="both"):
     """An argparse type: ``kind`` from ``low`` to ``high`` (None: no upper bound);
-    ``closed`` is "both", "neither" or "right": which bounds are allowed."""
+    ``closed`` is "both", "neither", "left" or "right": which bounds are allowed."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n' * (kind is int)} "
                                              f"{kind.__name__}") from None
-        low_ok = closed == "both"
-        high_ok = closed != "neither"
+        if not math.isfinite(value):  # float("nan") and float("inf") parse
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        low_ok = closed in ("both", "left")
+        high_ok = closed in ("both", "right")
         below = value < low if low_ok else value <= low
         above = high is not None and (value > high if high_ok else value >= high)
         if below or above:
@@ -585,8 +741,9 @@ def _add_data(parser, labels):
         + ": its header name or 0-based index (-1 for the last)",
     )
     parser.add_argument(
-        "--id-column", metavar="COLUMN", help="key column of a CSV (name or 0-based index), left out "
-        "of the features" + ("" if labels else " and written first in the output"),
+        "--id-column", metavar="COLUMN",
+        help="key column of a CSV (name or 0-based index), left out of the features"
+        + ("" if labels else " and written first in the output"),
     )
     parser.add_argument("--no-header", action="store_true",
                         help="the CSV's first row is a sample, not column names")
@@ -615,6 +772,15 @@ def _add_training(parser):
     group.add_argument("--u-rank", type=positive, help="rank of U = U1 @ U2 (low rank)")
     group.add_argument("--sparsity", type=_bounded(float, 0, 1, closed="right"), help=(
         "share of the entries of W and U kept (sparsity_w and sparsity_u), in (0, 1]"))
+    for part, default in (("gate", "sigmoid"), ("update", "tanh")):
+        group.add_argument(f"--{part}-nonlinearity", choices=list(NONLINEARITIES), help=(
+            f"non-linearity of the {part} ({part}_nonlinearity; the classifier's "
+            f"default: {default})"))
+    group.add_argument("--dtype", choices=["float32", "float64"],
+                       help="precision of training (default float32)")
+    group.add_argument("--class-weight", type=_class_weight, metavar="balanced|LABEL=W,...",
+                       help="weights of the classes in the loss: 'balanced' (inverse to "
+                       "their frequency) or pairs such as 0=1,1=5")
     group.add_argument("--int8", action="store_true",
                        help="quantise to int8 after training and write the int8 "
                        "model (behind the scaler)")
@@ -627,6 +793,7 @@ def build_parser():
         description="Train, inspect, use and export FastGRNN sequence classifiers.",
     )
     _add_debug(parser, False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = "a .joblib file written by train, or a .safetensors weights file"
 
@@ -642,11 +809,16 @@ def build_parser():
     train.add_argument("--scaler", choices=list(SCALERS), default="sequence", help=(
         "sequence: each channel over all timesteps (default); standard: each column "
         "of 2D data; none: raw values"))
-    train.add_argument("--test-size", type=_bounded(float, 0, 1, closed="neither"),
-                       default=0.25, help="held-out fraction for --data (default 0.25)")
+    train.add_argument("--test-size", type=_bounded(float, 0, 1, closed="left"), help=(
+        "held-out fraction, in [0, 1): 0 trains on all the data (default: 0.25 of "
+        "--data, the second half of the digits)"))
     train.add_argument("--random-state", type=int, default=0)
     train.add_argument("--out", default="model.joblib", help="default: model.joblib")
-    train.add_argument("--quiet", action="store_true", help="no line per epoch")
+    progress = train.add_mutually_exclusive_group()
+    progress.add_argument("--verbose", action="store_true",
+                          help="print a line per epoch (by default one line sums up training)")
+    progress.add_argument("--quiet", action="store_true",
+                          help="no line per epoch (the default; kept for scripts)")
     _add_training(train)
     train.set_defaults(func=_train)
 
@@ -671,7 +843,16 @@ def build_parser():
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="file (safetensors, onnx) or directory (c)")
     export.set_defaults(func=_export)
-    for command in (train, predict, info, export):
+
+    digits = sub.add_parser(
+        "digits", help="write the bundled digits as a .npz or .csv data file",
+        description="Write scikit-learn's digits, read as 8 timesteps of 8 pixels, to "
+        "try the other commands: a .npz with arrays X (1797, 8, 8) and y, or a CSV "
+        "with a key column, a label column and 64 values per line (time-major).",
+    )
+    digits.add_argument("--out", required=True, help="a .npz or a .csv file")
+    digits.set_defaults(func=_digits)
+    for command in (train, predict, info, export, digits):
         _add_debug(command, argparse.SUPPRESS)  # after the command too; keeps the top one
     return parser
 
@@ -681,8 +862,42 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {_one_line(message)}", file=sys.stderr if file is None else file)
 
 
+class _CtrlC:
+    """SIGINT while a command runs: remember it, then interrupt as Python does.
+
+    The classifier catches the KeyboardInterrupt of a Ctrl-C in training and
+    returns the model it has; the command line must not write that model, so
+    ``train`` asks :meth:`check` after fitting.
+    """
+
+    def __init__(self):
+        self.pressed = False
+
+    def __call__(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
+_ctrl_c = _CtrlC()
+
+
 def main(argv=None):
     """Entry point of ``python -m sklearn_fastgrnn`` and ``sklearn-fastgrnn``."""
+    global _ctrl_c
+    _ctrl_c = _CtrlC()
+    previous = _on_sigint(_ctrl_c)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv):
     args = build_parser().parse_args(argv)
     if args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
         try:
@@ -693,12 +908,14 @@ def main(argv=None):
             raise
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        # Ctrl-C in training: the model is not written, whatever it keeps
+        warnings.filterwarnings("ignore", "Training interrupted by the user")
         try:
             return args.func(args)
         except SystemExit:
             raise
         except KeyboardInterrupt:
-            raise _fail("interrupted; no file was written.") from None
+            _exit_interrupted()
         except BrokenPipeError:  # the reader of stdout left (``| head``): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(1) from None

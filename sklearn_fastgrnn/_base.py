@@ -17,7 +17,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (
@@ -27,14 +27,13 @@ from sklearn.utils._param_validation import (
     StrOptions,
 )
 from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_array,
     check_consistent_length,
     check_is_fitted,
 )
 
 from . import _callbacks, _losses, _scaling, _size
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
+from ._compat import check_sample_weight
 from ._compiled_cell import ENGINES, make_engine
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule
@@ -44,8 +43,8 @@ from ._stopping import PlateauMonitor, patience_epochs
 from ._threads import one_blas_thread
 from ._training import StartState, TrainingData, TrainingRun, ValidationSet
 from ._version import __version__
-from .streaming import CellStream, Streamer
 from .exceptions import InconsistentVersionWarning
+from .streaming import CellStream, Streamer
 
 # The "auto" defaults, each chosen on the accuracy suite of benchmarks/bench_accuracy.py
 # (docs/training.md gives the measurements).
@@ -413,7 +412,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     # ------------------------------------------------------------------ input
     def _sample_weights(self, targets, sample_weight, X3, dtype, incremental):
         """Per-sample training weights: ``sample_weight`` times target weights."""
-        weights = _check_sample_weight(
+        weights = check_sample_weight(
             sample_weight, X3, dtype=dtype, ensure_non_negative=True,
             allow_all_zero_weights=True,
         )
@@ -649,7 +648,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         X_val, X3_val, lengths_val = validate_sequences(self, X_val, reset=False)
         check_consistent_length(X3_val, y_val)
         targets = self._encode_validation_targets(y_val)
-        weights = _check_sample_weight(
+        weights = check_sample_weight(
             sample_weight_val, X3_val, dtype=dtype, ensure_non_negative=True,
             allow_all_zero_weights=True,
         )

@@ -1,7 +1,15 @@
-"""Writing files so that a failure never leaves half a file behind."""
+"""Writing files so that a failure never leaves half a file behind.
+
+A destination is what the user named: a symbolic link is followed (its target
+is replaced atomically and the link stays), and a special file (a FIFO, a
+character or block device such as ``/dev/null`` or ``/dev/stdout``) is written
+through, in place, since it can not be replaced by a renamed file. A socket or
+a link to a directory is refused.
+"""
 
 import contextlib
 import os
+import stat
 import tempfile
 
 
@@ -57,13 +65,44 @@ def _restore(path, previous):
         os.replace(_write_temporary(path, previous), path)
 
 
+def destination(path):
+    """``(where, special)``: the path to write for ``path`` and whether it is a
+    special file written in place.
+
+    ``where`` is ``path`` itself, or for a symbolic link (however many) the path
+    it resolves to; ``special`` is True for a FIFO or a device. Raises
+    ``IsADirectoryError`` for a directory (or a link to one) and ``OSError``
+    for a socket or a link that loops.
+    """
+    path = os.fspath(path)
+    where = os.path.realpath(path) if os.path.islink(path) else path
+    try:
+        mode = os.stat(path).st_mode  # through the links
+    except FileNotFoundError:  # a new file, or a link to one
+        return where, False
+    except OSError as exc:  # a loop of links, a name too long
+        raise OSError(exc.errno, f"{path} can not be resolved ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not a file")
+    if stat.S_ISSOCK(mode):
+        raise OSError(f"{path} is a socket, which can not be written as a file")
+    if not stat.S_ISREG(mode):  # opened by its own name: /dev/stdout -> /proc/self/fd/1
+        return path, True
+    return where, False
+
+
 def check_writable(path):
     """Raise ``OSError`` now if ``path`` can not be written as a file later.
 
     Checks that its directory exists and is writable and that ``path`` is not a
     directory, so that a long job can refuse a bad destination before it starts.
+    A special file (``/dev/null``, a FIFO) must be writable itself.
     """
-    path = os.fspath(path)
+    path, special = destination(path)
+    if special:
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{path} is not writable")
+        return
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"the directory {directory} does not exist")
@@ -90,11 +129,27 @@ def write_all_atomically(files):
     then are they renamed over their destinations. If a rename fails, the files
     already replaced get their previous content back (or are removed when they
     did not exist), so a failure leaves every destination as it was.
+
+    Destinations are resolved by :func:`destination` first (a directory or a
+    socket among them fails before anything is written): a symbolic link's
+    target is replaced, and a FIFO or device is written through, in place,
+    after the regular files.
     """
-    paths = [os.fspath(path) for path in files]
-    for path in paths:
-        if os.path.isdir(path) and not os.path.islink(path):
-            raise IsADirectoryError(f"{path} is a directory, not a file")
+    resolved = [destination(path) for path in files]
+    pairs = [(where, is_special, data)
+             for (where, is_special), data in zip(resolved, files.values())]
+    regular = {where: data for where, is_special, data in pairs if not is_special}
+    if regular:
+        _replace_all(regular)
+    for where, is_special, data in pairs:
+        if is_special:  # a FIFO or a device can not be replaced: write through
+            with open(where, "wb") as f:
+                f.write(data)
+
+
+def _replace_all(files):
+    """:func:`write_all_atomically` for regular files (or new ones)."""
+    paths = list(files)
     previous = {}
     temporary = []
     try:

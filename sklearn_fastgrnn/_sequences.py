@@ -127,12 +127,17 @@ def _is_ragged(X):
 
 
 def _one_sequence(estimator, X):
-    """True when a 2D ``X`` is as wide as one timestep: one sequence (T, d)."""
+    """True when a 2D ``X`` of numbers is as wide as one timestep: one sequence
+    (T, d). (The width of values that are not numbers is not the problem.)"""
     shape = np.shape(X)
-    return (
-        len(shape) == 2 and shape[1] == estimator.n_channels_
-        and shape[1] != estimator.n_features_in_
-    )
+    if not (len(shape) == 2 and shape[1] == estimator.n_channels_
+            and shape[1] != estimator.n_features_in_):
+        return False
+    try:
+        np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def light_sequences(estimator, X):

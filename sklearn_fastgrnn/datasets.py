@@ -3,6 +3,8 @@
 import numpy as np
 from sklearn.datasets import load_digits
 
+__all__ = ["load_digits_sequences", "split_halves"]
+
 
 def load_digits_sequences(*, dtype=np.float64):
     """scikit-learn's 8x8 digits read as sequences of 8 rows of 8 pixels.

@@ -25,7 +25,6 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metadata_routing import (
     MetadataRouter,
     MethodMapping,
-    _raise_for_params,
     _routing_enabled,
     process_routing,
 )
@@ -34,8 +33,11 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
 from . import _callbacks
+from ._compat import raise_for_params
 from ._losses import log_softmax
 from .classifier import FastGRNNClassifier
+
+__all__ = ["DistilledClassifier", "SoftTargetTransformer", "generate_soft_targets"]
 
 _TEACHER_METHODS = ("predict_log_proba", "predict_proba", "decision_function")
 
@@ -448,7 +450,7 @@ class DistilledClassifier(
                     "FastGRNNClassifier directly with your own soft targets)."
                 )
         else:
-            _raise_for_params(fit_params, self, "fit", allow=["sample_weight"])
+            raise_for_params(fit_params, self, "fit", allow=["sample_weight"])
             teacher_params, student_params = {}, {}
             if sample_weight is not None:
                 if not has_fit_parameter(self.teacher, "sample_weight"):

@@ -1,5 +1,7 @@
 """Warnings of sklearn_fastgrnn."""
 
+__all__ = ["InconsistentVersionWarning"]
+
 
 class InconsistentVersionWarning(UserWarning):
     """A model file was written by another version of sklearn_fastgrnn.

@@ -19,6 +19,13 @@ def _fitted_classifier(estimator):
     if hasattr(model, "steps"):  # a Pipeline
         model = model.steps[-1][1]
     model = getattr(model, "student_", model)  # a DistilledClassifier
+    if not hasattr(model, "history_") and hasattr(model, "coefs_"):
+        raise TypeError(
+            f"This {type(model).__name__} has no training history (history_): fit and "
+            "partial_fit record it, and joblib files keep it, but a weights file "
+            "(load_weights) holds the weights only. Draw the model that was trained, "
+            "or one saved with joblib."
+        )
     if not hasattr(model, "history_"):
         raise TypeError(
             f"{type(model).__name__} has no training history (history_): pass a "
@@ -211,25 +218,31 @@ class TrainingHistoryDisplay:
         panels = self._panels()
         self.figure_, self.axes_ = self._make_axes(ax, len(panels))
         self.ax_ = self.axes_[0]
+        from matplotlib.ticker import MaxNLocator
+
         self.lines_ = {}
         epoch = np.asarray(self.epoch)
         by_panel = dict(zip(panels, self.axes_))
+        # one epoch is one point: a line alone would draw nothing
+        points = {"marker": "o", "markersize": 4} if len(epoch) < 2 else {}
 
         loss_ax = by_panel["loss"]
-        (self.lines_["train_loss"],) = loss_ax.plot(epoch, self.train_loss, label="training loss")
+        (self.lines_["train_loss"],) = loss_ax.plot(epoch, self.train_loss,
+                                                    label="training loss", **points)
         if self.val_loss is not None:
-            (self.lines_["val_loss"],) = loss_ax.plot(epoch, self.val_loss, label="validation loss")
+            (self.lines_["val_loss"],) = loss_ax.plot(epoch, self.val_loss,
+                                                      label="validation loss", **points)
         loss_ax.set_ylabel("loss")
         if "score" in by_panel:
             (self.lines_["val_score"],) = by_panel["score"].plot(
-                epoch, self.val_score, color="C2", label="validation accuracy"
+                epoch, self.val_score, color="C2", label="validation accuracy", **points
             )
             by_panel["score"].set_ylabel("validation\naccuracy")
         if "learning_rate" in by_panel:
             lr_ax = by_panel["learning_rate"]
             (self.lines_["learning_rate"],) = lr_ax.plot(
                 epoch, self.learning_rate, color="C3", drawstyle="steps-post",
-                label="learning rate",
+                label="learning rate", **points,
             )
             lr_ax.set_yscale("log")
             lr_ax.set_ylabel("learning\nrate")
@@ -243,6 +256,10 @@ class TrainingHistoryDisplay:
                 ))
         for panel_ax in self.axes_:
             panel_ax.grid(alpha=0.3)
+            # epochs are whole numbers, also a single one
+            panel_ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if len(epoch) == 1:
+            self.axes_[-1].set_xlim(epoch[0] - 0.5, epoch[0] + 0.5)
         loss_ax.legend(loc="upper right", fontsize="small")
         self.axes_[-1].set_xlabel("epoch")
         self.figure_.align_ylabels(self.axes_)

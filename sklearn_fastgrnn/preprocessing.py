@@ -20,6 +20,8 @@ from . import _callbacks
 from ._sequences import input_ndim, validate_sequences
 from .classifier import FastGRNNClassifier
 
+__all__ = ["SequenceScaler", "make_fastgrnn_pipeline", "pad_sequences"]
+
 
 @contextlib.contextmanager
 def _unchanged_on_error(scaler):
@@ -234,7 +236,10 @@ def pad_sequences(sequences, maxlen=None, dtype=np.float64, truncating="pre"):
     sequences : iterable of array-like
         Each of shape (T_i, n_channels), or (T_i,) for a univariate sequence;
         every sequence needs the same number of channels and at least one
-        timestep, and only finite values (NaN marks padding).
+        timestep, and only finite values, except for trailing all-NaN timesteps:
+        padding, which is dropped first. So an already padded 3D array (or a
+        list of padded sequences) is read too, and padding it again changes
+        nothing but ``maxlen``.
     maxlen : int or None, default=None
         Length of the output; None for the longest sequence. Longer sequences
         are truncated.
@@ -280,6 +285,14 @@ def pad_sequences(sequences, maxlen=None, dtype=np.float64, truncating="pre"):
             )
         if a.shape[1] == 0:
             raise ValueError(f"Sequence {i} has 0 channels; it needs at least one.")
+        padded = np.isnan(a).all(axis=1)  # trailing all-NaN timesteps: padding
+        if padded.all():
+            raise ValueError(
+                f"Sequence {i} has no real timestep: all its values are NaN, which "
+                "is padding. Drop it."
+            )
+        if padded[-1]:
+            a = a[: len(a) - int(np.argmin(padded[::-1]))]
         if arrays and a.shape[1] != arrays[0].shape[1]:
             raise ValueError(
                 f"Sequence {i} has {a.shape[1]} channels, but sequence 0 has "

@@ -68,7 +68,8 @@ class CellStream:
     def reset(self, streams=None):
         """Start ``streams`` (indices; None for all) from an empty sequence."""
         if streams is None:
-            n, H, k, d, dt = self.n_streams, self.hidden_size, self.window, self.n_channels, self.dtype
+            n, H, dt = self.n_streams, self.hidden_size, self.dtype
+            k, d = self.window, self.n_channels
             self.h = np.zeros((n, H), dt)
             self.pool = np.zeros((n, H), dt)  # sum of the states, or their maximum
             self.steps = np.zeros(n, np.int64)  # cell steps committed

@@ -346,7 +346,9 @@ def test_scaler_fit_is_one_task(digits):
 NO_SKLEARN_CALLBACK = textwrap.dedent("""
     import importlib.abc, pickle, sys, warnings
     # scikit-learn 1.9 itself imports sklearn.callback: import its parts first
+    # (the package root imports its names when first used: use them all)
     import sklearn.model_selection, sklearn.tree, sklearn_fastgrnn
+    [getattr(sklearn_fastgrnn, name) for name in sklearn_fastgrnn.__all__]
     for name in [n for n in sys.modules if n.split(".")[0] == "sklearn_fastgrnn"]:
         del sys.modules[name]
     del sys.modules["sklearn.callback"]

@@ -1,12 +1,14 @@
 """The command line: train, predict, info on small files, and how it fails."""
 
 import concurrent.futures
+import io
 import os
 import pickle
 import resource
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import joblib
@@ -130,18 +132,22 @@ def test_default_main_job(tmp_path):
     """`python -m sklearn_fastgrnn train` as README runs it."""
     result = run_cli("train", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Epoch 1, loss" in result.stdout
+    assert "Epoch" not in result.stdout  # one line sums up training by default
+    assert len(result.stdout.splitlines()) <= 8
+    assert "first half / second half: 898 train, 899 test" in result.stdout
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("training: "))
+    assert " epochs in " in summary and "kept the weights of epoch" in summary
     accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
     assert accuracy >= 0.9
     assert (tmp_path / "model.joblib").exists()
-    assert "model size: " in result.stdout and "training time: " in result.stdout
+    assert "model size: " in result.stdout
     assert "input scaling: SequenceScaler" in result.stdout
     model = joblib.load(tmp_path / "model.joblib")
     assert list(model.named_steps) == ["sequencescaler", "fastgrnnclassifier"]
 
 
 def test_help_for_each_command(capsys):
-    for command in ("train", "predict", "info", "export"):
+    for command in ("train", "predict", "info", "export", "digits"):
         with pytest.raises(SystemExit) as raised:
             main([command, "--help"])
         assert raised.value.code == 0
@@ -150,7 +156,7 @@ def test_help_for_each_command(capsys):
         if command in ("train", "predict"):  # how a CSV is read
             assert "first row is the header (column names) unless --no-header" in out
             assert "0-based index" in out
-        if command != "train":
+        if command not in ("train", "digits"):
             assert ".safetensors" in out
 
 
@@ -429,6 +435,32 @@ def test_a_closed_stdout_stops_quietly(files):
 
 
 # ------------------------------------------------ failures: one line, no traceback
+def _npy_bytes(array):
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def _npz_of_members(path, **members):
+    """A zip archive with one ``name.npy`` member per keyword, holding those bytes."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+
+
+def _deeply_nested_weights(path):
+    """The bytes of weights file ``path`` with 100,000 nested JSON arrays added to
+    its metadata."""
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    with safe_open(path, framework="np") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        text = f.metadata()["sklearn_fastgrnn"]
+    junk = "[" * 100_000 + "]" * 100_000
+    return save(tensors, {"sklearn_fastgrnn": text[:-1] + f', "junk": {junk}}}'})
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A trained model, its data, and broken model and data files."""
@@ -468,6 +500,12 @@ def files(tmp_path_factory):
     np.savez(root / "nan.npz", X=X_nan, y=y)
     (root / "truncated.npz").write_bytes((root / "d.npz").read_bytes()[:300])
     np.savez(root / "objects.npz", X=np.array([[1.0], "a"], dtype=object), y=y)
+    _npz_of_members(root / "short_member.npz", X=_npy_bytes(X)[:300], y=_npy_bytes(y))
+    huge = io.BytesIO()  # a header claiming 80 GB, and 64 bytes of data
+    np.lib.format.write_array_header_1_0(
+        huge, {"descr": "<f8", "fortran_order": False, "shape": (10**10,)})
+    _npz_of_members(root / "huge_header.npz", X=huge.getvalue() + bytes(64), y=_npy_bytes(y))
+    (root / "nested.safetensors").write_bytes(_deeply_nested_weights(root / "model.safetensors"))
     (root / "pickle.npz").write_bytes(pickle.dumps({"X": X, "y": y}))
     (root / "joblib.safetensors").write_bytes(good)  # a pickle is never read as weights
     joblib.dump(make_fastgrnn_pipeline(hidden_size=3, max_iter=2, random_state=0).fit(X, y),
@@ -511,7 +549,15 @@ FAILURES = [  # (command line, what its error line says, exit status)
      "X contains NaN in sample", 1),
     (["train", "--data", "one_class.npz", "--out", "m.joblib"],
      "hold one class only (0.0)", 1),
-    (["train", "--data", "d.npz", "--test-size", "0"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--test-size=-0.1"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--test-size", "1"], "argument --test-size", 2),
+    (["train", "--data", "d.npz", "--class-weight", "0=x"], "argument --class-weight", 2),
+    (["train", "--data", "d.npz", "--class-weight", "0=-1"], "argument --class-weight", 2),
+    (["train", "--data", "d.npz", "--gate-nonlinearity", "Sigmoid"],
+     "argument --gate-nonlinearity", 2),
+    (["train", "--data", "d.npz", "--dtype", "float16"], "argument --dtype", 2),
+    (["train", "--data", "d.npz", "--quiet", "--verbose"], "not allowed with argument", 2),
+    (["digits", "--out", "digits.txt"], "name a .npz or a .csv file", 1),
     (["train", "--data", "d.npz", "--test-size", "1.5"], "argument --test-size", 2),
     (["train", "--data", "d.npz", "--hidden-size", "0"], "argument --hidden-size", 2),
     (["train", "--data", "d.npz", "--max-iter", "x"], "argument --max-iter", 2),
@@ -537,6 +583,18 @@ FAILURES = [  # (command line, what its error line says, exit status)
     (["train", "--data", "d.npz", "--batch-size", "many"], "argument --batch-size", 2),
     (["train", "--data", "d.npz", "--learning-rate", "0"], "must be > 0", 2),
     (["train", "--data", "d.npz", "--scaler", "minmax"], "argument --scaler", 2),
+    *[(["train", "--data", "d.npz", f"{option}={value}"], f"argument {option}: must be a finite "
+       f"number, got {value}", 2)
+      for option in ("--learning-rate", "--validation-fraction", "--test-size", "--sparsity")
+      for value in ("nan", "inf", "-inf", "NaN")],
+    (["train", "--data", "short_member.npz", "--out", "m.joblib"],
+     "array 'X' of short_member.npz is damaged or truncated: its header says shape "
+     "(40, 4, 2) of float64 (2.6 KB), but the archive holds 172 bytes", 1),
+    (["train", "--data", "huge_header.npz", "--out", "m.joblib"],
+     "array 'X' of huge_header.npz is damaged or truncated: its header says shape "
+     "(10000000000,) of float64 (80.0 GB), but the archive holds 64 bytes", 1),
+    (["info", "--model", "nested.safetensors"],
+     "its metadata nests JSON arrays or objects deeper", 1),
 ]
 
 
@@ -635,3 +693,212 @@ def test_export_c_under_a_file_size_limit_keeps_both_old_files(files, tmp_path):
     assert (out / "fastgrnn.h").read_text() == "old header"
     assert (out / "fastgrnn.c").read_text() == "old source"
     assert {p.name for p in out.iterdir()} == {"fastgrnn.h", "fastgrnn.c"}
+
+
+# --------------------------------------------- special files (issue 20, item 10)
+def test_out_through_a_symlink_replaces_its_target_and_keeps_the_link(files, tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to("real.txt")
+    main(["predict", "--model", str(files / "model.joblib"), "--data",
+          str(files / "d.npz"), "--out", str(link)])
+    assert link.is_symlink() and os.readlink(link) == "real.txt"
+    assert len(target.read_text().split()) == 40
+    chained = tmp_path / "chained.joblib"  # a link to a link to a file not there yet
+    (tmp_path / "middle").symlink_to("trained.joblib")
+    chained.symlink_to("middle")
+    main(["train", "--data", str(files / "d.npz"), "--max-iter", "1", "--hidden-size", "2",
+          "--quiet", "--out", str(chained)])
+    assert chained.is_symlink() and (tmp_path / "middle").is_symlink()
+    assert joblib.load(tmp_path / "trained.joblib").predict(np.zeros((1, 4, 2))).shape == (1,)
+
+
+def test_out_to_a_fifo_or_a_device_writes_through(files, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that opening to write can not block
+    try:
+        main(["predict", "--model", str(files / "model.joblib"), "--data",
+              str(files / "d.npz"), "--out", str(fifo)])
+        assert len(os.read(reader, 1 << 16).split()) == 40
+    finally:
+        os.close(reader)
+    assert fifo.is_fifo()
+    for args in (["predict", "--model", "model.joblib", "--data", "d.npz"],
+                 ["train", "--data", "d.npz", "--max-iter", "1", "--hidden-size", "2",
+                  "--quiet"],
+                 ["export", "--model", "model.joblib", "--format", "safetensors"]):
+        result = run_cli(*args, "--out", "/dev/null", cwd=files)
+        assert result.returncode == 0, result.stderr
+        assert "/dev/null" in result.stdout
+        assert Path("/dev/null").is_char_device()
+    result = run_cli("predict", "--model", "model.joblib", "--data", "d.npz", "--out",
+                     "/dev/stdout", cwd=files)
+    assert result.returncode == 0 and len(result.stdout.split("\n")) > 40, result.stderr
+
+
+def test_out_to_a_socket_a_directory_link_or_a_loop_is_one_error_line(files, tmp_path):
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    (tmp_path / "dir").symlink_to(tmp_path)
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    try:
+        for name, fragment in (("sock", "is a socket"), ("dir", "is a directory"),
+                               ("loop1", "Too many levels of symbolic links")):
+            with pytest.raises(SystemExit) as raised:
+                main(["predict", "--model", str(files / "model.joblib"), "--data",
+                      str(files / "d.npz"), "--out", str(tmp_path / name)])
+            assert raised.value.code.startswith("error: ") and fragment in raised.value.code
+            assert "\n" not in raised.value.code and "Errno" not in raised.value.code
+    finally:
+        server.close()
+    assert (tmp_path / "sock").is_socket() and (tmp_path / "dir").is_symlink()
+
+
+# ------------------------------------------------------ Ctrl-C (issue 20, item 11)
+INTERRUPTED = "error: interrupted (Ctrl-C); nothing was written, files already there are kept."
+
+
+def test_ctrl_c_in_training_writes_nothing_and_exits_130(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = _data(rng, n=3000, T=30, d=4)
+    np.savez(tmp_path / "big.npz", X=X, y=y)
+    out = tmp_path / "m.joblib"
+    out.write_bytes(b"the previous model")
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1",
+                   "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sklearn_fastgrnn", "train", "--data", "big.npz",
+         "--hidden-size", "32", "--max-iter", "100000", "--out", "m.joblib"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        for line in process.stdout:  # the first line of training is printed first
+            if line.startswith("input scaling"):
+                break
+        import time
+
+        time.sleep(1.5)  # in training now (it takes minutes)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [INTERRUPTED]
+    assert "test accuracy" not in stdout and "written" not in stdout
+    assert out.read_bytes() == b"the previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "m.joblib"]
+
+
+STARTUP_INTERRUPT = """
+import os, runpy, signal, sys
+
+class CtrlCOnImport:  # presses Ctrl-C when the start-up first imports numpy
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlCOnImport())
+sys.argv = ["sklearn_fastgrnn", *sys.argv[1:]]
+runpy.run_module("sklearn_fastgrnn", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_starting_is_one_line_not_a_traceback(files, tmp_path):
+    out = tmp_path / "m.joblib"
+    out.write_bytes(b"the previous model")
+    environment = {**os.environ,
+                   "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", STARTUP_INTERRUPT, "train", "--data", str(files / "d.npz"),
+         "--out", str(out)], capture_output=True, text=True, timeout=120, env=environment)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines() == [INTERRUPTED]
+    assert out.read_bytes() == b"the previous model"
+
+
+def test_importing_the_command_line_leaves_the_sigint_handler_alone():
+    code = ("import signal; before = signal.getsignal(signal.SIGINT); "
+            "import sklearn_fastgrnn.__main__ as m; "
+            "assert signal.getsignal(signal.SIGINT) is before; "
+            "m.main(['info', '--model', 'missing.joblib'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert "AssertionError" not in result.stderr
+
+
+# ------------------------------------------------ newcomer items (issue 20)
+def test_version(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["--version"])
+    assert raised.value.code == 0
+    version = sklearn_fastgrnn.__version__
+    assert capsys.readouterr().out.strip() == f"python -m sklearn_fastgrnn {version}"
+
+
+def test_train_on_all_the_data_with_the_new_options(files, tmp_path, capsys):
+    main(["train", "--data", str(files / "d.npz"), "--test-size", "0", "--max-iter", "2",
+          "--hidden-size", "3", "--gate-nonlinearity", "quant_sigmoid",
+          "--update-nonlinearity", "quant_tanh", "--dtype", "float64",
+          "--class-weight", "0=1,1=3", "--out", str(tmp_path / "m.joblib")])
+    out = capsys.readouterr().out
+    assert "all of it (--test-size 0: no test split): 40 train, 0 test" in out
+    assert "test accuracy: not measured" in out and "Epoch" not in out
+    scaler, clf = joblib.load(tmp_path / "m.joblib")
+    assert scaler.n_steps_seen_ == 40 * 4 and clf.n_iter_ == 2  # every sample trained on
+    assert (clf.gate_nonlinearity, clf.update_nonlinearity) == ("quant_sigmoid", "quant_tanh")
+    assert clf.dtype == "float64" and clf.class_weight == {0: 1.0, 1: 3.0}
+    main(["train", "--data", str(files / "d.npz"), "--max-iter", "2", "--hidden-size", "3",
+          "--class-weight", "balanced", "--verbose", "--out", str(tmp_path / "m.joblib")])
+    out = capsys.readouterr().out
+    assert "Epoch 1, loss" in out and "Epoch 2, loss" in out
+    assert joblib.load(tmp_path / "m.joblib")[-1].class_weight == "balanced"
+
+
+def test_a_class_of_one_sample_trains_on_all_the_data(rng, tmp_path, capsys):
+    X, y = _data(rng, n=30)
+    y[0] = 2  # one sample of class 2
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    with pytest.raises(SystemExit, match="or train on all the data .--test-size 0."):
+        main(["train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "m.joblib")])
+    main(["train", "--data", str(tmp_path / "d.npz"), "--test-size", "0", "--max-iter", "1",
+          "--out", str(tmp_path / "m.joblib")])
+    assert list(joblib.load(tmp_path / "m.joblib").classes_) == [0, 1, 2]
+
+
+def test_digits_command_writes_both_formats(tmp_path, capsys):
+    main(["digits", "--out", str(tmp_path / "d.npz")])
+    main(["digits", "--out", str(tmp_path / "d.csv")])
+    with np.load(tmp_path / "d.npz") as data:
+        X, y = data["X"], data["y"]
+    assert X.shape == (1797, 8, 8) and y.shape == (1797,)
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    assert len(lines) == 1798 and lines[0].startswith("key,label,t0c0,t0c1")
+    first = lines[1].split(",")
+    assert first[:2] == ["digit0", str(y[0])]
+    np.testing.assert_array_equal(np.array(first[2:], dtype=float), X[0].ravel())
+
+
+def _readme_cli_lines():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("The command line")[1].split("```bash\n")[1].split("```")[0]
+    return [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_readme_command_list_runs_in_order(tmp_path):
+    lines = _readme_cli_lines()
+    assert len(lines) >= 10
+    for args in lines:
+        assert args[:3] == ["python", "-m", "sklearn_fastgrnn"], args
+        result = run_cli(*args[3:], cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "warning:" not in result.stderr, (args, result.stderr)
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"model.joblib", "model.onnx", "model.safetensors", "pred.txt"} <= written

@@ -157,3 +157,115 @@ def test_large_batches_run_in_slices_with_the_same_results_and_errors(data, monk
     broken[2500, 0, 1] = np.nan  # inside the third slice
     with pytest.raises(ValueError, match="sample 2500 at timestep 0"):
         compiled.predict(broken)
+
+
+# ---------------------------------------------- extreme inputs (issue 20, item 1)
+def assert_agrees_with_predict_proba(clf, compiled, X):
+    """Probabilities within 1e-5 and the same labels, except where the model's own
+    top two probabilities tie (to 1e-6)."""
+    expected = clf.predict_proba(X)
+    assert np.isfinite(expected).all()
+    proba = compiled.predict_proba(X)
+    assert not np.isnan(proba).any()
+    assert_allclose(proba, expected, rtol=0, atol=1e-5)
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-6
+    assert clear.mean() > 0.5
+    assert_array_equal(compiled.predict(X)[clear], clf.predict(X)[clear])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn_fastgrnn.datasets import load_digits_sequences
+
+    return load_digits_sequences()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("cell", [("sigmoid", "tanh"), ("tanh", "sigmoid"),
+                                  ("quant_sigmoid", "quant_tanh"), ("sigmoid", "relu")],
+                         ids="/".join)
+def test_unscaled_and_extreme_inputs_agree_with_the_numpy_engine(digits, cell):
+    # -ffast-math gave all-NaN rows (and wrong labels) on digits x 100 + 500
+    X, y = digits
+    clf = FastGRNNClassifier(16, max_iter=2, random_state=0, gate_nonlinearity=cell[0],
+                             update_nonlinearity=cell[1]).fit(X[:300], y[:300])
+    compiled = compile_predictor(clf)
+    top = np.finfo(np.float32).max
+    signs = np.random.default_rng(1).choice([-1.0, 1.0], (6, 8, 8))
+    cases = {
+        "digits x 100 + 500": X[:200] * 100 + 500,
+        "zeros": np.zeros((4, 8, 8)),
+        "constant": np.stack([np.full((8, 8), v) for v in (-3.0, 0.5, 16.0, 1e6)]),
+        "near float32 max": np.full((3, 8, 8), top * 0.99, dtype=np.float32),
+        "near float32 max, mixed signs": (signs * top * 0.5).astype(np.float32),
+        "1e30": np.full((2, 8, 8), 1e30),
+        "-1e30": np.full((2, 8, 8), -1e30),
+    }
+    for name, Xc in cases.items():
+        try:
+            assert_agrees_with_predict_proba(clf, compiled, Xc)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+def test_long_standard_normal_sequences_at_h64():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 20, 3)), rng.integers(0, 3, 200)
+    clf = FastGRNNClassifier(64, max_iter=2, random_state=0).fit(X, y)
+    compiled = compile_predictor(clf)
+    X_long = rng.standard_normal((30, 2000, 3))
+    assert_agrees_with_predict_proba(clf, compiled, X_long)
+    assert_agrees_with_predict_proba(clf, compiled, X_long.astype(np.float32))
+
+
+def test_float32_overflow_in_the_c_code_is_an_error_not_nan(digits):
+    # a relu gate lets the state grow without bound: on unscaled input it leaves
+    # float32's range in C while the float64 engine stays finite
+    X, y = digits
+    clf = FastGRNNClassifier(16, max_iter=2, random_state=0,
+                             gate_nonlinearity="relu").fit(X[:300], y[:300])
+    compiled = compile_predictor(clf)
+    big = X[:5] * 100 + 500
+    assert np.isfinite(clf.predict_proba(big)).all()
+    for method in ("predict_proba", "predict", "logits"):
+        with pytest.raises(ValueError, match="overflows on sample 0 of X"):
+            getattr(compiled, method)(big)
+    big[0] = X[0]  # the first row is fine now: the error names the next
+    with pytest.raises(ValueError, match="overflows on sample 1 of X"):
+        compiled.predict(big)
+
+
+@pytest.mark.parametrize("value", [1e15, 1e16, 1e30, -1e30, float(np.finfo(np.float32).max),
+                                   -float(np.finfo(np.float32).max)])
+def test_int8_input_saturates_as_in_python_for_huge_values(data, value):
+    # quantize_input converted floor(x * 2^F + 1/2) to int64 before clamping: it
+    # overflowed from |x| = 1e15 on and disagreed with the Python path
+    X, y, _ = data
+    q = quantize(FastGRNNClassifier(8, max_iter=3, random_state=0).fit(X, y), X)
+    compiled = compile_predictor(q)
+    X_big = X[:6].astype(np.float32)
+    X_big[:3] = np.float32(value)  # whole sequences
+    X_big[3:, 2, 1] = np.float32(value)  # one value among ordinary ones
+    assert_array_equal(compiled.logits(X_big), q.quantized_logits(X_big))
+    assert_array_equal(compiled.predict_proba(X_big), q.predict_proba(X_big))
+    assert_array_equal(compiled.predict(X_big), q.predict(X_big))
+
+
+@pytest.mark.parametrize("w_rank", [None, 2])
+def test_inputs_near_the_float32_maximum_in_several_channels(w_rank):
+    # a float32 sum of x_i W_ij over 4 channels near the float32 maximum overflows
+    # halfway (and low rank twice: x W1, then W2) where predict_proba does not
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4, 4)), np.arange(60) % 2
+    top = np.finfo(np.float32).max
+    X_big = (rng.choice([-1.0, 1.0], (200, 4, 4)) * top * rng.uniform(0.5, 1.0, (200, 4, 4))
+             ).astype(np.float32)
+    cells = (("tanh", "quant_sigmoid"), ("sigmoid", "tanh"), ("quant_sigmoid", "quant_tanh"))
+    for gate, update in cells:
+        clf = FastGRNNClassifier(8, w_rank=w_rank, gate_nonlinearity=gate,
+                                 update_nonlinearity=update, max_iter=2, random_state=1).fit(X, y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = clf.predict_proba(X_big)
+        assert np.isfinite(expected).all()
+        assert_allclose(compile_predictor(clf).predict_proba(X_big), expected, rtol=0, atol=1e-5)

@@ -43,11 +43,13 @@ CONFIGURATIONS = {
         # the default: each column of a 2D X is a timestep of a univariate series
         {},
         # one step of m channels (the tabular case) with the integer-friendly cell
+        # (the configurations after the default one train on small budgets, so that
+        # the checks stay fast: `python -m pytest -m "not slow"` is the dev loop)
         dict(n_timesteps=1, u_rank=4, hidden_size=16,
-             gate_nonlinearity="quant_sigmoid", update_nonlinearity="quant_tanh"),
+             gate_nonlinearity="quant_sigmoid", update_nonlinearity="quant_tanh", max_iter=40),
         # SGD with Nesterov momentum, low rank U, step decay of the learning rate
         dict(solver="sgd", learning_rate_init=0.05, u_rank=8, learning_rate="step",
-             lr_decay_step=50, lr_decay=0.5),
+             lr_decay_step=50, lr_decay=0.5, max_iter=60),
         # full-batch float64 SGD: repeating a sample and weighting it give the same
         # fit to rounding (Adam's step divides by the gradient's running scale and
         # so amplifies rounding differences from 1e-16 to about 1e-7 in 100 steps)

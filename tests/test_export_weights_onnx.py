@@ -19,6 +19,7 @@ from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipelin
 
 from .conftest import make_sequences, set_dotted
 
+
 @pytest.fixture(scope="module")
 def safetensors():
     return pytest.importorskip("safetensors.numpy")

@@ -1,6 +1,7 @@
 """The fast prediction path: the full path's results and errors, bit for bit."""
 
 import threading
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,8 @@ from threadpoolctl import threadpool_info
 import sklearn_fastgrnn._base as base_module
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import Predictor, predictor_for
-from sklearn_fastgrnn._losses import log_softmax
 from sklearn_fastgrnn._compiled_cell import make_engine
+from sklearn_fastgrnn._losses import log_softmax
 from sklearn_fastgrnn._sequences import light_sequences
 from sklearn_fastgrnn._threads import one_blas_thread
 
@@ -29,14 +30,20 @@ def full_path(monkeypatch, clf, method, X):
 
 
 def outcome(call):
-    """The result of ``call()``, or the type and message of what it raised."""
-    try:
-        return call()
-    except Exception as exc:  # noqa: BLE001 - compared below, type and text
-        return type(exc), str(exc)
+    """``(result, warnings)`` of ``call()``: its result or the type and message of
+    what it raised, and the category and text of each warning it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - compared below, type and text
+            result = type(exc), str(exc)
+    return result, [(w.category, str(w.message)) for w in caught]
 
 
 def assert_same(fast, full, where):
+    (fast, fast_warnings), (full, full_warnings) = fast, full
+    assert fast_warnings == full_warnings, where  # the same warnings too
     if isinstance(full, tuple):
         assert fast == full, where
     else:
@@ -109,6 +116,11 @@ def test_fast_path_equals_full_path_on_every_input_kind(monkeypatch, models, mod
             fast = outcome(lambda: getattr(clf, method)(Xc))
             full = outcome(lambda: full_path(monkeypatch, clf, method, Xc))
             assert_same(fast, full, (name, method))
+            # a named DataFrame for a model fitted without names: scikit-learn's
+            # warning, on both paths (and no other warning anywhere)
+            expected = [(UserWarning, "X has feature names, but FastGRNNClassifier was "
+                         "fitted without feature names")] if name == "dataframe-named" else []
+            assert fast[1] == expected, (name, method)
 
 
 def test_the_plain_arrays_take_the_fast_path_and_the_rest_do_not(models):

@@ -1,7 +1,9 @@
-"""Issue "Hardening": bad input is a clear error, no file is damaged, weights files are untrusted."""
+"""Issue "Hardening": bad input is a clear error, no file is damaged, weights files are
+untrusted."""
 
 import json
 import os
+import re
 import tracemalloc
 
 import numpy as np
@@ -9,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sklearn_fastgrnn import FastGRNNClassifier
-from sklearn_fastgrnn import _files
+from sklearn_fastgrnn import FastGRNNClassifier, _files
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import export_c, load_weights, save_weights, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipeline
@@ -129,6 +130,9 @@ def test_wording_of_layout_errors(clf, data):
     with pytest.raises(ValueError, match=r"X has 3 features, but FastGRNNClassifier is "
                        r"expecting 15 .* Pass X\[None\]; one sequence is shape \(1, T, d\)"):
         clf.predict_proba(X[0])
+    with pytest.raises(ValueError, match="could not convert string to float") as info:
+        clf.predict_proba([["a", "b", "c"]] * 5)  # as wide as a timestep, but not numbers
+    assert "X[None]" not in str(info.value)
 
 
 # ------------------------------------------------------------ weights files
@@ -433,3 +437,128 @@ def test_validation_scores_are_exact_fractions(data):
     assert all(score * n_val == round(score * n_val) for score in clf.validation_scores_)
     assert all(repr(score) == repr(round(score * n_val) / n_val)
                for score in clf.validation_scores_)
+
+
+# ------------------------------------------------- issue 20: hardening round 2
+def _raw_metadata_file(saved, tmp_path, text):
+    import safetensors.numpy
+
+    path = tmp_path / "crafted.safetensors"
+    path.write_bytes(safetensors.numpy.save(saved[1], {"sklearn_fastgrnn": text}))
+    return path
+
+
+@pytest.mark.parametrize("junk, message", [
+    ("[" * 100_000 + "]" * 100_000, "nests JSON arrays or objects deeper"),
+    ("9" * 5000, "holds an integer of more than 4300 digits"),
+], ids=["deep nesting", "5,000 digits"])
+def test_crafted_json_metadata_is_an_invalid_weights_file(saved, tmp_path, junk, message):
+    text = json.dumps(saved[2])[:-1] + f', "junk": {junk}}}'
+    with pytest.raises(ValueError, match="Invalid weights file .*" + message) as raised:
+        load_weights(_raw_metadata_file(saved, tmp_path, text))
+    assert "set_int_max_str_digits" not in str(raised.value)
+
+
+def test_a_malformed_value_is_quoted_short(saved, tmp_path):
+    tensors, meta = _edited(saved, classifier__params__alpha=json.loads("[" * 900 + "]" * 900))
+    with pytest.raises(ValueError, match="alpha is malformed") as raised:
+        load_weights(_write(tmp_path, tensors, meta))
+    assert len(str(raised.value)) < 400
+
+
+def _damaged(clf, how):
+    import copy
+
+    damaged = copy.deepcopy(clf)
+    if how == "NaN in V":
+        damaged.coefs_ = {**damaged.coefs_, "V": damaged.coefs_["V"] * np.nan}
+    elif how == "fewer classes than outputs":
+        damaged.classes_ = damaged.classes_[:2]
+    else:  # more classes than outputs
+        damaged.classes_ = np.arange(len(damaged.classes_) + 1)
+    return damaged
+
+
+DAMAGE = {"NaN in V": r"coefs_\['V'\] contains NaN or inf: {}",
+          "fewer classes than outputs": "classes_ holds 2 labels, but coefs_.'V'. has 3 "
+                                        "columns, one per class: {}",
+          "more classes than outputs": "classes_ holds 4 labels, but coefs_.'V'. has 3"}
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_exports_refuse_a_damaged_classifier_as_save_weights_does(clf, tmp_path, how):
+    from sklearn_fastgrnn.export import compile_predictor
+
+    damaged = _damaged(clf, how)
+    assert len(clf.classes_) == 3
+    with pytest.raises(ValueError, match=DAMAGE[how].format("load_weights would refuse the file")):
+        save_weights(damaged, tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match=DAMAGE[how].format("to_onnx refuses it")):
+        to_onnx(damaged)
+    with pytest.raises(ValueError, match=DAMAGE[how].format("export_c refuses it")):
+        export_c(damaged, tmp_path / "c")
+    with pytest.raises(ValueError, match=DAMAGE[how].format("export_c refuses it")):
+        compile_predictor(damaged)
+    assert not any(tmp_path.iterdir())
+
+
+def test_exports_refuse_a_damaged_int8_model_or_scaler(clf, data, tmp_path):
+    q = quantize(clf, data[0])
+    q.classes_ = q.classes_[:2]
+    with pytest.raises(ValueError, match="classes_ holds 2 labels, but the int8 output"):
+        export_c(q, tmp_path / "c")
+    pipe = make_fastgrnn_pipeline(hidden_size=3, max_iter=2, random_state=0).fit(*data)
+    pipe[0].scale_ = pipe[0].scale_ * np.nan
+    with pytest.raises(ValueError, match=r"SequenceScaler.scale_ contains NaN or inf: "
+                       "to_onnx refuses it"):
+        to_onnx(pipe)
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_the_command_line_refuses_a_damaged_joblib_model(clf, data, tmp_path, how, capsys):
+    import joblib
+
+    from sklearn_fastgrnn.__main__ import main
+
+    joblib.dump(_damaged(clf, how), tmp_path / "m.joblib")
+    np.savez(tmp_path / "d.npz", X=data[0])
+    for args in (["predict", "--data", str(tmp_path / "d.npz")], ["info"],
+                 ["export", "--format", "onnx", "--out", str(tmp_path / "m.onnx")]):
+        with pytest.raises(SystemExit) as raised:
+            main([args[0], "--model", str(tmp_path / "m.joblib"), *args[1:]])
+        assert raised.value.code.startswith(f"error: {tmp_path / 'm.joblib'} holds a "
+                                            "damaged model: ")
+        assert re.search(DAMAGE[how].format("it would predict NaN or fail"),
+                         raised.value.code), raised.value.code
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_error_quoting_a_long_value_of_the_file_is_cut(saved, tmp_path):
+    tensors, meta = _edited(saved, format="x" * 5000, classifier__params__solver="y" * 5000)
+    with pytest.raises(ValueError, match="Invalid weights file .*format is 'xxx") as raised:
+        load_weights(_write(tmp_path, tensors, meta))
+    assert len(str(raised.value)) < 500 + len(str(tmp_path)) + 50
+    tensors, meta = _edited(saved, classifier__params__solver="y" * 5000)
+    with pytest.raises(ValueError, match="hyper-parameters in classifier.params") as raised:
+        load_weights(_write(tmp_path, tensors, meta))
+    assert len(str(raised.value)) < 500 + len(str(tmp_path)) + 50
+
+
+@pytest.mark.parametrize("w_rank", [None, 2])
+def test_onnx_inputs_near_the_float32_maximum_do_not_overflow_halfway(w_rank):
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4, 4)), np.arange(60) % 2
+    top = np.finfo(np.float32).max
+    X_big = (rng.choice([-1.0, 1.0], (200, 4, 4)) * top * rng.uniform(0.5, 1.0, (200, 4, 4))
+             ).astype(np.float32)
+    for gate, update in (("tanh", "quant_tanh"), ("sigmoid", "quant_tanh"), ("sigmoid", "tanh")):
+        clf = FastGRNNClassifier(5, w_rank=w_rank, gate_nonlinearity=gate,
+                                 update_nonlinearity=update, max_iter=2, random_state=1).fit(X, y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = clf.predict_proba(X_big)
+        assert np.isfinite(expected).all()
+        session = ort.InferenceSession(to_onnx(clf).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        proba = session.run(None, {"X": X_big})[0]
+        np.testing.assert_allclose(proba, expected, rtol=0, atol=1e-4)

@@ -90,7 +90,8 @@ def test_imports_go_to_the_same_layer_or_below(module):
         other: layer_of(other) for other in package_imports(module)
         if layer_of(other)[0] > number
     }
-    assert not upward, f"{module} ({number} {name}) imports from a layer below its own in docs/index.md: {upward}"
+    assert not upward, (f"{module} ({number} {name}) imports from a layer below its own in "
+                        f"docs/index.md: {upward}")
 
 
 def test_the_engine_imports_only_utilities_and_engine():

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning
 
-from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
-from sklearn_fastgrnn import _scaling
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor, _scaling
 from sklearn_fastgrnn._sequences import windowed
 
 from .conftest import assert_same_coefs, make_sequences

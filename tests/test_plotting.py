@@ -152,8 +152,50 @@ def test_importing_the_package_does_not_import_matplotlib():
     code = (
         "import sys, sklearn_fastgrnn, sklearn_fastgrnn.plotting\n"
         "from sklearn_fastgrnn.plotting import TrainingHistoryDisplay\n"
-        "assert 'matplotlib' not in sys.modules, sorted(m for m in sys.modules if 'matplotlib' in m)\n"
+        "assert 'matplotlib' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'matplotlib' in m)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=pathlib.Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr
+
+
+def _whole_epoch_ticks(display):
+    display.figure_.canvas.draw()
+    low, high = display.ax_.get_xlim()
+    ticks = [t for t in display.axes_[-1].get_xticks() if low <= t <= high]
+    return ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_one_epoch_is_drawn_as_points(rng):
+    X, y = make_sequences(rng, n=60)
+    clf = FastGRNNClassifier(hidden_size=4, random_state=0).partial_fit(X, y, np.unique(y))
+    display = TrainingHistoryDisplay.from_estimator(clf)
+    assert len(display.lines_["train_loss"].get_xdata()) == 1
+    for line in display.lines_.values():
+        assert line.get_marker() == "o", line.get_label()  # a one-point line draws nothing
+    assert _whole_epoch_ticks(display)
+    assert TrainingHistoryDisplay.from_estimator(_fit(rng)).lines_["train_loss"].get_marker() \
+        in ("None", None, "")
+
+
+def test_partial_fit_epochs_are_whole_numbers_on_the_axis(rng):
+    X, y = make_sequences(rng, n=60)
+    clf = FastGRNNClassifier(hidden_size=4, random_state=0)
+    for _ in range(3):
+        clf.partial_fit(X, y, classes=np.unique(y))
+    display = TrainingHistoryDisplay.from_estimator(clf)
+    np.testing.assert_array_equal(display.lines_["train_loss"].get_xdata(), [1, 2, 3])
+    assert _whole_epoch_ticks(display)
+
+
+def test_a_model_from_a_weights_file_is_told_why_it_has_no_history(rng, tmp_path):
+    pytest.importorskip("safetensors")
+    from sklearn_fastgrnn.export import load_weights, save_weights
+
+    save_weights(_fit(rng), tmp_path / "m.safetensors")
+    loaded = load_weights(tmp_path / "m.safetensors")
+    message = "weights file .load_weights. holds the weights only"
+    with pytest.raises(TypeError, match=message) as info:
+        TrainingHistoryDisplay.from_estimator(loaded)
+    assert "pass a fitted FastGRNNClassifier" not in str(info.value)

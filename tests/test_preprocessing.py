@@ -277,3 +277,29 @@ def test_variable_length_grid_search_equals_each_sequence_alone(layout):
     # padding was really ignored: filling it with zeros changes the answer
     zero_filled = np.nan_to_num(X[160:], nan=0.0)
     assert not np.allclose(best.predict_proba(zero_filled), padded)
+
+
+def test_pad_sequences_reads_an_already_padded_array():
+    from sklearn_fastgrnn.preprocessing import pad_sequences
+
+    rng = np.random.default_rng(0)
+    ragged = [rng.standard_normal((length, 2)) for length in (3, 5, 1)]
+    X = pad_sequences(ragged)
+    np.testing.assert_array_equal(pad_sequences(X), X)  # padding twice changes nothing
+    np.testing.assert_array_equal(pad_sequences(list(X)), X)
+    longer = pad_sequences(X, maxlen=7)
+    assert longer.shape == (3, 7, 2)
+    np.testing.assert_array_equal(longer[:, :5], X)
+    assert np.isnan(longer[:, 5:]).all()
+    np.testing.assert_array_equal(pad_sequences(X, maxlen=2, truncating="pre")[1],
+                                  ragged[1][-2:])  # the last real steps, not padding
+    univariate = pad_sequences([np.array([1.0, 2.0, np.nan]), [4.0]])
+    np.testing.assert_array_equal(univariate[:, :, 0], [[1.0, 2.0], [4.0, np.nan]])
+    inside = X.copy()
+    inside[1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="Sequence 1 contains nan at timestep 1, channel 0"):
+        pad_sequences(inside)
+    empty = X.copy()
+    empty[2] = np.nan
+    with pytest.raises(ValueError, match="Sequence 2 has no real timestep"):
+        pad_sequences(empty)

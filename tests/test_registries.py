@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from sklearn_fastgrnn import FastGRNNClassifier, compression
-from sklearn_fastgrnn._compiled_cell import C_NONLINEARITIES
-from sklearn_fastgrnn._nonlinearities import NONLINEARITIES, scalar_sigmoid
-from sklearn_fastgrnn.__main__ import build_parser
 import sklearn_fastgrnn.export.c as c_backend
 import sklearn_fastgrnn.export.onnx as onnx_backend
+from sklearn_fastgrnn import FastGRNNClassifier, compression
+from sklearn_fastgrnn.__main__ import build_parser
+from sklearn_fastgrnn._compiled_cell import C_NONLINEARITIES
+from sklearn_fastgrnn._nonlinearities import NONLINEARITIES, scalar_sigmoid
 from sklearn_fastgrnn.export import FORMATS, export_model
 
 from .conftest import make_sequences

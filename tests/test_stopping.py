@@ -8,8 +8,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss
 
-from sklearn_fastgrnn import FastGRNNClassifier
-from sklearn_fastgrnn import _optimizers
+from sklearn_fastgrnn import FastGRNNClassifier, _optimizers
 from sklearn_fastgrnn import _base as base_module
 from sklearn_fastgrnn._cell import ParameterLayout, init_parameters
 from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
@@ -273,7 +272,8 @@ def test_verbose_ends_with_why_training_stopped(rng, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     # with this seed the validation loss is best at epoch 1, below chance level
     # 18 sequences train (2 validate): 3 mini-batches of at most 8 an epoch
-    assert lines[-2].endswith("stopped: no improvement of tol=10.0 for 2 epochs (6 optimiser steps)")
+    assert lines[-2].endswith(
+        "stopped: no improvement of tol=10.0 for 2 epochs (6 optimiser steps)")
     assert lines[-1] == (
         "Training stopped: no improvement of tol=10.0 for 2 epochs (6 optimiser "
         "steps); kept the weights of epoch 1."

@@ -43,7 +43,8 @@ def _write_c(model, out):
 _WRITERS = {"safetensors": _write_safetensors, "onnx": _write_onnx, "c": _write_c}
 FORMATS = tuple(_WRITERS)
 
-__all__ = ["FORMATS", "compile_predictor", "export_c", "export_model", "load_weights", "save_weights", "to_onnx"]
+__all__ = ["FORMATS", "compile_predictor", "export_c", "export_model", "load_weights",
+           "save_weights", "to_onnx"]
 
 
 def __getattr__(name):

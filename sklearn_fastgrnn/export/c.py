@@ -39,15 +39,57 @@ from .._sparsity import sparse_keys
 from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
+from .weights import check_classifier
+
+__all__ = ["export_c"]
 
 # Both dicts are keyed by the names of _nonlinearities.NONLINEARITIES (v: the argument)
 _FLOAT_NONLINEARITIES = {
-    "sigmoid": "1.0f / (1.0f + expf(-v))",
-    "tanh": "tanhf(v)",
+    "sigmoid": "sigmoid_f(v)",
+    "tanh": "tanh_f(v)",
     "relu": "v > 0.0f ? v : 0.0f",
     "quant_sigmoid": "v < -1.0f ? 0.0f : (v > 1.0f ? 1.0f : 0.5f * v + 0.5f)",
     "quant_tanh": "v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v)",
 }
+# tanh and sigmoid of the float32 code: branch-free, so that a compiler
+# vectorises the loop over the hidden units with plain -O3 (without
+# -ffast-math, whose finite-math assumption turned large pre-activations into
+# NaN), accurate to a few float32 ulps, saturating for any finite input and NaN
+# for NaN. The sigmoid is 0.5 tanh(v / 2) + 0.5, as the NumPy engine computes it.
+_FLOAT_TANH = """
+/* tanh(v) = sign(v) m / (m + 2) with m = expm1(2|v|), |v| clamped to 9 (where
+   tanh is 1 in float32; NaN stays NaN). expm1(x) = 2^n expm1(r) + 2^n - 1 for
+   x = n ln2 + r, |r| <= ln2 / 2, and expm1(r) by its Taylor polynomial of
+   degree 7 (error below 1e-8 of it): no cancellation near 0. */
+static inline float tanh_f(float v)
+{
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float a = v < 0.0f ? -v : v;
+    float x, n, r, q, m, t;
+    union {
+        uint32_t bits;
+        float value;
+    } scale;
+    int32_t e;
+    a = a > 9.0f ? 9.0f : a;
+    x = 2.0f * a;
+    n = (x * 1.44269504f + shifter) - shifter;
+    r = (x - n * 0.693145752f) - n * 1.42860677e-6f; /* ln2 in two parts: n ln2 exact */
+    q = r + r * r * (0.5f + r * (1.66666667e-1f + r * (4.16666667e-2f + r * (8.33333333e-3f
+        + r * (1.38888889e-3f + r * 1.98412698e-4f)))));
+    e = (n >= 0.0f && n <= 26.0f) ? (int32_t)n : 0; /* n is in [0, 26] unless v is NaN */
+    scale.bits = (uint32_t)(e + 127) << 23;
+    m = scale.value * q + (scale.value - 1.0f);
+    t = m / (m + 2.0f);
+    return v < 0.0f ? -t : t;
+}
+"""
+_FLOAT_SIGMOID = """
+static inline float sigmoid_f(float v)
+{
+    return 0.5f * tanh_f(0.5f * v) + 0.5f;
+}
+"""
 # compression.integer_nonlinearity, statement by statement (v: int64_t, Q12)
 _INTEGER_NONLINEARITIES = {
     "sigmoid": "return rshift_round(ONE + (v < 0 ? -tanh_magnitude(-v, 8) : "
@@ -84,9 +126,11 @@ def export_c(model, directory, *, name="fastgrnn"):
             "not starting with a digit."
         )
     if isinstance(model, QuantizedFastGRNN):
+        _check_quantized(model)
         writer = _QuantizedWriter(model, name)
     elif isinstance(model, FastGRNNClassifier):
         check_is_fitted(model, "coefs_")
+        check_classifier(model, "export_c refuses it")
         writer = _FloatWriter(model, name)
     else:
         raise TypeError(
@@ -101,6 +145,23 @@ def export_c(model, directory, *, name="fastgrnn"):
         {path: text.encode("ascii") for path, text in zip(paths, (writer.header(), source))}
     )
     return paths
+
+
+def _check_quantized(q):
+    """Refuse an int8 model whose tensors are not int8 or whose outputs do not
+    match ``classes_`` (a damaged or edited model)."""
+    for key, value in q.weights_.items():
+        if np.asarray(value).dtype != np.int8:
+            raise ValueError(f"weights_[{key!r}] of the QuantizedFastGRNN is "
+                             f"{np.asarray(value).dtype}, not int8: the model is damaged; "
+                             "quantize the classifier again.")
+    V = q.weights_[q.chain_keys("V")[-1]]
+    if np.shape(V)[-1] != len(q.classes_):
+        raise ValueError(
+            f"classes_ holds {len(q.classes_)} labels, but the int8 output matrix has "
+            f"{np.shape(V)[-1]} columns, one per class: export_c refuses it. classes_ "
+            "was changed after quantize or the model is damaged."
+        )
 
 
 def _float_literal(value):
@@ -135,16 +196,18 @@ class _Writer:
     def sym(self, key):
         return f"{self.name}_{key}"
 
-    def matrix(self, key, values, sparse):
-        """C arrays of one matrix and a call template computing ``out = v @ M``."""
+    def matrix(self, key, values, sparse, variant=""):
+        """C arrays of one matrix and a call template computing ``out = v @ M``
+        (with the product helpers of ``variant``: "" or "_d", in double)."""
         rows, cols = values.shape
         if not sparse:
-            self.used.add("dense")
+            self.used.add(("dense", variant))
             decl = _array(self.value_ctype, self.sym(key), values, self.value_format)
-            return decl, f"dense_product({{v}}, {self.sym(key)}, {rows}, {cols}, {{out}});"
+            return decl, (f"dense_product{variant}({{v}}, {self.sym(key)}, {rows}, {cols}, "
+                          "{out});")
         small = index_bytes(rows) == 1
         suffix, index = ("u8", "uint8_t") if small else ("u16", "uint16_t")
-        self.used.add(suffix)
+        self.used.add((suffix, variant))
         columns = values.T
         col, row = np.nonzero(columns)  # column-major order of the non-zeros
         decl = (
@@ -154,34 +217,40 @@ class _Writer:
                      self.value_format)
         )
         call = (
-            f"sparse_product_{suffix}({{v}}, {self.sym(key + '_count')}, "
+            f"sparse_product_{suffix}{variant}({{v}}, {self.sym(key + '_count')}, "
             f"{self.sym(key + '_row')}, {self.sym(key + '_value')}, {cols}, {{out}});"
         )
         return decl, call
 
-    def product_helpers(self, v_type, m_type, acc_type, zero):
+    def product_helpers(self, v_type, m_type, acc_type, zero, variant=""):
         text = ""
-        if "dense" in self.used:
+        if ("dense", variant) in self.used:
             text += f"""
-/* out[j] = sum_i v[i] * m[i * cols + j] */
-static void dense_product(const {v_type} *v, const {m_type} *m, int rows, int cols, {acc_type} *out)
+/* out[j] = sum_i v[i] * m[i * cols + j], summed in the order of i; the inner
+   loop runs along a row of m, so that it vectorises without reordering sums */
+static void dense_product{variant}(const {v_type} *restrict v, const {m_type} *restrict m,
+                          int rows, int cols, {acc_type} *restrict out)
 {{
     int i, j;
     for (j = 0; j < cols; ++j) {{
-        {acc_type} acc = {zero};
-        for (i = 0; i < rows; ++i) {{
-            acc += v[i] * m[i * cols + j];
+        out[j] = {zero};
+    }}
+    for (i = 0; i < rows; ++i) {{
+        const {v_type} vi = v[i];
+        const {m_type} *restrict row = m + (size_t)i * cols;
+        for (j = 0; j < cols; ++j) {{
+            out[j] += vi * row[j];
         }}
-        out[j] = acc;
     }}
 }}
 """
         for suffix, index in (("u8", "uint8_t"), ("u16", "uint16_t")):
-            if suffix in self.used:
+            if (suffix, variant) in self.used:
                 text += f"""
 /* the same over the non-zeros of each column: count[j] pairs (row, value) */
-static void sparse_product_{suffix}(const {v_type} *v, const {index} *count, const {index} *row,
-                             const {m_type} *value, int cols, {acc_type} *out)
+static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *count,
+                             const {index} *row, const {m_type} *value, int cols,
+                             {acc_type} *out)
 {{
     int j, k, next = 0;
     for (j = 0; j < cols; ++j) {{
@@ -279,27 +348,43 @@ class _FloatWriter(_Writer):
         self.hidden_size = self.coefs["V"].shape[0]
         self.sparse = set(sparse_keys(model))
 
-    def chain(self, chain, v, out):
+    def chain(self, chain, v, out, variant="", mid="mid"):
         """Arrays and statements for ``out = v @ W`` (``W1 @ W2`` through ``mid``)."""
         keys = [k for k in (chain, chain + "1", chain + "2") if k in self.coefs]
         decls, lines = "", []
         for position, key in enumerate(keys):
-            decl, call = self.matrix(key, self.coefs[key], key in self.sparse)
+            decl, call = self.matrix(key, self.coefs[key], key in self.sparse, variant)
             decls += decl
-            lines.append(call.format(v=v, out=out if position == len(keys) - 1 else "mid"))
-            v = "mid"
+            lines.append(call.format(v=v, out=out if position == len(keys) - 1 else mid))
+            v = mid
         return decls, "\n        ".join(lines)
 
     def source(self):
         n, N, c = self.name, self.NAME, self.coefs
         H, D, C = f"{N}_HIDDEN_SIZE", f"{N}_N_CHANNELS", f"{N}_N_CLASSES"
+        # The input term: in float32 while no partial sum can overflow (inputs
+        # up to safe_input), else in double: a float32 sum of inputs near the
+        # float32 maximum could overflow halfway (inf, or inf - inf = NaN)
+        # where the whole sum does not; its float32 value then saturates the cell
         w_decl, w_code = self.chain("W", "xt", "pre")
+        _, w_code_d = self.chain("W", "xd", "pre_d", variant="_d", mid="mid_d")
+        w_code, w_code_d = (code.replace("\n        ", "\n            ")
+                            for code in (w_code, w_code_d))
+        # bound every partial sum of x W (and of x W1, then W2) by max|x| * gain
+        gain = worst = 1.0
+        for key in [k for k in ("W", "W1", "W2") if k in c]:
+            gain *= float(np.abs(c[key].astype(np.float64)).sum(axis=0).max(initial=0.0))
+            worst = max(worst, gain)
+        safe_input = float(np.finfo(np.float32).max) / 4 / worst
         u_decl, u_code = self.chain("U", "h", "rec")
         v_decl, v_code = self.chain("V", "h", "logits")
         mid = max([c[k].shape[1] for k in ("W1", "U1") if k in c], default=1)
         sz, sn = scalar_sigmoid(c["zeta"]), scalar_sigmoid(c["nu"])
         biases = "".join(_array("float", self.sym(k), c[k], _float_literal)
                          for k in ("bias_gate", "bias_update", "bias_out"))
+        used = {self.model.gate_nonlinearity, self.model.update_nonlinearity}
+        math = "".join([_FLOAT_TANH] * bool(used & {"sigmoid", "tanh"})
+                       + [_FLOAT_SIGMOID] * ("sigmoid" in used))
         return f"""/* {n}.c: generated by sklearn_fastgrnn {__version__}; see {n}.h. */
 #include <math.h>
 #include <stddef.h>
@@ -309,13 +394,14 @@ class _FloatWriter(_Writer):
 {w_decl}{u_decl}{v_decl}{biases}
 static const float {n}_sigmoid_zeta = {_float_literal(sz)};
 static const float {n}_sigmoid_nu = {_float_literal(sn)};
-{self.product_helpers("float", "float", "float", "0.0f")}
-static float gate(float v)
+{self.product_helpers("float", "float", "float", "0.0f")}{
+    self.product_helpers("double", "float", "double", "0.0", variant="_d")}{math}
+static inline float gate(float v)
 {{
     return {_FLOAT_NONLINEARITIES[self.model.gate_nonlinearity]};
 }}
 
-static float update(float v)
+static inline float update(float v)
 {{
     return {_FLOAT_NONLINEARITIES[self.model.update_nonlinearity]};
 }}
@@ -323,8 +409,10 @@ static float update(float v)
 int {n}_logits(const float *x, int length, float *logits)
 {{
     float h[{H}], pre[{H}], rec[{H}], mid[{mid}];
+    double xd[{D}], pre_d[{H}], mid_d[{mid}];
     int t, j;
     (void)mid;
+    (void)mid_d;
     if (x == NULL || logits == NULL || length < 1) {{
         return -1;
     }}
@@ -333,7 +421,22 @@ int {n}_logits(const float *x, int length, float *logits)
     }}
     for (t = 0; t < length; ++t) {{
         const float *xt = x + (size_t)t * {D};
-        {w_code}
+        float largest = 0.0f;
+        for (j = 0; j < {D}; ++j) {{
+            float magnitude = xt[j] < 0.0f ? -xt[j] : xt[j];
+            largest = magnitude > largest ? magnitude : largest;
+        }}
+        if (largest <= {_float_literal(safe_input)}) {{ /* no float32 sum can overflow */
+            {w_code}
+        }} else {{
+            for (j = 0; j < {D}; ++j) {{
+                xd[j] = xt[j];
+            }}
+            {w_code_d}
+            for (j = 0; j < {H}; ++j) {{
+                pre[j] = (float)pre_d[j];
+            }}
+        }}
         {u_code}
         for (j = 0; j < {H}; ++j) {{
             float a = pre[j] + rec[j];
@@ -444,10 +547,18 @@ static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }}
 
-/* x_q = sat16(floor(x * 2^{q.frac_bits_["input"]} + 1/2)), in double like the Python path */
+/* x_q = sat16(floor(x * 2^{q.frac_bits_["input"]} + 1/2)), in double like the Python path;
+   saturated before the conversion to an integer, which would overflow for large
+   |x| (NaN, which the Python path reads as padding, gives 0) */
 static int32_t quantize_input(float x)
 {{
-    return (int32_t)clamp((int64_t)floor((double)x * {scale!r} + 0.5), -INT16_LIMIT, INT16_LIMIT);
+    double v = floor((double)x * {scale!r} + 0.5);
+    if (!(v >= -INT16_LIMIT)) {{
+        v = v != v ? 0.0 : -INT16_LIMIT;
+    }} else if (v > INT16_LIMIT) {{
+        v = INT16_LIMIT;
+    }}
+    return (int32_t)v;
 }}
 {table}{self.product_helpers("int32_t", "int8_t", "int32_t", "0")}
 static int64_t gate(int64_t v)

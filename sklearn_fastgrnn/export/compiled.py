@@ -4,11 +4,11 @@
 plus a small batch entry point (``<name>_batch.c``: loops over sequences, finds
 the NaN padding and rejects NaN or infinity elsewhere), builds both into a shared
 library with ``$CC``, ``cc``, ``gcc`` or ``clang``, and loads it with
-:mod:`ctypes`. The float32 code is built with ``-O3 -march=native -ffast-math``
-(vectorised ``expf``/``tanhf``; the batch file without ``-ffast-math``, so that
-its NaN checks stay exact; ``-ffast-math`` is not passed to the link, so loading
-the library does not switch the process to flush-to-zero); the int8 code
-without ``-ffast-math``, so that its integers are exact.
+:mod:`ctypes`. Both are built with ``-O3 -march=native`` and nothing that assumes finite math
+or reorders sums (no ``-ffast-math``): the float32 code's own branch-free
+``exp``/``tanh``/``sigmoid`` vectorise as they are, and saturate as the NumPy
+engine does on large inputs instead of returning NaN; the int8 code's integers
+are those of the Python path exactly.
 """
 
 import ctypes
@@ -26,6 +26,8 @@ from .._sequences import sequence_lengths, validate_sequences
 from ..classifier import FastGRNNClassifier
 from ..compression import ONE, QuantizedFastGRNN
 from .c import export_c
+
+__all__ = ["CompiledPredictor", "compile_predictor"]
 
 # batches from this size are split over the CPU's cores
 _PARALLEL_MIN_SEQUENCES = 2048
@@ -62,15 +64,32 @@ static int real_length(const float *x, int T)
     return t > 0 ? t : -1;
 }}
 
-/* Each returns 0, or 1 + the index of the first sequence it rejected. */
+/* 1 when the n values are all finite (the float32 arithmetic did not overflow) */
+static int all_finite(const {logit} *v, int n)
+{{
+    int k;
+    for (k = 0; k < n; ++k) {{
+        if (!isfinite((float)v[k])) {{
+            return 0;
+        }}
+    }}
+    return 1;
+}}
+
+/* Each returns 0; or 1 + the index of the first sequence it rejected; or
+   -(1 + the index) of the first whose outputs are not finite (overflow). */
 int {n}_batch_proba(const float *x, int n, int T, float *proba)
 {{
     int i, length;
     for (i = 0; i < n; ++i) {{
         const float *xi = x + (size_t)i * T * {N}_N_CHANNELS;
+        float *out = proba + (size_t)i * {N}_N_CLASSES;
         length = real_length(xi, T);
-        if (length < 0 || {n}_predict_proba(xi, length, proba + (size_t)i * {N}_N_CLASSES)) {{
+        if (length < 0 || {n}_predict_proba(xi, length, out)) {{
             return i + 1;
+        }}
+        if (!all_finite(out, {N}_N_CLASSES)) {{
+            return -(i + 1);
         }}
     }}
     return 0;
@@ -81,22 +100,37 @@ int {n}_batch_logits(const float *x, int n, int T, {logit} *logits)
     int i, length;
     for (i = 0; i < n; ++i) {{
         const float *xi = x + (size_t)i * T * {N}_N_CHANNELS;
+        {logit} *out = logits + (size_t)i * {N}_N_CLASSES;
         length = real_length(xi, T);
-        if (length < 0 || {n}_logits(xi, length, logits + (size_t)i * {N}_N_CLASSES)) {{
+        if (length < 0 || {n}_logits(xi, length, out)) {{
             return i + 1;
+        }}
+        if (!all_finite(out, {N}_N_CLASSES)) {{
+            return -(i + 1);
         }}
     }}
     return 0;
 }}
 
+/* the label of {n}_predict (the first largest logit), from checked logits */
 int {n}_batch_predict(const float *x, int n, int T, int32_t *labels)
 {{
-    int i, length;
+    {logit} logits[{N}_N_CLASSES];
+    int i, k, length;
     for (i = 0; i < n; ++i) {{
         const float *xi = x + (size_t)i * T * {N}_N_CHANNELS;
         length = real_length(xi, T);
-        if (length < 0 || (labels[i] = {n}_predict(xi, length)) < 0) {{
+        if (length < 0 || {n}_logits(xi, length, logits)) {{
             return i + 1;
+        }}
+        if (!all_finite(logits, {N}_N_CLASSES)) {{
+            return -(i + 1);
+        }}
+        labels[i] = 0;
+        for (k = 1; k < {N}_N_CLASSES; ++k) {{
+            if (logits[k] > logits[labels[i]]) {{
+                labels[i] = k;
+            }}
         }}
     }}
     return 0;
@@ -135,6 +169,11 @@ class CompiledPredictor:
     float32 (the C code's type). A C-contiguous float32 3D array is passed
     without a copy. Pickling stores the model and rebuilds the library when
     loaded (in a temporary directory).
+
+    Input the model rejects (NaN inside a sequence, infinity) raises the
+    model's ``ValueError``; so does a sequence on which the float32 arithmetic
+    overflows (a relu non-linearity on large inputs), naming the sample,
+    instead of returning NaN.
 
     Attributes
     ----------
@@ -177,11 +216,10 @@ class CompiledPredictor:
         logit = "int32_t" if self._quantized else "float"
         with open(batch, "w", encoding="ascii") as f:
             f.write(_BATCH_SOURCE.format(n=_NAME, N=_NAME.upper(), logit=logit))
-        fast = [] if self._quantized else ["-ffast-math"]
         objects = []
-        for path, extra in ((source, fast), (batch, [])):
+        for path in (source, batch):
             obj = path[:-2] + ".o"
-            _run_compiler(compiler, ["-std=c99", "-O3", "-fPIC", *extra, "-c", path, "-o", obj],
+            _run_compiler(compiler, ["-std=c99", "-O3", "-fPIC", "-c", path, "-o", obj],
                           native=True)
             objects.append(obj)
         self.library_path = os.path.join(directory, f"lib{_NAME}.so")
@@ -215,15 +253,24 @@ class CompiledPredictor:
             bounds = np.linspace(0, n, workers + 1).astype(int)
 
             def run(start, stop):
-                rejected = function(X3[start:stop].ctypes.data, int(stop - start), T,
-                                    out[start:stop].ctypes.data)
-                return start + rejected if rejected else 0
+                code = function(X3[start:stop].ctypes.data, int(stop - start), T,
+                                out[start:stop].ctypes.data)
+                return code + start if code > 0 else (code - start if code < 0 else 0)
 
             with ThreadPoolExecutor(workers) as pool:
                 bad = next((b for b in pool.map(run, bounds[:-1], bounds[1:]) if b), 0)
-        if bad:
+        if bad > 0:
             sequence_lengths(X3)  # raises the estimator's message for that sample
             raise ValueError(f"The C code rejected sample {bad - 1} of X.")
+        if bad < 0:
+            raise ValueError(
+                f"The float32 arithmetic of the compiled predictor overflows on sample "
+                f"{-bad - 1} of X: its hidden state or outputs leave float32's range "
+                f"(a relu non-linearity on large inputs, or a diverged model), so its "
+                "probabilities would be NaN. Scale the input (SequenceScaler), or "
+                "predict with the model itself, which computes in float64 for "
+                "float64 input."
+            )
         return out
 
     # -- prediction ----------------------------------------------------------

@@ -1,7 +1,10 @@
 """ONNX graph of a fitted FastGRNN model: a Scan over time, with padding in-graph.
 
 The graph reads one float32 input ``X`` of shape (batch, time, channels) and
-computes, in float32, what ``predict_proba`` and ``predict`` compute:
+computes what ``predict_proba`` and ``predict`` compute, in float32 but for the
+input term (steps 1 and 3, in float64, so that inputs near the float32 maximum
+can not overflow halfway through a sum; its float32 value then saturates the
+cell as in the Python engine):
 
 1. the scaler of a Pipeline, if any: ``(X - mean) / scale`` per channel
    (``SequenceScaler``) or per (timestep, channel) column (``StandardScaler``);
@@ -23,7 +26,9 @@ from .._files import write_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._version import __version__
 from ..preprocessing import SequenceScaler
-from .weights import unpack_model
+from .weights import check_classifier, check_scaler, unpack_model
+
+__all__ = ["to_onnx"]
 
 OPSET = 17
 INPUT_NAME = "X"
@@ -156,9 +161,9 @@ def _scale(g, scaler, clf, x):
         mean = scaler.mean_ if scaler.with_mean else None
         scale = scaler.scale_ if scaler.with_std else None
     if mean is not None:
-        x = g.op("Sub", [x, g.const("scaler_mean", np.reshape(mean, shape))])
+        x = g.op("Sub", [x, g.const("scaler_mean", np.reshape(mean, shape), np.float64)])
     if scale is not None:
-        x = g.op("Div", [x, g.const("scaler_scale", np.reshape(scale, shape))])
+        x = g.op("Div", [x, g.const("scaler_scale", np.reshape(scale, shape), np.float64)])
     return x
 
 
@@ -195,6 +200,9 @@ def to_onnx(model, path=None):
     """
     onnx = _import_onnx()
     clf, scaler, _ = unpack_model(model)
+    check_classifier(clf, "to_onnx refuses it")
+    if scaler is not None:
+        check_scaler(scaler, "to_onnx refuses it")
     coefs = clf.coefs_
     H, C, d = coefs["V"].shape[0], coefs["V"].shape[1], clf.n_channels_
     TP = onnx.TensorProto
@@ -203,7 +211,8 @@ def to_onnx(model, path=None):
     fixed_time = isinstance(scaler, StandardScaler)  # its statistics are per timestep
     time_dim = clf.n_timesteps_ if fixed_time else "time"
 
-    x = _scale(g, scaler, clf, INPUT_NAME) if scaler is not None else INPUT_NAME
+    x = g.op("Cast", [INPUT_NAME], "X_double", to=TP.DOUBLE)
+    x = _scale(g, scaler, clf, x) if scaler is not None else x
     # padding: real timesteps run up to the last one with a non-NaN channel
     n_nan = g.op("MatMul", [g.op("Cast", [g.op("IsNaN", [INPUT_NAME])], to=TP.FLOAT),
                             g.const("ones", np.ones((d, 1)))], "n_nan")
@@ -216,11 +225,14 @@ def to_onnx(model, path=None):
     steps = g.op("Reshape", [steps, g.const("shape_1_T_1", [1, -1, 1], np.int64)])
     real = g.op("LessOrEqual", [steps, last_real], "real")  # (batch, time, 1)
 
+    def weight(key):  # stored float32 like the other weights, multiplied in float64
+        return g.op("Cast", [g.const(key, coefs[key])], key + "_double", to=TP.DOUBLE)
+
     if "W" in coefs:
-        xw = g.op("MatMul", [x, g.const("W", coefs["W"])], "x_W")
+        xw = g.op("MatMul", [x, weight("W")], "x_W")
     else:
-        xw = g.op("MatMul", [g.op("MatMul", [x, g.const("W1", coefs["W1"])], "x_W1"),
-                             g.const("W2", coefs["W2"])], "x_W")
+        xw = g.op("MatMul", [g.op("MatMul", [x, weight("W1")], "x_W1"), weight("W2")], "x_W")
+    xw = g.op("Cast", [xw], "x_W_float", to=TP.FLOAT)
 
     batch = g.op("Slice", [shape, g.const("s0", [0], np.int64), g.const("s1", [1], np.int64)])
     h0 = g.op("ConstantOfShape", [g.op("Concat", [batch, g.const("H", [H], np.int64)], axis=0)],

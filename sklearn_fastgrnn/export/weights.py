@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -29,6 +30,8 @@ from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from ..preprocessing import SequenceScaler, make_fastgrnn_pipeline
 
+__all__ = ["load_weights", "save_weights"]
+
 FORMAT = "sklearn_fastgrnn.weights"
 FORMAT_VERSION = 1
 METADATA_KEY = "sklearn_fastgrnn"
@@ -44,6 +47,7 @@ MAX_SIZE = 2**31 - 1  # timesteps, channels, features
 MAX_ABS_WEIGHT = 1e15  # coefs_: keeps logits of a sigmoid/tanh cell far from overflow
 MAX_SCALER_STATISTIC = 1e150  # |mean_|, scale_ and 1 / scale_ (so var_ <= 1e300)
 MAX_LABEL_CHARS = 1024  # width of a string dtype beyond its longest label
+MAX_MESSAGE_CHARS = 500  # an error quoting the file says at most this much of it
 
 
 # ------------------------------------------------------------ model structure
@@ -118,6 +122,8 @@ def unpack_model(model):
 def _weight_problem(value):
     """Why ``value`` can not be a ``coefs_`` tensor of a weights file, or None."""
     value = np.asarray(value)
+    if value.dtype.kind not in "fiu":
+        return f"is an array of {value.dtype}, not of numbers"
     if not np.isfinite(value).all():
         return "contains NaN or inf"
     if value.size and np.abs(value).max() > MAX_ABS_WEIGHT:
@@ -129,6 +135,8 @@ def _weight_problem(value):
 def _statistic_problem(name, value):
     """Why ``value`` can not be the scaler statistic ``name`` of a file, or None."""
     value = np.asarray(value)
+    if value.dtype.kind not in "fiu":
+        return f"is an array of {value.dtype}, not of numbers"
     if not np.isfinite(value).all():
         return "contains NaN or inf"
     if value.dtype.kind != "f":  # n_samples_seen_: counts
@@ -146,6 +154,19 @@ def _statistic_problem(name, value):
         return (f"holds values beyond the range a weights file allows "
                 f"({1 / bound:.0e} to {bound:.0e} in magnitude)")
     return None
+
+
+def check_scaler(scaler, consequence):
+    """Raise a ValueError when a fitted scaler's statistics are damaged (NaN,
+    infinite or beyond what a weights file allows); see :func:`check_classifier`."""
+    for name in ("mean_", "var_", "scale_"):
+        value = getattr(scaler, name, None)
+        problem = None if value is None else _statistic_problem(name, value)
+        if problem:
+            raise ValueError(
+                f"{type(scaler).__name__}.{name} {problem}: {consequence}. The scaler "
+                "was fitted on values too large or was damaged; refit it."
+            )
 
 
 # ----------------------------------------------------------------------- save
@@ -233,24 +254,59 @@ def _encode_fitted(estimator, tensor_prefix=None):
     return attributes, tensors
 
 
-def _encode_classifier(clf):
-    """JSON metadata and tensors of the classifier."""
-    shapes = clf._layout().shapes
-    fitted = {key: np.shape(value) for key, value in clf.coefs_.items()}
+def check_classifier(clf, consequence):
+    """Raise a ValueError when a fitted classifier's weights can not predict.
+
+    Checks what a weights file's loader checks: ``coefs_`` holds the tensors
+    that the hyper-parameters and ``classes_`` describe, with those shapes, and
+    every value is finite and at most ``MAX_ABS_WEIGHT`` in magnitude. Every
+    export (weights file, ONNX, C) and the command line's model loading run it,
+    so that a damaged or diverged model is refused instead of predicting NaN.
+
+    Parameters
+    ----------
+    clf : FastGRNNClassifier
+        Fitted.
+    consequence : str
+        What the problem prevents, for the message (e.g. "load_weights would
+        refuse the file").
+    """
+    coefs = getattr(clf, "coefs_", None)
+    if not isinstance(coefs, dict):
+        raise ValueError(f"coefs_ is a {type(coefs).__name__}, not a dict of arrays: "
+                         f"{consequence}. The model is damaged; retrain it.")
+    n_classes = len(clf.classes_)
+    n_outputs = np.shape(coefs.get("V", ()))[-1:]
+    if n_outputs and n_outputs[0] != n_classes:
+        raise ValueError(
+            f"classes_ holds {n_classes} labels, but coefs_['V'] has {n_outputs[0]} "
+            f"columns, one per class: {consequence}. classes_ was changed after fit "
+            "or the model is damaged; set it back or refit."
+        )
+    try:
+        shapes = clf._layout().shapes
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{exc} ({consequence})") from None
+    fitted = {key: np.shape(value) for key, value in coefs.items()}
     if fitted != shapes:
         raise ValueError(
             f"coefs_ has shapes {fitted}, but the classifier's hyper-parameters "
-            f"describe {shapes}: they were changed after fit. Set them back or refit "
-            "before saving."
+            f"describe {shapes}: {consequence}. They were changed after fit; set "
+            "them back or refit."
         )
-    tensors = {key: np.array(value, order="C") for key, value in clf.coefs_.items()}
-    for key, value in tensors.items():
+    for key, value in coefs.items():
         problem = _weight_problem(value)
         if problem:
             raise ValueError(
-                f"coefs_[{key!r}] {problem}: load_weights would refuse the file. "
-                "The model diverged; retrain it (smaller learning_rate_init, or alpha)."
+                f"coefs_[{key!r}] {problem}: {consequence}. The model diverged or was "
+                "damaged; retrain it (smaller learning_rate_init, or alpha)."
             )
+
+
+def _encode_classifier(clf):
+    """JSON metadata and tensors of the classifier."""
+    check_classifier(clf, "load_weights would refuse the file")
+    tensors = {key: np.array(value, order="C") for key, value in clf.coefs_.items()}
     metadata = {
         "params": _encode_params(clf),
         "classes": _encode_labels(clf.classes_),
@@ -329,6 +385,10 @@ class _Metadata:
         self.document, self.source = document, source
 
     def error(self, message):
+        """The ValueError of an invalid file; the message cut to 500 characters,
+        since it may quote values of the file (names, strings) of any length."""
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         return ValueError(f"Invalid weights file {self.source}: {message}")
 
     def get(self, field, kinds, *, optional=False):
@@ -347,7 +407,7 @@ class _Metadata:
             return None
         if not isinstance(node, kinds) or (isinstance(node, bool) and bool not in kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(f"metadata field {field!r} must be {names}, got {node!r}.")
+            raise self.error(f"metadata field {field!r} must be {names}, got {_short(node)}.")
         return node
 
     def positive_int(self, field, maximum=MAX_SIZE):
@@ -362,6 +422,12 @@ class _Metadata:
     @property
     def writer_version(self):
         return self.get("sklearn_fastgrnn_version", (str,), optional=True)
+
+
+def _short(value, limit=200):
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _scalars(values):
@@ -385,7 +451,9 @@ def _decode_params(meta, field):
         ):
             value = dict(items)
         elif not (_scalars([value]) or _scalars(value)):
-            raise meta.error(f"hyper-parameter {field}.{name} is malformed: {value!r}.")
+            raise meta.error(
+                f"hyper-parameter {field}.{name} is malformed: {_short(value)}."
+            )
         params[name] = value
     return params
 
@@ -405,7 +473,7 @@ def _decode_labels(meta, field):
         if not isinstance(value, expected) or (
             isinstance(value, bool) and dtype.kind != "b"
         ):
-            raise meta.error(f"{field} holds {value!r}, which is not of dtype {dtype}.")
+            raise meta.error(f"{field} holds {_short(value)}, which is not of dtype {dtype}.")
     if dtype.kind == "U":  # the width is allocated per label: bound it by the labels
         longest = max((len(value) for value in values), default=0)
         if dtype.itemsize // 4 > max(longest, MAX_LABEL_CHARS):
@@ -522,8 +590,8 @@ def _read_file(path):
         ) from None
     if bad:
         raise ValueError(
-            f"Invalid weights file {path}: tensors {bad} have unsupported dtypes; "
-            f"expected one of {list(_TENSOR_DTYPES)}."
+            f"Invalid weights file {path}: tensors {_short(bad)} have unsupported "
+            f"dtypes; expected one of {list(_TENSOR_DTYPES)}."
         )
     if METADATA_KEY not in header:
         raise ValueError(
@@ -535,6 +603,16 @@ def _read_file(path):
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"Invalid weights file {path}: its metadata is not valid JSON ({exc})."
+        ) from None
+    except RecursionError:
+        raise ValueError(
+            f"Invalid weights file {path}: its metadata nests JSON arrays or objects "
+            "deeper than any weights file does (beyond the parser's depth limit)."
+        ) from None
+    except ValueError:  # an integer of more digits than int() converts
+        raise ValueError(
+            f"Invalid weights file {path}: its metadata holds an integer of more "
+            f"than {sys.get_int_max_str_digits()} digits, which no weights file does."
         ) from None
     if not isinstance(document, dict):
         raise ValueError(f"Invalid weights file {path}: its metadata is not a JSON object.")
@@ -687,7 +765,7 @@ def _probe(model, clf, meta):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # probe has no feature names
             proba = model.predict_proba(probe)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever fails, the file is invalid
         raise meta.error(f"the model it describes can not predict: {exc!r}") from None
     if not (np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0)):
         raise meta.error(f"the model it describes predicts {proba.tolist()} on zeros.")
