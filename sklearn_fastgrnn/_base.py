@@ -57,6 +57,7 @@ AUTO_MIN_STEPS = 6000  # max_iter="auto": at least this many optimiser steps ...
 AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
 AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
 AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per sequence
+AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
 MAX_PARAMETERS = 2**31 - 1
 _INTEGER_PARAMS = (
@@ -118,12 +119,15 @@ PARAMETERS_DOC = """\
     zeta_init, nu_init : float, default=1.0, -4.0
         Initial raw ``zeta`` and ``nu`` (before the sigmoid), as in EdgeML.
     solver : {{"adam", "sgd"}}, default="adam"
-    learning_rate : {{"constant", "step", "adaptive"}}, default="adaptive"
+    learning_rate : {{"auto", "constant", "step", "adaptive"}}, default="auto"
         "adaptive" divides the rate by 5 whenever the stopping rule sees a
         plateau (patience epochs without improvement), and stops once it has
         been divided ``max_lr_reductions`` times; "step" multiplies it by
         ``lr_decay`` every ``lr_decay_step`` epochs and "constant" keeps it,
-        both stopping at the first plateau.
+        both stopping at the first plateau. "auto" is "adaptive" from 50
+        optimiser steps an epoch (3,200 sequences at the "auto" batch size),
+        where a plateau at the initial rate is often the rate's own noise,
+        and "constant" below.
     learning_rate_init : float, default=0.01
     max_lr_reductions : int, default=2
         Plateaus the "adaptive" rate answers by dividing the rate by 5 before
@@ -316,7 +320,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "zeta_init": [Interval(Real, None, None, closed="neither")],
         "nu_init": [Interval(Real, None, None, closed="neither")],
         "solver": [StrOptions({"adam", "sgd"})],
-        "learning_rate": [StrOptions({"constant", "step", "adaptive"})],
+        "learning_rate": [StrOptions({"auto", "constant", "step", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_lr_reductions": [Interval(Integral, 0, None, closed="left")],
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
@@ -589,7 +593,15 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return Adam(n_params, dtype, self.beta_1, self.beta_2, self.epsilon)
         return SGD(n_params, dtype, self.momentum, self.nesterovs_momentum)
 
-    def _start_state(self, layout, dtype, resume, n_steps, incremental):
+    def _resolve_learning_rate(self, n_samples):
+        """``learning_rate`` for ``n_samples`` training sequences ("auto": see
+        AUTO_ADAPTIVE_STEPS)."""
+        if self.learning_rate != "auto":
+            return self.learning_rate
+        steps = math.ceil(n_samples / resolve_batch_size(self.batch_size, n_samples))
+        return "adaptive" if steps >= AUTO_ADAPTIVE_STEPS else "constant"
+
+    def _start_state(self, layout, dtype, resume, n_steps, incremental, n_samples):
         """:class:`StartState` to train from (never shared with ``self``).
 
         Hyper-parameters always come from the current ``get_params()``; a resumed
@@ -614,7 +626,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             )
         optimizer = self._new_optimizer(layout.size, dtype)
         schedule = LearningRateSchedule(
-            self.learning_rate, self.learning_rate_init, self.lr_decay,
+            self._resolve_learning_rate(n_samples), self.learning_rate_init, self.lr_decay,
             self._int("lr_decay_step"), self._int("max_lr_reductions"),
         )
         if has_state:
@@ -699,7 +711,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                                    incremental, resume)
         layout = self._layout()
         flat, optimizer, rng, schedule, monitor = self._start_state(
-            layout, data.X3.dtype, resume, int(data.lengths.max()), incremental
+            layout, data.X3.dtype, resume, int(data.lengths.max()), incremental, len(data.X3)
         )
         train, val = self._watched_data(data, validation, incremental)
         early = val is not None
@@ -995,7 +1007,15 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         return outputs
 
     def _warn_not_finite(self, outputs, lengths):
-        """Say which sequences overflowed (a silent NaN is the worst answer)."""
+        """Refuse damaged weights; else say which sequences overflowed (a silent NaN
+        is the worst answer)."""
+        for key, value in self.coefs_.items():
+            if not np.isfinite(value).all():
+                raise ValueError(
+                    f"coefs_[{key!r}] holds NaN or infinity: the model is damaged (or "
+                    "was edited), and its predictions would be NaN. Refit it, or load "
+                    "an undamaged copy."
+                )
         bad = np.flatnonzero(~np.isfinite(outputs).all(axis=1))
         warnings.warn(
             f"The hidden state overflowed for {len(bad)} of {len(outputs)} sequences "
@@ -1005,7 +1025,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             + ("A relu non-linearity is unbounded over long sequences; "
                if "relu" in (self.gate_nonlinearity, self.update_nonlinearity) else "")
             + "Check the model's weights, and scale the input as in training.",
-            RuntimeWarning,
+            UserWarning,
         )
 
     def streamer(self, n_streams=1, dtype="float64"):

@@ -74,7 +74,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         zeta_init=1.0,
         nu_init=-4.0,
         solver="adam",
-        learning_rate="adaptive",
+        learning_rate="auto",
         learning_rate_init=0.01,
         max_lr_reductions=2,
         lr_decay=0.1,

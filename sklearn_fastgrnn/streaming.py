@@ -22,6 +22,8 @@ import numpy as np
 
 from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
+__all__ = ["Streamer"]
+
 
 def _effective(coefs, key):
     """``W`` or ``U`` of a ``coefs_`` dict (the product of the factors when low rank)."""

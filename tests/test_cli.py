@@ -765,15 +765,17 @@ INTERRUPTED = "error: interrupted (Ctrl-C); nothing was written, files already t
 
 def test_ctrl_c_in_training_writes_nothing_and_exits_130(tmp_path):
     rng = np.random.default_rng(0)
-    X, y = _data(rng, n=3000, T=30, d=4)
+    X, y = _data(rng, n=6000, T=30, d=4)
     np.savez(tmp_path / "big.npz", X=X, y=y)
     out = tmp_path / "m.joblib"
     out.write_bytes(b"the previous model")
     environment = {**os.environ, "PYTHONUNBUFFERED": "1",
                    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(
+        # one sequence a step: seconds an epoch, even with the compiled engine
         [sys.executable, "-m", "sklearn_fastgrnn", "train", "--data", "big.npz",
-         "--hidden-size", "32", "--max-iter", "100000", "--out", "m.joblib"],
+         "--hidden-size", "32", "--batch-size", "1", "--max-iter", "100000",
+         "--out", "m.joblib"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     try:
         for line in process.stdout:  # the first line of training is printed first
@@ -781,7 +783,7 @@ def test_ctrl_c_in_training_writes_nothing_and_exits_130(tmp_path):
                 break
         import time
 
-        time.sleep(1.5)  # in training now (it takes minutes)
+        time.sleep(1.5)  # in training now (it takes a minute)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:

@@ -79,12 +79,19 @@ def test_a_relu_gate_that_diverges_gets_advice_about_relu(rng):
 def test_outputs_that_overflow_at_prediction_warn_instead_of_a_silent_nan(rng):
     clf, X, _ = fitted(rng, gate_nonlinearity="relu", learning_rate_init=1e-4)
     long = 10 * rng.standard_normal((5, 200, X.shape[2]))
-    with pytest.warns(RuntimeWarning, match="hidden state overflowed for 5 of 5"):
+    with pytest.warns(UserWarning, match="hidden state overflowed for 5 of 5"):
         proba = clf.predict_proba(long)
     assert np.isnan(proba).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # finite outputs: no warning
         assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_damaged_weights_are_refused_instead_of_predicting_nan(rng):
+    clf, X, _ = fitted(rng)
+    clf.coefs_ = {**clf.coefs_, "V": clf.coefs_["V"] * np.nan}
+    with pytest.raises(ValueError, match="coefs_\\['V'\\] holds NaN or infinity"):
+        clf.predict_proba(X)
 
 
 def test_float64_input_beyond_float32_names_the_overflow(rng):

@@ -63,14 +63,24 @@ def test_a_plateau_shorter_than_the_minimum_steps_does_not_stop_training(rng):
     quick = FastGRNNClassifier(hidden_size=4, tol=10.0, n_iter_no_change=5,
                                random_state=0, learning_rate="constant").fit(X, y)
     assert quick.n_iter_ == 6
-    # the default adaptive rate is divided twice, at each plateau, before it stops
+    # an adaptive rate is divided twice, at each plateau, before it stops
     adaptive = FastGRNNClassifier(hidden_size=4, tol=10.0, n_iter_no_change=5,
-                                  random_state=0).fit(X, y)
+                                  random_state=0, learning_rate="adaptive").fit(X, y)
     assert adaptive.n_iter_ == 16
     assert [h["event"] for h in adaptive.history_ if h["event"]] == [
         "learning rate reduced to 0.002", "learning rate reduced to 0.0004",
         "stopped: no improvement of tol=10.0 for 5 epochs (15 optimiser steps)",
     ]
+
+
+def test_learning_rate_auto_is_adaptive_from_fifty_steps_an_epoch(rng):
+    X, y = make_sequences(rng, n=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        small_batches = FastGRNNClassifier(hidden_size=4, batch_size=2, max_iter=1).fit(X, y)
+        default = FastGRNNClassifier(hidden_size=4, max_iter=1).fit(X, y)  # 10 a batch
+    assert small_batches._schedule.kind == "adaptive"  # 50 steps an epoch
+    assert default._schedule.kind == "constant"  # 10 steps an epoch
 
 
 def test_while_the_loss_is_at_chance_level_the_patience_is_longer(rng):
