@@ -66,7 +66,8 @@ _INTEGER_PARAMS = (
 )
 # What a model of release 0.1.0 (which had none of these parameters) did: a model
 # file of that release without them is read with these values.
-LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy"}
+LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
+                 "shift_windows": False}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -85,6 +86,12 @@ PARAMETERS_DOC = """\
         remember. The last, partial window of a sequence repeats its last
         timestep. "auto" is about ``T / 50`` for the longest training sequence
         ``T`` (1 up to 75 steps). ``window_`` is the value used.
+    shift_windows : bool, default=True
+        With windows of several timesteps, move where they fall in each
+        training epoch: every sequence starts with 0 to ``window_ - 1``
+        (at random) copies of its first timestep, so that the model does not
+        learn the place of the window boundaries (a data augmentation;
+        prediction reads each sequence from its first timestep).
     readout : {{"last", "mean", "max"}}, default="last"
         What the output layer reads: the state after the last real step, or
         the mean or the maximum (per hidden unit) of the states over the real
@@ -354,6 +361,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "readout": [StrOptions(set(READOUTS))],
         "window": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "scale_input": ["boolean"],
+        "shift_windows": ["boolean"],
         "engine": [StrOptions(set(ENGINES))],
     }
 
@@ -471,11 +479,15 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         self._update_maps(X3, targets, weights, incremental, resume)
         if not resume or not hasattr(self, "window_"):
             self.window_ = self._resolve_window(int(lengths.max()))
-        X3, lengths = self._cell_input(X3, lengths, dtype)
+        timesteps = self._mapped_input(X3, dtype)
+        X3, cell_lengths = windowed(timesteps, lengths, self.window_)
         targets = self._map_targets(targets)
         if soft is not None:
             soft = self._map_targets(soft).astype(dtype, copy=False)
-        return TrainingData(X, X3, lengths, targets, weights, soft)
+        if self.window_ == 1 or not self.shift_windows:
+            return TrainingData(X, X3, cell_lengths, targets, weights, soft)
+        return TrainingData(X, X3, cell_lengths, targets, weights, soft, timesteps, lengths,
+                            self.window_)
 
     def _resolve_window(self, n_steps):
         """``window`` for sequences of at most ``n_steps`` real timesteps."""
@@ -483,13 +495,12 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return max(1, round(n_steps / AUTO_WINDOW_STEPS))
         return max(1, min(int(self.window), n_steps))
 
-    def _cell_input(self, X3, lengths, dtype, name="X"):
-        """Sequences as the cell reads them in training: mapped, cast, windowed."""
+    def _mapped_input(self, X3, dtype, name="X"):
+        """Sequences as the cell reads them in training, before windowing: mapped, cast."""
         maps = self._maps
         if maps.input_mean is not None:
             X3 = (X3 - maps.input_mean) / maps.input_scale  # in float64, NaN stays
-        X3 = self._as_training_dtype(X3, dtype, name)
-        return windowed(X3, lengths, self.window_)
+        return self._as_training_dtype(X3, dtype, name)
 
     def _update_maps(self, X3, targets, weights, incremental, resume):
         """Fit the input and output maps (:mod:`~sklearn_fastgrnn._scaling`).
@@ -669,7 +680,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 "sample_weight_val sums to zero: a validation set without weight "
                 "cannot be scored. Give some validation sequences a positive weight."
             )
-        X3_val, lengths_val = self._cell_input(X3_val, lengths_val, dtype, "X_val")
+        X3_val, lengths_val = windowed(
+            self._mapped_input(X3_val, dtype, "X_val"), lengths_val, self.window_
+        )
         return ValidationSet(X_val, X3_val, lengths_val, self._map_targets(targets), weights)
 
     def _watched_data(self, data, validation, incremental):

@@ -274,3 +274,17 @@ def windowed(X, lengths, window):
     out = np.take_along_axis(X, source[:, :, None], axis=1)
     out[t[None, :] >= (step_lengths * window)[:, None]] = np.nan
     return out.reshape(n, steps, window * d), step_lengths
+
+
+
+def edge_extended(X, lengths, pad, n_steps):
+    """``X`` (n, T, d) with ``pad`` copies of each sequence's first timestep before
+    it and its last timestep repeated after it, to ``n_steps`` steps (finite).
+
+    What training cuts shifted windows from: sequence ``i`` starting ``s``
+    timesteps late (``s <= pad``, prefixed with copies of its first timestep)
+    is ``E[i, pad - s:]``, and its last window is edge-filled as
+    :func:`windowed` fills it.
+    """
+    source = np.clip(np.arange(n_steps)[None, :] - pad, 0, lengths[:, None] - 1)
+    return np.take_along_axis(X, source[:, :, None], axis=1)

@@ -11,6 +11,7 @@ import sys
 from typing import NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from sklearn.metrics import check_scoring
 from sklearn.utils import gen_batches
 
@@ -18,17 +19,21 @@ from . import _losses
 from ._cell import predict_outputs, to_time_major
 from ._compiled_cell import make_engine
 from ._optimizers import clip_by_global_norm
+from ._sequences import edge_extended
 
 
 class TrainingData(NamedTuple):
     """The validated training data of one call."""
 
     X: object  # as the user gave it (after validation), for scorers and callbacks
-    X3: np.ndarray  # (n, T, d) in the training dtype
-    lengths: np.ndarray  # (n,) real length of each sequence
+    X3: np.ndarray  # (n, T, window_ * d): cell steps as prediction reads them
+    lengths: np.ndarray  # (n,) real cell steps of each sequence
     targets: np.ndarray  # encoded for the loss: class indices, or (n, n_outputs)
     weights: np.ndarray  # (n,) sample weights times class weights
     soft: object  # (n, n_outputs) teacher targets for distillation, or None
+    timesteps: object = None  # (n, T, d) before windowing, when the windows shift
+    timestep_lengths: object = None  # (n,) their real lengths
+    window: int = 1
 
 
 class ValidationSet(NamedTuple):
@@ -87,7 +92,13 @@ class TrainingRun:
         self.estimator = estimator
         self.layout = layout
         self.data = data
+        self.lengths = data.lengths  # of the cell steps of the current epoch
         self.Xa = to_time_major(data.X3, dtype)
+        self.extended = self.shifts = None
+        if data.timesteps is not None:  # windows that shift: cut from the timesteps
+            k, T = data.window, data.timesteps.shape[1]
+            # the last window of a sequence started k - 1 late ends before T + 3k
+            self.extended = edge_extended(data.timesteps, data.timestep_lengths, k - 1, T + 3 * k)
         self.targets = data.targets if data.soft is None else (data.targets, data.soft)
         self.loss = loss
         self.task_loss = getattr(loss, "hard", loss)
@@ -103,15 +114,33 @@ class TrainingRun:
         self._batch_buffers = {}
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
 
+    def _shift_windows(self, rng):
+        """Move where the windows fall: each sequence starts 0 to window - 1 late."""
+        k = self.data.window
+        self.shifts = rng.integers(0, k, len(self.data.timestep_lengths))
+        self.lengths = -(-(self.data.timestep_lengths + self.shifts) // k)
+
     def _batch(self, idx):
-        """Time-major batch ``Xa[:, idx]`` cut to its longest sequence."""
-        buf = self._batch_buffers.get(len(idx))
-        if buf is None:
-            T, _, d1 = self.Xa.shape
-            buf = self._batch_buffers[len(idx)] = np.empty((T, len(idx), d1), self.Xa.dtype)
-        np.take(self.Xa, idx, axis=1, out=buf)
-        lengths = self.data.lengths[idx]
+        """Time-major batch of the sequences ``idx``, cut to its longest one."""
+        lengths = self.lengths[idx]
         T_batch = int(lengths.max())
+        buf = self._batch_buffers.get(len(idx))
+        if buf is None or len(buf) < T_batch:
+            T = max(T_batch, self.Xa.shape[0])
+            buf = np.empty((T, len(idx), self.Xa.shape[2]), self.Xa.dtype)
+            buf[:, :, -1] = 1.0  # the ones column (see to_time_major)
+            self._batch_buffers[len(idx)] = buf
+        if self.shifts is None:
+            np.take(self.Xa[:T_batch], idx, axis=1, out=buf[:T_batch])
+        else:  # windows of each sequence started shifts[i] timesteps late
+            k, E = self.data.window, self.extended
+            n, n_steps, d = E.shape
+            # every run of T_batch * k timesteps of E as a view: (n, start, step, d)
+            runs = as_strided(E, shape=(n, n_steps - T_batch * k + 1, T_batch * k, d),
+                              strides=(E.strides[0], E.strides[1], E.strides[1], E.strides[2]),
+                              writeable=False)
+            steps = runs[idx, k - 1 - self.shifts[idx]]  # (B, T_batch * k, d): block copies
+            buf[:T_batch, :, :-1] = steps.reshape(len(idx), T_batch, -1).transpose(1, 0, 2)
         return buf[:T_batch], (lengths if lengths.min() < T_batch else None)
 
     def epoch(self, flat, optimizer, lr, train, batch_size, rng):
@@ -122,6 +151,8 @@ class TrainingRun:
 
     def _epoch(self, flat, optimizer, lr, train, batch_size, rng):
         est = self.estimator
+        if self.data.timesteps is not None:
+            self._shift_windows(rng)
         order = rng.permutation(train) if est.shuffle else train
         batches = list(gen_batches(len(order), batch_size))
         total_loss = total_weight = 0.0

@@ -63,6 +63,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         *,
         n_timesteps=None,
         window="auto",
+        shift_windows=True,
         readout="last",
         scale_input=True,
         engine="auto",
@@ -109,6 +110,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.hidden_size = hidden_size
         self.n_timesteps = n_timesteps
         self.window = window
+        self.shift_windows = shift_windows
         self.readout = readout
         self.scale_input = scale_input
         self.engine = engine

@@ -29,6 +29,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         loss="squared_error",
         n_timesteps=None,
         window="auto",
+        shift_windows=True,
         readout="last",
         scale_input=True,
         engine="auto",
@@ -74,6 +75,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         self.loss = loss
         self.n_timesteps = n_timesteps
         self.window = window
+        self.shift_windows = shift_windows
         self.readout = readout
         self.scale_input = scale_input
         self.engine = engine

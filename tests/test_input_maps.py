@@ -16,7 +16,8 @@ from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor, _scaling
-from sklearn_fastgrnn._sequences import windowed
+from sklearn_fastgrnn._sequences import edge_extended, windowed
+from sklearn_fastgrnn._training import TrainingData, TrainingRun
 
 from .conftest import assert_same_coefs, make_sequences
 
@@ -53,11 +54,39 @@ def test_windows_regroup_the_real_steps_and_fill_the_last_one(batch):
         np.testing.assert_array_equal(alone[0], W[i, : steps[i]])
 
 
+@given(padded_batches(), st.data())
+@settings(max_examples=150, deadline=None)
+def test_shifted_training_windows_are_the_windows_of_a_later_start(batch, data):
+    """The batches of shift_windows: sequence i prefixed with shifts[i] copies of
+    its first timestep, cut into windows (what the engine receives, time-major)."""
+    X, lengths, k = batch
+    n, T, d = X.shape
+    shifts = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    timesteps = np.nan_to_num(X)  # the mapped training input; padding is never read
+    run = object.__new__(TrainingRun)
+    run.data = TrainingData(None, None, None, None, None, None, timesteps, lengths, k)
+    run.Xa = np.zeros((-(-(T + k - 1) // k), n, k * d + 1))
+    run._batch_buffers = {}
+    run.extended = edge_extended(timesteps, lengths, k - 1, T + 3 * k)
+    run.shifts = shifts
+    run.lengths = -(-(lengths + shifts) // k)
+    idx = np.arange(n)[::-1].copy()
+    batch, batch_lengths = run._batch(idx)
+    assert np.isfinite(batch).all()  # padded steps are skipped, but never NaN
+    for row, i in enumerate(idx):
+        late = np.concatenate([np.repeat(timesteps[i, :1], shifts[i], axis=0),
+                               timesteps[i, : lengths[i]]])[None]
+        expected, steps = windowed(late, np.array([len(late[0])]), k)
+        assert run.lengths[i] == steps[0]
+        np.testing.assert_array_equal(batch[: steps[0], row, :-1], expected[0])
+        assert (batch[:, row, -1] == 1).all()
+
+
 def test_a_window_is_the_cell_reading_regrouped_input(rng):
     X, y = make_sequences(rng, n=30, T=6, d=2)
     # without input scaling: standardising 2 channels is not standardising 6
     windowed_fit = FastGRNNClassifier(hidden_size=5, max_iter=3, random_state=0, window=3,
-                                      scale_input=False)
+                                      scale_input=False, shift_windows=False)
     regrouped_fit = FastGRNNClassifier(hidden_size=5, max_iter=3, random_state=0, window=1,
                                        scale_input=False)
     with warnings.catch_warnings():
