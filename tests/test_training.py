@@ -20,6 +20,21 @@ def small(**params):
     return FastGRNNClassifier(**{**defaults, **params})
 
 
+# the training semantics hold for each engine (the compiled one where it builds)
+ENGINES = pytest.mark.parametrize("engine", ["numpy", "compiled"])
+
+
+def test_the_engines_train_alike(rng):
+    """The compiled engine computes what the NumPy one does, to rounding: a few
+    epochs of float64 training end at the same weights to 1e-9."""
+    X, y = make_sequences(rng)
+    numpy_fit = small(dtype="float64", engine="numpy", tol=0).fit(X, y)
+    compiled_fit = small(dtype="float64", engine="compiled", tol=0).fit(X, y)
+    for key, value in numpy_fit.coefs_.items():
+        np.testing.assert_allclose(compiled_fit.coefs_[key], value, rtol=1e-9, atol=1e-12,
+                                   err_msg=key)
+
+
 @pytest.mark.slow
 def test_default_settings_learn_digits_as_sequences():
     """Digits as 8 rows of 8 pixels, first half to train, second half to test.
@@ -35,18 +50,21 @@ def test_default_settings_learn_digits_as_sequences():
     assert clf.score(X_train, y_train) >= 0.99
 
 
-def test_same_random_state_gives_bit_identical_coefs(rng):
+@ENGINES
+def test_same_random_state_gives_bit_identical_coefs(rng, engine):
     X, y = make_sequences(rng)
-    a, b = small().fit(X, y), small().fit(X, y)
+    a, b = small(engine=engine).fit(X, y), small(engine=engine).fit(X, y)
     assert_same_coefs(a, b)
-    c = small(random_state=1).fit(X, y)
+    assert a.engine_ == engine
+    c = small(random_state=1, engine=engine).fit(X, y)
     assert not np.array_equal(a.coefs_["W"], c.coefs_["W"])
 
 
-def test_partial_fit_epochs_equal_fit_epochs(rng):
+@ENGINES
+def test_partial_fit_epochs_equal_fit_epochs(rng, engine):
     X, y = make_sequences(rng)
-    full = small(max_iter=3, tol=0).fit(X, y)
-    inc = small(tol=0)
+    full = small(max_iter=3, tol=0, engine=engine).fit(X, y)
+    inc = small(tol=0, engine=engine)
     for _ in range(3):
         inc.partial_fit(X, y, classes=np.unique(y))
     assert_same_coefs(full, inc)
@@ -54,10 +72,11 @@ def test_partial_fit_epochs_equal_fit_epochs(rng):
     assert inc.loss_curve_ == full.loss_curve_
 
 
-def test_partial_fit_continues_exactly_after_joblib_round_trip(rng, tmp_path):
+@ENGINES
+def test_partial_fit_continues_exactly_after_joblib_round_trip(rng, tmp_path, engine):
     X, y = make_sequences(rng)
-    straight = small()
-    resumed = small()
+    straight = small(engine=engine)
+    resumed = small(engine=engine)
     for clf in (straight, resumed):
         clf.partial_fit(X, y, classes=np.unique(y))
     joblib.dump(resumed, tmp_path / "m.joblib")
@@ -68,11 +87,12 @@ def test_partial_fit_continues_exactly_after_joblib_round_trip(rng, tmp_path):
     np.testing.assert_array_equal(straight._optimizer.m, resumed._optimizer.m)
 
 
+@ENGINES
 @pytest.mark.parametrize("solver", ["adam", "sgd"])
-def test_warm_start_continues_exactly(rng, solver):
+def test_warm_start_continues_exactly(rng, solver, engine):
     X, y = make_sequences(rng)
-    once = small(max_iter=5, tol=0, solver=solver).fit(X, y)
-    twice = small(max_iter=2, tol=0, solver=solver).fit(X, y)
+    once = small(max_iter=5, tol=0, solver=solver, engine=engine).fit(X, y)
+    twice = small(max_iter=2, tol=0, solver=solver, engine=engine).fit(X, y)
     twice.set_params(warm_start=True, max_iter=3).fit(X, y)
     assert_same_coefs(once, twice)
     assert twice.n_iter_ == 5 and len(twice.history_) == 5
