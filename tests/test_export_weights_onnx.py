@@ -105,7 +105,7 @@ def test_weights_round_trip_predicts_identically(safetensors, data, padded, tmp_
     with open(path, "rb") as f:  # the file is plain safetensors with our metadata
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     meta = json.loads(header["__metadata__"]["sklearn_fastgrnn"])
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert set(header) - {"__metadata__"} == set(clf.coefs_)
 
 
@@ -255,7 +255,7 @@ def saved(safetensors, data, tmp_path_factory):
         ({"scaler.mean_": np.ones(4)}, None, "'scaler.mean_' must hold 3"),
         ({"scaler.scale_": np.zeros(3)}, None, "must be positive"),
         ({"scaler.mean_": None}, None, r"no tensors \['scaler.mean_'\]"),
-        (None, ("format_version", 2), "format_version 2 is not supported"),
+        (None, ("format_version", 3), "format_version 3 is not supported"),
         (None, ("format", "other"), "format is 'other'"),
         (None, ("classifier.params.hidden_size", "big"), "hyper-parameters in classifier"),
         (None, ("classifier.params.wings", 2), "Invalid parameter 'wings'"),
