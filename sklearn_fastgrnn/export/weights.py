@@ -677,7 +677,6 @@ def _estimator_kind(meta, version):
     found = [kind for kind, (_, key) in ESTIMATORS.items()
              if meta.get(key, (dict,), optional=True) is not None]
     if version == 1 and found != [CLASSIFIER]:  # release 0.1.0 wrote classifiers only
-        meta.get("classifier", (dict,))  # the error of the missing field
         raise meta.error("format_version 1 holds a classifier, under 'classifier' only.")
     if len(found) != 1:
         keys = [key for _, key in ESTIMATORS.values()]
