@@ -45,7 +45,7 @@ from .._files import write_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._version import __version__
 from ..preprocessing import SequenceScaler
-from .weights import check_classifier, check_scaler, unpack_model
+from .weights import check_classifier, check_scaler, out_activation, unpack_model
 
 __all__ = ["state_layout", "to_onnx"]
 
@@ -201,7 +201,7 @@ def _head(g, est, outputs, labels_from=None):
     ``predictions`` (regressor).
     """
     onnx, TP = g.onnx, g.onnx.TensorProto
-    activation, n_outputs = est.out_activation_, est.n_outputs_
+    activation, n_outputs = out_activation(est), est.n_outputs_
     if activation == "softmax":
         g.op("Softmax", [outputs], axis=1, output="probabilities")
         index = g.op("ArgMax", [outputs], "index", axis=1, keepdims=0)
@@ -481,7 +481,7 @@ def _description(est, step):
     else:
         what = (f"{kind}. Input X: float32 (batch, time, channels), trailing all-NaN "
                 "timesteps are padding.")
-    if est.out_activation_ in ("softmax", "logistic"):
+    if out_activation(est) in ("softmax", "logistic"):
         return what + " Outputs: probabilities (batch, n_outputs), label."
     return what + " Outputs: predictions."
 
@@ -577,7 +577,7 @@ def to_onnx(model, path=None, *, step=False):
     )
     props = {
         "estimator": type(est).__name__,
-        "out_activation": est.out_activation_,
+        "out_activation": out_activation(est),
         "n_outputs": str(est.n_outputs_),
         "n_timesteps": str(est.n_timesteps_),
         "n_channels": str(est.n_channels_),

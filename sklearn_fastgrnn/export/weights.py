@@ -267,10 +267,17 @@ def _encode_fitted(estimator, tensor_prefix=None):
     return attributes, tensors
 
 
+def out_activation(est):
+    """``out_activation_`` of a fitted estimator; "softmax" for a classifier
+    without one (fitted attributes set by hand), as the classifier reads it."""
+    default = None if isinstance(est, FastGRNNRegressor) else SOFTMAX
+    return getattr(est, "out_activation_", default)
+
+
 def _outputs_problem(est):
     """Why the fitted outputs of ``est`` (``out_activation_``, ``n_outputs_``,
     ``classes_``) do not describe a model a weights file holds, or None."""
-    activation = getattr(est, "out_activation_", None)
+    activation = out_activation(est)
     n_outputs = getattr(est, "n_outputs_", None)
     if isinstance(est, FastGRNNRegressor):
         expected = LOSSES.get(est.loss, (None, None))[1]
@@ -362,7 +369,7 @@ def _encode_estimator(est):
     if hasattr(est, "classes_"):
         metadata["classes"] = _encode_labels(est.classes_)
     metadata["outputs"] = {"n_outputs": int(est.n_outputs_),
-                           "out_activation": est.out_activation_}
+                           "out_activation": out_activation(est)}
     metadata["input"] = {
         "n_timesteps": int(est.n_timesteps_),
         "n_channels": int(est.n_channels_),
