@@ -4,9 +4,16 @@
 rows of 8 pixels; first half to train, second half to test), prints a line per
 epoch and the test accuracy, parameter count, size and time, and writes
 ``model.joblib``. It scales the input first (``--scaler``, a Pipeline with a
-``SequenceScaler`` by default) and passes the classifier only the options given,
-so the others keep the classifier's defaults; ``--int8`` writes the quantised
+``SequenceScaler`` by default) and passes the estimator only the options given,
+so the others keep the estimator's defaults; ``--int8`` writes the quantised
 model, behind the same scaler.
+
+``--task`` says whether ``train`` fits a ``FastGRNNClassifier`` or a
+``FastGRNNRegressor``; without it the targets decide (:func:`infer_task`): labels
+that are not numbers, and whole numbers of at most ``MAX_INFERRED_CLASSES``
+distinct values, are classes, other numbers are values to predict; a 2D ``y``
+(``.npz`` only) of 0 and 1 is a multilabel indicator, any other a regression
+of several outputs. ``train`` prints which task it chose and why.
 
 A CSV's first row is its header unless ``--no-header``; ``--target`` and
 ``--id-column`` name a column by header name or 0-based index. ``--model``
@@ -62,13 +69,14 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
-from . import FastGRNNClassifier, __version__  # noqa: E402
+from . import FastGRNNClassifier, FastGRNNRegressor, __version__  # noqa: E402
 from ._files import check_writable, write_atomically  # noqa: E402
 from ._nonlinearities import NONLINEARITIES  # noqa: E402
 from .compression import QuantizedFastGRNN, quantize  # noqa: E402
 from .datasets import load_digits_sequences, split_halves  # noqa: E402
 from .export import FORMATS  # noqa: E402
 from .preprocessing import make_fastgrnn_pipeline  # noqa: E402
+from .regressor import LOSSES  # noqa: E402
 
 if _PREVIOUS_SIGINT is not None:  # imported, not run: give the handler back
     signal.signal(signal.SIGINT, _PREVIOUS_SIGINT)
@@ -159,12 +167,18 @@ def _column(spec, names, width, path, option):
     )
 
 
-def _labels(values):
-    """Labels as integers when they all are, else as strings."""
+def _targets(values):
+    """A target column: integers when every cell is one, else finite floats when
+    every cell is one, else strings (labels)."""
     try:
         return np.array([int(v) for v in values])
     except ValueError:
+        pass
+    try:
+        numbers = np.array([float(v) for v in values])
+    except ValueError:
         return np.array(values)
+    return numbers if np.isfinite(numbers).all() else np.array(values)
 
 
 def _read_table(path, target, id_column, header):
@@ -177,7 +191,7 @@ def _read_table(path, target, id_column, header):
     if t is not None and t == k:
         raise _fail(f"--target and --id-column name the same column of {path}; the key "
                     "column and the label column must differ.")
-    y = _labels([row[t] for _, row in rows]) if t is not None else None
+    y = _targets([row[t] for _, row in rows]) if t is not None else None
     ids = [row[k] for _, row in rows] if k is not None else None
     id_name = (names[k] if names is not None else "id") if k is not None else None
     columns = [i for i in range(width) if i not in (t, k)]
@@ -288,11 +302,14 @@ def _load_data(path, args, need_y):
 
 
 # ---------------------------------------------------------------------- models
-def _classifier_of(model):
-    """The FastGRNNClassifier or QuantizedFastGRNN of a model, or None."""
+ESTIMATORS = (FastGRNNClassifier, FastGRNNRegressor, QuantizedFastGRNN)
+
+
+def _estimator_of(model):
+    """The FastGRNNClassifier, FastGRNNRegressor or QuantizedFastGRNN of a model, or None."""
     if isinstance(model, Pipeline) and model.steps:
         model = model.steps[-1][1]
-    return model if isinstance(model, (FastGRNNClassifier, QuantizedFastGRNN)) else None
+    return model if isinstance(model, ESTIMATORS) else None
 
 
 def _is_weights_file(path):
@@ -330,23 +347,24 @@ def _read_model(path):
         ) from None
 
 
-def _load_model(path, *, any_classifier=False):
+def _load_model(path, *, any_estimator=False):
     """The fitted model of a joblib or weights file, or a one-line error saying what
     is wrong.
 
     A ``.safetensors`` file (by name or content) is read with ``load_weights``,
     without pickle; any other file with joblib, which accepts only files written
-    by ``train`` (or ``joblib.dump`` of a fitted model); ``any_classifier`` also
+    by ``train`` (or ``joblib.dump`` of a fitted model); ``any_estimator`` also
     takes any other fitted estimator with ``predict``.
     """
     if not os.path.isfile(path):
         raise _fail(f"model file {path} does not exist; train one first.")
     model = _read_model(path)
-    clf = _classifier_of(model)
-    if clf is None and not (any_classifier and hasattr(model, "predict")):
+    clf = _estimator_of(model)
+    if clf is None and not (any_estimator and hasattr(model, "predict")):
         raise _fail(
             f"{path} holds a {type(model).__name__}, not a FastGRNNClassifier, "
-            "QuantizedFastGRNN or Pipeline ending in one. Pass a file written by "
+            "FastGRNNRegressor, QuantizedFastGRNN or Pipeline ending in one. Pass a "
+            "file written by "
             "'python -m sklearn_fastgrnn train'."
         )
     if not isinstance(clf, QuantizedFastGRNN):  # always fitted
@@ -370,7 +388,7 @@ def _check_damage(model, clf, path):
 
     steps = model.steps[:-1] if isinstance(model, Pipeline) else []
     try:
-        if isinstance(clf, FastGRNNClassifier):
+        if isinstance(clf, (FastGRNNClassifier, FastGRNNRegressor)):
             check_classifier(clf, "it would predict NaN or fail")
         for _, step in steps:
             if type(step) in SCALERS.values():
@@ -397,20 +415,92 @@ def _check_out(path, what):
 
 
 # -------------------------------------------------------------------- commands
-def _check_labels(y, path, split=True):
+CLASSIFICATION, REGRESSION = "classification", "regression"
+TASKS = (CLASSIFICATION, REGRESSION)  # --task choices
+# whole-number targets with at most this many distinct values are inferred to be
+# classes (enough for the many-class sets of the accuracy suite); more are values
+MAX_INFERRED_CLASSES = 100
+
+
+def infer_task(y):
+    """The task of targets ``y`` when ``--task`` is not given, and why.
+
+    - a 2D ``y``: a multilabel indicator (classification) when every entry is 0
+      or 1, else several outputs to regress;
+    - labels that are not numbers (strings, booleans): classification;
+    - numbers with a fractional part, or NaN: regression;
+    - whole numbers: classification when there are at most
+      ``MAX_INFERRED_CLASSES`` distinct values, else regression.
+
+    Returns
+    -------
+    task : {"classification", "regression"}
+    reason : str
+        The rule that decided, in words, for the output of ``train``.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if y.dtype.kind in "biuf" and np.isin(y, (0, 1)).all():
+            return CLASSIFICATION, (f"y has {y.shape[1]} columns of 0 and 1: a multilabel "
+                                    "indicator")
+        return REGRESSION, f"y has {y.shape[1]} columns of numbers: several outputs"
+    if y.dtype.kind not in "iuf":
+        return CLASSIFICATION, "y holds labels that are not numbers"
+    values = np.unique(y)
+    whole = np.isfinite(values).all() and (values == np.round(values)).all()
+    if y.dtype.kind == "f" and not whole:
+        return REGRESSION, "y holds numbers with a fractional part"
+    if len(values) > MAX_INFERRED_CLASSES:
+        return REGRESSION, (f"y holds {len(values)} distinct whole numbers, more than the "
+                            f"{MAX_INFERRED_CLASSES} read as classes")
+    return CLASSIFICATION, (f"y holds {len(values)} distinct whole numbers, at most "
+                            f"{MAX_INFERRED_CLASSES} are read as classes")
+
+
+def _task(args, y, source):
+    """``(task, line)``: the task of ``train``, checked against ``y`` and the options,
+    and the line that says which it is."""
+    if args.task is not None:
+        task, line = args.task, f"task: {args.task} (--task)"
+    else:
+        task, reason = infer_task(y)
+        other = REGRESSION if task == CLASSIFICATION else CLASSIFICATION
+        line = f"task: {task} (inferred: {reason}; --task {other} to override)"
+    given = "--task regression" if args.task else f"the task inferred from {source}"
+    if task == REGRESSION:
+        if np.asarray(y).dtype.kind not in "biuf":
+            first = next(v for v in np.ravel(y) if not _is_number(str(v)))
+            raise _fail(
+                f"{given} needs numbers to predict, but the targets of {source} hold "
+                f"{str(first)!r}. Pass --task classification to predict labels."
+            )
+        if args.class_weight is not None:
+            raise _fail(f"--class-weight weighs classes, but {given} is regression. "
+                        "Pass --task classification, or leave --class-weight out.")
+    elif args.loss is not None:
+        given = "--task classification" if args.task else f"the task inferred from {source}"
+        raise _fail(f"--loss chooses the loss of a regression, but {given} is "
+                    "classification. Pass --task regression, or leave --loss out.")
+    return task, line
+
+
+def _check_labels(y, path, split=True, inferred=False):
     """Refuse labels that a stratified split (when ``split``) and a classifier
     can not use."""
     classes, counts = np.unique(y, return_counts=True)
+    regression = (" If y holds values to predict rather than classes, pass --task "
+                  "regression." if inferred else "")
     if len(classes) < 2:
         raise _fail(
             f"the labels of {path} hold one class only ({classes[0].tolist()!r}); a "
-            "classifier needs samples of at least two classes."
+            "classifier needs samples of at least two classes." + regression
         )
     if split and counts.min() < 2:
         raise _fail(
             f"class {classes[counts.argmin()].tolist()!r} of {path} has one sample; "
             "the stratified train/test split needs at least two of every class. Add "
             "samples, drop that class, or train on all the data (--test-size 0)."
+            + regression
         )
 
 
@@ -419,12 +509,12 @@ SCALERS = {  # --scaler: (make_fastgrnn_pipeline's scaler, what it does)
                  "over all timesteps"),
     "standard": ("standard", "StandardScaler, each column of the 2D layout to mean 0 "
                  "and variance 1"),
-    "none": (None, "none, the classifier reads the values as they are"),
+    "none": (None, "none, the model reads the values as they are"),
 }
 
 
-def _classifier_params(args):
-    """Parameters of the FastGRNNClassifier: those given, the others its defaults."""
+def _estimator_params(args, task):
+    """Parameters of the estimator: those given, the others its defaults."""
     given = {
         "hidden_size": args.hidden_size, "batch_size": args.batch_size,
         "learning_rate_init": args.learning_rate, "max_iter": args.max_iter,
@@ -434,8 +524,12 @@ def _classifier_params(args):
         "sparsity_w": args.sparsity, "sparsity_u": args.sparsity,
         "gate_nonlinearity": args.gate_nonlinearity,
         "update_nonlinearity": args.update_nonlinearity,
-        "dtype": args.dtype, "class_weight": args.class_weight,
+        "dtype": args.dtype,
     }
+    if task == CLASSIFICATION:
+        given["class_weight"] = args.class_weight
+    else:
+        given["loss"] = args.loss
     params = {name: value for name, value in given.items() if value is not None}
     return dict(params, random_state=args.random_state, verbose=int(args.verbose))
 
@@ -463,17 +557,21 @@ def _class_weight(text):
 
 
 def _quantized(model, X_train):
-    """The int8 model of a fitted classifier or Pipeline, its scaler kept in front."""
-    if not isinstance(model, Pipeline):
-        return quantize(model, X_train)
-    preprocess = model[:-1]
-    q = quantize(model[-1], preprocess.transform(X_train))
+    """The int8 model of a fitted estimator or Pipeline, its scaler kept in front."""
+    try:
+        if not isinstance(model, Pipeline):
+            return quantize(model, X_train)
+        preprocess = model[:-1]
+        q = quantize(model[-1], preprocess.transform(X_train))
+    except TypeError as exc:  # a model quantize does not take
+        raise _fail(f"--int8: {exc} Nothing was written; train without --int8.") from None
     return Pipeline([*model.steps[:-1], ("quantizedfastgrnn", q)])
 
 
-def _split(X, y, args):
+def _split(X, y, args, stratify):
     """``(X_train, X_test, y_train, y_test, what)``: the held-out split of
-    ``--test-size`` (stratified; none at 0), or the digits' halves by default."""
+    ``--test-size`` (stratified by class when ``stratify``; none at 0), or the
+    digits' halves by default."""
     from sklearn.model_selection import train_test_split
 
     if args.test_size == 0:
@@ -481,9 +579,9 @@ def _split(X, y, args):
     if args.data is None and args.test_size is None:
         return (*split_halves(X, y), "first half / second half")
     size = 0.25 if args.test_size is None else args.test_size
-    return (*train_test_split(X, y, test_size=size, stratify=y,
+    return (*train_test_split(X, y, test_size=size, stratify=y if stratify else None,
                               random_state=args.random_state),
-            f"stratified {1 - size:.0%} / {size:.0%}")
+            f"{'stratified' if stratify else 'random'} {1 - size:.0%} / {size:.0%}")
 
 
 def _training_summary(clf, seconds):
@@ -498,6 +596,38 @@ def _training_summary(clf, seconds):
     return line
 
 
+def _make_model(args, task, n_timesteps):
+    """The Pipeline of the scaler and the estimator (or the estimator alone)."""
+    scaler = SCALERS[args.scaler][0]
+    params = _estimator_params(args, task)
+    if task == CLASSIFICATION:
+        model = make_fastgrnn_pipeline(scaler=scaler, n_timesteps=n_timesteps, **params)
+    else:  # the same scaling steps, then the regressor
+        steps = make_fastgrnn_pipeline(scaler=scaler, n_timesteps=n_timesteps).steps[:-1]
+        model = Pipeline([*steps, ("fastgrnnregressor",
+                                   FastGRNNRegressor(n_timesteps=n_timesteps, **params))])
+    return model if scaler is not None else model[-1]
+
+
+def _test_scores(model, X_test, y_test, task):
+    """The test results: ``{"accuracy": ...}``, or ``{"R²": ..., "RMSE": ...}``."""
+    predictions = model.predict(X_test)
+    if task == CLASSIFICATION:  # a multilabel row is right when every label is
+        right = np.reshape(predictions == y_test, (len(y_test), -1)).all(axis=1)
+        return {"accuracy": float(np.mean(right))}
+    from sklearn.metrics import r2_score
+
+    y_test = np.asarray(y_test, dtype=float)
+    errors = np.asarray(predictions, dtype=float) - y_test
+    r2 = r2_score(y_test, predictions) if len(y_test) > 1 else float("nan")
+    return {"R²": float(r2), "RMSE": float(np.sqrt(np.mean(errors**2)))}
+
+
+def _scores_text(scores, separator=": "):
+    return ", ".join(f"{name}{separator}{value:.4f}" if name != "RMSE" else
+                     f"{name}{separator}{value:.4g}" for name, value in scores.items())
+
+
 def _train(args):
     _check_out(args.out, "the model")
     n_timesteps = args.n_timesteps
@@ -506,11 +636,13 @@ def _train(args):
         if args.scaler == "standard":  # a StandardScaler reads the 2D layout
             X, n_timesteps = X.reshape(len(X), -1), n_timesteps or X.shape[1]
         source = "digits as sequences (8 rows x 8 pixels)"
+        task, task_line = _task(args, y, "the digits")
     else:
         X, y, _, _ = _load_data(args.data, args, need_y=True)
-        if np.ndim(y) != 1 or len(X) != len(y):
+        if np.ndim(y) not in (1, 2) or len(X) != len(y):
             raise _fail(f"{args.data} has {len(X)} samples in X but y of shape "
-                        f"{np.shape(y)}; y needs one label per sample.")
+                        f"{np.shape(y)}; y needs one target per sample (or, 2D, one row "
+                        "of targets per sample).")
         if args.scaler == "standard" and np.ndim(X) == 3:
             n, T, d = np.shape(X)
             raise _fail(
@@ -518,34 +650,42 @@ def _train(args):
                 f"is 3D {(n, T, d)}. Use --scaler sequence (per channel, the default), "
                 f"or save X as 2D {(n, T * d)} and pass --n-timesteps {T}."
             )
-        _check_labels(y, args.data, split=args.test_size != 0)
+        task, task_line = _task(args, y, args.data)
+        if task == CLASSIFICATION and np.ndim(y) == 1:
+            _check_labels(y, args.data, split=args.test_size != 0,
+                          inferred=args.task is None)
         source = args.data
-    X_train, X_test, y_train, y_test, split = _split(X, y, args)
-    scaler, scaling = SCALERS[args.scaler]
-    model = make_fastgrnn_pipeline(scaler=scaler, n_timesteps=n_timesteps,
-                                   **_classifier_params(args))
-    if scaler is None:
-        model = model[-1]
+    stratify = task == CLASSIFICATION and np.ndim(y) == 1
+    X_train, X_test, y_train, y_test, split = _split(X, y, args, stratify)
+    model = _make_model(args, task, n_timesteps)
     print(f"Training FastGRNN on {source}, {split}: {len(X_train)} train, "
           f"{len(X_test)} test")
-    print(f"input scaling: {scaling} (--scaler)")
+    print(task_line)
+    print(f"input scaling: {SCALERS[args.scaler][1]} (--scaler)")
     start = time.perf_counter()
     model.fit(X_train, y_train)
-    _ctrl_c.check()  # the classifier returns what it has on Ctrl-C: write nothing
+    _ctrl_c.check()  # the estimator returns what it has on Ctrl-C: write nothing
     seconds = time.perf_counter() - start
-    print(_training_summary(_classifier_of(model), seconds))
+    print(_training_summary(_estimator_of(model), seconds))
     tested = len(X_test) > 0
-    accuracy = model.score(X_test, y_test) if tested else None
+    scores = _test_scores(model, X_test, y_test, task) if tested else None
+    note = ""
+    if task == CLASSIFICATION and np.ndim(y) == 2:
+        note = " (subset accuracy: every label of a sample right)"
+    elif task == REGRESSION and np.ndim(y) == 2:
+        note = " (R² averaged over the outputs, RMSE over all of them)"
     if args.int8:
-        model, float_accuracy = _quantized(model, X_train), accuracy
+        model, float_scores = _quantized(model, X_train), scores
         if tested:
-            print(f"test accuracy: {model.score(X_test, y_test):.4f} (int8; "
-                  f"{float_accuracy:.4f} before quantisation)")
+            scores = _test_scores(model, X_test, y_test, task)
+            print(f"test {_scores_text(scores)} (int8; {_scores_text(float_scores, ' ')} "
+                  f"before quantisation){note}")
     elif tested:
-        print(f"test accuracy: {accuracy:.4f}")
+        print(f"test {_scores_text(scores)}{note}")
     if not tested:
-        print("test accuracy: not measured (--test-size 0 trains on all the data)")
-    clf = _classifier_of(model)
+        measure = "accuracy" if task == CLASSIFICATION else "R² and RMSE"
+        print(f"test {measure}: not measured (--test-size 0 trains on all the data)")
+    clf = _estimator_of(model)
     print(f"parameters: {clf.n_params_}")
     print(f"model size: {clf.model_size_bytes_ / 1024:.2f} KB"
           + (" (int8)" if args.int8 else ""))
@@ -577,7 +717,7 @@ def _digits(args):
 
 def _check_width(model, X, path):
     """Say "pass --target" when a 2D X has one column more than the model reads."""
-    clf = _classifier_of(model)
+    clf = _estimator_of(model)
     if clf is not None and np.ndim(X) == 2 and X.shape[1] == clf.n_features_in_ + 1:
         raise _fail(
             f"{path} has {X.shape[1]} feature columns, one more than the model reads "
@@ -594,25 +734,45 @@ def _csv_text(header, rows):
     return text.getvalue()
 
 
+def _prediction_rows(model, predictions):
+    """``(header, rows)`` of 2D predictions (several outputs, or a multilabel
+    indicator): one column per output, named after the label (multilabel) or
+    ``output_<j>``."""
+    classes = getattr(_estimator_of(model), "classes_", None)
+    width = predictions.shape[1]
+    if classes is not None and len(classes) == width:
+        header = [str(c) for c in classes]
+    else:
+        header = [f"output_{j}" for j in range(width)]
+    return header, [[str(v) for v in row] for row in predictions]
+
+
 def _predict(args):
     if args.out is not None:
         _check_out(args.out, "the predictions")
-    model = _load_model(args.model, any_classifier=True)
+    model = _load_model(args.model, any_estimator=True)
+    if args.proba and not hasattr(model, "predict_proba"):
+        if isinstance(_estimator_of(model), FastGRNNRegressor):
+            raise _fail(f"the model of {args.model} is a FastGRNNRegressor: it predicts "
+                        "values, not class probabilities. Predict without --proba.")
+        raise _fail(f"the {type(model).__name__} of {args.model} has no "
+                    "predict_proba; predict without --proba.")
     X, _, ids, id_name = _load_data(args.data, args, need_y=False)
     _check_width(model, X, args.data)
     key = [[i] for i in ids] if ids is not None else [[] for _ in range(len(X))]
+    id_header = [id_name] if ids is not None else []
     if args.proba:
-        if not hasattr(model, "predict_proba"):
-            raise _fail(f"the {type(model).__name__} of {args.model} has no "
-                        "predict_proba; predict without --proba.")
         proba = model.predict_proba(X)
-        header = [*([id_name] if ids is not None else []), *map(str, model.classes_)]
+        header = [*id_header, *map(str, model.classes_)]
         text = _csv_text(header, [k + [str(float(p)) for p in row]
                                   for k, row in zip(key, proba)])
         what = "rows of class probabilities"
     else:
         predictions = model.predict(X)
-        if ids is None:
+        if np.ndim(predictions) == 2:  # several outputs, or a multilabel indicator
+            header, rows = _prediction_rows(model, predictions)
+            text = _csv_text([*id_header, *header], [k + r for k, r in zip(key, rows)])
+        elif ids is None:
             text = "\n".join(str(p) for p in predictions) + "\n"
         else:
             text = _csv_text([id_name, "prediction"],
@@ -631,23 +791,32 @@ def _count(n, word):
 
 def _info(args):
     model = _load_model(args.model)
-    clf = _classifier_of(model)
+    clf = _estimator_of(model)
     print(f"model: {type(model).__name__}")
     if clf is not model:
         print(f"steps: {[name for name, _ in model.steps]}")
-    print(f"classes: {clf.classes_.tolist()}")
+    activation = getattr(clf, "out_activation_", "softmax")
+    if isinstance(clf, FastGRNNRegressor):
+        print(f"task: regression, {_count(clf.n_outputs_, 'output')}, loss={clf.loss}"
+              + (" (predictions are exp of the outputs)" if activation == "exp" else ""))
+    elif activation == "logistic":
+        print(f"task: multilabel classification, {_count(len(clf.classes_), 'label')} "
+              f"{clf.classes_.tolist()}, one sigmoid output each")
+    else:
+        print(f"classes: {clf.classes_.tolist()}")
     print(
         f"input: {_count(clf.n_timesteps_, 'timestep')} x "
         f"{_count(clf.n_channels_, 'channel')} "
         f"({_count(clf.n_features_in_, 'feature')} in 2D)"
     )
     print(f"cell: hidden_size={clf.hidden_size}, gate={clf.gate_nonlinearity}, "
-          f"update={clf.update_nonlinearity}")
+          f"update={clf.update_nonlinearity}, readout={getattr(clf, 'readout', 'last')}, "
+          f"window={getattr(clf, 'window_', 1)}")
     print(f"parameters: {clf.n_params_}")
     if hasattr(clf, "n_iter_"):  # a quantised or weights-file model has no history
         print(f"trained: {clf.n_iter_} epochs, final loss {clf.loss_:.5f}")
     print(clf.summary())
-    print("The model size counts the weights of the classifier that a deployment "
+    print("The model size counts the weights of the model that a deployment "
           "stores (EdgeML's accounting: 4 bytes a float32, 1 an int8, and a sparse "
           "matrix its non-zeros with their indices).")
     size = os.path.getsize(args.model)
@@ -664,14 +833,14 @@ def _export(args):
     from .export import export_model
 
     model = _load_model(args.model)
-    clf = _classifier_of(model)
+    clf = _estimator_of(model)
     if isinstance(clf, QuantizedFastGRNN) and args.format != "c":
         raise _fail(f"{args.model} is an int8 model (--int8), whose integer arithmetic "
                     "only --format c reproduces.")
     if clf is not model and args.format == "c":
         raise _fail(
             f"{args.model} scales its input first (steps "
-            f"{[name for name, _ in model.steps]}) and the C code runs the classifier "
+            f"{[name for name, _ in model.steps]}) and the C code runs the model "
             "alone, so it would read unscaled data. For C, train with --scaler none "
             "(and --int8 for integer-only arithmetic); onnx and safetensors keep the "
             "scaler."
@@ -750,12 +919,12 @@ def _add_data(parser, labels):
 
 
 def _add_training(parser):
-    """The options of the classifier users tune; unset ones keep its defaults."""
+    """The options of the estimator users tune; unset ones keep its defaults."""
     positive = _bounded(int, 1)
     fraction = _bounded(float, 0, 1, closed="neither")
     group = parser.add_argument_group(
-        "training", "FastGRNNClassifier parameters; those not given keep the "
-        "classifier's defaults")
+        "training", "FastGRNNClassifier or FastGRNNRegressor parameters; those not "
+        "given keep the estimator's defaults")
     group.add_argument("--hidden-size", type=positive, help="hidden state size")
     group.add_argument("--max-iter", type=_or_auto(positive), metavar="N|auto",
                        help="most epochs")
@@ -774,13 +943,16 @@ def _add_training(parser):
         "share of the entries of W and U kept (sparsity_w and sparsity_u), in (0, 1]"))
     for part, default in (("gate", "sigmoid"), ("update", "tanh")):
         group.add_argument(f"--{part}-nonlinearity", choices=list(NONLINEARITIES), help=(
-            f"non-linearity of the {part} ({part}_nonlinearity; the classifier's "
+            f"non-linearity of the {part} ({part}_nonlinearity; the estimator's "
             f"default: {default})"))
     group.add_argument("--dtype", choices=["float32", "float64"],
                        help="precision of training (default float32)")
     group.add_argument("--class-weight", type=_class_weight, metavar="balanced|LABEL=W,...",
-                       help="weights of the classes in the loss: 'balanced' (inverse to "
-                       "their frequency) or pairs such as 0=1,1=5")
+                       help="classification: weights of the classes in the loss: "
+                       "'balanced' (inverse to their frequency) or pairs such as 0=1,1=5")
+    group.add_argument("--loss", choices=list(LOSSES), help=(
+        "regression: the loss (default squared_error; poisson for counts or rates, "
+        "predicting exp of the outputs)"))
     group.add_argument("--int8", action="store_true",
                        help="quantise to int8 after training and write the int8 "
                        "model (behind the scaler)")
@@ -790,7 +962,8 @@ def build_parser():
     """The argument parser of ``python -m sklearn_fastgrnn``."""
     parser = argparse.ArgumentParser(
         prog="python -m sklearn_fastgrnn",
-        description="Train, inspect, use and export FastGRNN sequence classifiers.",
+        description="Train, inspect, use and export FastGRNN sequence classifiers and "
+        "regressors.",
     )
     _add_debug(parser, False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -800,8 +973,13 @@ def build_parser():
     train = sub.add_parser(
         "train", help="train a model and write it with joblib",
         description="Train on the bundled digits (default) or on --data, report the "
-        "test accuracy, size and time, and write the model. The input is scaled "
-        "first (--scaler). A CSV's first row is its header unless --no-header.",
+        "test accuracy (R² and RMSE for regression), size and time, and write the "
+        "model. The input is scaled first (--scaler). A CSV's first row is its header "
+        "unless --no-header. Without --task, the targets decide: labels that are not "
+        f"numbers, and whole numbers of at most {MAX_INFERRED_CLASSES} distinct values, "
+        "are classes; other numbers are values to predict (regression); a 2D y of a "
+        ".npz file is a multilabel indicator when it holds only 0 and 1, else several "
+        "outputs.",
     )
     _add_data(train, labels=True)
     train.add_argument("--n-timesteps", type=_bounded(int, 1), default=None,
@@ -812,6 +990,9 @@ def build_parser():
     train.add_argument("--test-size", type=_bounded(float, 0, 1, closed="left"), help=(
         "held-out fraction, in [0, 1): 0 trains on all the data (default: 0.25 of "
         "--data, the second half of the digits)"))
+    train.add_argument("--task", choices=TASKS, help=(
+        "fit a FastGRNNClassifier (classification) or a FastGRNNRegressor "
+        "(regression); default: inferred from the targets, and said"))
     train.add_argument("--random-state", type=int, default=0)
     train.add_argument("--out", default="model.joblib", help="default: model.joblib")
     progress = train.add_mutually_exclusive_group()
@@ -823,14 +1004,17 @@ def build_parser():
     train.set_defaults(func=_train)
 
     predict = sub.add_parser(
-        "predict", help="predict labels with a saved model",
+        "predict", help="predict labels or values with a saved model",
         description="Predict a label (or, with --proba, the probability of each "
-        "class) per sample. A CSV's first row is its header unless --no-header.",
+        "class) or a regressor's value per sample; several outputs (or the labels "
+        "of a multilabel model) are written as a CSV with one column each. A CSV's "
+        "first row is its header unless --no-header.",
     )
     predict.add_argument("--model", required=True, help=model_help)
     _add_data(predict, labels=False)
     predict.add_argument("--proba", action="store_true", help=(
-        "write a CSV of class probabilities, one column per class (labels as header)"))
+        "write a CSV of class probabilities, one column per class (labels as header); "
+        "classifiers only"))
     predict.add_argument("--out", help="file for the predictions (default: stdout)")
     predict.set_defaults(func=_predict)
 
@@ -897,8 +1081,20 @@ def main(argv=None):
             signal.signal(signal.SIGINT, previous)
 
 
+def _check_options(parser, args):
+    """Refuse options that contradict ``--task`` (a malformed command line, status 2)."""
+    if getattr(args, "task", None) == CLASSIFICATION and args.loss is not None:
+        parser.error("argument --loss: chooses the loss of a regression; it does not "
+                     "apply to --task classification")
+    if getattr(args, "task", None) == REGRESSION and args.class_weight is not None:
+        parser.error("argument --class-weight: weighs classes; it does not apply to "
+                     "--task regression")
+
+
 def _main(argv):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_options(parser, args)
     if args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
         try:
             return args.func(args)

@@ -65,7 +65,7 @@ def model_size_bytes(coefs, sparse=()):
 
 
 def fitted_size(model):
-    """``(n_params_, model_size_bytes_)`` of a classifier from its ``coefs_``.
+    """``(n_params_, model_size_bytes_)`` of a fitted model from its ``coefs_``.
 
     ``n_params_`` counts every entry of every tensor; ``model_size_bytes_`` is
     :func:`model_size_bytes` with the matrices the model trained sparse.
@@ -89,7 +89,7 @@ def size_report(model):
 
     Parameters
     ----------
-    model : FastGRNNClassifier or QuantizedFastGRNN
+    model : FastGRNNClassifier, FastGRNNRegressor or QuantizedFastGRNN
 
     Returns
     -------
@@ -110,22 +110,49 @@ def size_report(model):
     ]
 
 
+def _plural(n, word, suffix="s"):
+    return f"{n} {word}" + ("" if n == 1 else suffix)
+
+
+def outputs_words(model):
+    """What the outputs of a fitted model are, in words: "3 classes", "4 labels
+    (multilabel)", "1 output (squared_error loss)"."""
+    activation = getattr(model, "out_activation_", None)
+    classes = getattr(model, "classes_", None)
+    if activation == "logistic":
+        return _plural(len(classes), "label") + " (multilabel)"
+    if classes is not None:  # softmax, or a model that predates out_activation_
+        return _plural(len(classes), "class", "es")
+    loss = getattr(model, "loss", None)
+    return _plural(int(model.n_outputs_), "output") + (f" ({loss} loss)" if loss else "")
+
+
 def summary(model):
     """A printable table of parameters, non-zeros and bytes per tensor, and KB.
 
     Parameters
     ----------
-    model : FastGRNNClassifier or QuantizedFastGRNN
+    model : FastGRNNClassifier, FastGRNNRegressor or QuantizedFastGRNN
         Fitted.
 
     Returns
     -------
     str
+        The first line names the model, its non-linearities, its outputs
+        (classes, labels of a multilabel classifier, or a regressor's outputs
+        and loss), and its readout and window when they are not the last
+        state and one timestep per step.
     """
     rows = size_report(model)
+    extras = []
+    if getattr(model, "readout", "last") != "last":
+        extras.append(f"{model.readout} readout")
+    if getattr(model, "window_", 1) != 1:
+        extras.append(f"windows of {model.window_} timesteps")
     lines = [
         f"{type(model).__name__}: {model.gate_nonlinearity} gate, "
-        f"{model.update_nonlinearity} update, {len(model.classes_)} classes",
+        f"{model.update_nonlinearity} update, "
+        + ", ".join([*extras, outputs_words(model)]),
         f"{'tensor':<12} {'shape':<10} {'params':>7} {'non-zeros':>9}  "
         f"{'storage':<15} {'bytes':>7}",
     ]

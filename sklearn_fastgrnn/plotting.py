@@ -5,13 +5,14 @@ only when something is drawn, so importing this module stays light.
 """
 
 import numpy as np
+from sklearn.base import is_regressor
 from sklearn.utils._optional_dependencies import check_matplotlib_support
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["TrainingHistoryDisplay"]
 
 
-def _fitted_classifier(estimator):
+def _fitted_model(estimator):
     """The model holding ``history_``: the estimator, a Pipeline's last step or
     a distilled student."""
     check_is_fitted(estimator)
@@ -29,10 +30,22 @@ def _fitted_classifier(estimator):
     if not hasattr(model, "history_"):
         raise TypeError(
             f"{type(model).__name__} has no training history (history_): pass a "
-            "fitted FastGRNNClassifier, or a Pipeline or DistilledClassifier "
-            "that ends with one."
+            "fitted FastGRNNClassifier or FastGRNNRegressor, or a Pipeline or "
+            "DistilledClassifier that ends with one."
         )
     return model
+
+
+def _score_name(model):
+    """What the validation score of ``model``'s ``history_`` is: the ``scoring``
+    it names, else its task's quality ("accuracy" of a classifier, subset
+    accuracy for a multilabel one, "R²" of a regressor)."""
+    scoring = getattr(model, "scoring", "loss")
+    if isinstance(scoring, str) and scoring != "loss":
+        return scoring
+    if scoring != "loss":  # a callable scorer
+        return "score"
+    return "R²" if is_regressor(model) else "accuracy"
 
 
 def _column(history, key):
@@ -53,7 +66,7 @@ class TrainingHistoryDisplay:
         Epoch numbers, from 1.
     train_loss : array-like of shape (n_epochs,)
     val_loss, val_score : array-like of shape (n_epochs,) or None, default=None
-        Validation loss and accuracy (NaN where an epoch has none); None when
+        Validation loss and score (NaN where an epoch has none); None when
         the fit held out no validation data.
     learning_rate : array-like of shape (n_epochs,) or None, default=None
     kept_epoch : int or None, default=None
@@ -62,6 +75,9 @@ class TrainingHistoryDisplay:
         What the mark means, shown in the legend.
     name : str or None, default=None
         Title of the figure.
+    score_name : str, default="accuracy"
+        What ``val_score`` measures, for its label: "accuracy" (a classifier),
+        "R²" (a regressor) or the name of the ``scoring`` watched.
 
     Attributes
     ----------
@@ -87,7 +103,7 @@ class TrainingHistoryDisplay:
 
     def __init__(self, *, epoch, train_loss, val_loss=None, val_score=None,
                  learning_rate=None, kept_epoch=None, kept_label="kept epoch",
-                 name=None):
+                 name=None, score_name="accuracy"):
         self.epoch = epoch
         self.train_loss = train_loss
         self.val_loss = val_loss
@@ -96,6 +112,7 @@ class TrainingHistoryDisplay:
         self.kept_epoch = kept_epoch
         self.kept_label = kept_label
         self.name = name
+        self.score_name = score_name
 
     @classmethod
     def from_estimator(cls, estimator, *, ax=None, name=None, learning_rate=True):
@@ -104,8 +121,9 @@ class TrainingHistoryDisplay:
         Parameters
         ----------
         estimator : estimator
-            A fitted :class:`~sklearn_fastgrnn.FastGRNNClassifier`, or a fitted
-            Pipeline whose last step is one (or a fitted
+            A fitted :class:`~sklearn_fastgrnn.FastGRNNClassifier` or
+            :class:`~sklearn_fastgrnn.FastGRNNRegressor`, or a fitted Pipeline
+            whose last step is one (or a fitted
             :class:`~sklearn_fastgrnn.distillation.DistilledClassifier`).
         ax : matplotlib Axes, array of Axes or None, default=None
             See :meth:`plot`.
@@ -125,12 +143,15 @@ class TrainingHistoryDisplay:
 
         Notes
         -----
+        The validation score is named after what it measures (see
+        ``score_name``): the accuracy of a classifier (subset accuracy when
+        multilabel), the R² of a regressor, or the ``scoring`` watched.
         The marked epoch is ``best_epoch_``, the epoch whose weights the model
         kept. A model without that attribute gets the epoch of lowest
         validation loss, else of lowest training loss, labelled as such.
         """
         check_matplotlib_support(f"{cls.__name__}.from_estimator")
-        model = _fitted_classifier(estimator)
+        model = _fitted_model(estimator)
         history = model.history_
         epoch = np.array([record["epoch"] for record in history], dtype=int)
         train_loss = _column(history, "train_loss")
@@ -152,6 +173,7 @@ class TrainingHistoryDisplay:
             kept_epoch=kept_epoch,
             kept_label=kept_label,
             name=type(estimator).__name__ if name is None else name,
+            score_name=_score_name(model),
         )
         return display.plot(ax=ax)
 
@@ -235,9 +257,10 @@ class TrainingHistoryDisplay:
         loss_ax.set_ylabel("loss")
         if "score" in by_panel:
             (self.lines_["val_score"],) = by_panel["score"].plot(
-                epoch, self.val_score, color="C2", label="validation accuracy", **points
+                epoch, self.val_score, color="C2", label=f"validation {self.score_name}",
+                **points
             )
-            by_panel["score"].set_ylabel("validation\naccuracy")
+            by_panel["score"].set_ylabel(f"validation\n{self.score_name}")
         if "learning_rate" in by_panel:
             lr_ax = by_panel["learning_rate"]
             (self.lines_["learning_rate"],) = lr_ax.plot(

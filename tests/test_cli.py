@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -15,10 +16,12 @@ import joblib
 import numpy as np
 import pytest
 from sklearn.linear_model import Perceptron
+from sklearn.pipeline import Pipeline
 
 import sklearn_fastgrnn
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn.__main__ import main
-from sklearn_fastgrnn.preprocessing import make_fastgrnn_pipeline
+from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipeline
 
 ROOT = Path(sklearn_fastgrnn.__file__).resolve().parents[1]
 
@@ -250,11 +253,11 @@ def test_training_options_reach_the_classifier(rng, tmp_path):
 
 
 def test_auto_values_are_passed_through():
-    from sklearn_fastgrnn.__main__ import _classifier_params, build_parser
+    from sklearn_fastgrnn.__main__ import _estimator_params, build_parser
 
     args = build_parser().parse_args(["train", "--batch-size", "auto", "--max-iter", "auto",
                                       "--no-early-stopping"])
-    params = _classifier_params(args)
+    params = _estimator_params(args, "classification")
     assert (params["batch_size"], params["max_iter"], params["early_stopping"]) == (
         "auto", "auto", False)
     assert "learning_rate_init" not in params and "hidden_size" not in params
@@ -511,6 +514,16 @@ def files(tmp_path_factory):
     joblib.dump(make_fastgrnn_pipeline(hidden_size=3, max_iter=2, random_state=0).fit(X, y),
                 root / "scaled.joblib")
     joblib.dump(Perceptron().fit(flat, y), root / "perceptron.joblib")
+    values = X[:, :, 0].sum(axis=1) + 0.5
+    np.savez(root / "values.npz", X=X, y=values)
+    np.savez(root / "words.npz", X=X, y=np.array(["up", "down"])[y])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        joblib.dump(Pipeline([("sequencescaler", SequenceScaler())]).fit(X),
+                    root / "scaler_only.joblib")
+        joblib.dump(Pipeline([("sequencescaler", SequenceScaler()), ("fastgrnnregressor",
+                    FastGRNNRegressor(3, max_iter=2, random_state=0))]).fit(X, values),
+                    root / "regressor.joblib")
     return root
 
 
@@ -595,11 +608,30 @@ FAILURES = [  # (command line, what its error line says, exit status)
      "(10000000000,) of float64 (80.0 GB), but the archive holds 64 bytes", 1),
     (["info", "--model", "nested.safetensors"],
      "its metadata nests JSON arrays or objects deeper", 1),
+    (["train", "--data", "words.npz", "--task", "regression", "--out", "m.joblib"],
+     "--task regression needs numbers to predict, but the targets of words.npz hold '", 1),
+    (["train", "--data", "values.npz", "--task", "classification", "--loss", "poisson"],
+     "argument --loss: chooses the loss of a regression", 2),
+    (["train", "--data", "d.npz", "--task", "regression", "--class-weight", "balanced"],
+     "argument --class-weight: weighs classes", 2),
+    (["train", "--data", "values.npz", "--class-weight", "balanced", "--out", "m.joblib"],
+     "--class-weight weighs classes, but the task inferred from values.npz is regression", 1),
+    (["train", "--data", "d.npz", "--loss", "poisson", "--out", "m.joblib"],
+     "--loss chooses the loss of a regression, but the task inferred from d.npz is "
+     "classification. Pass --task regression", 1),
+    (["train", "--data", "d.npz", "--task", "clustering"], "argument --task", 2),
+    (["train", "--data", "d.npz", "--loss", "huber"], "argument --loss", 2),
+    (["predict", "--model", "regressor.joblib", "--data", "d.npz", "--proba"],
+     "is a FastGRNNRegressor: it predicts values, not class probabilities", 1),
+    (["export", "--model", "regressor.joblib", "--format", "c", "--out", "c"],
+     "scales its input first", 1),
+    (["info", "--model", "scaler_only.joblib"],
+     "holds a Pipeline, not a FastGRNNClassifier, FastGRNNRegressor", 1),
 ]
 
 
 # one of each kind, also run as a real process (each costs an interpreter start)
-IN_SUBPROCESS = [0, 5, 7, 11, 13, 16, 19, 22, 30, 31]
+IN_SUBPROCESS = [0, 5, 7, 11, 13, 16, 19, 22, 30, 31, 64, 70]
 
 
 @pytest.mark.parametrize("index", range(len(FAILURES)),
@@ -904,3 +936,141 @@ def test_the_readme_command_list_runs_in_order(tmp_path):
         assert "warning:" not in result.stderr, (args, result.stderr)
     written = {p.name for p in tmp_path.iterdir()}
     assert {"model.joblib", "model.onnx", "model.safetensors", "pred.txt"} <= written
+
+
+# ----------------------------------------------------- regression and multilabel
+@pytest.mark.parametrize("y, task, reason", [
+    (np.array(["a", "b", "a"]), "classification", "labels that are not numbers"),
+    (np.array([True, False, True]), "classification", "labels that are not numbers"),
+    (np.array([0, 1, 2, 1]), "classification", "3 distinct whole numbers, at most 100"),
+    (np.array([0.0, 1.0, 2.0]), "classification", "3 distinct whole numbers"),
+    (np.arange(101), "regression", "101 distinct whole numbers, more than the 100"),
+    (np.arange(100), "classification", "100 distinct whole numbers"),
+    (np.array([0.5, 1.0, 2.0]), "regression", "numbers with a fractional part"),
+    (np.array([1.0, np.nan]), "regression", "numbers with a fractional part"),
+    (np.array([[0, 1], [1, 1], [0, 0]]), "classification", "2 columns of 0 and 1: a multilabel"),
+    (np.array([[0, 2], [1, 1]]), "regression", "2 columns of numbers: several outputs"),
+])
+def test_the_task_inference_rule(y, task, reason):
+    from sklearn_fastgrnn.__main__ import infer_task
+
+    got, why = infer_task(y)
+    assert got == task and reason in why, why
+
+
+def _regression_data(rng, n=80, T=4, d=2):
+    X = rng.standard_normal((n, T, d))
+    return X, 3 * X[:, :, 0].sum(axis=1) + 0.1 * X[:, -1, 1] + 20
+
+
+def test_regression_train_predict_info_export(rng, tmp_path, capsys):
+    from sklearn_fastgrnn.export import load_weights
+
+    X, y = _regression_data(rng)
+    np.savez(tmp_path / "r.npz", X=X, y=y)
+    main(["train", "--data", str(tmp_path / "r.npz"), "--max-iter", "30", "--hidden-size",
+          "8", "--out", str(tmp_path / "r.joblib")])
+    out = capsys.readouterr().out
+    assert "random 75% / 25%: 60 train, 20 test" in out
+    assert ("task: regression (inferred: y holds numbers with a fractional part; --task "
+            "classification to override)") in out
+    model = joblib.load(tmp_path / "r.joblib")
+    assert [name for name, _ in model.steps] == ["sequencescaler", "fastgrnnregressor"]
+    assert model[-1].n_iter_ <= 30
+    line = next(line for line in out.splitlines() if line.startswith("test R²: "))
+    r2, rmse = float(line.split()[2].rstrip(",")), float(line.split()[4])
+    assert r2 > 0.5 and 0 < rmse < y.std()  # it learned
+    assert "test accuracy" not in out
+    main(["predict", "--model", str(tmp_path / "r.joblib"), "--data", str(tmp_path / "r.npz")])
+    predicted = np.array(capsys.readouterr().out.split(), dtype=float)
+    np.testing.assert_allclose(predicted, model.predict(X), rtol=1e-12)
+    main(["info", "--model", str(tmp_path / "r.joblib")])
+    out = capsys.readouterr().out
+    assert "task: regression, 1 output, loss=squared_error" in out and "classes" not in out
+    assert "readout=last, window=1" in out
+    assert "FastGRNNRegressor: sigmoid gate, tanh update, 1 output (squared_error loss)" in out
+    for fmt in ("safetensors", "onnx"):
+        main(["export", "--model", str(tmp_path / "r.joblib"), "--format", fmt,
+              "--out", str(tmp_path / f"r.{fmt}")])
+    loaded = load_weights(tmp_path / "r.safetensors")
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    capsys.readouterr()
+    main(["predict", "--model", str(tmp_path / "r.safetensors"), "--data",
+          str(tmp_path / "r.npz")])
+    np.testing.assert_allclose(np.array(capsys.readouterr().out.split(), dtype=float),
+                               predicted, rtol=1e-12)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_predicted,) = session.run(None, {"X": X.astype(np.float32)})
+    np.testing.assert_allclose(onnx_predicted, model.predict(X.astype(np.float32)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_regression_from_a_csv_with_keys_and_the_options(rng, tmp_path, capsys):
+    import csv
+
+    X, y = _regression_data(rng, n=90)
+    counts = np.round(np.exp(X[:, :, 1].mean(axis=1)) * 3)  # whole numbers: a choice
+    _write_csv(tmp_path / "r.csv", X, counts, ids=[f"s{i}" for i in range(len(X))])
+    common = ["train", "--data", str(tmp_path / "r.csv"), "--target", "label", "--id-column",
+              "key", "--n-timesteps", "4", "--max-iter", "3", "--out", str(tmp_path / "r.joblib")]
+    main([*common, "--test-size", "0", "--task", "classification"])
+    assert isinstance(joblib.load(tmp_path / "r.joblib")[-1], FastGRNNClassifier)
+    main([*common, "--task", "regression", "--loss", "poisson", "--scaler", "none"])
+    out = capsys.readouterr().out
+    assert "task: regression (--task)" in out and "test R²: " in out and ", RMSE: " in out
+    reg = joblib.load(tmp_path / "r.joblib")
+    assert isinstance(reg, FastGRNNRegressor) and reg.loss == "poisson"
+    main(["predict", "--model", str(tmp_path / "r.joblib"), "--data", str(tmp_path / "r.csv"),
+          "--target", "label", "--id-column", "key", "--out", str(tmp_path / "p.csv")])
+    with open(tmp_path / "p.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["key", "prediction"] and [r[0] for r in rows][:2] == ["s0", "s1"]
+    flat = X.reshape(len(X), -1)
+    np.testing.assert_allclose([float(r[1]) for r in rows], reg.predict(flat), rtol=1e-12)
+    assert (np.array([float(r[1]) for r in rows]) > 0).all()  # exp of the outputs
+    main([*common, "--test-size", "0"])  # whole numbers, few of them: classes
+    out = capsys.readouterr().out
+    assert "task: classification (inferred: y holds" in out and "--task regression" in out
+    main([*common, "--test-size", "0", "--task", "regression"])
+    assert "test R² and RMSE: not measured" in capsys.readouterr().out
+
+
+def test_multilabel_and_several_outputs_from_npz(rng, tmp_path, capsys):
+    import csv
+
+    X, y = _regression_data(rng, n=80)
+    labels = np.column_stack([y > 20, X[:, 0, 0] > 0, X[:, -1, 1] > 0.5]).astype(int)
+    np.savez(tmp_path / "ml.npz", X=X, y=labels)
+    main(["train", "--data", str(tmp_path / "ml.npz"), "--max-iter", "5", "--hidden-size", "6",
+          "--out", str(tmp_path / "ml.joblib")])
+    out = capsys.readouterr().out
+    assert "task: classification (inferred: y has 3 columns of 0 and 1: a multilabel" in out
+    assert "(subset accuracy: every label of a sample right)" in out
+    model = joblib.load(tmp_path / "ml.joblib")
+    assert model[-1].out_activation_ == "logistic"
+    main(["predict", "--model", str(tmp_path / "ml.joblib"), "--data", str(tmp_path / "ml.npz")])
+    header, *rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert header == ["0", "1", "2"]
+    np.testing.assert_array_equal(np.array(rows, dtype=int), model.predict(X))
+    main(["predict", "--model", str(tmp_path / "ml.joblib"), "--data", str(tmp_path / "ml.npz"),
+          "--proba"])
+    header, *rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    np.testing.assert_allclose(np.array(rows, dtype=float), model.predict_proba(X), rtol=1e-12)
+    main(["info", "--model", str(tmp_path / "ml.joblib")])
+    assert "task: multilabel classification, 3 labels [0, 1, 2]" in capsys.readouterr().out
+    for fmt in ("safetensors", "onnx"):
+        main(["export", "--model", str(tmp_path / "ml.joblib"), "--format", fmt,
+              "--out", str(tmp_path / f"ml.{fmt}")])
+    targets = np.column_stack([y, -2 * y])
+    np.savez(tmp_path / "two.npz", X=X, y=targets)
+    main(["train", "--data", str(tmp_path / "two.npz"), "--max-iter", "3", "--test-size", "0.5",
+          "--out", str(tmp_path / "two.joblib")])
+    out = capsys.readouterr().out
+    assert "y has 2 columns of numbers: several outputs" in out
+    assert "(R² averaged over the outputs, RMSE over all of them)" in out
+    main(["predict", "--model", str(tmp_path / "two.joblib"), "--data", str(tmp_path / "two.npz")])
+    header, *rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert header == ["output_0", "output_1"]
+    np.testing.assert_allclose(np.array(rows, dtype=float),
+                               joblib.load(tmp_path / "two.joblib").predict(X), rtol=1e-12)

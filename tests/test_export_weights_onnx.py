@@ -3,14 +3,15 @@
 import json
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.datasets import load_digits_sequences
@@ -105,7 +106,7 @@ def test_weights_round_trip_predicts_identically(safetensors, data, padded, tmp_
     with open(path, "rb") as f:  # the file is plain safetensors with our metadata
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     meta = json.loads(header["__metadata__"]["sklearn_fastgrnn"])
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert set(header) - {"__metadata__"} == set(clf.coefs_)
 
 
@@ -198,6 +199,178 @@ def test_save_refuses_what_it_can_not_write(safetensors, data, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+def _fitted(estimator, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator.fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "make, target",
+    [
+        (lambda: FastGRNNRegressor(6, max_iter=3, random_state=0, readout="mean", window=2),
+         "one"),
+        (lambda: FastGRNNRegressor(6, loss="poisson", max_iter=3, random_state=0,
+                                   readout="max", w_rank=2, dtype="float64"), "counts"),
+        (lambda: FastGRNNRegressor(6, max_iter=3, random_state=0, window=3), "two"),
+        (lambda: FastGRNNClassifier(6, max_iter=3, random_state=0, readout="max", window=3),
+         "multilabel"),
+        (lambda: make_pipeline(SequenceScaler(), FastGRNNRegressor(
+            5, max_iter=3, random_state=0, readout="mean", window=2)), "one"),
+        (lambda: make_fastgrnn_pipeline("sequence", hidden_size=5, max_iter=3,
+                                        random_state=0, window=2), "multilabel"),
+    ],
+    ids=["regressor-mean-window", "poisson-max-low-rank", "two-outputs",
+         "multilabel-max-window", "pipeline-regressor", "pipeline-multilabel"],
+)
+def test_weights_round_trip_of_regressors_and_multilabel(safetensors, data, padded, tmp_path,
+                                                         make, target):
+    X, y = data
+    targets = {
+        "one": X[:, :, 0].sum(axis=1) * 4 + 20,
+        "counts": np.random.default_rng(0).poisson(np.exp(0.3 * X[:, :, 1].sum(axis=1))),
+        "two": np.column_stack([X[:, :, 0].sum(axis=1), X[:, -1, 2]]),
+        "multilabel": np.column_stack([y == 0, y == 1, X[:, 0, 0] > 0]).astype(int),
+    }
+    model = _fitted(make(), padded, targets[target])
+    save_weights(model, tmp_path / "m.st")
+    loaded = load_weights(tmp_path / "m.st")
+    est = model[-1] if isinstance(model, Pipeline) else model
+    got = loaded[-1] if isinstance(loaded, Pipeline) else loaded
+    assert type(got) is type(est) and got.get_params() == est.get_params()
+    for name in ("out_activation_", "n_outputs_", "window_", "n_timesteps_", "n_channels_",
+                 "n_features_in_", "n_params_", "model_size_bytes_"):
+        assert getattr(got, name) == getattr(est, name), name
+    for key, value in est.coefs_.items():
+        assert got.coefs_[key].dtype == value.dtype
+        np.testing.assert_array_equal(got.coefs_[key], value)
+    for Z in (X, padded, padded.astype(np.float32)):
+        np.testing.assert_array_equal(loaded.predict(Z), model.predict(Z))
+        if hasattr(model, "predict_proba"):
+            np.testing.assert_array_equal(loaded.predict_proba(Z), model.predict_proba(Z))
+    if isinstance(est, FastGRNNRegressor):
+        assert loaded.score(X, targets[target]) == model.score(X, targets[target])
+    with open(tmp_path / "m.st", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    meta = json.loads(header["__metadata__"]["sklearn_fastgrnn"])
+    role = "regressor" if isinstance(est, FastGRNNRegressor) else "classifier"
+    assert meta["format_version"] == 2 and set(meta) & {"classifier", "regressor"} == {role}
+    assert meta[role]["outputs"] == {"n_outputs": est.n_outputs_,
+                                     "out_activation": est.out_activation_}
+    assert meta[role]["input"]["window"] == est.window_
+
+
+@pytest.fixture(scope="module")
+def saved_regressor(safetensors, data, tmp_path_factory):
+    """Tensors and metadata of a saved SequenceScaler + regressor Pipeline."""
+    from safetensors import safe_open
+
+    X, _ = data
+    model = make_pipeline(SequenceScaler(), FastGRNNRegressor(
+        8, max_iter=2, random_state=0, dtype="float64", window=2))
+    path = tmp_path_factory.mktemp("weights") / "r.st"
+    save_weights(_fitted(model, X, np.column_stack([X[:, 0, 0], X[:, 1, 1]])), path)
+    with safe_open(path, framework="np") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        meta = json.loads(f.metadata()["sklearn_fastgrnn"])
+    return path, tensors, meta
+
+
+def _write_edited(tmp_path, tensors, meta, tensor_edit=None, meta_edits=()):
+    import safetensors.numpy
+
+    tensors, meta = dict(tensors), json.loads(json.dumps(meta))
+    for key, value in (tensor_edit or {}).items():
+        if value is None:
+            del tensors[key]
+        else:
+            tensors[key] = value
+    for edit in meta_edits:
+        set_dotted(meta, *edit)
+    path = tmp_path / "bad.st"
+    path.write_bytes(safetensors.numpy.save(tensors, {"sklearn_fastgrnn": json.dumps(meta)}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "tensor_edit, meta_edits, message",
+    [
+        (None, [("regressor.outputs.out_activation", "exp")],
+         "out_activation is 'exp', but loss='squared_error' predicts with 'identity'"),
+        (None, [("regressor.params.loss", "poisson")],
+         "out_activation is 'identity', but loss='poisson' predicts with 'exp'"),
+        (None, [("regressor.outputs.n_outputs", 3)],
+         r"'V' has shape \(8, 2\), expected \(8, 3\)"),
+        (None, [("regressor.outputs.n_outputs", 0)], "must be between 1 and"),
+        (None, [("regressor.outputs", KeyError)], "no field 'regressor.outputs.out_activation'"),
+        (None, [("regressor.input.window", KeyError)], "no field 'regressor.input.window'"),
+        (None, [("regressor.input.window", 3)], r"'W' has shape \(6, 8\), expected \(9, 8\)"),
+        (None, [("regressor.input.window", 0)], "'regressor.input.window' must be between 1"),
+        (None, [("classifier", {})], r"exactly one of the fields \['classifier', 'regressor'\]"),
+        (None, [("regressor", KeyError)], "it holds \\[\\]"),
+        (None, [("pipeline.1.kind", "FastGRNNClassifier")],
+         "'FastGRNNClassifier' is not the estimator the file holds"),
+        (None, [("format_version", 1)], "format_version 1 holds a classifier"),
+        (None, [("regressor.params.readout", "median")], "hyper-parameters in regressor.params"),
+        ({"bias_out": np.full(2, np.inf)}, [], "'bias_out' contains NaN or inf"),
+        (None, [("pipeline.0.attributes.n_features_in_", 20)], "the regressor reads 18"),
+    ],
+)
+def test_load_rejects_malformed_regressor_files(saved_regressor, tmp_path, tensor_edit,
+                                                meta_edits, message):
+    _, tensors, meta = saved_regressor
+    with pytest.raises(ValueError, match=message):
+        load_weights(_write_edited(tmp_path, tensors, meta, tensor_edit, meta_edits))
+
+
+@pytest.mark.parametrize(
+    "meta_edits, message",
+    [
+        ([("classifier.outputs.out_activation", "identity")],
+         "must be 'softmax' or 'logistic', got 'identity'"),
+        ([("classifier.outputs.n_outputs", 2)],
+         "classifier.outputs.n_outputs is 2, but classifier.classes holds 3 labels"),
+        ([("classifier.outputs.out_activation", "logistic"),
+          ("classifier.classes.values", ["a", "b", "c"]), ("classifier.classes.dtype", "<U1")],
+         "must be the integers 0 to n_outputs - 1"),
+        ([("format_version", 1), ("classifier.outputs", KeyError),
+          ("classifier.input.window", KeyError)], None),  # a file of release 0.1.0's layout
+    ],
+)
+def test_classifier_outputs_are_checked_and_version_1_still_loads(saved, tmp_path,
+                                                                  meta_edits, message):
+    _, tensors, meta = saved
+    path = _write_edited(tmp_path, tensors, meta, None, meta_edits)
+    if message is None:
+        loaded = load_weights(path)
+        assert loaded[-1].out_activation_ == "softmax" and loaded[-1].window_ == 1
+        return
+    with pytest.raises(ValueError, match=message):
+        load_weights(path)
+
+
+def test_exports_refuse_what_the_loader_would(data, tmp_path):
+    import copy
+
+    X, y = data
+    reg = _fitted(FastGRNNRegressor(4, max_iter=2, random_state=0), X, X[:, 0, 0])
+    changed = copy.deepcopy(reg).set_params(loss="poisson")
+    with pytest.raises(ValueError, match="the loss was changed after fit: load_weights would"):
+        save_weights(changed, tmp_path / "m.st")
+    with pytest.raises(ValueError, match="the loss was changed after fit: to_onnx refuses"):
+        to_onnx(changed)
+    damaged = copy.deepcopy(reg)
+    damaged.n_outputs_ = 2
+    with pytest.raises(ValueError, match="n_outputs_ is 2, but coefs_.'V'. has 1 columns"):
+        save_weights(damaged, tmp_path / "m.st")
+    multilabel = _fitted(FastGRNNClassifier(4, max_iter=2, random_state=0), X,
+                         np.column_stack([y == 0, y == 1]).astype(int))
+    multilabel.classes_ = np.array([1, 2])
+    with pytest.raises(ValueError, match="classes_ must be arange"):
+        save_weights(multilabel, tmp_path / "m.st")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("fail_at", ["fsync", "replace"])
 def test_failed_save_keeps_the_previous_file(safetensors, data, tmp_path, monkeypatch, fail_at):
     X, y = data
@@ -255,7 +428,7 @@ def saved(safetensors, data, tmp_path_factory):
         ({"scaler.mean_": np.ones(4)}, None, "'scaler.mean_' must hold 3"),
         ({"scaler.scale_": np.zeros(3)}, None, "must be positive"),
         ({"scaler.mean_": None}, None, r"no tensors \['scaler.mean_'\]"),
-        (None, ("format_version", 2), "format_version 2 is not supported"),
+        (None, ("format_version", 3), "format_version 3 is not supported"),
         (None, ("format", "other"), "format is 'other'"),
         (None, ("classifier.params.hidden_size", "big"), "hyper-parameters in classifier"),
         (None, ("classifier.params.wings", 2), "Invalid parameter 'wings'"),

@@ -5,11 +5,13 @@ import json
 import os
 import re
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, _files
 from sklearn_fastgrnn.compression import quantize
@@ -268,6 +270,62 @@ def test_mutated_weights_files_fail_clearly_or_predict_probabilities(
     assert proba.shape == (len(X), len(model.classes_))
     assert np.isfinite(proba).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+@pytest.fixture(scope="module")
+def saved_new_models(data, tmp_path_factory):
+    """Weights files of a regressor Pipeline and a multilabel classifier.
+
+    (Squared error: its outputs stay finite within the loader's bounds; a
+    Poisson model predicts exp of them, which a bounded weight can overflow.)
+    """
+    from sklearn.pipeline import make_pipeline
+
+    from sklearn_fastgrnn import FastGRNNRegressor
+
+    X, y = data
+    root = tmp_path_factory.mktemp("weights")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        regressor = make_pipeline(SequenceScaler(), FastGRNNRegressor(
+            4, readout="mean", window=2, max_iter=2, random_state=0)
+        ).fit(X, np.arange(len(X)) % 4)
+        multilabel = FastGRNNClassifier(4, readout="max", max_iter=2, random_state=0).fit(
+            X, np.column_stack([y == 0, y == 1, y == 2]).astype(int))
+    save_weights(regressor, root / "regressor.safetensors")
+    save_weights(multilabel, root / "multilabel.safetensors")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["regressor", "multilabel"])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(in_tensors=st.booleans(),
+       mutations=st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
+                                    st.integers(0, 255)), min_size=1, max_size=3))
+def test_mutated_regressor_and_multilabel_files_fail_clearly_or_predict(
+    data, saved_new_models, tmp_path, kind, in_tensors, mutations
+):
+    X, _ = data
+    raw = bytearray((saved_new_models / f"{kind}.safetensors").read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little") if in_tensors else 0
+    for where, byte in mutations:
+        raw[start + int(where * (len(raw) - start))] = byte
+    mutated = tmp_path / "mutated.safetensors"
+    mutated.write_bytes(bytes(raw))
+    try:
+        model = load_weights(mutated)
+    except ValueError as exc:
+        assert str(exc).startswith(ERRORS) or any(e in str(exc) for e in ERRORS), exc
+        return
+    if kind == "regressor":
+        predicted = model.predict(X)
+        assert predicted.shape == (len(X),)
+    else:
+        predicted = model.predict_proba(X)
+        assert predicted.shape == (len(X), 3) and ((0 <= predicted) & (predicted <= 1)).all()
+        assert set(np.unique(model.predict(X))) <= {0, 1}
+    assert np.isfinite(predicted).all()
 
 
 # ---------------------------------------------------------------------- ONNX

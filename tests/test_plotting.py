@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn.preprocessing import SequenceScaler
 
 from .conftest import make_sequences
@@ -199,3 +199,41 @@ def test_a_model_from_a_weights_file_is_told_why_it_has_no_history(rng, tmp_path
     with pytest.raises(TypeError, match=message) as info:
         TrainingHistoryDisplay.from_estimator(loaded)
     assert "pass a fitted FastGRNNClassifier" not in str(info.value)
+
+
+def _labels(display):
+    return ([t.get_text() for t in display.ax_.get_legend().get_texts()],
+            display.axes_[1].get_ylabel(), display.lines_["val_score"].get_label())
+
+
+def test_a_regressor_shows_its_validation_r2(rng):
+    X, _ = make_sequences(rng, n=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg = FastGRNNRegressor(4, max_iter=5, early_stopping=True, validation_fraction=0.25,
+                                random_state=0).fit(X, X[:, :, 0].sum(axis=1))
+    display = TrainingHistoryDisplay.from_estimator(make_pipeline(SequenceScaler(), reg))
+    assert display.score_name == "R²"
+    _, ylabel, label = _labels(display)
+    assert ylabel == "validation\nR²" and label == "validation R²"
+    _, val_score = display.lines_["val_score"].get_data()
+    np.testing.assert_allclose(val_score, reg.validation_scores_)
+    assert display.ax_.get_title() == "Pipeline"
+
+
+def test_multilabel_and_scoring_name_their_score(rng):
+    X, y = make_sequences(rng, n=60)
+    Y = np.column_stack([y == 0, y == 1, X[:, 0, 0] > 0]).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        multilabel = FastGRNNClassifier(4, max_iter=4, early_stopping=True, random_state=0,
+                                        validation_fraction=0.25).fit(X, Y)
+        scored = FastGRNNRegressor(4, max_iter=4, early_stopping=True, random_state=0,
+                                   scoring="neg_mean_absolute_error").fit(X, X[:, 0, 0])
+    display = TrainingHistoryDisplay.from_estimator(multilabel)
+    assert _labels(display)[1:] == ("validation\naccuracy", "validation accuracy")
+    display = TrainingHistoryDisplay.from_estimator(scored, learning_rate=False)
+    assert _labels(display)[2] == "validation neg_mean_absolute_error"
+    direct = TrainingHistoryDisplay(epoch=[1, 2], train_loss=[2, 1], val_score=[0.1, 0.2],
+                                    score_name="F1").plot()
+    assert direct.axes_[1].get_ylabel() == "validation\nF1"

@@ -2,7 +2,9 @@
 
 - :func:`save_weights` / :func:`load_weights`: a safetensors file with JSON
   metadata; loading never unpickles.
-- :func:`to_onnx`: an ONNX graph (a Scan over time) for onnxruntime and friends.
+- :func:`to_onnx`: an ONNX graph (a Scan over time) for onnxruntime and friends,
+  or a graph of one timestep with the streams' state in and out (``step=True``;
+  :func:`state_layout` says where each part of the state is).
 - :func:`export_c`: a dependency-free C header and source.
 - :func:`compile_predictor`: that C code built with the system compiler and
   called from Python (ctypes).
@@ -20,6 +22,7 @@ _LAZY = {
     "save_weights": ".weights",
     "load_weights": ".weights",
     "to_onnx": ".onnx",
+    "state_layout": ".onnx",
     "export_c": ".c",
     "compile_predictor": ".compiled",
 }
@@ -44,7 +47,7 @@ _WRITERS = {"safetensors": _write_safetensors, "onnx": _write_onnx, "c": _write_
 FORMATS = tuple(_WRITERS)
 
 __all__ = ["FORMATS", "compile_predictor", "export_c", "export_model", "load_weights",
-           "save_weights", "to_onnx"]
+           "save_weights", "state_layout", "to_onnx"]
 
 
 def __getattr__(name):
@@ -58,8 +61,8 @@ def export_model(model, format, out):
 
     Parameters
     ----------
-    model : FastGRNNClassifier or Pipeline
-        A fitted classifier (or a Pipeline of a scaler and the classifier, for
+    model : FastGRNNClassifier, FastGRNNRegressor or Pipeline
+        A fitted estimator (or a Pipeline of a scaler and the estimator, for
         the formats that support it).
     format : {"safetensors", "onnx", "c"}
         One of :data:`FORMATS`. "safetensors": a weights file

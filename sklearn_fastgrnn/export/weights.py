@@ -3,10 +3,15 @@
 The file holds one tensor per ``coefs_`` key, one ``scaler.<attribute>`` tensor
 per statistic of a scaler in a Pipeline, and one JSON document in the
 safetensors metadata (key ``"sklearn_fastgrnn"``) with the hyper-parameters,
-classes, input layout, Pipeline steps and package version. Loading reads the
-tensors with safetensors and the metadata with :mod:`json`, validates every value
-and rebuilds the estimators from them: nothing on the load path unpickles, so
-loading an untrusted file can not execute code.
+classes or outputs, input layout, Pipeline steps and package version. Loading
+reads the tensors with safetensors and the metadata with :mod:`json`, validates
+every value and rebuilds the estimators from them: nothing on the load path
+unpickles, so loading an untrusted file can not execute code.
+
+Format versions: 1 (release 0.1.0) holds a ``FastGRNNClassifier`` with one
+label per sample; 2 adds ``outputs`` (``n_outputs``, ``out_activation``) and
+the window, and holds a multilabel classifier or a ``FastGRNNRegressor`` (under
+the key ``"regressor"``). Both load.
 """
 
 import json
@@ -26,24 +31,31 @@ from .._base import LEGACY_PARAMS
 from .._files import write_atomically
 from .._size import fitted_size
 from .._version import __version__
-from ..classifier import FastGRNNClassifier
+from ..classifier import LOGISTIC, SOFTMAX, FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from ..preprocessing import SequenceScaler, make_fastgrnn_pipeline
+from ..regressor import LOSSES, FastGRNNRegressor
 
 __all__ = ["load_weights", "save_weights"]
 
 FORMAT = "sklearn_fastgrnn.weights"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: release 0.1.0, a softmax classifier only
 METADATA_KEY = "sklearn_fastgrnn"
 SCALER_PREFIX = "scaler."
 SCALERS = {"SequenceScaler": SequenceScaler, "StandardScaler": StandardScaler}
 CLASSIFIER = "FastGRNNClassifier"
+REGRESSOR = "FastGRNNRegressor"
+# step kind -> (estimator class, its key in the metadata); the one list of the
+# estimators a weights file (and every export) holds
+ESTIMATORS = {CLASSIFIER: (FastGRNNClassifier, "classifier"),
+              REGRESSOR: (FastGRNNRegressor, "regressor")}
 REQUIRE_2D = "require_2d"
 # safetensors dtype codes a weights file may hold: float weights, int64 counts
 _TENSOR_DTYPES = ("F32", "F64", "I64")
 # Bounds of what a file may hold. No trained model comes near them; beyond them
 # a file is damaged or hostile, and predicting from it would overflow.
-MAX_SIZE = 2**31 - 1  # timesteps, channels, features
+MAX_SIZE = 2**31 - 1  # timesteps, channels, features, outputs
 MAX_ABS_WEIGHT = 1e15  # coefs_: keeps logits of a sigmoid/tanh cell far from overflow
 MAX_SCALER_STATISTIC = 1e150  # |mean_|, scale_ and 1 / scale_ (so var_ <= 1e300)
 MAX_LABEL_CHARS = 1024  # width of a string dtype beyond its longest label
@@ -57,9 +69,10 @@ def _new_require_2d():
 
 
 def _step_kind(step):
-    """``"require_2d"``, a scaler class name, ``"FastGRNNClassifier"`` or None."""
-    if type(step) is FastGRNNClassifier:
-        return CLASSIFIER
+    """``"require_2d"``, a scaler class name, an estimator kind or None."""
+    for kind, (cls, _) in ESTIMATORS.items():
+        if type(step) is cls:
+            return kind
     if type(step) in SCALERS.values():
         return type(step).__name__
     if isinstance(step, FunctionTransformer) and (
@@ -70,36 +83,36 @@ def _step_kind(step):
 
 
 def _supported_kinds(kinds):
-    """True for [require_2d,] [one scaler,] FastGRNNClassifier."""
+    """True for [require_2d,] [one scaler,] FastGRNNClassifier or FastGRNNRegressor."""
     rest = kinds[1:] if kinds[:1] == [REQUIRE_2D] else kinds
-    return rest in ([CLASSIFIER], *([name, CLASSIFIER] for name in SCALERS))
+    return any(rest in ([est], *([name, est] for name in SCALERS)) for est in ESTIMATORS)
 
 
 def unpack_model(model):
-    """The classifier, scaler and steps of a model to export.
+    """The estimator, scaler and steps of a model to export.
 
     Parameters
     ----------
-    model : FastGRNNClassifier or Pipeline
-        A fitted classifier, or a fitted Pipeline whose steps are, in order, an
+    model : FastGRNNClassifier, FastGRNNRegressor or Pipeline
+        A fitted estimator, or a fitted Pipeline whose steps are, in order, an
         optional ``require_2d`` step (as ``make_fastgrnn_pipeline`` builds it),
         an optional ``SequenceScaler`` or ``StandardScaler`` and a
-        ``FastGRNNClassifier``.
+        ``FastGRNNClassifier`` or ``FastGRNNRegressor``.
 
     Returns
     -------
-    classifier : FastGRNNClassifier
+    estimator : FastGRNNClassifier or FastGRNNRegressor
     scaler : SequenceScaler, StandardScaler or None
-    steps : list of (name, kind, estimator), or None for a bare classifier
-        ``kind`` is "require_2d", "SequenceScaler", "StandardScaler" or
-        "FastGRNNClassifier".
+    steps : list of (name, kind, estimator), or None for a bare estimator
+        ``kind`` is "require_2d", "SequenceScaler", "StandardScaler",
+        "FastGRNNClassifier" or "FastGRNNRegressor".
     """
-    if type(model) is FastGRNNClassifier:
+    if _step_kind(model) in ESTIMATORS:
         check_is_fitted(model)
         return model, None, None
     expected = (
-        "a fitted FastGRNNClassifier, or a Pipeline of [require_2d,] "
-        "[SequenceScaler or StandardScaler,] FastGRNNClassifier"
+        "a fitted FastGRNNClassifier or FastGRNNRegressor, or a Pipeline of "
+        "[require_2d,] [SequenceScaler or StandardScaler,] one of them"
     )
     if isinstance(model, QuantizedFastGRNN):
         raise TypeError(
@@ -254,43 +267,83 @@ def _encode_fitted(estimator, tensor_prefix=None):
     return attributes, tensors
 
 
-def check_classifier(clf, consequence):
-    """Raise a ValueError when a fitted classifier's weights can not predict.
+def out_activation(est):
+    """``out_activation_`` of a fitted estimator; "softmax" for a classifier
+    without one (fitted attributes set by hand), as the classifier reads it."""
+    default = None if isinstance(est, FastGRNNRegressor) else SOFTMAX
+    return getattr(est, "out_activation_", default)
+
+
+def _outputs_problem(est):
+    """Why the fitted outputs of ``est`` (``out_activation_``, ``n_outputs_``,
+    ``classes_``) do not describe a model a weights file holds, or None."""
+    activation = out_activation(est)
+    n_outputs = getattr(est, "n_outputs_", None)
+    if isinstance(est, FastGRNNRegressor):
+        expected = LOSSES.get(est.loss, (None, None))[1]
+        if activation != expected:
+            return (f"out_activation_ is {activation!r}, but loss={est.loss!r} predicts "
+                    f"with {expected!r}: the loss was changed after fit")
+        return None
+    if activation not in (SOFTMAX, LOGISTIC):
+        return f"out_activation_ is {activation!r}, not 'softmax' or 'logistic'"
+    if n_outputs != len(est.classes_):
+        return (f"n_outputs_ is {n_outputs}, but classes_ holds {len(est.classes_)} "
+                "labels")
+    if activation == LOGISTIC and not np.array_equal(est.classes_, np.arange(n_outputs)):
+        return "a multilabel classifier's classes_ must be arange(n_outputs_)"
+    return None
+
+
+def check_classifier(est, consequence):
+    """Raise a ValueError when a fitted estimator's weights can not predict.
 
     Checks what a weights file's loader checks: ``coefs_`` holds the tensors
-    that the hyper-parameters and ``classes_`` describe, with those shapes, and
-    every value is finite and at most ``MAX_ABS_WEIGHT`` in magnitude. Every
-    export (weights file, ONNX, C) and the command line's model loading run it,
-    so that a damaged or diverged model is refused instead of predicting NaN.
+    that the hyper-parameters and the outputs (``classes_`` or ``n_outputs_``)
+    describe, with those shapes, every value is finite and at most
+    ``MAX_ABS_WEIGHT`` in magnitude, and ``out_activation_`` is one the
+    estimator (and its ``loss``) has. Every export (weights file, ONNX, C) and
+    the command line's model loading run it, so that a damaged or diverged
+    model is refused instead of predicting NaN.
 
     Parameters
     ----------
-    clf : FastGRNNClassifier
+    est : FastGRNNClassifier or FastGRNNRegressor
         Fitted.
     consequence : str
         What the problem prevents, for the message (e.g. "load_weights would
         refuse the file").
     """
-    coefs = getattr(clf, "coefs_", None)
+    coefs = getattr(est, "coefs_", None)
     if not isinstance(coefs, dict):
         raise ValueError(f"coefs_ is a {type(coefs).__name__}, not a dict of arrays: "
                          f"{consequence}. The model is damaged; retrain it.")
-    n_classes = len(clf.classes_)
-    n_outputs = np.shape(coefs.get("V", ()))[-1:]
-    if n_outputs and n_outputs[0] != n_classes:
+    columns = np.shape(coefs.get("V", ()))[-1:]
+    if hasattr(est, "classes_"):
+        n_classes = len(est.classes_)
+        if columns and columns[0] != n_classes:
+            raise ValueError(
+                f"classes_ holds {n_classes} labels, but coefs_['V'] has {columns[0]} "
+                f"columns, one per class: {consequence}. classes_ was changed after fit "
+                "or the model is damaged; set it back or refit."
+            )
+    elif columns and columns[0] != getattr(est, "n_outputs_", None):
         raise ValueError(
-            f"classes_ holds {n_classes} labels, but coefs_['V'] has {n_outputs[0]} "
-            f"columns, one per class: {consequence}. classes_ was changed after fit "
-            "or the model is damaged; set it back or refit."
+            f"n_outputs_ is {getattr(est, 'n_outputs_', None)}, but coefs_['V'] has "
+            f"{columns[0]} columns, one per output: {consequence}. n_outputs_ was "
+            "changed after fit or the model is damaged; set it back or refit."
         )
+    problem = _outputs_problem(est)
+    if problem:
+        raise ValueError(f"{problem}: {consequence}. Set it back or refit.")
     try:
-        shapes = clf._layout().shapes
+        shapes = est._layout().shapes
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{exc} ({consequence})") from None
     fitted = {key: np.shape(value) for key, value in coefs.items()}
     if fitted != shapes:
         raise ValueError(
-            f"coefs_ has shapes {fitted}, but the classifier's hyper-parameters "
+            f"coefs_ has shapes {fitted}, but the {_role(est)}'s hyper-parameters "
             f"describe {shapes}: {consequence}. They were changed after fit; set "
             "them back or refit."
         )
@@ -303,23 +356,28 @@ def check_classifier(clf, consequence):
             )
 
 
-def _encode_classifier(clf):
-    """JSON metadata and tensors of the classifier."""
-    check_classifier(clf, "load_weights would refuse the file")
-    tensors = {key: np.array(value, order="C") for key, value in clf.coefs_.items()}
-    metadata = {
-        "params": _encode_params(clf),
-        "classes": _encode_labels(clf.classes_),
-        "input": {
-            "n_timesteps": int(clf.n_timesteps_),
-            "n_channels": int(clf.n_channels_),
-            "n_features_in": int(clf.n_features_in_),
-            "window": int(clf.window_),
-            "feature_names_in": (
-                clf.feature_names_in_.tolist() if hasattr(clf, "feature_names_in_")
-                else None
-            ),
-        },
+def _role(est):
+    """``"classifier"`` or ``"regressor"``: the estimator's key in the metadata."""
+    return ESTIMATORS[_step_kind(est)][1]
+
+
+def _encode_estimator(est):
+    """JSON metadata and tensors of the estimator."""
+    check_classifier(est, "load_weights would refuse the file")
+    tensors = {key: np.array(value, order="C") for key, value in est.coefs_.items()}
+    metadata = {"params": _encode_params(est)}
+    if hasattr(est, "classes_"):
+        metadata["classes"] = _encode_labels(est.classes_)
+    metadata["outputs"] = {"n_outputs": int(est.n_outputs_),
+                           "out_activation": out_activation(est)}
+    metadata["input"] = {
+        "n_timesteps": int(est.n_timesteps_),
+        "n_channels": int(est.n_channels_),
+        "n_features_in": int(est.n_features_in_),
+        "window": int(est.window_),
+        "feature_names_in": (
+            est.feature_names_in_.tolist() if hasattr(est, "feature_names_in_") else None
+        ),
     }
     return metadata, tensors
 
@@ -329,10 +387,10 @@ def save_weights(model, path):
 
     Parameters
     ----------
-    model : FastGRNNClassifier or Pipeline
-        A fitted classifier, or a fitted Pipeline of an optional ``require_2d``
+    model : FastGRNNClassifier, FastGRNNRegressor or Pipeline
+        A fitted estimator, or a fitted Pipeline of an optional ``require_2d``
         step, an optional ``SequenceScaler`` or ``StandardScaler`` and the
-        classifier (what ``make_fastgrnn_pipeline`` builds).
+        estimator (what ``make_fastgrnn_pipeline`` builds).
     path : str or path-like
         Destination; written atomically (a temporary file renamed over it), so
         a failed save never leaves a partial file or destroys an existing one.
@@ -342,8 +400,8 @@ def save_weights(model, path):
     path : str
     """
     safetensors = _import_safetensors()
-    clf, _, steps = unpack_model(model)
-    classifier, tensors = _encode_classifier(clf)
+    est, _, steps = unpack_model(model)
+    described, tensors = _encode_estimator(est)
     pipeline = None
     if steps is not None:
         pipeline = []
@@ -351,7 +409,7 @@ def save_weights(model, path):
             entry = {"name": name, "kind": kind}
             if kind in SCALERS:
                 entry["params"] = _encode_params(step)
-            if kind != CLASSIFIER:
+            if kind not in ESTIMATORS:
                 entry["attributes"], step_tensors = _encode_fitted(
                     step, SCALER_PREFIX if kind in SCALERS else None
                 )
@@ -369,7 +427,7 @@ def save_weights(model, path):
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "sklearn_fastgrnn_version": __version__,
-        "classifier": classifier,
+        _role(est): described,
         "pipeline": pipeline,
     }
     data = safetensors.numpy.save(tensors, metadata={METADATA_KEY: json.dumps(metadata)})
@@ -558,7 +616,7 @@ def _set_fitted(estimator, meta, field, kind, clf, in_tensors=()):
         setattr(estimator, name, value)
     if estimator.n_features_in_ != clf.n_features_in_:
         raise meta.error(
-            f"{field}.n_features_in_ is {estimator.n_features_in_}, the classifier reads "
+            f"{field}.n_features_in_ is {estimator.n_features_in_}, the {_role(clf)} reads "
             f"{clf.n_features_in_} features."
         )
     if kind == "SequenceScaler" and (estimator.n_timesteps_, estimator.n_channels_) != (
@@ -566,12 +624,13 @@ def _set_fitted(estimator, meta, field, kind, clf, in_tensors=()):
     ):
         raise meta.error(
             f"the SequenceScaler saw sequences of {estimator.n_timesteps_} x "
-            f"{estimator.n_channels_}, the classifier {clf.n_timesteps_} x {clf.n_channels_}."
+            f"{estimator.n_channels_}, the {_role(clf)} {clf.n_timesteps_} x "
+            f"{clf.n_channels_}."
         )
     names = getattr(clf, "feature_names_in_", None)
     mine = getattr(estimator, "feature_names_in_", None)
     if mine is not None and names is not None and list(mine) != list(names):
-        raise meta.error(f"{field}.feature_names_in_ differ from the classifier's.")
+        raise meta.error(f"{field}.feature_names_in_ differ from the {_role(clf)}'s.")
 
 
 def _read_file(path):
@@ -619,34 +678,84 @@ def _read_file(path):
     return _Metadata(document, path), tensors
 
 
-def _load_classifier(meta, tensors):
-    """The fitted classifier described at ``classifier``, with its tensors."""
-    clf = _build(FastGRNNClassifier, meta, "classifier.params", LEGACY_PARAMS)
-    clf.classes_ = _decode_labels(meta, "classifier.classes")
-    if len(clf.classes_) < 2 or not np.array_equal(np.unique(clf.classes_), clf.classes_):
-        raise meta.error("classifier.classes must be at least 2 distinct sorted labels.")
-    clf.out_activation_, clf.n_outputs_ = "softmax", len(clf.classes_)
-    T = meta.positive_int("classifier.input.n_timesteps")
-    d = meta.positive_int("classifier.input.n_channels")
-    n_features = meta.positive_int("classifier.input.n_features_in")
+def _estimator_kind(meta, version):
+    """The kind of estimator the file holds ("FastGRNNClassifier" or
+    "FastGRNNRegressor"), from its one metadata key "classifier" or "regressor"."""
+    found = [kind for kind, (_, key) in ESTIMATORS.items()
+             if meta.get(key, (dict,), optional=True) is not None]
+    if version == 1 and found != [CLASSIFIER]:  # release 0.1.0 wrote classifiers only
+        raise meta.error("format_version 1 holds a classifier, under 'classifier' only.")
+    if len(found) != 1:
+        keys = [key for _, key in ESTIMATORS.values()]
+        raise meta.error(f"the metadata must hold exactly one of the fields {keys}; "
+                         f"it holds {[ESTIMATORS[kind][1] for kind in found]}.")
+    return found[0]
+
+
+def _load_outputs(meta, est, key, version):
+    """Set ``n_outputs_``, ``out_activation_`` (and ``classes_``) from ``key``.
+
+    Returns the ``n_outputs`` the file states (None in version 1), which a
+    classifier's ``classes`` decide: checked once the tensors are.
+    """
+    if version == 1:  # a softmax classifier
+        activation, n_outputs = SOFTMAX, None
+    else:
+        activation = meta.get(key + ".outputs.out_activation", (str,))
+        n_outputs = meta.positive_int(key + ".outputs.n_outputs")
+    if isinstance(est, FastGRNNRegressor):
+        expected = LOSSES[est.loss][1]
+        if activation != expected:
+            raise meta.error(f"{key}.outputs.out_activation is {_short(activation)}, but "
+                             f"loss={est.loss!r} predicts with {expected!r}.")
+        est.out_activation_, est.n_outputs_, est._loss_name = activation, n_outputs, est.loss
+        return n_outputs
+    est.classes_ = _decode_labels(meta, key + ".classes")
+    if activation == SOFTMAX:
+        if len(est.classes_) < 2 or not np.array_equal(np.unique(est.classes_), est.classes_):
+            raise meta.error(f"{key}.classes must be at least 2 distinct sorted labels.")
+    elif activation == LOGISTIC:
+        if not np.array_equal(est.classes_, np.arange(len(est.classes_))) or (
+            est.classes_.dtype.kind not in "iu"
+        ):
+            raise meta.error(f"{key}.classes of a multilabel classifier (out_activation "
+                             "'logistic') must be the integers 0 to n_outputs - 1.")
+    else:
+        raise meta.error(f"{key}.outputs.out_activation must be 'softmax' or 'logistic', "
+                         f"got {_short(activation)}.")
+    est.out_activation_, est.n_outputs_ = activation, len(est.classes_)
+    return n_outputs
+
+
+def _load_estimator(meta, tensors, version):
+    """The fitted estimator described at ``classifier`` or ``regressor``, with its
+    tensors."""
+    kind = _estimator_kind(meta, version)
+    cls, role = ESTIMATORS[kind]
+    est = _build(cls, meta, role + ".params", LEGACY_PARAMS)
+    n_outputs = _load_outputs(meta, est, role, version)
+    T = meta.positive_int(role + ".input.n_timesteps")
+    d = meta.positive_int(role + ".input.n_channels")
+    n_features = meta.positive_int(role + ".input.n_features_in")
     if n_features != T * d:
         raise meta.error(
-            f"classifier.input.n_features_in={n_features} is not n_timesteps * "
+            f"{role}.input.n_features_in={n_features} is not n_timesteps * "
             f"n_channels = {T * d}."
         )
-    clf.n_timesteps_, clf.n_channels_, clf.n_features_in_ = T, d, n_features
-    clf.window_ = 1
-    if meta.get("classifier.input.window", (int,), optional=True) is not None:
-        clf.window_ = meta.positive_int("classifier.input.window")
-    names = meta.get("classifier.input.feature_names_in", (list,), optional=True)
+    est.n_timesteps_, est.n_channels_, est.n_features_in_ = T, d, n_features
+    est.window_ = 1
+    # version 1 (release 0.1.0) had no window; a file of a later version names it
+    if version > 1 or meta.get(role + ".input.window", (int,), optional=True) is not None:
+        est.window_ = meta.positive_int(role + ".input.window")
+    names = meta.get(role + ".input.feature_names_in", (list,), optional=True)
     if names is not None:
         if len(names) != n_features or not all(isinstance(n, str) for n in names):
             raise meta.error(
-                f"classifier.input.feature_names_in must be {n_features} strings."
+                f"{role}.input.feature_names_in must be {n_features} strings."
             )
-        clf.feature_names_in_ = np.asarray(names, dtype=object)
+        est.feature_names_in_ = np.asarray(names, dtype=object)
     try:
-        shapes = clf._layout().shapes
+        shapes = est._layout().shapes
     except ValueError as exc:
         raise meta.error(str(exc)) from None
     found = {key for key in tensors if not key.startswith(SCALER_PREFIX)}
@@ -666,9 +775,12 @@ def _load_classifier(meta, tensors):
         problem = _weight_problem(tensors[key])
         if problem:
             raise meta.error(f"tensor {key!r} {problem}.")
-    clf.coefs_ = {key: np.array(tensors[key]) for key in shapes}
-    clf.n_params_, clf.model_size_bytes_ = fitted_size(clf)
-    return clf
+    if n_outputs is not None and n_outputs != est.n_outputs_:
+        raise meta.error(f"{role}.outputs.n_outputs is {n_outputs}, but {role}.classes "
+                         f"holds {est.n_outputs_} labels.")
+    est.coefs_ = {key: np.array(tensors[key]) for key in shapes}
+    est.n_params_, est.model_size_bytes_ = fitted_size(est)
+    return est
 
 
 def _load_scaler(meta, field, kind, tensors, clf):
@@ -719,7 +831,10 @@ def _load_pipeline(meta, tensors, clf):
         field = f"pipeline.{i}"
         name = meta.get(field + ".name", (str,))
         kind = meta.get(field + ".kind", (str,))
-        if kind == CLASSIFIER:
+        if kind in ESTIMATORS:
+            if kind != _step_kind(clf):
+                raise meta.error(f"{field}.kind {kind!r} is not the estimator the file "
+                                 f"holds ({_step_kind(clf)}).")
             step = clf
         elif kind in SCALERS:
             step = _load_scaler(meta, field, kind, tensors, clf)
@@ -730,7 +845,7 @@ def _load_pipeline(meta, tensors, clf):
             raise meta.error(f"{field}.kind {kind!r} is not a supported step.")
         if getattr(step, "n_features_in_", clf.n_features_in_) != clf.n_features_in_:
             raise meta.error(
-                f"step {name!r} reads {step.n_features_in_} features, the classifier "
+                f"step {name!r} reads {step.n_features_in_} features, the {_role(clf)} "
                 f"{clf.n_features_in_}."
             )
         steps.append((name, kind, step))
@@ -764,11 +879,20 @@ def _probe(model, clf, meta):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # probe has no feature names
-            proba = model.predict_proba(probe)
+            if isinstance(clf, FastGRNNRegressor):
+                predicted = model.predict(probe)
+            else:
+                predicted = model.predict_proba(probe)
     except Exception as exc:  # noqa: BLE001 - whatever fails, the file is invalid
         raise meta.error(f"the model it describes can not predict: {exc!r}") from None
-    if not (np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0)):
-        raise meta.error(f"the model it describes predicts {proba.tolist()} on zeros.")
+    valid = np.isfinite(predicted).all()
+    if clf.out_activation_ == SOFTMAX:
+        valid = valid and np.allclose(predicted.sum(axis=1), 1.0)
+    elif clf.out_activation_ == LOGISTIC:
+        valid = valid and ((predicted >= 0) & (predicted <= 1)).all()
+    if not valid:
+        raise meta.error(f"the model it describes predicts {_short(predicted.tolist())} "
+                         "on zeros.")
 
 
 def load_weights(path):
@@ -784,7 +908,7 @@ def load_weights(path):
 
     Returns
     -------
-    model : FastGRNNClassifier or Pipeline
+    model : FastGRNNClassifier, FastGRNNRegressor or Pipeline
         Fitted, predicting exactly as the saved model did; a Pipeline when a
         Pipeline was saved. The optimiser state is not in the file: ``fit``
         trains anew (joblib files keep the state for ``partial_fit``).
@@ -800,13 +924,14 @@ def load_weights(path):
     if fmt != FORMAT:
         raise meta.error(f"format is {fmt!r}, expected {FORMAT!r}.")
     version = meta.get("format_version", (int,))
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise meta.error(
             f"format_version {version} is not supported by sklearn_fastgrnn "
-            f"{__version__}, which reads version {FORMAT_VERSION}. Load it with the "
-            f"version that wrote it ({meta.writer_version})."
+            f"{__version__}, which reads versions {READABLE_VERSIONS[0]} to "
+            f"{READABLE_VERSIONS[-1]}. Load it with the version that wrote it "
+            f"({meta.writer_version})."
         )
-    clf = _load_classifier(meta, tensors)
+    clf = _load_estimator(meta, tensors, version)
     if meta.get("pipeline", (list,), optional=True) is None:
         if any(key.startswith(SCALER_PREFIX) for key in tensors):
             raise meta.error("the file has scaler tensors but no pipeline.")

@@ -1,0 +1,298 @@
+"""ONNX graphs of every model (softmax, multilabel, squared-error and Poisson
+regressors; readouts; windows) against predict_proba / predict, and the step graph
+against the Python streamer, step by step."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn.export import state_layout, to_onnx
+from sklearn_fastgrnn.preprocessing import SequenceScaler
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+KINDS = ["softmax", "multilabel", "squared_error", "poisson"]
+READOUTS = ["last", "mean", "max"]
+WINDOWS = [1, 3]
+N, T, D = 48, 7, 3  # T = 7: the last window of 3 is partial
+
+
+def pad(X, lengths):
+    X = np.array(X, dtype=float)
+    for i, length in enumerate(lengths):
+        X[i, length:] = np.nan
+    return X
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N, T, D))
+    targets = {
+        "softmax": (X[:, :, 0].sum(1) > 0).astype(int) + (X[:, -1, 2] > 0.5),
+        "multilabel": np.stack([X[:, :, 0].sum(1) > 0, X[:, -1, 1] > 0, X[:, 0, 2] > 0.3],
+                               axis=1).astype(int),
+        "squared_error": 3 * X[:, :, 0].sum(1) + 10,
+        "poisson": rng.poisson(np.exp(0.3 * X[:, :, 1].sum(1))),
+    }
+    padded = pad(X, rng.integers(1, T + 1, N))
+    return X, padded, targets
+
+
+MODELS = {}
+
+
+def model(data, kind, readout, window, **extra):
+    """A fitted model of ``kind`` (cached: fitting is most of the cost)."""
+    key = (kind, readout, window, tuple(sorted(extra.items())))
+    if key not in MODELS:
+        _, padded, targets = data
+        params = {"hidden_size": 6, "max_iter": 3, "random_state": 0, "readout": readout,
+                  "window": window, **extra}
+        if kind in ("softmax", "multilabel"):
+            est = FastGRNNClassifier(**params)
+        else:
+            est = FastGRNNRegressor(loss=kind, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 3 epochs do not converge
+            MODELS[key] = est.fit(padded, targets[kind])
+    return MODELS[key]
+
+
+def session(model, **kwargs):
+    return ort.InferenceSession(to_onnx(model, **kwargs).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+
+
+def expected(est, X):
+    """What the graph must give: predict_proba and predict, or predict."""
+    if isinstance(est, FastGRNNClassifier):
+        return [est.predict_proba(X), est.predict(X)]
+    return [est.predict(X)]
+
+
+def assert_close(est, got, want, tol=1e-5):
+    """float32 parity: probabilities to ``tol``, predictions to ``tol`` relative
+    (and absolute near 0), labels exactly."""
+    assert len(got) == len(want)
+    assert got[0].shape == want[0].shape
+    if isinstance(est, FastGRNNClassifier):
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=tol)
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[1].dtype == np.int64
+    else:
+        np.testing.assert_allclose(got[0], want[0], rtol=tol, atol=tol)
+
+
+# ------------------------------------------------------------- sequence graph
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_graph_reproduces_the_model(data, kind, readout, window):
+    X, padded, _ = data
+    est = model(data, kind, readout, window)
+    assert est.window_ == window
+    run = session(est)
+    for Z in (X, padded, X[:, :4], padded[:, :5], 30 * padded - 7):  # time is free
+        Z = Z.astype(np.float32)
+        assert_close(est, run.run(None, {"X": Z}), expected(est, Z))
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("kind", ["softmax", "squared_error"])
+def test_sequence_graph_on_inputs_near_the_float32_maximum(data, kind, readout, window):
+    rng = np.random.default_rng(1)
+    top = np.finfo(np.float32).max
+    X_big = (rng.choice([-1.0, 1.0], (40, T, D)) * top * rng.uniform(0.5, 1.0, (40, T, D)))
+    X_big = pad(X_big, rng.integers(1, T + 1, 40)).astype(np.float32)
+    est = model(data, kind, readout, window)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = expected(est, X_big)
+    assert np.isfinite(want[0]).all()
+    assert_close(est, session(est).run(None, {"X": X_big}), want, tol=1e-4)
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("kind", ["multilabel", "squared_error"])
+def test_sequence_graph_on_long_sequences(data, kind, readout, window):
+    """400 timesteps (time is free at run time): within the 1e-5 documented for
+    float32 over long sequences (docs/export.md)."""
+    rng = np.random.default_rng(2)
+    X_long = pad(rng.standard_normal((20, 400, D)), rng.integers(300, 401, 20))
+    X_long = X_long.astype(np.float32)
+    est = model(data, kind, readout, window)
+    assert_close(est, session(est).run(None, {"X": X_long}), expected(est, X_long))
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+def test_padding_gives_the_unpadded_sequence_exactly(data, readout):
+    X, _, _ = data
+    est = model(data, "softmax", readout, 3)
+    run = session(est)
+    base = X[:6].astype(np.float32)
+    reference = run.run(None, {"X": base})[0]
+    longer = np.concatenate([base, np.full((6, 5, D), np.nan, np.float32)], axis=1)
+    np.testing.assert_array_equal(run.run(None, {"X": longer})[0], reference)
+    for length in range(1, T + 1):  # a partial last window of every size
+        alone = run.run(None, {"X": base[:2, :length]})[0]
+        padded = run.run(None, {"X": pad(base[:2], [length] * 2).astype(np.float32)})[0]
+        np.testing.assert_allclose(padded, alone, rtol=0, atol=1e-6)
+
+
+def test_outputs_names_shapes_and_metadata(data):
+    X, _, targets = data
+    multilabel = model(data, "multilabel", "mean", 3)
+    proto = to_onnx(multilabel)
+    assert [o.name for o in proto.graph.output] == ["probabilities", "label"]
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["out_activation"] == "logistic" and props["n_outputs"] == "3"
+    assert props["readout"] == "mean" and props["window"] == "3"
+    assert json.loads(props["classes"]) == [0, 1, 2]
+    proba, label = session(multilabel).run(None, {"X": X.astype(np.float32)})
+    assert proba.shape == label.shape == (N, 3)
+    np.testing.assert_array_equal(label, (proba > 0.5).astype(int))
+    one = model(data, "poisson", "last", 1)
+    proto = to_onnx(one)
+    assert [o.name for o in proto.graph.output] == ["predictions"]
+    assert {p.key: p.value for p in proto.metadata_props}["estimator"] == "FastGRNNRegressor"
+    (pred,) = session(one).run(None, {"X": X.astype(np.float32)})
+    assert pred.shape == (N,) and (pred > 0).all()  # exp of the outputs
+    two = FastGRNNRegressor(4, max_iter=2, random_state=0, window=2).fit(
+        X, np.column_stack([targets["squared_error"], -targets["squared_error"]]))
+    (pred,) = session(two).run(None, {"X": X.astype(np.float32)})
+    assert pred.shape == (N, 2)
+    assert_close(two, [pred], [two.predict(X.astype(np.float32))])
+
+
+@pytest.mark.parametrize("scaler", ["sequence", "standard"])
+def test_pipelines_ending_in_a_regressor(data, scaler):
+    X, padded, targets = data
+    X2 = (5 * padded - 2).reshape(N, -1)
+    first = SequenceScaler(n_timesteps=T) if scaler == "sequence" else StandardScaler()
+    pipe = make_pipeline(first, FastGRNNRegressor(5, n_timesteps=T, window=2, readout="max",
+                                                  max_iter=2, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.fit(X2, targets["squared_error"])
+    (pred,) = session(pipe).run(None, {"X": X2.reshape(N, T, D).astype(np.float32)})
+    np.testing.assert_allclose(pred, pipe.predict(X2.astype(np.float32)), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ step graph
+def with_labels(est, predictions):
+    """A streamer's predictions and, for a classifier, the labels they decide."""
+    if not isinstance(est, FastGRNNClassifier):
+        return [predictions]
+    if est.out_activation_ == "softmax":
+        return [predictions, est.classes_[np.argmax(predictions, axis=1)]]
+    return [predictions, (predictions > 0.5).astype(int)]
+
+
+def stream_inputs(X, lengths, n_steps, seed):
+    """Timesteps of several streams: each its own sequence, NaN (nothing new)
+    after its end and now and then before it (an interleaved stream waiting)."""
+    rng = np.random.default_rng(seed)
+    steps = []
+    position = np.zeros(len(X), int)
+    for _ in range(n_steps):
+        x = np.full((len(X), X.shape[2]), np.nan)
+        for i in range(len(X)):
+            if position[i] < lengths[i] and rng.random() < 0.75:
+                x[i] = X[i, position[i]]
+                position[i] += 1
+        steps.append(x.astype(np.float32))
+    return steps
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_step_graph_follows_the_streamer(data, kind, readout, window):
+    X, _, _ = data
+    est = model(data, kind, readout, window)
+    run = session(est, step=True)
+    n_streams = 5
+    lengths = np.array([7, 1, 4, 6, 3])  # fixed and padded sequences
+    streamer = est.streamer(n_streams, dtype="float32")
+    state = np.zeros((n_streams, state_layout(est)["size"]))
+    assert state.shape == streamer.state.shape
+    for x in stream_inputs(X[:n_streams], lengths, 12, seed=window):
+        want = streamer.update(x)
+        *got, state = run.run(None, {"x": x, "state": state})
+        assert_close(est, got, with_labels(est, want))
+        np.testing.assert_allclose(state, streamer.state, rtol=1e-5, atol=1e-6)
+    # at the end of each sequence: what predict gives for the whole of it
+    whole = expected(est, pad(X[:n_streams], lengths).astype(np.float32))
+    assert_close(est, got, whole)
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+def test_a_state_moves_between_python_and_onnx_runtime(data, readout):
+    X, _, _ = data
+    est = model(data, "softmax", readout, 3)
+    run = session(est, step=True)
+    inputs = stream_inputs(X[:4], [7, 7, 5, 2], 10, seed=0)
+    streamer = est.streamer(4, dtype="float32")
+    state = np.zeros(streamer.state.shape)
+    for t, x in enumerate(inputs):
+        if t % 2:  # Python steps, the state then goes to onnxruntime
+            want = streamer.update(x)
+            state = streamer.state
+        else:  # onnxruntime steps, the state then goes to Python
+            want, _, state = run.run(None, {"x": x, "state": state})
+            streamer.state = state
+        reference = est.streamer(4, dtype="float32")
+        for earlier in inputs[: t + 1]:
+            expected_now = reference.update(earlier)
+        np.testing.assert_allclose(want, expected_now, rtol=0, atol=1e-5)
+
+
+def test_step_graph_of_a_sequence_scaler_pipeline(data):
+    X, _, targets = data
+    pipe = make_pipeline(SequenceScaler(), FastGRNNClassifier(5, window=2, readout="mean",
+                                                              max_iter=2, random_state=0))
+    pipe.fit(10 * X + 3, targets["softmax"])
+    run = session(pipe, step=True)
+    est, scaler = pipe[-1], pipe[0]
+    streamer = est.streamer(3, dtype="float32")
+    state = np.zeros((3, state_layout(pipe)["size"]))
+    for t in range(T):
+        x = (10 * X[:3, t] + 3).astype(np.float32)
+        want = streamer.update(scaler.transform(x.astype(np.float64)[:, None])[:, 0])
+        proba, _, state = run.run(None, {"x": x, "state": state})
+        np.testing.assert_allclose(proba, want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(proba, pipe.predict_proba((10 * X[:3] + 3).astype(np.float32)),
+                               rtol=0, atol=1e-5)
+
+
+def test_step_graph_interface(data):
+    X, _, _ = data
+    est = model(data, "squared_error", "max", 3)
+    proto = to_onnx(est, step=True)
+    inputs = {i.name: i for i in proto.graph.input}
+    assert list(inputs) == ["x", "state"]
+    layout = state_layout(est)
+    assert layout["size"] == 2 * 6 + 3 * D + 3 == est.streamer().state.shape[1]
+    assert inputs["state"].type.tensor_type.shape.dim[1].dim_value == layout["size"]
+    assert inputs["state"].type.tensor_type.elem_type == 11  # float64: counts stay exact
+    assert [o.name for o in proto.graph.output] == ["predictions", "new_state"]
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["state_layout"]) == layout
+    run = session(est, step=True)
+    zeros = np.zeros((2, layout["size"]))
+    nothing = np.full((2, D), np.nan, np.float32)
+    pred, state = run.run(None, {"x": nothing, "state": zeros})  # no timestep yet
+    np.testing.assert_array_equal(state, zeros)
+    np.testing.assert_allclose(pred, est.streamer(2).predictions(), rtol=1e-6)
+    with pytest.raises(ValueError, match="StandardScaler holds statistics per timestep"):
+        to_onnx(make_pipeline(StandardScaler(), FastGRNNClassifier(3, n_timesteps=T,
+                                                                   max_iter=1)).fit(
+            X.reshape(N, -1), np.arange(N) % 2), step=True)
