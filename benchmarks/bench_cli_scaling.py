@@ -3,8 +3,9 @@
 Writes the bundled digits (8 rows of 8 pixels, flattened time-major, label
 first) twice to a temporary directory, as they are and with every value
 ``x * 100 + 500``, and runs ``python -m sklearn_fastgrnn train --data ...
---target label --n-timesteps 8`` on each with ``--scaler sequence`` (the
-default), ``--scaler none`` and the default with ``--int8``, over
+--target label --n-timesteps 8`` on each by default (the estimator's own
+input scaling), with ``--scaler sequence`` (a scaler step in front), with
+``--no-scale-input`` (no scaling at all), and the default with ``--int8``, over
 ``--seeds`` values of ``--random-state`` (the stratified 75/25 split and the
 initialisation). Every other option keeps its default.
 
@@ -25,9 +26,10 @@ from sklearn_fastgrnn.datasets import load_digits_sequences
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ROWS = {
-    "--scaler sequence (default)": [],
-    "--scaler none": ["--scaler", "none"],
-    "--scaler sequence --int8": ["--int8"],
+    "default (the estimator's scale_input)": [],
+    "--scaler sequence": ["--scaler", "sequence"],
+    "--no-scale-input": ["--no-scale-input"],
+    "default --int8": ["--int8"],
 }
 
 

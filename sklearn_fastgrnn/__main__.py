@@ -3,10 +3,11 @@
 ``train`` with no ``--data`` trains on the bundled digits read as sequences (8
 rows of 8 pixels; first half to train, second half to test), prints a line per
 epoch and the test accuracy, parameter count, size and time, and writes
-``model.joblib``. It scales the input first (``--scaler``, a Pipeline with a
-``SequenceScaler`` by default) and passes the estimator only the options given,
-so the others keep the estimator's defaults; ``--int8`` writes the quantised
-model, behind the same scaler.
+``model.joblib``. The estimator standardises its input itself (its
+``scale_input``, folded into the weights), so the model file is the estimator
+alone unless ``--scaler`` puts a scaler step in front (a Pipeline); it passes
+the estimator only the options given, so the others keep the estimator's
+defaults; ``--int8`` writes the quantised model, behind the same scaler.
 
 ``--task`` says whether ``train`` fits a ``FastGRNNClassifier`` or a
 ``FastGRNNRegressor``; without it the targets decide (:func:`infer_task`): labels
@@ -509,7 +510,8 @@ SCALERS = {  # --scaler: (make_fastgrnn_pipeline's scaler, what it does)
                  "over all timesteps"),
     "standard": ("standard", "StandardScaler, each column of the 2D layout to mean 0 "
                  "and variance 1"),
-    "none": (None, "none, the model reads the values as they are"),
+    "none": (None, "the estimator's own (scale_input: each channel to mean 0 and "
+             "variance 1 over all timesteps, folded into its weights)"),
 }
 
 
@@ -518,7 +520,7 @@ def _estimator_params(args, task):
     given = {
         "hidden_size": args.hidden_size, "batch_size": args.batch_size,
         "learning_rate_init": args.learning_rate, "max_iter": args.max_iter,
-        "early_stopping": args.early_stopping,
+        "early_stopping": args.early_stopping, "scale_input": args.scale_input,
         "validation_fraction": args.validation_fraction,
         "w_rank": args.w_rank, "u_rank": args.u_rank,
         "sparsity_w": args.sparsity, "sparsity_u": args.sparsity,
@@ -647,7 +649,7 @@ def _train(args):
             n, T, d = np.shape(X)
             raise _fail(
                 f"--scaler standard scales each column of 2D data, but X of {args.data} "
-                f"is 3D {(n, T, d)}. Use --scaler sequence (per channel, the default), "
+                f"is 3D {(n, T, d)}. Use --scaler sequence (per channel) or no --scaler, "
                 f"or save X as 2D {(n, T * d)} and pass --n-timesteps {T}."
             )
         task, task_line = _task(args, y, args.data)
@@ -661,7 +663,10 @@ def _train(args):
     print(f"Training FastGRNN on {source}, {split}: {len(X_train)} train, "
           f"{len(X_test)} test")
     print(task_line)
-    print(f"input scaling: {SCALERS[args.scaler][1]} (--scaler)")
+    scaling = SCALERS[args.scaler][1]
+    if args.scaler == "none" and args.scale_input is False:
+        scaling = "none, the model reads the values as they are (--no-scale-input)"
+    print(f"input scaling: {scaling}")
     start = time.perf_counter()
     model.fit(X_train, y_train)
     _ctrl_c.check()  # the estimator returns what it has on Ctrl-C: write nothing
@@ -841,7 +846,7 @@ def _export(args):
         raise _fail(
             f"{args.model} scales its input first (steps "
             f"{[name for name, _ in model.steps]}) and the C code runs the model "
-            "alone, so it would read unscaled data. For C, train with --scaler none "
+            "alone, so it would read unscaled data. For C, train without --scaler "
             "(and --int8 for integer-only arithmetic); onnx and safetensors keep the "
             "scaler."
         )
@@ -932,6 +937,9 @@ def _add_training(parser):
                        help="samples per step")
     group.add_argument("--learning-rate", type=_bounded(float, 0, closed="neither"),
                        help="initial learning rate (learning_rate_init)")
+    group.add_argument("--scale-input", action=argparse.BooleanOptionalAction,
+                       help="the estimator standardises each channel and folds the map "
+                       "into its weights (scale_input; on by default)")
     group.add_argument("--early-stopping", action=argparse.BooleanOptionalAction,
                        help="stop when the score on a validation split stops improving "
                        "and keep the best epoch's weights")
@@ -974,7 +982,8 @@ def build_parser():
         "train", help="train a model and write it with joblib",
         description="Train on the bundled digits (default) or on --data, report the "
         "test accuracy (R² and RMSE for regression), size and time, and write the "
-        "model. The input is scaled first (--scaler). A CSV's first row is its header "
+        "model. The estimator standardises each channel itself (--scaler adds a "
+        "scaler step in front). A CSV's first row is its header "
         "unless --no-header. Without --task, the targets decide: labels that are not "
         f"numbers, and whole numbers of at most {MAX_INFERRED_CLASSES} distinct values, "
         "are classes; other numbers are values to predict (regression); a 2D y of a "
@@ -984,9 +993,11 @@ def build_parser():
     _add_data(train, labels=True)
     train.add_argument("--n-timesteps", type=_bounded(int, 1), default=None,
                        help="timesteps per row of 2D data (default: one column per step)")
-    train.add_argument("--scaler", choices=list(SCALERS), default="sequence", help=(
-        "sequence: each channel over all timesteps (default); standard: each column "
-        "of 2D data; none: raw values"))
+    train.add_argument("--scaler", choices=list(SCALERS), default="none", help=(
+        "a scaler step in front of the estimator: sequence, each channel over all "
+        "timesteps; standard, each column of 2D data; none (default): the "
+        "estimator's own scaling, folded into its weights (every export reads "
+        "raw values)"))
     train.add_argument("--test-size", type=_bounded(float, 0, 1, closed="left"), help=(
         "held-out fraction, in [0, 1): 0 trains on all the data (default: 0.25 of "
         "--data, the second half of the digits)"))

@@ -71,14 +71,13 @@ def test_train_predict_info_with_npz(rng, tmp_path, capsys):
           "--hidden-size", "4", "--out", str(model), "--quiet"])
     out = capsys.readouterr().out
     assert "test accuracy:" in out and "model size:" in out and "parameters:" in out
-    pipeline = joblib.load(model)  # scaled by default: SequenceScaler, then the classifier
-    assert type(pipeline[0]).__name__ == "SequenceScaler"
-    clf = pipeline[-1]
+    clf = joblib.load(model)  # the estimator alone: it scales its input itself
+    assert type(clf).__name__ == "FastGRNNClassifier" and clf.scale_input
     assert clf.n_channels_ == 2 and clf.n_iter_ <= 5
     main(["predict", "--model", str(model), "--data", str(tmp_path / "d.npz"),
           "--out", str(tmp_path / "p.txt")])
     predicted = np.loadtxt(tmp_path / "p.txt", dtype=int)
-    np.testing.assert_array_equal(predicted, pipeline.predict(X))
+    np.testing.assert_array_equal(predicted, clf.predict(X))
     main(["info", "--model", str(model)])
     out = capsys.readouterr().out
     assert "4 timesteps x 2 channels" in out and f"parameters: {clf.n_params_}" in out
@@ -111,7 +110,7 @@ def test_train_on_csv_with_target_and_n_timesteps(rng, tmp_path, capsys):
     model = tmp_path / "m.joblib"
     main(["train", "--data", str(tmp_path / "d.csv"), "--target", "label",
           "--n-timesteps", "4", "--max-iter", "3", "--out", str(model), "--quiet"])
-    clf = joblib.load(model)[-1]
+    clf = joblib.load(model)
     assert list(clf.classes_) == ["a", "b"]
     assert (clf.n_timesteps_, clf.n_channels_) == (4, 2)
     capsys.readouterr()
@@ -144,9 +143,9 @@ def test_default_main_job(tmp_path):
     assert accuracy >= 0.9
     assert (tmp_path / "model.joblib").exists()
     assert "model size: " in result.stdout
-    assert "input scaling: SequenceScaler" in result.stdout
+    assert "input scaling: the estimator's own (scale_input" in result.stdout
     model = joblib.load(tmp_path / "model.joblib")
-    assert list(model.named_steps) == ["sequencescaler", "fastgrnnclassifier"]
+    assert type(model).__name__ == "FastGRNNClassifier" and model.scale_input
 
 
 def test_help_for_each_command(capsys):
@@ -192,24 +191,32 @@ def digits_csv(tmp_path_factory):
 
 
 def test_train_scales_its_input_by_default(digits_csv, tmp_path, capsys):
-    """Values x100+500 learn as well as the raw ones, with the scaler step or with
-    the estimator's own input scaling (scale_input) alone."""
+    """Values x100+500 learn as well as the raw ones, with the estimator's own input
+    scaling (the default: the model file is the estimator alone) or a scaler step."""
     options = ["--target", "label", "--n-timesteps", "8", "--hidden-size", "16",
-               "--max-iter", "15", "--quiet", "--out", str(tmp_path / "m.joblib")]
+               "--max-iter", "15", "--quiet"]
     accuracy = {}
     for csv_file, scaler in ((digits_csv[0], None), (digits_csv[1], None),
-                             (digits_csv[1], "none")):
-        main(["train", "--data", str(csv_file), *options,
+                             (digits_csv[1], "sequence")):
+        out_file = tmp_path / f"{csv_file.stem}-{scaler}.joblib"
+        main(["train", "--data", str(csv_file), *options, "--out", str(out_file),
               *(["--scaler", scaler] if scaler else [])])
         out = capsys.readouterr().out
         accuracy[csv_file.stem, scaler] = _accuracy(out)
-        assert ("SequenceScaler" in out) == (scaler is None), out
+        assert ("SequenceScaler" in out) == (scaler == "sequence"), out
+        model = joblib.load(out_file)
+        assert (type(model).__name__ == "Pipeline") == (scaler == "sequence")
     raw, shifted = accuracy["raw", None], accuracy["shifted", None]
     assert raw >= 0.8, accuracy  # learnable in 15 epochs
     assert abs(shifted - raw) <= 0.02, accuracy
-    assert abs(accuracy["shifted", "none"] - raw) <= 0.02, accuracy
-    model = joblib.load(tmp_path / "m.joblib")
-    assert type(model).__name__ == "FastGRNNClassifier"  # --scaler none: no Pipeline
+    assert abs(accuracy["shifted", "sequence"] - raw) <= 0.02, accuracy
+    # the scaling is what helps: without any, x100+500 does not learn
+    main(["train", "--data", str(digits_csv[1]), *options, "--no-scale-input",
+          "--out", str(tmp_path / "unscaled.joblib")])
+    out = capsys.readouterr().out
+    assert "input scaling: none, the model reads the values as they are" in out
+    assert _accuracy(out) < raw - 0.3
+    assert joblib.load(tmp_path / "unscaled.joblib").scale_input is False
 
 
 def test_standard_scaler_and_scaler_none(rng, tmp_path, capsys):
@@ -238,14 +245,14 @@ def test_training_options_reach_the_classifier(rng, tmp_path):
           "--validation-fraction", "0.2", "--max-iter", "4", "--w-rank", "2",
           "--u-rank", "3", "--sparsity", "0.5", "--quiet",
           "--out", str(tmp_path / "m.joblib")])
-    params = joblib.load(tmp_path / "m.joblib")[-1].get_params()
+    params = joblib.load(tmp_path / "m.joblib").get_params()
     expected = dict(hidden_size=6, batch_size=16, learning_rate_init=0.02,
                     early_stopping=True, validation_fraction=0.2, max_iter=4, w_rank=2,
                     u_rank=3, sparsity_w=0.5, sparsity_u=0.5)
     assert {name: params[name] for name in expected} == expected
     main(["train", "--data", str(tmp_path / "d.npz"), "--max-iter", "1", "--quiet",
           "--out", str(tmp_path / "m.joblib")])
-    params = joblib.load(tmp_path / "m.joblib")[-1].get_params()
+    params = joblib.load(tmp_path / "m.joblib").get_params()
     defaults = FastGRNNClassifier().get_params()  # options not given keep these
     for name in ("hidden_size", "batch_size", "learning_rate_init", "early_stopping",
                  "validation_fraction", "w_rank", "u_rank", "sparsity_w", "sparsity_u"):
@@ -274,9 +281,9 @@ def test_csv_without_header_and_target_by_index(rng, tmp_path, capsys):
           *options, "--out", str(tmp_path / "bare.joblib")])
     capsys.readouterr()
     named, bare = (joblib.load(tmp_path / f"{n}.joblib") for n in ("named", "bare"))
-    assert bare[-1].n_features_in_ == 8 and not hasattr(bare[-1], "feature_names_in_")
-    for key in named[-1].coefs_:  # same data, same split, same weights
-        np.testing.assert_array_equal(bare[-1].coefs_[key], named[-1].coefs_[key])
+    assert bare.n_features_in_ == 8 and not hasattr(bare, "feature_names_in_")
+    for key in named.coefs_:  # same data, same split, same weights
+        np.testing.assert_array_equal(bare.coefs_[key], named.coefs_[key])
     outputs = []
     for data, target in (("named.csv", "label"), ("named.csv", "0"), ("named.csv", "-9"),
                          ("bare.csv", "0")):
@@ -314,7 +321,7 @@ def test_predict_proba_and_id_column(rng, tmp_path, capsys):
           "--id-column", "key", "--n-timesteps", "4", "--max-iter", "3", "--quiet",
           "--out", str(tmp_path / "m.joblib")])
     model = joblib.load(tmp_path / "m.joblib")
-    assert model[-1].n_features_in_ == 8  # the key is not a feature
+    assert model.n_features_in_ == 8  # the key is not a feature
     flat = X.reshape(len(X), -1)
     capsys.readouterr()
     main(["predict", "--model", str(tmp_path / "m.joblib"), "--data",
@@ -357,7 +364,7 @@ def test_safetensors_models_in_predict_info_and_export(rng, tmp_path, capsys):
     assert predictions[0] == predictions[1] == predictions[2]
     main(["info", "--model", str(tmp_path / "m.safetensors")])
     out = capsys.readouterr().out
-    assert "steps: ['sequencescaler', 'fastgrnnclassifier']" in out
+    assert "model: FastGRNNClassifier" in out
     assert "a weights file" in out and "trained:" not in out
     main(["export", "--model", str(tmp_path / "m.safetensors"), "--format", "onnx",
           "--out", str(tmp_path / "m.onnx")])
@@ -387,25 +394,28 @@ def test_int8_train_predict_info_export(rng, tmp_path, capsys):
     main([*common, "--out", str(tmp_path / "q.joblib")])
     out = capsys.readouterr().out
     assert "(int8;" in out and "before quantisation)" in out
-    model = joblib.load(tmp_path / "q.joblib")
-    assert list(model.named_steps) == ["sequencescaler", "quantizedfastgrnn"]
-    q = model[-1]
+    q = joblib.load(tmp_path / "q.joblib")  # the int8 model alone: it reads raw values
     assert isinstance(q, QuantizedFastGRNN)
     assert f"model size: {q.model_size_bytes_ / 1024:.2f} KB" in out
     main(["predict", "--model", str(tmp_path / "q.joblib"), "--data", str(tmp_path / "d.npz")])
     predicted = np.array(capsys.readouterr().out.split(), dtype=int)
-    np.testing.assert_array_equal(predicted, q.predict(model[0].transform(X)))
+    np.testing.assert_array_equal(predicted, q.predict(X))
     main(["info", "--model", str(tmp_path / "q.joblib")])
     out = capsys.readouterr().out
-    assert "steps: ['sequencescaler', 'quantizedfastgrnn']" in out and "int8" in out
-    for fmt, fragment in (("c", "scales its input first"), ("onnx", "only --format c")):
-        with pytest.raises(SystemExit, match=fragment):
-            main(["export", "--model", str(tmp_path / "q.joblib"), "--format", fmt,
-                  "--out", str(tmp_path / "out")])
-    main([*common, "--scaler", "none", "--out", str(tmp_path / "bare.joblib")])
-    main(["export", "--model", str(tmp_path / "bare.joblib"), "--format", "c",
+    assert "QuantizedFastGRNN" in out and "int8" in out
+    with pytest.raises(SystemExit, match="only --format c"):
+        main(["export", "--model", str(tmp_path / "q.joblib"), "--format", "onnx",
+              "--out", str(tmp_path / "out")])
+    main(["export", "--model", str(tmp_path / "q.joblib"), "--format", "c",
           "--out", str(tmp_path / "c")])
     assert "int8" in (tmp_path / "c" / "fastgrnn.c").read_text()
+    # behind a scaler step the C code would read unscaled data: refused
+    main([*common, "--scaler", "sequence", "--out", str(tmp_path / "scaled.joblib")])
+    assert list(joblib.load(tmp_path / "scaled.joblib").named_steps) == [
+        "sequencescaler", "quantizedfastgrnn"]
+    with pytest.raises(SystemExit, match="scales its input first"):
+        main(["export", "--model", str(tmp_path / "scaled.joblib"), "--format", "c",
+              "--out", str(tmp_path / "out")])
 
 
 def test_info_wording(rng, tmp_path, capsys):
@@ -884,15 +894,15 @@ def test_train_on_all_the_data_with_the_new_options(files, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "all of it (--test-size 0: no test split): 40 train, 0 test" in out
     assert "test accuracy: not measured" in out and "Epoch" not in out
-    scaler, clf = joblib.load(tmp_path / "m.joblib")
-    assert scaler.n_steps_seen_ == 40 * 4 and clf.n_iter_ == 2  # every sample trained on
+    clf = joblib.load(tmp_path / "m.joblib")
+    assert clf.t_ == 2 * 40 and clf.n_iter_ == 2  # every sample trained on
     assert (clf.gate_nonlinearity, clf.update_nonlinearity) == ("quant_sigmoid", "quant_tanh")
     assert clf.dtype == "float64" and clf.class_weight == {0: 1.0, 1: 3.0}
     main(["train", "--data", str(files / "d.npz"), "--max-iter", "2", "--hidden-size", "3",
           "--class-weight", "balanced", "--verbose", "--out", str(tmp_path / "m.joblib")])
     out = capsys.readouterr().out
     assert "Epoch 1, loss" in out and "Epoch 2, loss" in out
-    assert joblib.load(tmp_path / "m.joblib")[-1].class_weight == "balanced"
+    assert joblib.load(tmp_path / "m.joblib").class_weight == "balanced"
 
 
 def test_a_class_of_one_sample_trains_on_all_the_data(rng, tmp_path, capsys):
@@ -975,8 +985,7 @@ def test_regression_train_predict_info_export(rng, tmp_path, capsys):
     assert ("task: regression (inferred: y holds numbers with a fractional part; --task "
             "classification to override)") in out
     model = joblib.load(tmp_path / "r.joblib")
-    assert [name for name, _ in model.steps] == ["sequencescaler", "fastgrnnregressor"]
-    assert model[-1].n_iter_ <= 30
+    assert type(model).__name__ == "FastGRNNRegressor" and model.n_iter_ <= 30
     line = next(line for line in out.splitlines() if line.startswith("test R²: "))
     r2, rmse = float(line.split()[2].rstrip(",")), float(line.split()[4])
     assert r2 > 0.5 and 0 < rmse < y.std()  # it learned
@@ -1015,7 +1024,7 @@ def test_regression_from_a_csv_with_keys_and_the_options(rng, tmp_path, capsys):
     common = ["train", "--data", str(tmp_path / "r.csv"), "--target", "label", "--id-column",
               "key", "--n-timesteps", "4", "--max-iter", "3", "--out", str(tmp_path / "r.joblib")]
     main([*common, "--test-size", "0", "--task", "classification"])
-    assert isinstance(joblib.load(tmp_path / "r.joblib")[-1], FastGRNNClassifier)
+    assert isinstance(joblib.load(tmp_path / "r.joblib"), FastGRNNClassifier)
     main([*common, "--task", "regression", "--loss", "poisson", "--scaler", "none"])
     out = capsys.readouterr().out
     assert "task: regression (--task)" in out and "test R²: " in out and ", RMSE: " in out
@@ -1048,7 +1057,7 @@ def test_multilabel_and_several_outputs_from_npz(rng, tmp_path, capsys):
     assert "task: classification (inferred: y has 3 columns of 0 and 1: a multilabel" in out
     assert "(subset accuracy: every label of a sample right)" in out
     model = joblib.load(tmp_path / "ml.joblib")
-    assert model[-1].out_activation_ == "logistic"
+    assert model.out_activation_ == "logistic"
     main(["predict", "--model", str(tmp_path / "ml.joblib"), "--data", str(tmp_path / "ml.npz")])
     header, *rows = list(csv.reader(capsys.readouterr().out.splitlines()))
     assert header == ["0", "1", "2"]
