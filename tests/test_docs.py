@@ -13,7 +13,8 @@ from sklearn.exceptions import ConvergenceWarning
 import sklearn_fastgrnn
 
 ROOT = pathlib.Path(__file__).parents[1]
-PAGES = [ROOT / "README.md", ROOT / "docs" / "user_guide.md", ROOT / "docs" / "design.md"]
+PAGES = [ROOT / "README.md", ROOT / "docs" / "user_guide.md", ROOT / "docs" / "design.md",
+         ROOT / "docs" / "regression.md"]
 API = (ROOT / "docs" / "api.md").read_text()
 
 
