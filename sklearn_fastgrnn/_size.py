@@ -110,6 +110,14 @@ def size_report(model):
     ]
 
 
+def _outputs(model):
+    """``"10 classes"`` of a classifier, ``"2 outputs"`` of a regressor."""
+    classes = getattr(model, "classes_", None)
+    if classes is not None:
+        return f"{len(classes)} classes"
+    return f"{model.n_outputs_} outputs"
+
+
 def summary(model):
     """A printable table of parameters, non-zeros and bytes per tensor, and KB.
 
@@ -125,7 +133,7 @@ def summary(model):
     rows = size_report(model)
     lines = [
         f"{type(model).__name__}: {model.gate_nonlinearity} gate, "
-        f"{model.update_nonlinearity} update, {len(model.classes_)} classes",
+        f"{model.update_nonlinearity} update, {_outputs(model)}",
         f"{'tensor':<12} {'shape':<10} {'params':>7} {'non-zeros':>9}  "
         f"{'storage':<15} {'bytes':>7}",
     ]
