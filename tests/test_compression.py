@@ -22,7 +22,7 @@ from sklearn_fastgrnn.compression import (
 )
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
-from .conftest import make_sequences
+from .conftest import TASKS, make_sequences, task_model
 
 # --------------------------------------------------------------------- IHT
 
@@ -333,17 +333,7 @@ CASES = [
 
 def fitted(rng, n=60, T=5, d=3, task="classification", **params):
     """A small fitted model of a task, its data, and test sequences (some padded)."""
-    X, y = make_sequences(rng, n=n, T=T, d=d)
-    X[:, :, 0] = 3 * X[:, :, 0] + 10  # channels of different spreads and means
-    if task == "multilabel":
-        y = np.stack([y == 0, y == 1, X[:, -1, 1] > 0], axis=1).astype(int)
-    elif task in ("regression", "poisson"):
-        y = np.round(np.abs(np.stack([X[:, :, 1].sum(axis=1), X[:, -1, 2]], axis=1)) * 3)
-    classifier = task in ("classification", "multilabel")
-    estimator = FastGRNNClassifier if classifier else FastGRNNRegressor
-    if task == "poisson":
-        params["loss"] = "poisson"
-    model = estimator(6, max_iter=6, random_state=0, **params).fit(X, y)
+    model, X = task_model(rng, task, n=n, T=T, d=d, **params)
     X_test = X[:8].copy()
     X_test[2, 3:] = np.nan  # shorter sequences, NaN-padded
     X_test[5, 1:] = np.nan
@@ -504,9 +494,6 @@ def test_quantize_needs_a_fitted_classifier(rng):
 
 
 # ------------------------------------------------- int8 streaming, every task
-TASKS = ("classification", "multilabel", "regression", "poisson")
-
-
 def interleaved_feed(X, lengths, n_streams=3, pause=(2, 3, 6)):
     """Ticks of one timestep per stream: stream 2 pauses (a row of NaN) for the
     ticks in ``pause``; yields the rows and how many timesteps each stream has."""
