@@ -38,6 +38,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _BATCH_SOURCE = """/* {n}_batch.c: {n}.c applied to n NaN-padded sequences of T steps, and to
    n streams at once. It includes the model's source, whose static helpers it uses. */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -161,28 +162,71 @@ int {n}_batch_read(const {n}_state *states, int n, void *out)
     return bad;
 }}
 
-/* One timestep x (n rows of {D}) for n streams; a row of NaN is no timestep.
-   Returns 1 + the index of the first row with NaN in some channels only or
-   inf, or of a stream at INT32_MAX cell steps, before changing anything; else
-   the code of {n}_batch_read. */
+/* 0 when row (D values) is a timestep, 1 when it is all NaN (no timestep), -1
+   when it holds NaN in some channels only, inf, or a value beyond float32 */
+static int check_row_f(const float *row)
+{{
+    int k, nan = 0;
+    for (k = 0; k < {D}; ++k) {{
+        nan += isnan(row[k]) != 0;
+        if (isinf(row[k])) {{
+            return -1;
+        }}
+    }}
+    return nan == 0 ? 0 : (nan == {D} ? 1 : -1);
+}}
+
+static int check_row_d(const double *row)
+{{
+    int k, nan = 0;
+    for (k = 0; k < {D}; ++k) {{
+        nan += isnan(row[k]) != 0;
+        if (row[k] > FLT_MAX || row[k] < -FLT_MAX) {{ /* inf too */
+            return -1;
+        }}
+    }}
+    return nan == 0 ? 0 : (nan == {D} ? 1 : -1);
+}}
+
+/* One timestep x (n rows of {D} floats, or doubles for update_d) for n
+   streams; a row of NaN is no timestep. Returns 1 + the index of the first row
+   with NaN in some channels only, inf or a value beyond float32, or of a stream
+   at INT32_MAX cell steps, before changing anything; else the code of
+   {n}_batch_read. */
 int {n}_batch_update({n}_state *states, int n, const float *x, int64_t *seen, void *out)
 {{
-    int i, k, nan;
+    int i, kind;
     for (i = 0; i < n; ++i) {{
-        const float *row = x + (size_t)i * {D};
-        for (k = 0, nan = 0; k < {D}; ++k) {{
-            nan += isnan(row[k]) != 0;
-            if (isinf(row[k])) {{
-                return i + 1;
-            }}
-        }}
-        if ((nan > 0 && nan < {D}) || (nan == 0 && states[i].steps == INT32_MAX)) {{
+        kind = check_row_f(x + (size_t)i * {D});
+        if (kind < 0 || (kind == 0 && states[i].steps == INT32_MAX)) {{
             return i + 1;
         }}
     }}
     for (i = 0; i < n; ++i) {{
         if (!isnan(x[(size_t)i * {D}])) {{
             {n}_step(states + i, x + (size_t)i * {D});
+            seen[i] += 1;
+        }}
+    }}
+    return {n}_batch_read(states, n, out);
+}}
+
+int {n}_batch_update_d({n}_state *states, int n, const double *x, int64_t *seen, void *out)
+{{
+    float row[{D}];
+    int i, k, kind;
+    for (i = 0; i < n; ++i) {{
+        kind = check_row_d(x + (size_t)i * {D});
+        if (kind < 0 || (kind == 0 && states[i].steps == INT32_MAX)) {{
+            return i + 1;
+        }}
+    }}
+    for (i = 0; i < n; ++i) {{
+        if (!isnan(x[(size_t)i * {D}])) {{
+            for (k = 0; k < {D}; ++k) {{
+                row[k] = (float)x[(size_t)i * {D} + k];
+            }}
+            {n}_step(states + i, row);
             seen[i] += 1;
         }}
     }}
@@ -376,6 +420,7 @@ class CompiledPredictor:
             "batch_reset": ([pointer, pointer, integer], None),
             "batch_read": ([pointer, integer, pointer], integer),
             "batch_update": ([pointer, integer, pointer, pointer, pointer], integer),
+            "batch_update_d": ([pointer, integer, pointer, pointer, pointer], integer),
             "batch_get_state": ([pointer, integer, pointer], None),
             "batch_set_state": ([pointer, integer, pointer], None),
         }
@@ -546,29 +591,28 @@ class CompiledStreamer:
         # 8-byte aligned storage for the n C structs (an int64 pool needs it)
         self._states = np.zeros(-(-self.n_streams * state_bytes // 8), np.float64)
         self._c["batch_init"](self._states.ctypes.data, self.n_streams)
-        self.n_timesteps_seen_ = np.zeros(self.n_streams, np.int64)
-        self._out_dtype = np.int32 if self._quantized else np.float32
+        self._seen = np.zeros(self.n_streams, np.int64)  # the C code counts in it
         read = predictor._read
         self._flat = read.task == "regressor" and predictor.n_outputs_ == 1
-        self._shape = (self.n_streams, predictor.n_outputs_)
+        # what the C code writes: a read-out (float) or the outputs (int8) of each stream
+        self._out = np.zeros((self.n_streams, predictor.n_outputs_),
+                             np.int32 if self._quantized else np.float32)
+        self._x_shape = (self.n_streams, self._channels)
+        self._row_shape = (self._channels,) if self.n_streams == 1 else None
+        self._update = {"f": self._c["batch_update"], "d": self._c["batch_update_d"]}
+        self._states_pointer = self._states.ctypes.data
+        self._seen_pointer = self._seen.ctypes.data
+        self._out_pointer = self._out.ctypes.data
 
     @property
     def model(self):
+        """The model whose C code this is."""
         return self._predictor.model
 
-    def _timestep(self, x):
-        """``x`` as a contiguous float32 (n_streams, n_channels) array, and whether it
-        was one row (the C code checks its values)."""
-        if type(x) is np.ndarray and (x.dtype == np.float32 or x.dtype == np.float64):
-            one = self.n_streams == 1 and x.shape == (self._channels,)
-            if one or x.shape == (self.n_streams, self._channels):
-                if x.dtype == np.float32 and x.flags.c_contiguous:
-                    return x, one
-                with np.errstate(over="ignore"):  # beyond float32: inf, refused by C
-                    return np.ascontiguousarray(x, dtype=np.float32), one
-        xc, one, _ = check_timestep(x, self.n_streams, self._channels, np.float64)
-        with np.errstate(over="ignore"):
-            return np.ascontiguousarray(xc, dtype=np.float32), one
+    @property
+    def n_timesteps_seen_(self):
+        """Timesteps each stream has received since its last reset, (n_streams,)."""
+        return self._seen
 
     def _rejected(self, code, x):
         """The error of the C code's refusal of the row ``code - 1``."""
@@ -584,7 +628,9 @@ class CompiledStreamer:
             f"state counts: reset({stream}) starts it again."
         )
 
-    def _read(self, out, code):
+    def _read(self, code):
+        """The predictions in the output buffer (a new array), after the C code's
+        ``code``."""
         if code < 0:
             raise ValueError(
                 f"The float32 arithmetic of the compiled streamer overflows on stream "
@@ -594,8 +640,8 @@ class CompiledStreamer:
                 "stream with the model itself (model.streamer(dtype='float64'))."
             )
         if self._quantized:
-            return self.model._stream_predictions(out.astype(np.int64))
-        return out[:, 0] if self._flat else out
+            return self.model._stream_predictions(self._out.astype(np.int64))
+        return self._out[:, 0].copy() if self._flat else self._out.copy()
 
     def update(self, x):
         """Feed one timestep to every stream; the predictions for the sequences so far.
@@ -611,22 +657,30 @@ class CompiledStreamer:
             As :meth:`Streamer.update <sklearn_fastgrnn.streaming.Streamer.update>`
             (float32 for a float model).
         """
-        xa, one = self._timestep(x)
-        out = np.empty(self._shape, self._out_dtype)
-        code = self._c["batch_update"](self._states.ctypes.data, self.n_streams,
-                                       xa.ctypes.data, self.n_timesteps_seen_.ctypes.data,
-                                       out.ctypes.data)
+        # a plain contiguous float32 or float64 array goes to the C code as it
+        # is (which checks its values); anything else is checked and converted
+        function = None
+        if type(x) is np.ndarray and x.flags.c_contiguous and (
+                x.shape == self._x_shape or x.shape == self._row_shape):
+            function = self._update.get(x.dtype.char)
+        if function is None:
+            xc, _, _ = check_timestep(x, self.n_streams, self._channels, np.float64)
+            xc, function = np.ascontiguousarray(xc), self._update["d"]
+            one = np.ndim(x) == 1
+        else:
+            xc, one = x, x.shape == self._row_shape
+        code = function(self._states_pointer, self.n_streams,
+                        xc.__array_interface__["data"][0], self._seen_pointer,
+                        self._out_pointer)
         if code > 0:
             self._rejected(code, x)
-        predictions = self._read(out, code)
+        predictions = self._read(code)
         return predictions[0] if one else predictions
 
     def predictions(self):
         """The predictions of every stream now, without feeding anything."""
-        out = np.empty(self._shape, self._out_dtype)
-        code = self._c["batch_read"](self._states.ctypes.data, self.n_streams,
-                                     out.ctypes.data)
-        return self._read(out, code)
+        code = self._c["batch_read"](self._states_pointer, self.n_streams, self._out_pointer)
+        return self._read(code)
 
     def reset(self, streams=None):
         """Start ``streams`` (an index, indices, or None for all) from an empty sequence."""
