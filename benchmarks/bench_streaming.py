@@ -14,13 +14,14 @@ after a 0.25 s sleep), medians over ``--repeats``, ratios within the run:
    as timesteps per second, Python and compiled;
 3. the earliness curve on suite sets (``--datasets``, default GunPoint and
    ItalyPowerDemand, z-scored as ``benchmarks/suite.py`` loads them): a
-   default ``FastGRNNClassifier(random_state=0)``, then ``predict_early`` on the
-   test set at thresholds 0.5 to 0.99: accuracy against the mean earliness
-   (decision step / sequence length; 1.0 reads every timestep).
+   default ``FastGRNNClassifier(random_state=0)`` and the same with
+   ``readout="mean"``, then ``predict_early`` on the test set at thresholds
+   0.5 to 0.9999: accuracy against the mean earliness (decision step /
+   sequence length; 1.0 reads every timestep).
 
-Run ``python benchmarks/bench_streaming.py`` (about 2 minutes). Needs a C
-compiler (``$CC``, cc, gcc or clang) and, for the suite sets, the
-``benchmarks`` extra (aeon).
+Run ``python benchmarks/bench_streaming.py`` (about 3 minutes; ``--parts``
+to run some of the three). Needs a C compiler (``$CC``, cc, gcc or clang)
+and, for the suite sets, the ``benchmarks`` extra (aeon).
 """
 
 import argparse
@@ -37,7 +38,8 @@ from sklearn_fastgrnn.export import compile_predictor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_latency import fitted, interleaved
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
+EARLY_MODELS = {"default": {}, "readout='mean'": {"readout": "mean"}}
 N_STREAMS = 1000
 
 
@@ -80,14 +82,14 @@ def throughput(repeats):
     }, repeats, seconds=0.3)
 
 
-def earliness(name):
+def earliness(name, params):
     """Rows (threshold, accuracy, mean earliness) of ``predict_early`` on a suite set."""
     import suite
 
     X_train, y_train, X_test, y_test = suite.load(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = FastGRNNClassifier(random_state=0).fit(X_train, y_train)
+        clf = FastGRNNClassifier(random_state=0, **params).fit(X_train, y_train)
     lengths = (~np.isnan(X_test).all(axis=2)).sum(axis=1)
     rows = []
     for threshold in THRESHOLDS:
@@ -97,20 +99,12 @@ def earliness(name):
     return clf, X_test.shape, rows
 
 
-def main():
-    """Command line: see the module docstring and --help."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--datasets", default="GunPoint,ItalyPowerDemand",
-                        help="suite sets for the earliness curve, comma-separated")
-    args = parser.parse_args()
-
-    times = latency(args.repeats)
+def report_latency(repeats):
+    times = latency(repeats)
     mlp = times["MLP predict_proba, 128 features"]
-    print(f"One call, median of {args.repeats} interleaved runs (H = 32, 4 channels, "
-          "10 classes)")
+    print(f"One call, median of {repeats} interleaved runs (H = 32, 4 channels, 10 classes)")
     print(f"| {'call':<44} | {'time':>9} | {'/ MLP':>6} |")
-    print(f"|{'-' * 46}|{'-' * 11}:|{'-' * 7}:|")
+    print(f"|{'-' * 46}|{'-' * 10}:|{'-' * 7}:|")
     for name, seconds in times.items():
         print(f"| {name:<44} | {1e6 * seconds:6.1f} us | {seconds / mlp:6.3f} |")
     targets = [
@@ -128,21 +122,45 @@ def main():
         value = times[name] / mlp
         print(f"  {label:<56} {value:6.3f}  {'met' if value <= target else 'MISSED'}")
 
-    many = throughput(args.repeats)
-    print(f"\n{N_STREAMS:,} concurrent streams, one update (median of {args.repeats})")
+
+def report_throughput(repeats):
+    many = throughput(repeats)
+    print(f"\n{N_STREAMS:,} concurrent streams, one update (median of {repeats})")
     print(f"| {'streamer':<36} | {'one update':>10} | {'timesteps / s':>13} |")
-    print(f"|{'-' * 38}|{'-' * 12}:|{'-' * 15}:|")
+    print(f"|{'-' * 38}|{'-' * 11}:|{'-' * 14}:|")
     for name, seconds in many.items():
         print(f"| {name:<36} | {1e3 * seconds:7.2f} ms | {N_STREAMS / seconds:13,.0f} |")
 
-    for name in args.datasets.split(","):
-        clf, shape, rows = earliness(name)
-        print(f"\nEarliness on {name} (test set {shape[0]} x {shape[1]} x {shape[2]}; "
-              f"window_ = {clf.window_}, {clf.n_iter_} epochs)")
-        print("| threshold | accuracy | mean earliness |")
-        print("|---|---:|---:|")
-        for threshold, accuracy, early in rows:
-            print(f"| {threshold} | {accuracy:.3f} | {early:.3f} |")
+
+def report_earliness(name):
+    curves = {label: earliness(name, params) for label, params in EARLY_MODELS.items()}
+    clf, shape, _ = curves["default"]
+    print(f"\nEarliness on {name} (test set {shape[0]} x {shape[1]} x {shape[2]}; "
+          f"window_ = {clf.window_}): accuracy / mean earliness")
+    print("| threshold | " + " | ".join(EARLY_MODELS) + " |")
+    print("|---|" + "---:|" * len(EARLY_MODELS))
+    for i, threshold in enumerate([*THRESHOLDS, "end"]):
+        cells = [f"{rows[i][1]:.3f} / {rows[i][2]:.3f}" for _, _, rows in curves.values()]
+        print(f"| {threshold} | " + " | ".join(cells) + " |")
+
+
+def main():
+    """Command line: see the module docstring and --help."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--datasets", default="GunPoint,ItalyPowerDemand",
+                        help="suite sets for the earliness curve, comma-separated")
+    parser.add_argument("--parts", default="latency,throughput,earliness",
+                        help="what to run, comma-separated")
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    if "latency" in parts:
+        report_latency(args.repeats)
+    if "throughput" in parts:
+        report_throughput(args.repeats)
+    if "earliness" in parts:
+        for name in args.datasets.split(","):
+            report_earliness(name)
 
 
 if __name__ == "__main__":
