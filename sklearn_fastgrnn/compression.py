@@ -30,7 +30,8 @@ from .classifier import FastGRNNClassifier
 from .regressor import FastGRNNRegressor
 from .streaming import CellStream, Streamer, check_n_streams
 
-__all__ = ["QuantizedFastGRNN", "model_size_bytes", "quantize", "size_report", "summary"]
+__all__ = ["QuantizedFastGRNN", "QuantizedStreamer", "model_size_bytes", "quantize", "size_report",
+           "summary"]
 
 STATE_FRAC_BITS = 12  # h, z, c, pre-activations and logits: value = integer / 4096
 ONE = 1 << STATE_FRAC_BITS
