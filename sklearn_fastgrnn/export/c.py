@@ -555,7 +555,8 @@ typedef struct {{
         if k > 1:
             completed = {
                 "last": "r[j] = h[j];",
-                "mean": f"r[j] = {self.mean('state->pool[j] + h[j]', 'state->steps + 1')};",
+                "mean": "r[j] = " + self.mean("state->pool[j] + h[j]",
+                                              "(int64_t)state->steps + 1") + ";",
                 "max": "r[j] = state->steps == 0 || h[j] > state->pool[j] ? h[j] : "
                        "state->pool[j];",
             }[self.readout]
