@@ -464,9 +464,12 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
             f"    {ctype} {field}{f'[{length}]' if length else ''}; /* {comment} */"
             for ctype, field, length, comment in self.state_fields()
         )
+        returns = (f" ({n}_label and {n}_predict: the class index)"
+                   if self.read_out.predict == "label" else "")
+        description = self.read_out.description[0].upper() + self.read_out.description[1:]
         return f"""/* {n}.h: a FastGRNN model (sklearn_fastgrnn {__version__}).
  *
- * {self.read_out.description}.
+ * {description}.
  * {self.description}
  * Readout: {self.readout}; a cell step reads {self.window} timestep(s).
 {outputs} *
@@ -474,8 +477,9 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
  * (x: {N}_N_CHANNELS values) as it arrives, a read-out of the state when
  * needed. Whole sequences: x[t * {N}_N_CHANNELS + c] for t < length
  * (time-major, no padding). The functions return -1 if a pointer is NULL or
- * length < 1, else 0 ({n}_label and a single-label {n}_predict: the class).
- * C99, the standard library and libm only; no dynamic memory; no global state.
+ * length < 1, else 0{returns}.
+ * C99, the standard library and libm only; no dynamic memory; no global state:
+ * the functions may run in several threads at once, each on its own state.
  */
 #ifndef {N}_H
 #define {N}_H
