@@ -12,7 +12,13 @@ timestep repeated) for that answer, and committed to the state only when full.
 
 The state of every stream is one row of :attr:`Streamer.state`, which can be
 read and written (to move streams between processes), and a streamer pickles
-with its model, so a pickled streamer resumes exactly where it stopped.
+with its model, so a pickled streamer resumes exactly where it stopped. The
+row is ``[h | pool | steps | filled | window | timesteps seen]`` (``pool``:
+the sum or the maximum of the states, 0 for ``readout="last"``; ``window``:
+``window_ * n_channels_`` values, time-major): the same layout for the
+streamers of an int8 model (``QuantizedFastGRNN.streamer``, integers) and of
+the compiled C code (``compile_predictor(model).streamer``), so a state moves
+between them.
 
 Thread safety: a streamer is a mutable object with no lock: use one per thread,
 or serialise the calls. Several streamers of one model are independent.
@@ -30,6 +36,105 @@ def _effective(coefs, key):
     if key in coefs:
         return np.asarray(coefs[key], dtype=np.float64)
     return np.asarray(coefs[key + "1"], np.float64) @ np.asarray(coefs[key + "2"], np.float64)
+
+
+def check_n_streams(n_streams):
+    """``n_streams`` as an int, or a ValueError."""
+    if not (isinstance(n_streams, (int, np.integer)) and not isinstance(n_streams, bool)
+            and n_streams >= 1):
+        raise ValueError(f"n_streams must be a positive integer, got {n_streams!r}.")
+    return int(n_streams)
+
+
+def check_timestep(x, n_streams, n_channels, dtype, overflow="raise"):
+    """One timestep of every stream, checked, in the arithmetic ``dtype``.
+
+    A row of NaN means "no timestep for this stream"; otherwise every channel
+    must be finite. ``overflow="raise"`` refuses values beyond the range of
+    ``dtype``; ``"keep"`` lets them become infinite (an int8 model saturates them).
+
+    Returns
+    -------
+    x : ndarray of shape (n_streams, n_channels), of ``dtype``
+    one : bool
+        Whether ``x`` was one row of one stream (shape (n_channels,)).
+    active : True or ndarray of bool
+        True when every stream has a timestep, else which ones do.
+    """
+    # plain arrays of finite numbers (the usual case) are checked with one sum:
+    # it is finite only when every value is
+    if type(x) is np.ndarray and (x.dtype == np.float64 or x.dtype == np.float32) and (
+        x.shape == (n_streams, n_channels) or (n_streams == 1 and x.shape == (n_channels,))
+    ):
+        with np.errstate(over="ignore", invalid="ignore"):
+            xc = x.astype(dtype, copy=False)
+            total = float(np.add.reduce(xc, axis=None))
+        if total - total == 0.0:
+            one = xc.ndim == 1
+            return (xc[None] if one else xc), one, True
+    x = np.asarray(x, dtype=np.float64)
+    one = x.ndim == 1 and n_streams == 1
+    if one:
+        x = x[None]
+    if x.shape != (n_streams, n_channels):
+        expected = f"({n_channels},) or " if n_streams == 1 else ""
+        raise ValueError(
+            f"x has shape {x.shape}; one timestep of {n_streams} stream(s) is "
+            f"{expected}({n_streams}, {n_channels}): a row of {n_channels} channels per stream."
+        )
+    nan = np.isnan(x)
+    partly = nan.any(axis=1) & ~nan.all(axis=1)
+    if partly.any() or np.isinf(x).any():
+        bad = int(np.flatnonzero(partly | np.isinf(x).any(axis=1))[0])
+        raise ValueError(
+            f"The timestep of stream {bad} holds NaN in some channels only, or "
+            "inf. A row of NaN means no new timestep for that stream; otherwise "
+            "every channel must be finite."
+        )
+    with np.errstate(over="ignore"):
+        xc = x.astype(dtype)
+    if overflow == "raise" and np.isinf(xc).any():
+        raise ValueError(
+            f"x holds values beyond the range of {np.dtype(dtype)}; stream with "
+            "dtype='float64'."
+        )
+    active = ~nan.all(axis=1)
+    return xc, one, True if active.all() else active
+
+
+def check_state(value, n_streams, hidden_size, window, n_channels, *, integer=False,
+                max_steps=None, bound=None):
+    """Rows of a streamer's ``state``, checked (float64, shape (n_streams, width)).
+
+    ``integer``: every value must be an integer (an int8 model's state);
+    ``max_steps``: the largest count of cell steps the state can hold;
+    ``bound``: the largest magnitude of a state value (a float32 state).
+    """
+    H, k = hidden_size, window
+    width = 2 * H + 2 + k * n_channels + 1
+    value = np.asarray(value, dtype=np.float64)
+    if value.shape != (n_streams, width):
+        raise ValueError(
+            f"state must have shape ({n_streams}, {width}), as the state attribute "
+            f"returns it; got {value.shape}."
+        )
+    counts = value[:, 2 * H : 2 * H + 2]
+    seen = value[:, -1]
+    bad = (
+        not np.isfinite(value).all()
+        or (counts < 0).any() or (counts != np.round(counts)).any()
+        or (counts[:, 1] >= k).any()
+        or (seen < 0).any() or (seen != np.round(seen)).any()
+        or (max_steps is not None and (counts[:, 0] > max_steps).any())
+        or (integer and (value != np.round(value)).any())
+        or (bound is not None and (np.abs(value) > bound).any())
+    )
+    if bad:
+        raise ValueError(
+            "state holds non-finite or out-of-range values or invalid counts: it "
+            "was not made by the state of a streamer of this model."
+        )
+    return value
 
 
 class CellStream:
@@ -51,26 +156,32 @@ class CellStream:
     def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, readout, window,
                  n_streams, dtype):
         dt = self.dtype = np.dtype(dtype)
-        self.W = _effective(coefs, "W").astype(dt)
-        self.U = _effective(coefs, "U").astype(dt)
-        self.bias_gate = np.asarray(coefs["bias_gate"], dt)
-        self.bias_update = np.asarray(coefs["bias_update"], dt)
+        W, U = _effective(coefs, "W"), _effective(coefs, "U")
+        gate, update = NONLINEARITIES[gate_nonlinearity], NONLINEARITIES[update_nonlinearity]
+        self.gate, self.update_ = gate, update
+        gs, us = gate.prescale, update.prescale
+        # [gate | update] halves side by side, each prescaled for its kernel
+        # (by 1 or 0.5: exact), so that one product gives both pre-activations
+        self.WW = np.concatenate([gs * W, us * W], axis=1).astype(dt)
+        self.UU = np.concatenate([gs * U, us * U], axis=1).astype(dt)
+        self.bb = np.concatenate([gs * np.asarray(coefs["bias_gate"], np.float64),
+                                  us * np.asarray(coefs["bias_update"], np.float64)]).astype(dt)
+        self.shared_tanh = gate.uses_tanh and update.uses_tanh
         sz, sn = scalar_sigmoid(coefs["zeta"]), scalar_sigmoid(coefs["nu"])
         self.sz, self.sz_plus_sn = dt.type(sz), dt.type(sz + sn)
         self.V, self.bias_out = np.asarray(coefs["V"], dt), np.asarray(coefs["bias_out"], dt)
-        self.gate = NONLINEARITIES[gate_nonlinearity]
-        self.update_ = NONLINEARITIES[update_nonlinearity]
         self.readout, self.window = readout, int(window)
-        self.n_inputs, self.hidden_size = self.W.shape
+        self.n_inputs, self.hidden_size = W.shape
         self.n_channels = self.n_inputs // self.window
         self.n_streams = int(n_streams)
+        self.state_dtype = dt  # of h, the pool and the window buffer
         self.reset()
 
     # -- state ---------------------------------------------------------------
     def reset(self, streams=None):
         """Start ``streams`` (indices; None for all) from an empty sequence."""
         if streams is None:
-            n, H, dt = self.n_streams, self.hidden_size, self.dtype
+            n, H, dt = self.n_streams, self.hidden_size, self.state_dtype
             k, d = self.window, self.n_channels
             self.h = np.zeros((n, H), dt)
             self.pool = np.zeros((n, H), dt)  # sum of the states, or their maximum
@@ -78,10 +189,10 @@ class CellStream:
             self.buffer = np.zeros((n, k, d), dt)  # the window being filled
             self.filled = np.zeros(n, np.int64)  # its timesteps so far
             return
-        self.h[streams] = 0.0
-        self.pool[streams] = 0.0
+        self.h[streams] = 0
+        self.pool[streams] = 0
         self.steps[streams] = 0
-        self.buffer[streams] = 0.0
+        self.buffer[streams] = 0
         self.filled[streams] = 0
 
     @property
@@ -99,54 +210,61 @@ class CellStream:
         ], axis=1)
 
     def set_state(self, state):
-        """Set every stream's state from rows of :meth:`get_state`."""
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape != (self.n_streams, self.state_size):
-            raise ValueError(
-                f"state has shape {state.shape}; this streamer's is "
-                f"({self.n_streams}, {self.state_size}): one row per stream, as "
-                "get_state returns it."
-            )
-        H, k = self.hidden_size, self.window
-        counts = state[:, 2 * H : 2 * H + 2]
-        if not np.isfinite(state).all() or (counts < 0).any() or (
-            counts != np.round(counts)).any() or (counts[:, 1] >= k).any():
-            raise ValueError(
-                "state holds non-finite values or invalid counts: it was not made "
-                "by get_state of a streamer of this model."
-            )
+        """Set every stream's state from rows of :meth:`get_state` (checked by
+        :func:`check_state`)."""
+        H = self.hidden_size
         self.h[...] = state[:, :H]
         self.pool[...] = state[:, H : 2 * H]
-        self.steps[...] = counts[:, 0]
-        self.filled[...] = counts[:, 1]
+        self.steps[...] = state[:, 2 * H]
+        self.filled[...] = state[:, 2 * H + 1]
         self.buffer[...] = state[:, 2 * H + 2 :].reshape(self.buffer.shape)
 
     # -- arithmetic ------------------------------------------------------------
     def _cell(self, h, x):
         """``h_t`` from ``h_{t-1}`` (m, H) and the step's input ``x`` (m, n_inputs)."""
-        pre = x @ self.W
-        pre += h @ self.U
-        z = self._nonlinearity(self.gate, pre + self.bias_gate)
-        c = self._nonlinearity(self.update_, pre + self.bias_update)
-        return (self.sz_plus_sn - self.sz * z) * c + z * h
+        H = self.hidden_size
+        a = x @ self.WW
+        a += h @ self.UU
+        a += self.bb
+        if self.shared_tanh:
+            np.tanh(a, out=a)
+        else:
+            self.gate.kernel(a[:, :H])
+            self.update_.kernel(a[:, H:])
+        z, c = a[:, :H], a[:, H:]
+        for half, spec in ((z, self.gate), (c, self.update_)):
+            if spec.post is not None:
+                half *= half.dtype.type(spec.post[0])
+                half += half.dtype.type(spec.post[1])
+        out = self.sz * z
+        np.subtract(self.sz_plus_sn, out, out=out)
+        out *= c
+        z *= h
+        out += z
+        return out
 
-    @staticmethod
-    def _nonlinearity(spec, a):
-        if spec.prescale != 1:
-            a *= a.dtype.type(spec.prescale)
-        spec.kernel(a)
-        if spec.post is not None:
-            a *= a.dtype.type(spec.post[0])
-            a += a.dtype.type(spec.post[1])
-        return a
+    def _input(self, x):
+        """A timestep as the cell reads it (the int8 streamer quantises it)."""
+        return x
+
+    def _mean(self, pool, steps):
+        """The mean of ``steps`` (>= 1) states whose sum is ``pool``."""
+        return pool / steps[:, None].astype(self.dtype)
+
+    def _output_layer(self, r):
+        """The outputs ``r @ V + bias_out`` of the readouts ``r``."""
+        outputs = r @ self.V
+        outputs += self.bias_out
+        return outputs
 
     def _pooled(self, pool, steps, h):
-        """The readout of ``steps`` committed states whose sum or maximum is ``pool``."""
+        """The readout of ``steps`` committed states whose sum or maximum is ``pool``
+        (0 before the first step)."""
         if self.readout == "last":
             return h
         if self.readout == "mean":
-            return pool / np.maximum(steps, 1)[:, None].astype(self.dtype)
-        return np.where((steps > 0)[:, None], pool, 0.0).astype(self.dtype, copy=False)
+            return self._mean(pool, np.maximum(steps, 1))
+        return np.where((steps > 0)[:, None], pool, 0).astype(self.state_dtype, copy=False)
 
     def _commit(self, rows, h_new):
         """Make ``h_new`` the state of the streams ``rows`` (one more cell step)."""
@@ -158,18 +276,38 @@ class CellStream:
         self.h[rows] = h_new
         self.steps[rows] += 1
 
-    def push(self, x):
+    def push(self, x, active=None):
         """Add one timestep ``x`` (n_streams, n_channels) to every stream.
 
-        A row that is all NaN adds nothing to its stream.
+        ``active``: True when every row is a timestep, a mask of the rows that
+        are, or None to take the rows that are not all NaN (a row of NaN adds
+        nothing to its stream).
         """
-        active = ~np.isnan(x).all(axis=1)
+        if active is None:
+            active = ~np.isnan(x).all(axis=1)
+            active = True if active.all() else active
+        x = self._input(x)
+        k = self.window
+        if active is True:  # every stream: slices, not index arrays
+            if k == 1:
+                self._commit(slice(None), self._cell(self.h, x))
+                return
+            filled = int(self.filled[0])
+            if (self.filled == filled).all():
+                self.buffer[:, filled] = x
+                self.filled += 1
+                if filled + 1 == k:
+                    window = self.buffer.reshape(self.n_streams, -1)
+                    self._commit(slice(None), self._cell(self.h, window))
+                    self.filled[:] = 0
+                return
+            active = np.ones(self.n_streams, bool)
         rows = np.flatnonzero(active)
         if not rows.size:
             return
         self.buffer[rows, self.filled[rows]] = x[rows]
         self.filled[rows] += 1
-        full = rows[self.filled[rows] == self.window]
+        full = rows[self.filled[rows] == k]
         if full.size:
             window = self.buffer[full].reshape(len(full), -1)
             self._commit(full, self._cell(self.h[full], window))
@@ -182,8 +320,8 @@ class CellStream:
         so far: the window completed with its last timestep, not committed.
         """
         h, pool, steps = self.h, self.pool, self.steps
-        partial = np.flatnonzero(self.filled > 0)
-        if partial.size:
+        partial = np.flatnonzero(self.filled > 0) if self.window > 1 else ()
+        if len(partial):
             h, pool, steps = h.copy(), pool.copy(), steps.copy()
             buffer = self.buffer[partial]  # a copy: fill the rest with the last step
             filled = self.filled[partial]
@@ -200,7 +338,7 @@ class CellStream:
                                          np.maximum(pool[partial], h_new))
             h[partial] = h_new
             steps[partial] += 1
-        return self._pooled(pool, steps, h) @ self.V + self.bias_out
+        return self._output_layer(self._pooled(pool, steps, h))
 
 
 class Streamer:
@@ -224,51 +362,25 @@ class Streamer:
         Timesteps each stream has received since its last reset.
     """
 
+    #: what values beyond the arithmetic's range do (see check_timestep)
+    _overflow = "raise"
+
     def __init__(self, model, n_streams=1, dtype="float64"):
-        if not (isinstance(n_streams, (int, np.integer)) and not isinstance(n_streams, bool)
-                and n_streams >= 1):
-            raise ValueError(f"n_streams must be a positive integer, got {n_streams!r}.")
+        n_streams = check_n_streams(n_streams)
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
         model._check_nonlinearities()
         self.model = model
-        self.n_streams = int(n_streams)
+        self.n_streams = n_streams
         self._cell = CellStream(
             model.coefs_, model.gate_nonlinearity, model.update_nonlinearity,
             model.readout, getattr(model, "window_", 1), n_streams, dtype,
         )
         self.n_timesteps_seen_ = np.zeros(self.n_streams, np.int64)
 
-    def _timestep(self, x):
-        """``x`` as (n_streams, n_channels) in the arithmetic dtype, checked."""
-        x = np.asarray(x, dtype=np.float64)
-        d = self.model.n_channels_
-        one = x.ndim == 1 and self.n_streams == 1
-        if one:
-            x = x[None]
-        if x.shape != (self.n_streams, d):
-            expected = f"({d},) or " if self.n_streams == 1 else ""
-            raise ValueError(
-                f"x has shape {x.shape}; one timestep of {self.n_streams} stream(s) is "
-                f"{expected}({self.n_streams}, {d}): a row of {d} channels per stream."
-            )
-        nan = np.isnan(x)
-        partly = nan.any(axis=1) & ~nan.all(axis=1)
-        if partly.any() or np.isinf(x).any():
-            bad = int(np.flatnonzero(partly | np.isinf(x).any(axis=1))[0])
-            raise ValueError(
-                f"The timestep of stream {bad} holds NaN in some channels only, or "
-                "inf. A row of NaN means no new timestep for that stream; otherwise "
-                "every channel must be finite."
-            )
-        with np.errstate(over="ignore"):
-            xc = x.astype(self._cell.dtype)
-        if np.isinf(xc).any():
-            raise ValueError(
-                f"x holds values beyond the range of {self._cell.dtype}; stream with "
-                "dtype='float64'."
-            )
-        return xc, one, ~nan.all(axis=1)
+    def _predictions_of(self, outputs):
+        """What the model predicts from the cell's outputs (one row per stream)."""
+        return self.model._stream_predictions(outputs)
 
     def update(self, x):
         """Feed one timestep to every stream; the predictions for the sequences so far.
@@ -286,18 +398,21 @@ class Streamer:
             (n_streams,) / (n_streams, n_outputs); without the stream axis when
             ``x`` was one row.
         """
-        xc, one, active = self._timestep(x)
+        cell = self._cell
+        xc, one, active = check_timestep(x, self.n_streams, cell.n_channels, cell.dtype,
+                                         self._overflow)
         with np.errstate(over="ignore", invalid="ignore"):
-            self._cell.push(xc)
+            cell.push(xc, active)
+            outputs = cell.outputs()
         self.n_timesteps_seen_ += active
-        predictions = self.predictions()
+        predictions = self._predictions_of(outputs)
         return predictions[0] if one else predictions
 
     def predictions(self):
         """The predictions of every stream now, without feeding anything."""
         with np.errstate(over="ignore", invalid="ignore"):
             outputs = self._cell.outputs()
-        return self.model._stream_predictions(outputs)
+        return self._predictions_of(outputs)
 
     def reset(self, streams=None):
         """Start ``streams`` (an index, indices, or None for all) from an empty sequence."""
@@ -313,14 +428,12 @@ class Streamer:
 
     @state.setter
     def state(self, value):
-        value = np.asarray(value, dtype=np.float64)
-        if value.ndim != 2 or value.shape[1] != self._cell.state_size + 1:
-            raise ValueError(
-                f"state must have shape ({self.n_streams}, {self._cell.state_size + 1}), "
-                f"as the state attribute returns it; got {value.shape}."
-            )
-        seen = value[:, -1]
-        if not (np.isfinite(seen).all() and (seen >= 0).all()):
-            raise ValueError("state holds an invalid count of timesteps seen.")
-        self._cell.set_state(value[:, :-1])
-        self.n_timesteps_seen_[...] = seen.astype(np.int64)
+        cell = self._cell
+        value = check_state(value, self.n_streams, cell.hidden_size, cell.window,
+                            cell.n_channels, **self._state_limits())
+        cell.set_state(value[:, :-1])
+        self.n_timesteps_seen_[...] = value[:, -1].astype(np.int64)
+
+    def _state_limits(self):
+        """What :func:`check_state` checks beyond the shape and the counts."""
+        return {}

@@ -16,6 +16,35 @@ def make_sequences(rng, n=40, T=6, d=3, n_classes=3, dtype=np.float64):
     return X, y % n_classes
 
 
+# the tasks of the estimators: every export path is tested on each
+TASKS = ("classification", "multilabel", "regression", "poisson")
+
+
+def task_model(rng, task, n=40, T=7, d=3, hidden_size=6, max_iter=6, **params):
+    """A small model of ``task`` fitted on toy sequences (channel 0 wider and off
+    centre), and its input ``X``."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+
+    X, y = make_sequences(rng, n=n, T=T, d=d)
+    X[:, :, 0] = 3 * X[:, :, 0] + 10
+    if task == "multilabel":
+        y = np.stack([y == 0, y == 1, X[:, -1, 1] > 0], axis=1).astype(int)
+    elif task in ("regression", "poisson"):
+        y = np.round(np.abs(np.stack([X[:, :, 1].sum(axis=1), X[:, -1, 2]], axis=1)) * 3)
+    if task == "poisson":
+        params["loss"] = "poisson"
+    classifier = task in ("classification", "multilabel")
+    estimator = FastGRNNClassifier if classifier else FastGRNNRegressor
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = estimator(hidden_size, max_iter=max_iter, random_state=0, **params).fit(X, y)
+    return model, X
+
+
 def assert_same_coefs(a, b):
     """The same tensors, bit for bit: two fitted models or two ``coefs_`` dicts."""
     a, b = getattr(a, "coefs_", a), getattr(b, "coefs_", b)

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from sklearn_fastgrnn import FastGRNNClassifier
-from sklearn_fastgrnn._cell import ParameterLayout
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn._cell import READOUTS, ParameterLayout
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn._optimizers import SGD, Adam
+from sklearn_fastgrnn._scaling import unfold
 from sklearn_fastgrnn._sparsity import SparseTraining, hard_threshold, keep_count
 from sklearn_fastgrnn.compression import (
+    OUT_ACTIVATIONS,
     QuantizedFastGRNN,
     integer_nonlinearity,
     quantize,
@@ -20,7 +22,7 @@ from sklearn_fastgrnn.compression import (
 )
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
-from .conftest import make_sequences
+from .conftest import TASKS, make_sequences, task_model
 
 # --------------------------------------------------------------------- IHT
 
@@ -193,8 +195,12 @@ def test_model_size_int8_counts_one_byte_per_entry_plus_index_when_sparse(rng):
     sparse_bytes = 2 * (np.count_nonzero(w["U1"]) + np.count_nonzero(w["U2"]))  # value + uint8 row
     dense_bytes = sum(w[k].size for k in ("W", "V", "bias_gate", "bias_update", "bias_out"))
     scalars = 4 * 2 + 4 * len(w)  # zeta, nu and one scale per int8 tensor
+    maps = 4 * 2 * X.shape[2]  # the input quantisation: a mean and a multiplier per channel
     assert q.sparse_keys_ == ("U1", "U2")
-    assert q.model_size_bytes_ == sparse_bytes + dense_bytes + scalars
+    assert q.model_size_bytes_ == sparse_bytes + dense_bytes + scalars + maps
+    # without an input map (scale_input=False) the input is x * 2**Fx: nothing stored
+    plain = quantize(clf.set_params(scale_input=False).fit(X, y), X)
+    assert "maps" not in [r["tensor"] for r in size_report(plain)]
 
 
 def test_summary_lists_every_tensor_and_the_size_in_kb(rng):
@@ -257,7 +263,7 @@ def _sat16(v):
     return min(max(v, -32767), 32767)
 
 
-def literal_quantized_logits(q, X):
+def literal_quantized_outputs(q, X):
     """The documented integer arithmetic, one Python int at a time."""
     w = {k: v.astype(int).tolist() for k, v in q.weights_.items()}
 
@@ -275,18 +281,24 @@ def literal_quantized_logits(q, X):
                 v = [_sat16(a) for a in v]
         return v
 
-    H = len(w["bias_gate"])
-    b = {k: [requantize(x, k) for x in w[k]] for k in ("bias_gate", "bias_update", "bias_out")}
-    scale = 2.0 ** q.frac_bits_["input"]
+    def quantized(value, c):  # sat16(rint((x - mean_c) * multiplier_c)), Python's round: half even
+        x = float(np.float32(value))
+        return _sat16(round((x - float(q.input_mean_[c])) * float(q.input_multiplier_[c])))
+
+    H, d, k = len(w["bias_gate"]), q.n_channels_, q.window_
+    b = {key: [requantize(x, key) for x in w[key]]
+         for key in ("bias_gate", "bias_update", "bias_out")}
     gate, update = _INTEGER[q.gate_nonlinearity], _INTEGER[q.update_nonlinearity]
     sz, sn = q.sigmoid_zeta_q15_, q.sigmoid_nu_q15_
     out = []
     for seq in X:
+        real = [list(x) for x in seq if not all(math.isnan(v) for v in x)]
+        states = []
         h = [0] * H
-        for x in seq:
-            if all(math.isnan(v) for v in x):
-                break
-            xq = [_sat16(math.floor(float(np.float32(v)) * scale + 0.5)) for v in x]
+        for start in range(0, len(real), k):
+            window = real[start:start + k]
+            window += [window[-1]] * (k - len(window))  # the last timestep repeated
+            xq = [quantized(v, c) for x in window for c, v in enumerate(x)]
             pre = [a + r for a, r in zip(product(xq, "W"), product(h, "U"))]
             new_h = []
             for j in range(H):
@@ -295,50 +307,102 @@ def literal_quantized_logits(q, X):
                 coef = _rshift_round(sz * (4096 - z), 12) + sn
                 new_h.append(_sat16(_rshift_round(coef * c, 15) + _rshift_round(z * h[j], 12)))
             h = new_h
-        out.append([a + c for a, c in zip(product(h, "V"), b["bias_out"])])
+            states.append(h)
+        L = len(states)
+        r = {"last": h,
+             "mean": [(2 * sum(s[j] for s in states) + L) // (2 * L) for j in range(H)],
+             "max": [max(s[j] for s in states) for j in range(H)]}[q.readout]
+        out.append([a + c for a, c in zip(product(r, "V"), b["bias_out"])])
+    assert d == len(q.input_mean_)
     return np.array(out)
 
 
+# every non-linearity, and with them every readout, windows, the four output
+# activations, with and without the input map
 CASES = [
-    dict(gate_nonlinearity="sigmoid", update_nonlinearity="tanh"),
+    dict(gate_nonlinearity="sigmoid", update_nonlinearity="tanh", scale_input=False),
     dict(gate_nonlinearity="quant_sigmoid", update_nonlinearity="quant_tanh",
-         w_rank=2, u_rank=3, sparsity_w=0.6, sparsity_u=0.5),
-    dict(gate_nonlinearity="tanh", update_nonlinearity="relu", u_rank=2),
-    dict(gate_nonlinearity="relu", update_nonlinearity="sigmoid", sparsity_u=0.4),
+         w_rank=2, u_rank=3, sparsity_w=0.6, sparsity_u=0.5, readout="mean", window=2,
+         task="multilabel"),
+    dict(gate_nonlinearity="tanh", update_nonlinearity="relu", u_rank=2, readout="max",
+         window=3, task="regression"),
+    dict(gate_nonlinearity="relu", update_nonlinearity="sigmoid", sparsity_u=0.4,
+         readout="mean", task="poisson"),
 ]
+
+
+def fitted(rng, n=60, T=5, d=3, task="classification", **params):
+    """A small fitted model of a task, its data, and test sequences (some padded)."""
+    model, X = task_model(rng, task, n=n, T=T, d=d, **params)
+    X_test = X[:8].copy()
+    X_test[2, 3:] = np.nan  # shorter sequences, NaN-padded
+    X_test[5, 1:] = np.nan
+    return model, X, X_test
 
 
 @pytest.mark.parametrize(
     "params", CASES, ids=lambda p: f"{p['gate_nonlinearity']}-{p['update_nonlinearity']}"
 )
 def test_quantized_prediction_matches_a_literal_integer_implementation(rng, params):
-    X, y = make_sequences(rng, n=60, T=5)
-    clf = FastGRNNClassifier(6, max_iter=6, random_state=0, **params).fit(X, y)
-    q = quantize(clf, X)
-    Xt = X[:8].copy()
-    Xt[2, 3:] = np.nan  # shorter sequences, NaN-padded
-    Xt[5, 1:] = np.nan
-    expected = literal_quantized_logits(q, Xt)
-    got = q.quantized_logits(Xt)
+    model, X, Xt = fitted(rng, **params)
+    q = quantize(model, X)
+    expected = literal_quantized_outputs(q, Xt)
+    got = q.quantized_outputs(Xt)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(q.predict(Xt), clf.classes_[np.argmax(expected, axis=1)])
+    # the read-outs of the documented integers
+    real = expected / 4096
+    if q.output_offset_ is not None:
+        real = q.output_offset_ + q.output_spread_ * real
+    activation = q.out_activation_
+    expected_predictions = {
+        "softmax": lambda: model.classes_[np.argmax(expected, axis=1)],
+        "logistic": lambda: (expected > 0).astype(int),
+        "identity": lambda: real,
+        "exp": lambda: np.exp(real),
+    }[activation]()
+    assert set(OUT_ACTIVATIONS) == {"softmax", "logistic", "identity", "exp"}
+    np.testing.assert_array_equal(q.predict(Xt), expected_predictions)
+    if hasattr(model, "predict_proba"):
+        np.testing.assert_allclose(
+            q.predict_proba(Xt),
+            1 / (1 + np.exp(-real)) if activation == "logistic"
+            else np.exp(real) / np.exp(real).sum(axis=1, keepdims=True), rtol=1e-12)
+    else:
+        assert not hasattr(q, "predict_proba")
     # a padded sequence predicts what its unpadded prefix predicts
-    np.testing.assert_array_equal(q.quantized_logits(Xt[2:3, :3]), got[2:3])
+    np.testing.assert_array_equal(q.quantized_outputs(Xt[2:3, :3]), got[2:3])
 
 
 def test_quantized_tensors_and_multipliers_are_what_the_docstring_says(rng):
     X, y = make_sequences(rng, n=60)
+    X[:, :, 0] = 100 * X[:, :, 0] + 7  # a channel 100 times wider than the others
     clf = FastGRNNClassifier(6, u_rank=3, max_iter=4, random_state=0).fit(X, y)
     q = quantize(clf, X)
+    # the weights trained on standardised input, not the folded coefs_
+    maps = clf._maps
+    trained = unfold(clf.coefs_, maps)
+    assert not np.allclose(trained["W"], clf.coefs_["W"])
     assert set(q.weights_) == set(clf.coefs_) - {"zeta", "nu"}
     for key, values in q.weights_.items():
         assert values.dtype == np.int8 and np.abs(values).max() == 127
         scale = q.scales_[key]
-        assert scale == pytest.approx(np.abs(clf.coefs_[key]).max() / 127)
-        np.testing.assert_allclose(values * scale, clf.coefs_[key], atol=scale / 2 + 1e-12)
+        assert scale == pytest.approx(np.abs(trained[key]).max() / 127)
+        np.testing.assert_allclose(values * scale, trained[key], atol=scale / 2 + 1e-6)
+    # x_q = sat16(rint((x - mean_c) * multiplier_c)), the standardised input in Q(Fx)
     bits = q.frac_bits_
-    assert bits["input"] == math.floor(math.log2(32767 / np.abs(X.astype(np.float32)).max()))
+    standardised = (X.astype(np.float32) - maps.input_mean) / maps.input_scale
+    assert bits["input"] == math.floor(math.log2(32767 / (2 * np.abs(standardised).max())))
+    np.testing.assert_array_equal(q.input_mean_, maps.input_mean.astype(np.float32))
+    np.testing.assert_allclose(q.input_multiplier_, 2.0 ** bits["input"] / maps.input_scale,
+                               rtol=2**-24)
+    assert q.input_multiplier_.dtype == np.float64  # float32 values
+    np.testing.assert_array_equal(q.input_multiplier_.astype(np.float32), q.input_multiplier_)
+    xq = q.quantize_input(X[:4])
+    np.testing.assert_array_equal(xq, np.clip(np.rint(
+        (X[:4].astype(np.float32).astype(np.float64) - q.input_mean_) * q.input_multiplier_),
+        -32767, 32767))
+    assert np.abs(xq).max() <= 32767 // 2 + 1  # headroom: calibration data use half the range
     formats = {"W": (bits["input"], 12), "U1": (12, bits["U1"]), "U2": (bits["U1"], 12),
                "V": (12, 12), "bias_gate": (0, 12)}
     for key, (f_in, f_out) in formats.items():
@@ -348,6 +412,44 @@ def test_quantized_tensors_and_multipliers_are_what_the_docstring_says(rng):
     assert q.zeta == clf.coefs_["zeta"] and q.nu == clf.coefs_["nu"]
     assert q.sigmoid_nu_q15_ == math.floor(32768 / (1 + math.exp(-q.nu)) + 0.5)
     assert quantize(clf).frac_bits_["input"] == 10
+    assert q.output_offset_ is None and q.output_spread_ is None
+
+
+def test_a_model_without_maps_is_quantised_as_it_is():
+    # a model of release 0.1 (or one loaded from a weights file) has no _maps:
+    # its coefs_ are quantised, and the input is x * 2**Fx
+    import joblib
+
+    from .test_old_models import DATA, EXPECTED
+
+    with pytest.warns(Warning):
+        clf = joblib.load(DATA / "classifier-0.1.0.joblib")
+    assert not hasattr(clf, "_maps")
+    X = EXPECTED["X"]
+    q = quantize(clf, X)
+    assert (q.readout, q.window_, q.out_activation_) == ("last", 1, "softmax")
+    np.testing.assert_array_equal(q.input_mean_, 0.0)
+    np.testing.assert_array_equal(q.input_multiplier_, 2.0 ** q.frac_bits_["input"])
+    for key, values in q.weights_.items():
+        np.testing.assert_allclose(values * q.scales_[key], clf.coefs_[key],
+                                   atol=q.scales_[key] / 2 + 1e-6)
+    np.testing.assert_array_equal(q.quantized_outputs(X), literal_quantized_outputs(q, X))
+    assert np.mean(q.predict(X) == clf.predict(X)) >= 0.95
+
+
+def test_an_int8_model_pickled_by_release_0_1_loads_with_its_meaning():
+    # release 0.1 stored none of the attributes of readouts, windows, tasks and maps
+    rng = np.random.default_rng(0)
+    X, y = make_sequences(rng, n=40)
+    clf = FastGRNNClassifier(6, scale_input=False, window=1, max_iter=3, random_state=0).fit(X, y)
+    q = quantize(clf, X)
+    old = {key: value for key, value in q.__dict__.items() if key not in (
+        "out_activation_", "readout", "window_", "n_outputs_", "input_mean_",
+        "input_multiplier_", "output_offset_", "output_spread_")}
+    loaded = QuantizedFastGRNN.__new__(QuantizedFastGRNN)
+    loaded.__setstate__(pickle.loads(pickle.dumps(old)))
+    np.testing.assert_array_equal(loaded.quantized_outputs(X), q.quantized_outputs(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), q.predict_proba(X))
 
 
 def test_int8_digits_model_predicts_like_the_float_model():
@@ -360,7 +462,11 @@ def test_int8_digits_model_predicts_like_the_float_model():
     assert abs(q.score(X_test, y_test) - clf.score(X_test, y_test)) <= 0.02
     np.testing.assert_allclose(q.predict_proba(X_test).sum(axis=1), 1.0)
     assert np.abs(q.predict_proba(X_test) - clf.predict_proba(X_test)).max() < 0.1
-    assert q.model_size_bytes_ < clf.model_size_bytes_ / 3.5
+    # the int8 tensors are 3.5 times smaller; the input quantisation adds a
+    # float32 mean and multiplier per channel (4 * 2 * 8 bytes)
+    maps = next(r["bytes"] for r in size_report(q) if r["tensor"] == "maps")
+    assert maps == 4 * 2 * X.shape[2]
+    assert q.model_size_bytes_ - maps < clf.model_size_bytes_ / 3.5
 
 
 def test_quantized_model_reads_the_classifier_layouts_and_pickles(rng):
@@ -368,7 +474,7 @@ def test_quantized_model_reads_the_classifier_layouts_and_pickles(rng):
     clf = FastGRNNClassifier(4, n_timesteps=4, max_iter=3, random_state=0)
     clf.fit(X.reshape(40, 8), y)
     q = quantize(clf, X.reshape(40, 8))
-    np.testing.assert_array_equal(q.quantized_logits(X.reshape(40, 8)), q.quantized_logits(X))
+    np.testing.assert_array_equal(q.quantized_outputs(X.reshape(40, 8)), q.quantized_outputs(X))
     again = pickle.loads(pickle.dumps(q))
     np.testing.assert_array_equal(again.predict(X), q.predict(X))
     with pytest.raises(ValueError, match="channels"):
@@ -385,3 +491,114 @@ def test_quantize_needs_a_fitted_classifier(rng):
     assert isinstance(q, QuantizedFastGRNN)
     with pytest.raises(TypeError, match="FastGRNNClassifier"):
         quantize(q)
+
+
+# ------------------------------------------------- int8 streaming, every task
+def interleaved_feed(X, lengths, n_streams=3, pause=(2, 3, 6)):
+    """Ticks of one timestep per stream: stream 2 pauses (a row of NaN) for the
+    ticks in ``pause``; yields the rows and how many timesteps each stream has."""
+    fed = [0] * n_streams
+    tick = 0
+    while any(fed[i] < lengths[i] for i in range(n_streams)):
+        x = np.full((n_streams, X.shape[2]), np.nan)
+        for i in range(n_streams):
+            if (i != 2 or tick not in pause) and fed[i] < lengths[i]:
+                x[i] = X[i, fed[i]]
+                fed[i] += 1
+        yield x, list(fed)
+        tick += 1
+
+
+@pytest.mark.parametrize("window", [1, 3])
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("task", TASKS)
+def test_int8_streamer_equals_the_whole_sequence_arithmetic_after_every_step(
+        rng, task, readout, window):
+    model, X, _ = fitted(rng, n=40, T=7, task=task, readout=readout, window=window)
+    q = quantize(model, X)
+    Xs = X[:3].copy()
+    Xs[1, 4:] = np.nan  # padded: 4 real timesteps
+    lengths = [7, 4, 7]
+    stream = q.streamer(3)
+    predicted_before = stream.predictions()
+    for x, fed in interleaved_feed(Xs, lengths):
+        got = stream.update(x)
+        for i in range(3):
+            expected = q._stream_predictions(q.quantized_outputs(Xs[i : i + 1, : fed[i]]))[0]
+            np.testing.assert_array_equal(got[i], expected)
+    np.testing.assert_array_equal(stream.n_timesteps_seen_, lengths)
+    # at the end: predict_proba (classifier) or predict (regressor) of the sequences
+    final = q.predict_proba(Xs) if task in ("classification", "multilabel") else q.predict(Xs)
+    np.testing.assert_array_equal(stream.predictions(), final)
+    # before any timestep: the readout is 0, the outputs are b_out
+    np.testing.assert_array_equal(
+        predicted_before, q._stream_predictions(np.tile(q._bias("bias_out"), (3, 1))))
+
+
+def test_int8_streamer_pickles_mid_stream_and_its_state_round_trips(rng):
+    model, X, _ = fitted(rng, n=40, T=7, task="multilabel", readout="max", window=3)
+    q = quantize(model, X)
+    stream = q.streamer(2)
+    for t in range(4):  # a window partly filled
+        stream.update(X[:2, t])
+    state = stream.state
+    assert (state == np.round(state)).all()  # integers
+    copy = pickle.loads(pickle.dumps(stream))
+    other = q.streamer(2)
+    other.state = state
+    for t in range(4, 7):
+        expected = stream.update(X[:2, t])
+        np.testing.assert_array_equal(copy.update(X[:2, t]), expected)
+        np.testing.assert_array_equal(other.update(X[:2, t]), expected)
+    np.testing.assert_array_equal(expected, q.predict_proba(X[:2]))
+    bad = state.copy()
+    bad[0, 0] = 40000  # beyond the int16 range of h
+    with pytest.raises(ValueError, match="int16"):
+        other.state = bad
+    bad = state.copy()
+    bad[0, 1] = 0.5
+    with pytest.raises(ValueError, match="state holds"):
+        other.state = bad
+
+
+def test_int8_streamer_saturates_huge_values_as_predict_does(rng):
+    model, X, _ = fitted(rng, n=40, T=5)
+    q = quantize(model, X)
+    big = X[:1].copy()
+    big[0, 2, 1] = 1e300  # beyond float32: saturates, as in predict
+    stream = q.streamer()
+    for t in range(5):
+        got = stream.update(big[0, t])
+    np.testing.assert_array_equal(got, q.predict_proba(big)[0])
+    with pytest.raises(ValueError, match="NaN in some channels only, or inf"):
+        stream.update([np.inf, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("task", ["regression", "poisson"])
+def test_int8_regressor_predicts_like_the_float_model(task):
+    # the output map stays out of the int8 bias: targets of any offset and scale
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 12, 3))
+    signal = X[:, :, 0].mean(axis=1) + 0.5 * X[:, -1, 1]
+    if task == "poisson":
+        y, params = rng.poisson(np.exp(1.5 + signal)), dict(loss="poisson")
+    else:
+        y, params = 1000.0 + 50.0 * signal, {}
+    reg = FastGRNNRegressor(16, max_iter=40, random_state=0, **params).fit(X[:200], y[:200])
+    q = quantize(reg, X[:200])
+    np.testing.assert_array_equal(q.output_offset_, reg._maps.output_offset.astype(np.float32))
+    assert q.score(X[200:], y[200:]) == pytest.approx(reg.score(X[200:], y[200:]), abs=0.02)
+    relative = np.abs(q.predict(X[200:]) - reg.predict(X[200:])) / np.abs(reg.predict(X[200:]))
+    assert np.median(relative) < 0.01
+    assert q.predict(X[:3]).shape == (3,)
+    assert not hasattr(q, "predict_proba")
+    from sklearn.base import is_regressor
+
+    assert is_regressor(q)
+
+
+def test_quantize_refuses_what_it_can_not_read_out(rng):
+    model, X, _ = fitted(rng, n=30)
+    model.out_activation_ = "softmax2"
+    with pytest.raises(ValueError, match="output activations"):
+        quantize(model, X)

@@ -12,11 +12,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn._cell import READOUTS
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
-from sklearn_fastgrnn.compression import quantize
-from sklearn_fastgrnn.export.c import export_c
+from sklearn_fastgrnn.compression import QuantizedFastGRNN, quantize
+from sklearn_fastgrnn.export.c import READ_OUTS, export_c
 
-from .conftest import make_sequences
+from .conftest import TASKS, make_sequences, task_model
 
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O2"]
 
@@ -44,11 +45,24 @@ def gcc():
     return path
 
 
+SIZE_SOURCE = """#include <stddef.h>
+#include "{name}.h"
+
+size_t {name}_state_size(void)
+{{
+    return sizeof({name}_state);
+}}
+"""
+
+
 def build_library(model, directory, name):
+    """The exported code and a file that includes only its header, as a library."""
     header, source = export_c(model, directory, name=name)
+    size = directory / f"{name}_size.c"
+    size.write_text(SIZE_SOURCE.format(name=name))
     library = directory / f"lib{name}.so"
-    subprocess.run([gcc(), *CFLAGS, "-shared", "-fPIC", "-o", str(library), source, "-lm"],
-                   check=True, capture_output=True, text=True)
+    subprocess.run([gcc(), *CFLAGS, "-shared", "-fPIC", "-o", str(library), source, str(size),
+                    "-lm"], check=True, capture_output=True, text=True)
     return ctypes.CDLL(str(library)), header, source
 
 
@@ -68,6 +82,71 @@ def run_c(library, name, X, lengths, logit_type, n_classes=3):
             ptr, length, logits[i].ctypes.data_as(ctypes.c_void_p)) == 0
         labels[i] = getattr(library, f"{name}_predict")(ptr, length)
     return proba, logits, labels
+
+
+class CModel:
+    """The functions of a model's C code, called with NumPy arrays (ctypes)."""
+
+    def __init__(self, library, name, model):
+        self.lib, self.name, self.model = library, name, model
+        self.quantized = isinstance(model, QuantizedFastGRNN)
+        self.task = READ_OUTS[model.out_activation_].task
+        self.n_outputs = model.n_outputs_
+        size = self.function("state_size")
+        size.restype = ctypes.c_size_t
+        self.state_bytes = size()
+
+    def function(self, kind):
+        return getattr(self.lib, f"{self.name}_{kind}")
+
+    def call(self, kind, *args):
+        return self.function(kind)(*[a.ctypes.data_as(ctypes.c_void_p)
+                                     if isinstance(a, np.ndarray) else a for a in args])
+
+    def new_state(self):
+        state = np.zeros(-(-self.state_bytes // 8), np.float64)  # 8-byte aligned
+        self.call("init", state)
+        return state
+
+    def step(self, state, x):
+        assert self.call("step", state, np.ascontiguousarray(x, dtype=np.float32)) == 0
+
+    def outputs(self, state):
+        out = np.zeros(self.n_outputs, np.int32 if self.quantized else np.float32)
+        assert self.call("outputs", state, out) == 0
+        return out
+
+    def read(self, state):
+        """What the streamer gives: probabilities (classifier) or the prediction."""
+        out = np.zeros(self.n_outputs, np.float32)
+        assert self.call("proba" if self.task == "classifier" else "value", state, out) == 0
+        return out
+
+    def label(self, state):
+        """The prediction of a classifier: the class index, or the indicator."""
+        if self.model.out_activation_ == "softmax":
+            return self.call("label", state)
+        labels = np.zeros(self.n_outputs, np.int32)
+        assert self.call("labels", state, labels) == 0
+        return labels
+
+    def sequence(self, x):
+        """outputs, read-out (proba or value) and predict of one sequence x (T, d)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        outputs = np.zeros(self.n_outputs, np.int32 if self.quantized else np.float32)
+        assert self.call("sequence_outputs", x, len(x), outputs) == 0
+        read = np.zeros(self.n_outputs, np.float32)
+        if self.task == "classifier":
+            assert self.call("predict_proba", x, len(x), read) == 0
+            if self.model.out_activation_ == "softmax":
+                predicted = self.call("predict", x, len(x))
+            else:
+                predicted = np.zeros(self.n_outputs, np.int32)
+                assert self.call("predict", x, len(x), predicted) == 0
+        else:
+            assert self.call("predict", x, len(x), read) == 0
+            predicted = read
+        return outputs, read, predicted
 
 
 @pytest.fixture(scope="module")
@@ -121,23 +200,109 @@ def test_sparse_matrices_are_stored_sparse_and_the_code_is_self_contained(tmp_pa
         assert f"{name}_U[" not in text and f"{name}_W[{3 * 8}]" in text  # W is dense
 
 
+LENGTHS = (7, 4, 1, 7, 5, 2)  # of the test sequences: padded, and one of a single timestep
+
+
+def assert_close(got, expected, task, tol=1e-5):
+    """Float32 C against Python: probabilities within ``tol``; a regressor's values
+    within ``tol`` relative (and absolute near 0)."""
+    rtol = tol if task == "regressor" else 0.0
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=tol)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("task", TASKS)
+def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, readout, window):
+    model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window)
+    q = quantize(model, X)
+    X_test = X[:6].copy()
+    for i, length in enumerate(LENGTHS):
+        X_test[i, length:] = np.nan
+    c = CModel(build_library(model, tmp_path, "f")[0], "f", model)
+    ci = CModel(build_library(q, tmp_path, "i")[0], "i", q)
+    kind = c.task
+    # whole sequences: the float32 code within 1e-5 of Python; the int8 code exactly
+    raw = model._raw_outputs(X_test)
+    expected_read = model.predict_proba(X_test) if kind == "classifier" else model.predict(X_test)
+    expected_read = expected_read.reshape(len(X_test), -1)
+    predicted = model.predict(X_test)
+    q_outputs = q.quantized_outputs(X_test)
+    for i, length in enumerate(LENGTHS):
+        outputs, read, label = c.sequence(X_test[i, :length])
+        assert_close(outputs, raw[i], kind)
+        assert_close(read, expected_read[i], kind)
+        if model.out_activation_ == "softmax":
+            assert model.classes_[label] == predicted[i]
+        elif model.out_activation_ == "logistic":
+            clear = np.abs(raw[i]) > 1e-5
+            np.testing.assert_array_equal(label[clear], predicted[i][clear])
+        outputs, read, label = ci.sequence(X_test[i, :length])
+        np.testing.assert_array_equal(outputs, q_outputs[i])
+        expected = q._stream_predictions(q_outputs[i : i + 1])[0]
+        np.testing.assert_allclose(read, expected, rtol=1e-6, atol=1e-6)
+        if kind == "classifier":
+            np.testing.assert_array_equal(
+                q.classes_[label] if q.out_activation_ == "softmax" else label,
+                q._predictions(q_outputs[i : i + 1])[0])
+    # streamed: three interleaved streams, stream 2 paused for a few ticks; the C
+    # state after every step against the Python streamers
+    streams, int8_streams = model.streamer(3), q.streamer(3)
+    states, int8_states = [c.new_state() for _ in range(3)], [ci.new_state() for _ in range(3)]
+    for i in range(3):  # before any timestep
+        assert_close(c.read(states[i]), streams.predictions()[i], kind)
+        np.testing.assert_array_equal(ci.outputs(int8_states[i]),
+                                      int8_streams._cell.outputs()[i])
+    fed, lengths = [0, 0, 0], LENGTHS[:3]
+    for tick in range(12):
+        x = np.full((3, X.shape[2]), np.nan)
+        for i in range(3):
+            if (i != 2 or tick not in (1, 2, 5)) and fed[i] < lengths[i]:
+                x[i] = X_test[i, fed[i]]
+                fed[i] += 1
+                c.step(states[i], x[i])
+                ci.step(int8_states[i], x[i])
+        expected, expected_int8 = streams.update(x), int8_streams.update(x)
+        expected_outputs = int8_streams._cell.outputs()
+        for i in range(3):
+            assert_close(c.read(states[i]), expected[i], kind)
+            np.testing.assert_array_equal(ci.outputs(int8_states[i]), expected_outputs[i])
+            np.testing.assert_allclose(ci.read(int8_states[i]), expected_int8[i],
+                                       rtol=1e-6, atol=1e-6)
+    assert fed == list(lengths)
+
+
 DRIVER = r"""
 #include <stdio.h>
 #include "digits.h"
 
 int main(void)
 {
-    static const float x[2 * DIGITS_N_CHANNELS] = {%s};
+    static const float x[3 * DIGITS_N_CHANNELS] = {%s};
     float proba[DIGITS_N_CLASSES];
-    int k;
-    if (digits_predict_proba(x, 2, proba) != 0 || digits_predict(x, 0) != -1
-        || digits_predict_proba(NULL, 2, proba) != -1) {
+    digits_state state;
+    int t, k;
+    if (digits_predict_proba(x, 3, proba) != 0 || digits_predict(x, 0) != -1
+        || digits_predict_proba(NULL, 3, proba) != -1 || digits_step(NULL, x) != -1
+        || digits_proba(NULL, proba) != -1 || digits_label(NULL) != -1) {
         return 1;
     }
     for (k = 0; k < DIGITS_N_CLASSES; ++k) {
         printf("%%.9g\n", proba[k]);
     }
-    printf("%%d\n", digits_predict(x, 2));
+    printf("%%d\n", digits_predict(x, 3));
+    /* firmware style: init once, a step as each sample arrives, a read-out */
+    digits_init(&state);
+    for (t = 0; t < 3; ++t) {
+        if (digits_step(&state, x + t * DIGITS_N_CHANNELS) != 0
+            || digits_proba(&state, proba) != 0) {
+            return 1;
+        }
+        for (k = 0; k < DIGITS_N_CLASSES; ++k) {
+            printf("%%.9g\n", proba[k]);
+        }
+        printf("%%d\n", digits_label(&state));
+    }
     return 0;
 }
 """
@@ -145,17 +310,22 @@ int main(void)
 
 def test_a_c_program_using_the_header_gets_the_python_probabilities(tmp_path, data):
     X, y, _, _ = data
-    clf = FastGRNNClassifier(8, w_rank=2, sparsity_w=0.5, max_iter=6, random_state=0).fit(X, y)
+    clf = FastGRNNClassifier(8, w_rank=2, sparsity_w=0.5, window=2, readout="mean",
+                             max_iter=6, random_state=0).fit(X, y)
     _, source = export_c(clf, tmp_path, name="digits")
-    x = X[5, :2].astype(np.float32)
+    x = X[5, :3].astype(np.float32)
     (tmp_path / "main.c").write_text(DRIVER % ", ".join(f"{v:.9e}f" for v in x.ravel()))
     program = tmp_path / "main"
     subprocess.run([gcc(), *CFLAGS, "-o", str(program), str(tmp_path / "main.c"), source, "-lm"],
                    check=True, capture_output=True, text=True)
     out = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout.split()
-    expected = clf.predict_proba(X[5:6, :2])[0]
-    np.testing.assert_allclose(np.array(out[:-1], dtype=float), expected, atol=1e-5)
-    assert int(out[-1]) == np.argmax(expected)
+    rows = np.array(out, dtype=float).reshape(4, 4)  # 3 probabilities and a label per row
+    expected = clf.predict_proba(X[5:6, :3])[0]
+    np.testing.assert_allclose(rows[0, :3], expected, atol=1e-5)
+    assert rows[0, 3] == np.argmax(expected)
+    staged = clf.staged_predict_proba(X[5:6, :3])[0]  # after each timestep
+    np.testing.assert_allclose(rows[1:, :3], staged, atol=1e-5)
+    np.testing.assert_array_equal(rows[1:, 3], np.argmax(staged, axis=1))
 
 
 def test_export_refuses_what_it_can_not_write(tmp_path, data):
@@ -167,3 +337,24 @@ def test_export_refuses_what_it_can_not_write(tmp_path, data):
         export_c(make_pipeline(StandardScaler(), clf), tmp_path)
     with pytest.raises(ValueError, match="C identifier"):
         export_c(clf, tmp_path, name="2fast")
+    q = quantize(clf, X)
+    q.out_activation_ = "softmax2"
+    with pytest.raises(ValueError, match="out_activation_='softmax2' is not one the C code"):
+        export_c(q, tmp_path)
+    reg, _ = task_model(np.random.default_rng(0), "regression", max_iter=2)
+    reg.coefs_ = {**reg.coefs_, "V": reg.coefs_["V"] * np.nan}
+    with pytest.raises(ValueError, match=r"coefs_\['V'\] contains NaN or inf: export_c"):
+        export_c(reg, tmp_path)
+    reg.coefs_ = {**reg.coefs_, "V": reg.coefs_["V"][:, :1]}
+    with pytest.raises(ValueError, match="n_outputs_ is 2, but coefs_.'V'. has 1 columns"):
+        export_c(reg, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_read_outs_cover_every_output_activation():
+    from sklearn_fastgrnn.classifier import LOGISTIC, SOFTMAX
+    from sklearn_fastgrnn.compression import OUT_ACTIVATIONS
+    from sklearn_fastgrnn.regressor import LOSSES
+
+    activations = {SOFTMAX, LOGISTIC} | {activation for _, activation in LOSSES.values()}
+    assert set(READ_OUTS) == activations == set(OUT_ACTIVATIONS)

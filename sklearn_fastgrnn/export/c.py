@@ -1,37 +1,65 @@
-"""C export: a header and a source that run a fitted FastGRNN on one sequence.
+"""C export: a header and a source that run a fitted FastGRNN, streamed or on whole sequences.
 
 The generated code is C99, uses only the C standard library and libm, and
-allocates nothing (every buffer is a fixed-size local array). For a model
-exported under ``name`` the header declares::
+allocates nothing (every buffer is a fixed-size local array or the caller's
+state). For a model exported under ``name`` the header declares a state and a
+step API, for samples that arrive one timestep at a time::
 
-    int name_logits(const float *x, int length, float *logits);    float32 model
-    int name_logits(const float *x, int length, int32_t *logits);  int8 model (Q12)
-    int name_predict_proba(const float *x, int length, float *proba);
-    int name_predict(const float *x, int length);
+    typedef struct {...} name_state;          the state of one stream
+    void name_init(name_state *state);        an empty sequence
+    int name_step(name_state *state, const float *x);        one timestep
+    int name_outputs(const name_state *state, T *outputs);   the outputs so far
 
-``x`` holds ``length`` timesteps of ``NAME_N_CHANNELS`` values, time-major
-(``x[t * NAME_N_CHANNELS + c]``); a shorter sequence is passed with its own
-length (no NaN padding). ``proba`` receives ``NAME_N_CLASSES`` probabilities in
-the order of ``classes_`` and ``name_predict`` returns the index of the most
-probable class. The functions return -1 when ``length < 1`` or a pointer is
-NULL, and otherwise 0 (``name_predict``: the class index).
+and read-outs of the state as fit the model (``out_activation_``)::
 
-A :class:`~sklearn_fastgrnn.FastGRNNClassifier` is written with float32 weights
+    int name_proba(const name_state *state, float *proba);   classifiers
+    int name_label(const name_state *state);                 single label: the class index
+    int name_labels(const name_state *state, int32_t *labels);  multilabel: outputs > 0
+    int name_value(const name_state *state, float *y);       regressors: the prediction
+
+The whole-sequence functions are those steps in a loop (init, a step per
+timestep, a read-out)::
+
+    int name_sequence_outputs(const float *x, int length, T *outputs);
+    int name_logits(const float *x, int length, T *logits);      classifiers
+    int name_predict_proba(const float *x, int length, float *proba);  classifiers
+    int name_predict(const float *x, int length);                 single label
+    int name_predict(const float *x, int length, int32_t *labels);  multilabel
+    int name_predict(const float *x, int length, float *y);       regressors
+
+``T`` is ``float`` for a float32 model and ``int32_t`` (Q12) for an int8 one.
+``x`` holds one timestep of ``NAME_N_CHANNELS`` values (``name_step``), or
+``length`` timesteps time-major (``x[t * NAME_N_CHANNELS + c]``; a shorter
+sequence is passed with its own length, no NaN padding). A cell step reads
+``NAME_WINDOW`` timesteps: ``name_step`` keeps them in the state until the
+window is full, and a read-out of a partly filled window completes it with its
+last timestep (as ``predict`` completes a sequence's last window), without
+committing it. The functions return -1 when a pointer is NULL, ``length < 1``
+or a state has taken ``INT32_MAX`` cell steps, and otherwise 0 (``name_label``
+and the single-label ``name_predict``: the class index).
+
+A fitted :class:`~sklearn_fastgrnn.FastGRNNClassifier` or
+:class:`~sklearn_fastgrnn.FastGRNNRegressor` is written with float32 weights
 and float32 arithmetic. A :class:`~sklearn_fastgrnn.compression.QuantizedFastGRNN`
 is written with its int8 tensors and runs its integer arithmetic exactly:
-``name_logits`` returns the integers of ``QuantizedFastGRNN.quantized_logits``.
-Matrices trained sparse are stored sparse, column by column: the number of
-non-zeros of each column, then the row index (uint8 below 256 rows, else
-uint16) and the value of each non-zero.
+``name_outputs`` gives the integers of ``QuantizedFastGRNN.quantized_outputs``
+and of its streamer. Matrices trained sparse are stored sparse, column by
+column: the number of non-zeros of each column, then the row index (uint8 below
+256 rows, else uint16) and the value of each non-zero.
+
+Thread safety: the code has no global state (only constant tables): every
+function may run in several threads at once, each on its own state.
 """
 
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .. import compression
+from .._cell import READOUTS
 from .._files import write_all_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._size import index_bytes
@@ -39,7 +67,8 @@ from .._sparsity import sparse_keys
 from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
-from .weights import check_classifier
+from ..regressor import FastGRNNRegressor
+from .weights import _weight_problem, check_classifier
 
 __all__ = ["export_c"]
 
@@ -101,18 +130,43 @@ _INTEGER_NONLINEARITIES = {
 }
 
 
+class ReadOut(NamedTuple):
+    """What the C code offers to read the outputs of a model with one ``out_activation_``."""
+
+    task: str  # "classifier" or "regressor"
+    proba: str | None  # "softmax" or "sigmoid": name_proba, name_predict_proba
+    predict: str  # "label" (an index), "labels" (an indicator) or "value" (floats)
+    description: str
+
+
+# out_activation_ of the estimators -> the read-outs of the C code (the one list
+# of output activations the C export and the compiled predictor know)
+READ_OUTS = {
+    "softmax": ReadOut("classifier", "softmax", "label",
+                       "a classifier: softmax of the outputs (logits) over the classes"),
+    "logistic": ReadOut("classifier", "sigmoid", "labels",
+                        "a multilabel classifier: a sigmoid per label, labels where "
+                        "the output is > 0"),
+    "identity": ReadOut("regressor", None, "value",
+                        "a regressor: the predictions are the outputs"),
+    "exp": ReadOut("regressor", None, "value",
+                   "a Poisson regressor: the predictions are exp(outputs)"),
+}
+
+
 def export_c(model, directory, *, name="fastgrnn"):
     """Write ``<name>.h`` and ``<name>.c`` for a fitted model into ``directory``.
 
     Parameters
     ----------
-    model : FastGRNNClassifier or QuantizedFastGRNN
+    model : FastGRNNClassifier, FastGRNNRegressor or QuantizedFastGRNN
         Fitted; a QuantizedFastGRNN (from
         :func:`~sklearn_fastgrnn.compression.quantize`) gives integer-only code.
+        Any readout, input window and output activation.
     directory : str or path-like
         Created if missing.
     name : str, default="fastgrnn"
-        Prefix of the file names, functions and macros: a C identifier.
+        Prefix of the file names, functions, types and macros: a C identifier.
 
     Returns
     -------
@@ -125,19 +179,7 @@ def export_c(model, directory, *, name="fastgrnn"):
             f"name={name!r} is not a C identifier: use letters, digits and '_', "
             "not starting with a digit."
         )
-    if isinstance(model, QuantizedFastGRNN):
-        _check_quantized(model)
-        writer = _QuantizedWriter(model, name)
-    elif isinstance(model, FastGRNNClassifier):
-        check_is_fitted(model, "coefs_")
-        check_classifier(model, "export_c refuses it")
-        writer = _FloatWriter(model, name)
-    else:
-        raise TypeError(
-            f"export_c needs a fitted FastGRNNClassifier or a QuantizedFastGRNN, got "
-            f"{type(model).__name__}. For a Pipeline, export its last step and apply "
-            "the preprocessing before calling the C function."
-        )
+    writer = writer_for(model, name)
     source = writer.source()  # before the header: it decides the helpers used
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(os.fspath(directory), f"{name}.{ext}") for ext in ("h", "c")]
@@ -147,6 +189,76 @@ def export_c(model, directory, *, name="fastgrnn"):
     return paths
 
 
+def writer_for(model, name):
+    """The writer of a model's C code, after checking that it can be written."""
+    if isinstance(model, QuantizedFastGRNN):
+        check_model(model)
+        return _QuantizedWriter(model, name)
+    if isinstance(model, (FastGRNNClassifier, FastGRNNRegressor)):
+        check_model(model)
+        return _FloatWriter(model, name)
+    raise TypeError(
+        f"export_c needs a fitted FastGRNNClassifier, FastGRNNRegressor or "
+        f"QuantizedFastGRNN, got {type(model).__name__}. For a Pipeline, export its "
+        "last step and apply the preprocessing before calling the C function."
+    )
+
+
+def check_model(model, consequence="export_c refuses it"):
+    """Raise when a model can not be written as C code (not fitted, damaged, or a
+    readout or output activation the C code does not know)."""
+    if isinstance(model, QuantizedFastGRNN):
+        _check_quantized(model)
+    else:
+        check_is_fitted(model, "coefs_")
+        if isinstance(model, FastGRNNClassifier):
+            check_classifier(model, consequence)
+        else:
+            _check_regressor(model, consequence)
+    activation = getattr(model, "out_activation_", "softmax")
+    if activation not in READ_OUTS:
+        raise ValueError(
+            f"out_activation_={activation!r} is not one the C code can read out "
+            f"({sorted(READ_OUTS)}): {consequence}."
+        )
+    if getattr(model, "readout", "last") not in READOUTS:
+        raise ValueError(
+            f"readout={model.readout!r} is not one of {list(READOUTS)}: {consequence}."
+        )
+
+
+def _check_regressor(reg, consequence):
+    """What :func:`check_classifier` checks of a classifier, for a regressor."""
+    coefs = getattr(reg, "coefs_", None)
+    if not isinstance(coefs, dict):
+        raise ValueError(f"coefs_ is a {type(coefs).__name__}, not a dict of arrays: "
+                         f"{consequence}. The model is damaged; retrain it.")
+    n_outputs = np.shape(coefs.get("V", ()))[-1:]
+    if n_outputs and n_outputs[0] != reg.n_outputs_:
+        raise ValueError(
+            f"n_outputs_ is {reg.n_outputs_}, but coefs_['V'] has {n_outputs[0]} "
+            f"columns, one per output: {consequence}. The model is damaged; refit it."
+        )
+    try:
+        shapes = reg._layout().shapes
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{exc} ({consequence})") from None
+    fitted = {key: np.shape(value) for key, value in coefs.items()}
+    if fitted != shapes:
+        raise ValueError(
+            f"coefs_ has shapes {fitted}, but the regressor's hyper-parameters "
+            f"describe {shapes}: {consequence}. They were changed after fit; set "
+            "them back or refit."
+        )
+    for key, value in coefs.items():
+        problem = _weight_problem(value)
+        if problem:
+            raise ValueError(
+                f"coefs_[{key!r}] {problem}: {consequence}. The model diverged or was "
+                "damaged; retrain it (smaller learning_rate_init, or alpha)."
+            )
+
+
 def _check_quantized(q):
     """Refuse an int8 model whose tensors are not int8 or whose outputs do not
     match ``classes_`` (a damaged or edited model)."""
@@ -154,13 +266,18 @@ def _check_quantized(q):
         if np.asarray(value).dtype != np.int8:
             raise ValueError(f"weights_[{key!r}] of the QuantizedFastGRNN is "
                              f"{np.asarray(value).dtype}, not int8: the model is damaged; "
-                             "quantize the classifier again.")
+                             "quantize the model again.")
     V = q.weights_[q.chain_keys("V")[-1]]
-    if np.shape(V)[-1] != len(q.classes_):
+    if hasattr(q, "classes_") and np.shape(V)[-1] != len(q.classes_):
         raise ValueError(
             f"classes_ holds {len(q.classes_)} labels, but the int8 output matrix has "
             f"{np.shape(V)[-1]} columns, one per class: export_c refuses it. classes_ "
             "was changed after quantize or the model is damaged."
+        )
+    if np.shape(V)[-1] != q.n_outputs_:
+        raise ValueError(
+            f"n_outputs_ is {q.n_outputs_}, but the int8 output matrix has "
+            f"{np.shape(V)[-1]} columns: export_c refuses it. The model is damaged."
         )
 
 
@@ -182,20 +299,47 @@ def _array(ctype, name, values, fmt=str):
     return f"static const {ctype} {name}[{len(items)}] = {{\n{body}\n}};\n"
 
 
-class _Writer:
-    """The parts of the source that the float32 and int8 variants share."""
+def _indent(code, spaces):
+    """``code`` with every line but the first indented by ``spaces`` more."""
+    return code.replace("\n", "\n" + " " * spaces)
 
-    value_ctype = value_format = logit_ctype = logit_to_float = description = None
+
+class _Writer:
+    """The parts of the source that the float32 and int8 variants share.
+
+    Subclasses give the C types (``value_ctype`` of matrix entries, ``state_ctype``
+    of ``h`` and of the window, ``out_ctype`` of the outputs), the arrays, the
+    ``cell`` function, the conversion of an input value (``read_input``), the
+    mean of the pool and the output layer.
+    """
+
+    value_ctype = value_format = out_ctype = state_ctype = description = None
 
     def __init__(self, model, name):
         self.model = model
         self.name, self.NAME = name, name.upper()
-        self.n_classes = len(model.classes_)
+        self.activation = getattr(model, "out_activation_", "softmax")
+        self.read_out = READ_OUTS[self.activation]
+        self.readout = getattr(model, "readout", "last")
+        self.window = int(getattr(model, "window_", 1))
+        self.n_channels = int(model.n_channels_)
         self.used = set()  # product helpers the chains need
 
+    # -- names and macros ------------------------------------------------------
     def sym(self, key):
         return f"{self.name}_{key}"
 
+    @property
+    def macros(self):
+        N = self.NAME
+        return {"H": f"{N}_HIDDEN_SIZE", "D": f"{N}_N_CHANNELS", "K": f"{N}_WINDOW",
+                "C": f"{N}_N_OUTPUTS", "IN": f"({N}_WINDOW * {N}_N_CHANNELS)"}
+
+    @property
+    def pool_ctype(self):
+        return self.state_ctype
+
+    # -- matrices --------------------------------------------------------------
     def matrix(self, key, values, sparse, variant=""):
         """C arrays of one matrix and a call template computing ``out = v @ M``
         (with the product helpers of ``variant``: "" or "_d", in double)."""
@@ -264,89 +408,436 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
 """
         return text
 
+    # -- header ----------------------------------------------------------------
+    def state_fields(self):
+        """``(ctype, field, length macro, comment)`` of the state struct, in order."""
+        m = self.macros
+        fields = [(self.state_ctype, "h", m["H"], "the hidden state after the last cell step")]
+        if self.readout != "last":
+            what = "the sum of the states" if self.readout == "mean" else "their maximum"
+            fields.append((self.pool_ctype, "pool", m["H"], f"{self.readout} readout: {what}"))
+        fields.append(("int32_t", "steps", None, "cell steps taken"))
+        if self.window > 1:
+            fields.append(("int32_t", "filled", None, "timesteps in window (a cell step "
+                           f"reads {self.window})"))
+            fields.append((self.state_ctype, "window", f"{m['K']} * {m['D']}",
+                           "the window being filled, time-major"))
+        return fields
+
+    def declarations(self):
+        """The public functions, as declared in the header."""
+        n, out, read = self.name, self.out_ctype, self.read_out
+        lines = [
+            f"void {n}_init({n}_state *state);",
+            f"int {n}_step({n}_state *state, const float *x);",
+            f"int {n}_outputs(const {n}_state *state, {out} *outputs);",
+        ]
+        if read.proba:
+            lines.append(f"int {n}_proba(const {n}_state *state, float *proba);")
+        lines.append({
+            "label": f"int {n}_label(const {n}_state *state);",
+            "labels": f"int {n}_labels(const {n}_state *state, int32_t *labels);",
+            "value": f"int {n}_value(const {n}_state *state, float *y);",
+        }[read.predict])
+        lines.append("")
+        lines.append(f"int {n}_sequence_outputs(const float *x, int length, {out} *outputs);")
+        if read.task == "classifier":
+            lines.append(f"int {n}_logits(const float *x, int length, {out} *logits);")
+        if read.proba:
+            lines.append(f"int {n}_predict_proba(const float *x, int length, float *proba);")
+        lines.append({
+            "label": f"int {n}_predict(const float *x, int length);",
+            "labels": f"int {n}_predict(const float *x, int length, int32_t *labels);",
+            "value": f"int {n}_predict(const float *x, int length, float *y);",
+        }[self.read_out.predict])
+        return "\n".join(lines)
+
     def header(self):
-        N = self.NAME
-        labels = ", ".join(str(c) for c in self.model.classes_)
-        return f"""/* {self.name}.h: a FastGRNN classifier (sklearn_fastgrnn {__version__}).
+        N, n, model = self.NAME, self.name, self.model
+        if self.read_out.task == "classifier":
+            labels = ", ".join(str(c) for c in model.classes_)
+            outputs = f" * Outputs follow classes_: {labels}\n"
+            classes = f"#define {N}_N_CLASSES {len(model.classes_)}\n"
+        else:
+            outputs, classes = f" * {self.n_outputs} output(s).\n", ""
+        struct = "\n".join(
+            f"    {ctype} {field}{f'[{length}]' if length else ''}; /* {comment} */"
+            for ctype, field, length, comment in self.state_fields()
+        )
+        returns = (f" ({n}_label and {n}_predict: the class index)"
+                   if self.read_out.predict == "label" else "")
+        description = self.read_out.description[0].upper() + self.read_out.description[1:]
+        return f"""/* {n}.h: a FastGRNN model (sklearn_fastgrnn {__version__}).
  *
+ * {description}.
  * {self.description}
- * Input: x[t * {N}_N_CHANNELS + c] for t < length (time-major, no padding).
- * Outputs follow classes_: {labels}
- * The functions return -1 if length < 1 or a pointer is NULL, else 0
- * ({self.name}_predict: the index of the most probable class).
- * C99, the standard library and libm only; no dynamic memory.
+ * Readout: {self.readout}; a cell step reads {self.window} timestep(s).
+{outputs} *
+ * Streaming: {n}_init(&state) once, {n}_step(&state, x) for each timestep
+ * (x: {N}_N_CHANNELS values) as it arrives, a read-out of the state when
+ * needed. Whole sequences: x[t * {N}_N_CHANNELS + c] for t < length
+ * (time-major, no padding). The functions return -1 if a pointer is NULL or
+ * length < 1, else 0{returns}.
+ * C99, the standard library and libm only; no dynamic memory; no global state:
+ * the functions may run in several threads at once, each on its own state.
  */
 #ifndef {N}_H
 #define {N}_H
 
 #include <stdint.h>
 
-#define {N}_N_CHANNELS {self.model.n_channels_}
-#define {N}_N_CLASSES {self.n_classes}
-#define {N}_HIDDEN_SIZE {self.hidden_size}
+#define {N}_N_CHANNELS {self.n_channels}
+#define {N}_WINDOW {self.window}
+#define {N}_N_OUTPUTS {self.n_outputs}
+{classes}#define {N}_HIDDEN_SIZE {self.hidden_size}
 
-int {self.name}_logits(const float *x, int length, {self.logit_ctype} *logits);
-int {self.name}_predict_proba(const float *x, int length, float *proba);
-int {self.name}_predict(const float *x, int length);
+/* The state of one stream: set by {n}_init, advanced by {n}_step. */
+typedef struct {{
+{struct}
+}} {n}_state;
+
+{self.declarations()}
 
 #endif
 """
 
-    def entry_points(self):
-        """``predict_proba`` (softmax of the logits) and ``predict`` (their argmax)."""
-        n, C, f = self.name, f"{self.NAME}_N_CLASSES", self.logit_to_float
+    # -- the step API ----------------------------------------------------------
+    def state_code(self):
+        """``init``, ``step`` and ``outputs``, on the subclass's ``cell``."""
+        n, m, k = self.name, self.macros, self.window
+        H, D, IN = m["H"], m["D"], m["IN"]
+        pooled = self.readout != "last"
+        init_window = f"""
+    state->filled = 0;
+    for (j = 0; j < {IN}; ++j) {{
+        state->window[j] = 0;
+    }}""" if k > 1 else ""
+        if k > 1:
+            feed = f"""{{
+        {self.state_ctype} *slot = state->window + (size_t)state->filled * {D};
+        for (j = 0; j < {D}; ++j) {{
+            slot[j] = {self.read_input("x[j]", "j")};
+        }}
+        if (++state->filled < {k}) {{
+            return 0;
+        }}
+        state->filled = 0;
+        cell(state->h, state->window, state->h);
+    }}"""
+        elif self.read_input("x[j]", "j") == "x[j]":
+            feed = "cell(state->h, x, state->h);"
+        else:
+            feed = f"""for (j = 0; j < {D}; ++j) {{
+        in[j] = {self.read_input("x[j]", "j")};
+    }}
+    cell(state->h, in, state->h);"""
+        locals_step = ("" if k > 1 or self.read_input("x[j]", "j") == "x[j]"
+                       else f"    {self.state_ctype} in[{D}];\n")
+        commit = ""
+        if self.readout == "mean":
+            commit = f"""
+    for (j = 0; j < {H}; ++j) {{
+        state->pool[j] += state->h[j];
+    }}"""
+        elif self.readout == "max":
+            commit = f"""
+    for (j = 0; j < {H}; ++j) {{
+        if (state->steps == 0 || state->h[j] > state->pool[j]) {{
+            state->pool[j] = state->h[j];
+        }}
+    }}"""
+        # the readout r of the committed steps, or of those and a completed window
+        committed = {
+            "last": "r[j] = state->h[j];",
+            "mean": f"r[j] = state->steps > 0 ? {self.mean('state->pool[j]', 'state->steps')} : 0;",
+            "max": "r[j] = state->steps > 0 ? state->pool[j] : 0;",
+        }[self.readout]
+        read = f"""for (j = 0; j < {H}; ++j) {{
+        {committed}
+    }}"""
+        locals_out = ""
+        if k > 1:
+            completed = {
+                "last": "r[j] = h[j];",
+                "mean": "r[j] = " + self.mean("state->pool[j] + h[j]",
+                                              "(int64_t)state->steps + 1") + ";",
+                "max": "r[j] = state->steps == 0 || h[j] > state->pool[j] ? h[j] : "
+                       "state->pool[j];",
+            }[self.readout]
+            locals_out = f"    {self.state_ctype} h[{H}], in[{IN}];\n    int filled;\n"
+            read = f"""filled = state->filled;
+    if (filled > 0) {{ /* the window completed with its last timestep, not committed */
+        for (j = 0; j < {IN}; ++j) {{
+            in[j] = state->window[j < filled * {D} ? j : (filled - 1) * {D} + j % {D}];
+        }}
+        cell(state->h, in, h);
+        for (j = 0; j < {H}; ++j) {{
+            {completed}
+        }}
+    }} else {{
+        {_indent(read, 4)}
+    }}"""
+        init_pool = "\n        state->pool[j] = 0;" if pooled else ""
+        index = "    int j;\n" if re.search(r"\bj\b", feed + commit) else ""
         return f"""
-int {n}_predict_proba(const float *x, int length, float *proba)
+void {n}_init({n}_state *state)
 {{
-    {self.logit_ctype} logits[{C}];
-    float top, total = 0.0f;
-    int k;
-    if (proba == NULL || {n}_logits(x, length, logits) != 0) {{
+    int j;
+    if (state == NULL) {{
+        return;
+    }}
+    for (j = 0; j < {H}; ++j) {{
+        state->h[j] = 0;{init_pool}
+    }}
+    state->steps = 0;{init_window}
+}}
+
+int {n}_step({n}_state *state, const float *x)
+{{
+{locals_step}{index}    if (state == NULL || x == NULL || state->steps == INT32_MAX) {{
         return -1;
     }}
-    top = {f.format("logits[0]")};
+    {feed}{commit}
+    state->steps += 1;
+    return 0;
+}}
+
+int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
+{{
+    {self.state_ctype} r[{H}];
+{locals_out}    int j;
+    if (state == NULL || outputs == NULL) {{
+        return -1;
+    }}
+    {read}
+    output_layer(r, outputs);
+    return 0;
+}}
+"""
+
+    # -- read-outs -------------------------------------------------------------
+    def read_out_code(self):
+        """The static read-outs of outputs and the public functions built on them."""
+        n, C, out = self.name, self.macros["C"], self.out_ctype
+        v = self.output_value
+        read = self.read_out
+        text = ""
+        if read.proba == "softmax":
+            text += f"""
+static void proba_of(const {out} *o, float *proba)
+{{
+    float top = {v("0")}, total = 0.0f;
+    int k;
     for (k = 1; k < {C}; ++k) {{
-        if ({f.format("logits[k]")} > top) {{
-            top = {f.format("logits[k]")};
+        if ({v("k")} > top) {{
+            top = {v("k")};
         }}
     }}
     for (k = 0; k < {C}; ++k) {{
-        proba[k] = expf({f.format("logits[k]")} - top);
+        proba[k] = expf({v("k")} - top);
         total += proba[k];
     }}
     for (k = 0; k < {C}; ++k) {{
         proba[k] /= total;
     }}
-    return 0;
 }}
-
-int {n}_predict(const float *x, int length)
+"""
+        elif read.proba == "sigmoid":
+            text += f"""
+static void proba_of(const {out} *o, float *proba)
 {{
-    {self.logit_ctype} logits[{C}];
-    int k, best = 0;
-    if ({n}_logits(x, length, logits) != 0) {{
-        return -1;
+    int k;
+    for (k = 0; k < {C}; ++k) {{
+        float value = {v("k")};
+        if (value >= 0.0f) {{
+            proba[k] = 1.0f / (1.0f + expf(-value));
+        }} else {{
+            float e = expf(value);
+            proba[k] = e / (1.0f + e);
+        }}
     }}
+}}
+"""
+        if read.predict == "label":
+            text += f"""
+/* the first largest output */
+static int label_of(const {out} *o)
+{{
+    int k, best = 0;
     for (k = 1; k < {C}; ++k) {{
-        if (logits[k] > logits[best]) {{
+        if (o[k] > o[best]) {{
             best = k;
         }}
     }}
     return best;
 }}
 """
+        elif read.predict == "labels":
+            text += f"""
+static void labels_of(const {out} *o, int32_t *labels)
+{{
+    int k;
+    for (k = 0; k < {C}; ++k) {{
+        labels[k] = o[k] > 0;
+    }}
+}}
+"""
+        else:
+            text += f"""
+static void value_of(const {out} *o, float *y)
+{{
+    int k;
+    for (k = 0; k < {C}; ++k) {{
+        y[k] = {self.prediction("k")};
+    }}
+}}
+"""
+        # the state's read-outs, then the whole-sequence functions
+        if read.proba:
+            text += f"""
+int {n}_proba(const {n}_state *state, float *proba)
+{{
+    {out} o[{C}];
+    if (proba == NULL || {n}_outputs(state, o) != 0) {{
+        return -1;
+    }}
+    proba_of(o, proba);
+    return 0;
+}}
+"""
+        text += {
+            "label": f"""
+int {n}_label(const {n}_state *state)
+{{
+    {out} o[{C}];
+    if ({n}_outputs(state, o) != 0) {{
+        return -1;
+    }}
+    return label_of(o);
+}}
+""",
+            "labels": f"""
+int {n}_labels(const {n}_state *state, int32_t *labels)
+{{
+    {out} o[{C}];
+    if (labels == NULL || {n}_outputs(state, o) != 0) {{
+        return -1;
+    }}
+    labels_of(o, labels);
+    return 0;
+}}
+""",
+            "value": f"""
+int {n}_value(const {n}_state *state, float *y)
+{{
+    {out} o[{C}];
+    if (y == NULL || {n}_outputs(state, o) != 0) {{
+        return -1;
+    }}
+    value_of(o, y);
+    return 0;
+}}
+""",
+        }[read.predict]
+        text += f"""
+int {n}_sequence_outputs(const float *x, int length, {out} *outputs)
+{{
+    {n}_state state;
+    int t;
+    if (x == NULL || outputs == NULL || length < 1) {{
+        return -1;
+    }}
+    {n}_init(&state);
+    for (t = 0; t < length; ++t) {{
+        if ({n}_step(&state, x + (size_t)t * {self.macros["D"]}) != 0) {{
+            return -1;
+        }}
+    }}
+    return {n}_outputs(&state, outputs);
+}}
+"""
+        if read.task == "classifier":
+            text += f"""
+int {n}_logits(const float *x, int length, {out} *logits)
+{{
+    return {n}_sequence_outputs(x, length, logits);
+}}
+"""
+        if read.proba:
+            text += f"""
+int {n}_predict_proba(const float *x, int length, float *proba)
+{{
+    {out} o[{C}];
+    if (proba == NULL || {n}_sequence_outputs(x, length, o) != 0) {{
+        return -1;
+    }}
+    proba_of(o, proba);
+    return 0;
+}}
+"""
+        text += {
+            "label": f"""
+int {n}_predict(const float *x, int length)
+{{
+    {out} o[{C}];
+    if ({n}_sequence_outputs(x, length, o) != 0) {{
+        return -1;
+    }}
+    return label_of(o);
+}}
+""",
+            "labels": f"""
+int {n}_predict(const float *x, int length, int32_t *labels)
+{{
+    {out} o[{C}];
+    if (labels == NULL || {n}_sequence_outputs(x, length, o) != 0) {{
+        return -1;
+    }}
+    labels_of(o, labels);
+    return 0;
+}}
+""",
+            "value": f"""
+int {n}_predict(const float *x, int length, float *y)
+{{
+    {out} o[{C}];
+    if (y == NULL || {n}_sequence_outputs(x, length, o) != 0) {{
+        return -1;
+    }}
+    value_of(o, y);
+    return 0;
+}}
+""",
+        }[read.predict]
+        return text
+
+    def prediction(self, k):
+        """C expression of a regressor's prediction of output ``k`` (a float)."""
+        if self.activation == "exp":
+            return f"expf({self.output_value(k)})"
+        return self.output_value(k)
 
 
 class _FloatWriter(_Writer):
-    value_ctype, logit_ctype, logit_to_float = "float", "float", "{}"
+    value_ctype, out_ctype, state_ctype = "float", "float", "float"
     value_format = staticmethod(_float_literal)
-    description = "float32 weights and arithmetic; logits = h_T @ V + bias_out."
+    description = ("float32 weights and arithmetic (the input term in double for inputs "
+                   "near the float32 maximum).")
 
     def __init__(self, model, name):
         super().__init__(model, name)
         self.coefs = {k: np.asarray(v, dtype=np.float32) for k, v in model.coefs_.items()}
-        self.hidden_size = self.coefs["V"].shape[0]
+        self.hidden_size, self.n_outputs = self.coefs["V"].shape
         self.sparse = set(sparse_keys(model))
+
+    def read_input(self, value, channel):
+        return value
+
+    def mean(self, total, count):
+        return f"({total}) / (float)({count})"
+
+    def output_value(self, k):
+        return f"o[{k}]"
 
     def chain(self, chain, v, out, variant="", mid="mid"):
         """Arrays and statements for ``out = v @ W`` (``W1 @ W2`` through ``mid``)."""
@@ -357,28 +848,27 @@ class _FloatWriter(_Writer):
             decls += decl
             lines.append(call.format(v=v, out=out if position == len(keys) - 1 else mid))
             v = mid
-        return decls, "\n        ".join(lines)
+        return decls, "\n    ".join(lines)
 
     def source(self):
-        n, N, c = self.name, self.NAME, self.coefs
-        H, D, C = f"{N}_HIDDEN_SIZE", f"{N}_N_CHANNELS", f"{N}_N_CLASSES"
+        n, c, m = self.name, self.coefs, self.macros
+        H, IN, C = m["H"], m["IN"], m["C"]
         # The input term: in float32 while no partial sum can overflow (inputs
         # up to safe_input), else in double: a float32 sum of inputs near the
         # float32 maximum could overflow halfway (inf, or inf - inf = NaN)
         # where the whole sum does not; its float32 value then saturates the cell
-        w_decl, w_code = self.chain("W", "xt", "pre")
+        w_decl, w_code = self.chain("W", "in", "pre")
         _, w_code_d = self.chain("W", "xd", "pre_d", variant="_d", mid="mid_d")
-        w_code, w_code_d = (code.replace("\n        ", "\n            ")
-                            for code in (w_code, w_code_d))
+        w_code, w_code_d = (_indent(code, 4) for code in (w_code, w_code_d))
         # bound every partial sum of x W (and of x W1, then W2) by max|x| * gain
         gain = worst = 1.0
         for key in [k for k in ("W", "W1", "W2") if k in c]:
             gain *= float(np.abs(c[key].astype(np.float64)).sum(axis=0).max(initial=0.0))
             worst = max(worst, gain)
         safe_input = float(np.finfo(np.float32).max) / 4 / worst
-        u_decl, u_code = self.chain("U", "h", "rec")
-        v_decl, v_code = self.chain("V", "h", "logits")
-        mid = max([c[k].shape[1] for k in ("W1", "U1") if k in c], default=1)
+        u_decl, u_code = self.chain("U", "h_in", "rec")
+        v_decl, v_code = self.chain("V", "r", "outputs")
+        mid = max([c[k].shape[1] for k in ("W1", "U1", "V1") if k in c], default=1)
         sz, sn = scalar_sigmoid(c["zeta"]), scalar_sigmoid(c["nu"])
         biases = "".join(_array("float", self.sym(k), c[k], _float_literal)
                          for k in ("bias_gate", "bias_update", "bias_out"))
@@ -406,73 +896,95 @@ static inline float update(float v)
     return {_FLOAT_NONLINEARITIES[self.model.update_nonlinearity]};
 }}
 
-int {n}_logits(const float *x, int length, float *logits)
+/* One cell step: h_out (may be h_in) from h_in and the {self.window} timestep(s) in */
+static void cell(const float *h_in, const float *in, float *h_out)
 {{
-    float h[{H}], pre[{H}], rec[{H}], mid[{mid}];
-    double xd[{D}], pre_d[{H}], mid_d[{mid}];
-    int t, j;
+    float pre[{H}], rec[{H}], mid[{mid}], largest = 0.0f;
+    double xd[{IN}], pre_d[{H}], mid_d[{mid}];
+    int j;
     (void)mid;
     (void)mid_d;
-    if (x == NULL || logits == NULL || length < 1) {{
-        return -1;
+    for (j = 0; j < {IN}; ++j) {{
+        float magnitude = in[j] < 0.0f ? -in[j] : in[j];
+        largest = magnitude > largest ? magnitude : largest;
     }}
-    for (j = 0; j < {H}; ++j) {{
-        h[j] = 0.0f;
-    }}
-    for (t = 0; t < length; ++t) {{
-        const float *xt = x + (size_t)t * {D};
-        float largest = 0.0f;
-        for (j = 0; j < {D}; ++j) {{
-            float magnitude = xt[j] < 0.0f ? -xt[j] : xt[j];
-            largest = magnitude > largest ? magnitude : largest;
+    if (largest <= {_float_literal(safe_input)}) {{ /* no float32 sum can overflow */
+        {w_code}
+    }} else {{
+        for (j = 0; j < {IN}; ++j) {{
+            xd[j] = in[j];
         }}
-        if (largest <= {_float_literal(safe_input)}) {{ /* no float32 sum can overflow */
-            {w_code}
-        }} else {{
-            for (j = 0; j < {D}; ++j) {{
-                xd[j] = xt[j];
-            }}
-            {w_code_d}
-            for (j = 0; j < {H}; ++j) {{
-                pre[j] = (float)pre_d[j];
-            }}
-        }}
-        {u_code}
+        {w_code_d}
         for (j = 0; j < {H}; ++j) {{
-            float a = pre[j] + rec[j];
-            float z = gate(a + {n}_bias_gate[j]);
-            float c = update(a + {n}_bias_update[j]);
-            h[j] = ({n}_sigmoid_zeta * (1.0f - z) + {n}_sigmoid_nu) * c + z * h[j];
+            pre[j] = (float)pre_d[j];
         }}
     }}
+    {u_code}
+    for (j = 0; j < {H}; ++j) {{
+        float a = pre[j] + rec[j];
+        float z = gate(a + {n}_bias_gate[j]);
+        float c = update(a + {n}_bias_update[j]);
+        h_out[j] = ({n}_sigmoid_zeta * (1.0f - z) + {n}_sigmoid_nu) * c + z * h_in[j];
+    }}
+}}
+
+/* outputs = r @ V + bias_out */
+static void output_layer(const float *r, float *outputs)
+{{
+    int j;
+    float mid[{mid}];
+    (void)mid;
     {v_code}
     for (j = 0; j < {C}; ++j) {{
-        logits[j] += {n}_bias_out[j];
+        outputs[j] += {n}_bias_out[j];
     }}
-    return 0;
 }}
-{self.entry_points()}"""
+{self.state_code()}{self.read_out_code()}"""
 
 
 class _QuantizedWriter(_Writer):
-    value_ctype, logit_ctype = "int8_t", "int32_t"
+    value_ctype, out_ctype, state_ctype = "int8_t", "int32_t", "int32_t"
     value_format = str
-    logit_to_float = "((float){} / 4096.0f)"
     description = (
         "int8 weights, integer-only arithmetic (sklearn_fastgrnn.compression."
-        "QuantizedFastGRNN);\n * logits are Q12 integers (value = logit / 4096)."
+        "QuantizedFastGRNN);\n * outputs are Q12 integers (value = output / 4096)."
     )
 
     def __init__(self, model, name):
         super().__init__(model, name)
-        self.hidden_size = model.hidden_size
+        self.hidden_size, self.n_outputs = model.hidden_size, model.n_outputs_
         self.sparse = set(model.sparse_keys_)
+
+    @property
+    def pool_ctype(self):
+        return "int64_t" if self.readout == "mean" else "int32_t"
+
+    def read_input(self, value, channel):
+        return f"quantize_input({value}, {channel})"
+
+    def mean(self, total, count):
+        return f"(int32_t)div_round({total}, {count})"
+
+    def output_value(self, k):
+        """A classifier's logit, or a regressor's output mapped back (double)."""
+        if self.read_out.task == "classifier":
+            return f"((float)o[{k}] / 4096.0f)"
+        value = f"((double)o[{k}] / 4096.0)"
+        if self.model.output_offset_ is not None:
+            value = (f"((double){self.sym('output_offset')}[{k}] + "
+                     f"(double){self.sym('output_spread')}[{k}] * {value})")
+        return value
+
+    def prediction(self, k):
+        if self.activation == "exp":
+            return f"(float)exp({self.output_value(k)})"
+        return f"(float){self.output_value(k)}"
 
     def requantize(self, key, acc):
         m, s = self.model.multipliers_[key]
         return f"rshift_round((int64_t){acc} * {m}, {s})"
 
-    def chain(self, chain, v, out, indent=8):
+    def chain(self, chain, v, out):
         """Arrays and statements for ``out = v @ W`` with requantisation (Q12 out)."""
         keys = self.model.chain_keys(chain)
         weights = self.model.weights_
@@ -487,22 +999,29 @@ class _QuantizedWriter(_Writer):
             if not last:
                 value = f"clamp({value}, -INT16_LIMIT, INT16_LIMIT)"
             lines.append(call.format(v=v, out="acc"))
-            pad = " " * indent
-            lines.append(f"for (j = 0; j < {width}; ++j) {{\n{pad}    {target}[j] = "
-                         f"(int32_t){value};\n{pad}}}")
+            lines.append(f"for (j = 0; j < {width}; ++j) {{\n    {target}[j] = "
+                         f"(int32_t){value};\n}}")
             v = "mid"
-        return decls, f"\n{pad}".join(lines)
+        return decls, _indent("\n".join(lines), 4)
 
     def source(self):
-        q, n, N = self.model, self.name, self.NAME
-        H, D, C = f"{N}_HIDDEN_SIZE", f"{N}_N_CHANNELS", f"{N}_N_CLASSES"
-        w_decl, w_code = self.chain("W", "xq", "pre")
-        u_decl, u_code = self.chain("U", "h", "rec")
-        v_decl, v_code = self.chain("V", "h", "logits", indent=4)
-        mid = max([q.weights_[k].shape[1] for k in ("W1", "U1") if k in q.weights_], default=1)
+        q, n, m = self.model, self.name, self.macros
+        H, C = m["H"], m["C"]
+        w_decl, w_code = self.chain("W", "in", "pre")
+        u_decl, u_code = self.chain("U", "h_in", "rec")
+        v_decl, v_code = self.chain("V", "r", "outputs")
+        mid = max([q.weights_[k].shape[1] for k in ("W1", "U1", "V1") if k in q.weights_],
+                  default=1)
         widest = max([q.weights_[k].shape[1] for k in q.weights_ if q.weights_[k].ndim == 2])
         biases = "".join(_array("int8_t", self.sym(k), q.weights_[k])
                          for k in ("bias_gate", "bias_update", "bias_out"))
+        maps = (_array("float", self.sym("input_mean"), q.input_mean_, _float_literal)
+                + _array("float", self.sym("input_multiplier"), q.input_multiplier_,
+                         _float_literal))
+        if q.output_offset_ is not None:
+            maps += (_array("float", self.sym("output_offset"), q.output_offset_, _float_literal)
+                     + _array("float", self.sym("output_spread"), q.output_spread_,
+                              _float_literal))
         uses_table = {q.gate_nonlinearity, q.update_nonlinearity} & {"sigmoid", "tanh"}
         table = ""
         if uses_table:
@@ -517,7 +1036,17 @@ static int64_t tanh_magnitude(int64_t a, int shift)
     return {n}_tanh_table[i] + rshift_round(({n}_tanh_table[i + 1] - {n}_tanh_table[i]) * f, shift);
 }}
 """
-        scale = float(2 ** q.frac_bits_["input"])
+        div_round = """
+/* floor((2a + b) / (2b)) for b > 0: a / b rounded half up, also for negative a */
+static int64_t div_round(int64_t a, int64_t b)
+{
+    int64_t num = 2 * a + b, den = 2 * b, quotient = num / den;
+    if (num % den != 0 && num < 0) {
+        --quotient; /* C division truncates towards 0 */
+    }
+    return quotient;
+}
+""" if self.readout == "mean" else ""
         return f"""/* {n}.c: generated by sklearn_fastgrnn {__version__}; see {n}.h.
  *
  * The integer arithmetic of sklearn_fastgrnn.compression.QuantizedFastGRNN:
@@ -531,7 +1060,7 @@ static int64_t tanh_magnitude(int64_t a, int shift)
 #define ONE {compression.ONE}
 #define INT16_LIMIT {compression.INT16_MAX}
 
-{w_decl}{u_decl}{v_decl}{biases}
+{w_decl}{u_decl}{v_decl}{biases}{maps}
 /* floor((v + 2^(s - 1)) / 2^s), also for negative v */
 static int64_t rshift_round(int64_t v, int s)
 {{
@@ -546,13 +1075,14 @@ static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
 {{
     return v < lo ? lo : (v > hi ? hi : v);
 }}
-
-/* x_q = sat16(floor(x * 2^{q.frac_bits_["input"]} + 1/2)), in double like the Python path;
-   saturated before the conversion to an integer, which would overflow for large
-   |x| (NaN, which the Python path reads as padding, gives 0) */
-static int32_t quantize_input(float x)
+{div_round}
+/* x_q = sat16(rint((x - mean_c) * multiplier_c)) in double, as the Python path:
+   a subtraction and a product each rounded once, then rint (half to even);
+   saturated before the conversion to an integer, which would overflow for
+   large |x|; NaN gives 0 */
+static int32_t quantize_input(float x, int c)
 {{
-    double v = floor((double)x * {scale!r} + 0.5);
+    double v = rint(((double)x - (double){n}_input_mean[c]) * (double){n}_input_multiplier[c]);
     if (!(v >= -INT16_LIMIT)) {{
         v = v != v ? 0.0 : -INT16_LIMIT;
     }} else if (v > INT16_LIMIT) {{
@@ -571,40 +1101,35 @@ static int64_t update(int64_t v)
     {_INTEGER_NONLINEARITIES[q.update_nonlinearity]}
 }}
 
-int {n}_logits(const float *x, int length, int32_t *logits)
+/* One cell step: h_out (may be h_in) from h_in and the {self.window} timestep(s) in (x_q) */
+static void cell(const int32_t *h_in, const int32_t *in, int32_t *h_out)
 {{
-    int32_t xq[{D}], h[{H}], pre[{H}], rec[{H}], mid[{mid}], acc[{widest}];
-    int32_t b_gate[{H}], b_update[{H}];
-    int t, j;
+    int32_t pre[{H}], rec[{H}], mid[{mid}], acc[{widest}];
+    int j;
     (void)mid;
-    if (x == NULL || logits == NULL || length < 1) {{
-        return -1;
-    }}
+    {w_code}
+    {u_code}
     for (j = 0; j < {H}; ++j) {{
-        b_gate[j] = (int32_t){self.requantize("bias_gate", f"{n}_bias_gate[j]")};
-        b_update[j] = (int32_t){self.requantize("bias_update", f"{n}_bias_update[j]")};
-        h[j] = 0;
-    }}
-    for (t = 0; t < length; ++t) {{
-        for (j = 0; j < {D}; ++j) {{
-            xq[j] = quantize_input(x[(size_t)t * {D} + j]);
-        }}
-        {w_code}
-        {u_code}
-        for (j = 0; j < {H}; ++j) {{
-            int64_t a = (int64_t)pre[j] + rec[j];
-            int64_t z = gate(a + b_gate[j]);
-            int64_t c = clamp(update(a + b_update[j]), -INT16_LIMIT, INT16_LIMIT);
-            int64_t coef = rshift_round({q.sigmoid_zeta_q15_} * (ONE - z), 12)
-                           + {q.sigmoid_nu_q15_};
-            h[j] = (int32_t)clamp(rshift_round(coef * c, 15) + rshift_round(z * h[j], 12),
+        int64_t a = (int64_t)pre[j] + rec[j];
+        int64_t z = gate(a + {self.requantize("bias_gate", f"{n}_bias_gate[j]")});
+        int64_t c = clamp(update(a + {self.requantize("bias_update", f"{n}_bias_update[j]")}),
+                          -INT16_LIMIT, INT16_LIMIT);
+        int64_t coef = rshift_round({q.sigmoid_zeta_q15_} * (ONE - z), 12)
+                       + {q.sigmoid_nu_q15_};
+        h_out[j] = (int32_t)clamp(rshift_round(coef * c, 15) + rshift_round(z * h_in[j], 12),
                                   -INT16_LIMIT, INT16_LIMIT);
-        }}
     }}
+}}
+
+/* outputs = (r @ V) + b_out, Q12 */
+static void output_layer(const int32_t *r, int32_t *outputs)
+{{
+    int32_t mid[{mid}], acc[{widest}];
+    int j;
+    (void)mid;
     {v_code}
     for (j = 0; j < {C}; ++j) {{
-        logits[j] += (int32_t){self.requantize("bias_out", f"{n}_bias_out[j]")};
+        outputs[j] += (int32_t){self.requantize("bias_out", f"{n}_bias_out[j]")};
     }}
-    return 0;
 }}
-{self.entry_points()}"""
+{self.state_code()}{self.read_out_code()}"""

@@ -1,10 +1,11 @@
 """Compiled predictor: the C export built with the system compiler, called via ctypes.
 
 :func:`compile_predictor` writes the code of :func:`~sklearn_fastgrnn.export.export_c`
-plus a small batch entry point (``<name>_batch.c``: loops over sequences, finds
-the NaN padding and rejects NaN or infinity elsewhere), builds both into a shared
-library with ``$CC``, ``cc``, ``gcc`` or ``clang``, and loads it with
-:mod:`ctypes`. Both are built with ``-O3 -march=native`` and nothing that assumes finite math
+plus a small batch file (``<name>_batch.c``, which includes the model's source:
+loops over sequences, finds the NaN padding and rejects NaN or infinity
+elsewhere; steps many streams at once), builds it into a shared library with
+``$CC``, ``cc``, ``gcc`` or ``clang``, and loads it with :mod:`ctypes`. It is
+built with ``-std=c99 -O3 -march=native`` and nothing that assumes finite math
 or reorders sums (no ``-ffast-math``): the float32 code's own branch-free
 ``exp``/``tanh``/``sigmoid`` vectorise as they are, and saturate as the NumPy
 engine does on large inputs instead of returning NaN; the int8 code's integers
@@ -18,34 +19,39 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.metaestimators import available_if
 
 from .._build import find_compiler
-from .._losses import log_softmax
-from .._sequences import sequence_lengths, validate_sequences
-from ..classifier import FastGRNNClassifier
-from ..compression import ONE, QuantizedFastGRNN
-from .c import export_c
+from .._sequences import reshape_2d, sequence_lengths, validate_sequences
+from ..compression import QuantizedFastGRNN
+from ..streaming import check_n_streams, check_state, check_timestep
+from .c import export_c, writer_for
 
-__all__ = ["CompiledPredictor", "compile_predictor"]
+__all__ = ["CompiledPredictor", "CompiledStreamer", "compile_predictor"]
 
 # batches from this size are split over the CPU's cores
 _PARALLEL_MIN_SEQUENCES = 2048
 
 _NAME = "fastgrnn"
+_INT32_MAX = 2**31 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-_BATCH_SOURCE = """/* {n}_batch.c: {n}.h applied to n sequences of T steps, NaN-padded. */
+_BATCH_SOURCE = """/* {n}_batch.c: {n}.c applied to n NaN-padded sequences of T steps, and to
+   n streams at once. It includes the model's source, whose static helpers it uses. */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "{n}.h"
+#include "{n}.c"
+
+#define WIDTH (2 * {H} + 2 + {K} * {D}) /* a row of the state, as streaming.py lays it */
 
 /* Steps before the trailing all-NaN padding, or -1 when NaN or inf is
    anywhere else or the sequence has no real step. */
 static int real_length(const float *x, int T)
 {{
-    const size_t D = {N}_N_CHANNELS;
+    const size_t D = {D};
     size_t i;
     int t = T;
     while (t > 0) {{
@@ -65,11 +71,11 @@ static int real_length(const float *x, int T)
 }}
 
 /* 1 when the n values are all finite (the float32 arithmetic did not overflow) */
-static int all_finite(const {logit} *v, int n)
+static int all_finite(const {out} *v, int n)
 {{
     int k;
     for (k = 0; k < n; ++k) {{
-        if (!isfinite((float)v[k])) {{
+        if (!isfinite((double)v[k])) {{
             return 0;
         }}
     }}
@@ -77,65 +83,239 @@ static int all_finite(const {logit} *v, int n)
 }}
 
 /* Each returns 0; or 1 + the index of the first sequence it rejected; or
-   -(1 + the index) of the first whose outputs are not finite (overflow). */
-int {n}_batch_proba(const float *x, int n, int T, float *proba)
+   -(1 + the index) of the first whose outputs are not finite (overflow).
+   kind: 0 the outputs, 1 the probabilities, 2 the predictions. */
+static int batch(const float *x, int n, int T, void *out, int kind)
 {{
+    {out} o[{C}];
     int i, length;
     for (i = 0; i < n; ++i) {{
-        const float *xi = x + (size_t)i * T * {N}_N_CHANNELS;
-        float *out = proba + (size_t)i * {N}_N_CLASSES;
+        const float *xi = x + (size_t)i * T * {D};
         length = real_length(xi, T);
-        if (length < 0 || {n}_predict_proba(xi, length, out)) {{
+        if (length < 0 || {n}_sequence_outputs(xi, length, o)) {{
             return i + 1;
         }}
-        if (!all_finite(out, {N}_N_CLASSES)) {{
+        if (!all_finite(o, {C})) {{
             return -(i + 1);
         }}
-    }}
-    return 0;
-}}
-
-int {n}_batch_logits(const float *x, int n, int T, {logit} *logits)
-{{
-    int i, length;
-    for (i = 0; i < n; ++i) {{
-        const float *xi = x + (size_t)i * T * {N}_N_CHANNELS;
-        {logit} *out = logits + (size_t)i * {N}_N_CLASSES;
-        length = real_length(xi, T);
-        if (length < 0 || {n}_logits(xi, length, out)) {{
-            return i + 1;
-        }}
-        if (!all_finite(out, {N}_N_CLASSES)) {{
-            return -(i + 1);
-        }}
-    }}
-    return 0;
-}}
-
-/* the label of {n}_predict (the first largest logit), from checked logits */
-int {n}_batch_predict(const float *x, int n, int T, int32_t *labels)
-{{
-    {logit} logits[{N}_N_CLASSES];
-    int i, k, length;
-    for (i = 0; i < n; ++i) {{
-        const float *xi = x + (size_t)i * T * {N}_N_CHANNELS;
-        length = real_length(xi, T);
-        if (length < 0 || {n}_logits(xi, length, logits)) {{
-            return i + 1;
-        }}
-        if (!all_finite(logits, {N}_N_CLASSES)) {{
-            return -(i + 1);
-        }}
-        labels[i] = 0;
-        for (k = 1; k < {N}_N_CLASSES; ++k) {{
-            if (logits[k] > logits[labels[i]]) {{
-                labels[i] = k;
+        if (kind == 0) {{
+            int k;
+            for (k = 0; k < {C}; ++k) {{
+                (({out} *)out)[(size_t)i * {C} + k] = o[k];
             }}
-        }}
+        }}{proba_kind}{predict_kind}
     }}
     return 0;
+}}
+
+int {n}_batch_outputs(const float *x, int n, int T, void *outputs)
+{{
+    return batch(x, n, T, outputs, 0);
+}}
+
+int {n}_batch_proba(const float *x, int n, int T, void *proba)
+{{
+    return batch(x, n, T, proba, 1);
+}}
+
+int {n}_batch_predict(const float *x, int n, int T, void *predictions)
+{{
+    return batch(x, n, T, predictions, 2);
+}}
+
+/* -- streams ------------------------------------------------------------- */
+size_t {n}_state_bytes(void)
+{{
+    return sizeof({n}_state);
+}}
+
+void {n}_batch_init({n}_state *states, int n)
+{{
+    int i;
+    for (i = 0; i < n; ++i) {{
+        {n}_init(states + i);
+    }}
+}}
+
+void {n}_batch_reset({n}_state *states, const int64_t *which, int m)
+{{
+    int i;
+    for (i = 0; i < m; ++i) {{
+        {n}_init(states + which[i]);
+    }}
+}}
+
+/* What a streamer returns for each stream: its read-out (kind 1 or 2 as in
+   batch) or its outputs. 0, or -(1 + the index) of the first stream whose
+   outputs are not finite. */
+int {n}_batch_read(const {n}_state *states, int n, void *out)
+{{
+    {out} o[{C}];
+    int i, bad = 0;
+    for (i = 0; i < n; ++i) {{
+        {n}_outputs(states + i, o);
+        if (!all_finite(o, {C}) && bad == 0) {{
+            bad = -(i + 1);
+        }}
+{stream_read}
+    }}
+    return bad;
+}}
+
+/* 0 when row (D values) is a timestep, 1 when it is all NaN (no timestep), -1
+   when it holds NaN in some channels only, inf, or a value beyond float32 */
+static int check_row_f(const float *row)
+{{
+    int k, nan = 0;
+    for (k = 0; k < {D}; ++k) {{
+        nan += isnan(row[k]) != 0;
+        if (isinf(row[k])) {{
+            return -1;
+        }}
+    }}
+    return nan == 0 ? 0 : (nan == {D} ? 1 : -1);
+}}
+
+static int check_row_d(const double *row)
+{{
+    int k, nan = 0;
+    for (k = 0; k < {D}; ++k) {{
+        nan += isnan(row[k]) != 0;
+        if (row[k] > FLT_MAX || row[k] < -FLT_MAX) {{ /* inf too */
+            return -1;
+        }}
+    }}
+    return nan == 0 ? 0 : (nan == {D} ? 1 : -1);
+}}
+
+/* One timestep x (n rows of {D} floats, or doubles for update_d) for n
+   streams; a row of NaN is no timestep. Returns 1 + the index of the first row
+   with NaN in some channels only, inf or a value beyond float32, or of a stream
+   at INT32_MAX cell steps, before changing anything; else the code of
+   {n}_batch_read. */
+int {n}_batch_update({n}_state *states, int n, const float *x, int64_t *seen, void *out)
+{{
+    int i, kind;
+    for (i = 0; i < n; ++i) {{
+        kind = check_row_f(x + (size_t)i * {D});
+        if (kind < 0 || (kind == 0 && states[i].steps == INT32_MAX)) {{
+            return i + 1;
+        }}
+    }}
+    for (i = 0; i < n; ++i) {{
+        if (!isnan(x[(size_t)i * {D}])) {{
+            {n}_step(states + i, x + (size_t)i * {D});
+            seen[i] += 1;
+        }}
+    }}
+    return {n}_batch_read(states, n, out);
+}}
+
+int {n}_batch_update_d({n}_state *states, int n, const double *x, int64_t *seen, void *out)
+{{
+    float row[{D}];
+    int i, k, kind;
+    for (i = 0; i < n; ++i) {{
+        kind = check_row_d(x + (size_t)i * {D});
+        if (kind < 0 || (kind == 0 && states[i].steps == INT32_MAX)) {{
+            return i + 1;
+        }}
+    }}
+    for (i = 0; i < n; ++i) {{
+        if (!isnan(x[(size_t)i * {D}])) {{
+            for (k = 0; k < {D}; ++k) {{
+                row[k] = (float)x[(size_t)i * {D} + k];
+            }}
+            {n}_step(states + i, row);
+            seen[i] += 1;
+        }}
+    }}
+    return {n}_batch_read(states, n, out);
+}}
+
+void {n}_batch_get_state(const {n}_state *states, int n, double *rows)
+{{
+    int i, j;
+    for (i = 0; i < n; ++i) {{
+        const {n}_state *state = states + i;
+        double *row = rows + (size_t)i * WIDTH;
+        for (j = 0; j < {H}; ++j) {{
+            row[j] = (double)state->h[j];
+            row[{H} + j] = {get_pool};
+        }}
+        row[2 * {H}] = (double)state->steps;
+        row[2 * {H} + 1] = {get_filled};
+        for (j = 0; j < {K} * {D}; ++j) {{
+            row[2 * {H} + 2 + j] = {get_window};
+        }}
+    }}
+}}
+
+/* rows checked by the caller (streaming.check_state) */
+void {n}_batch_set_state({n}_state *states, int n, const double *rows)
+{{
+    int i, j;
+    for (i = 0; i < n; ++i) {{
+        {n}_state *state = states + i;
+        const double *row = rows + (size_t)i * WIDTH;
+        for (j = 0; j < {H}; ++j) {{
+            state->h[j] = ({state_type})row[j];{set_pool}
+        }}
+        state->steps = (int32_t)row[2 * {H}];{set_window}
+    }}
 }}
 """
+
+
+def _batch_source(writer):
+    """The batch file of a model's C code (``writer``: its :mod:`.c` writer)."""
+    n, m = writer.name, writer.macros
+    out, read = writer.out_ctype, writer.read_out
+    floats = out == "float"
+    proba_kind = predict_kind = ""
+    if floats and read.proba:
+        proba_kind = f""" else if (kind == 1) {{
+            proba_of(o, (float *)out + (size_t)i * {m["C"]});
+        }}"""
+    if floats:
+        predict_kind = {
+            "label": """ else if (kind == 2) {
+            ((int32_t *)out)[i] = label_of(o);
+        }""",
+            "labels": f""" else if (kind == 2) {{
+            labels_of(o, (int32_t *)out + (size_t)i * {m["C"]});
+        }}""",
+            "value": f""" else if (kind == 2) {{
+            value_of(o, (float *)out + (size_t)i * {m["C"]});
+        }}""",
+        }[read.predict]
+    if not floats:  # int8: the outputs, read out in Python exactly as QuantizedFastGRNN
+        stream_read = f"""        for (k = 0; k < {m["C"]}; ++k) {{
+            ((int32_t *)out)[(size_t)i * {m["C"]} + k] = o[k];
+        }}"""
+    elif read.proba:
+        stream_read = f"""        proba_of(o, (float *)out + (size_t)i * {m["C"]});"""
+    else:
+        stream_read = f"""        value_of(o, (float *)out + (size_t)i * {m["C"]});"""
+    pooled, windowed = writer.readout != "last", writer.window > 1
+    text = _BATCH_SOURCE.format(
+        n=n, H=m["H"], D=m["D"], K=m["K"], C=m["C"], out=out,
+        proba_kind=proba_kind, predict_kind=predict_kind, stream_read=stream_read,
+        state_type=writer.state_ctype,
+        get_pool="(double)state->pool[j]" if pooled else "0.0",
+        get_filled="(double)state->filled" if windowed else "0.0",
+        get_window="(double)state->window[j]" if windowed else "0.0",
+        set_pool=(f"\n            state->pool[j] = ({writer.pool_ctype})row[{m['H']} + j];"
+                  if pooled else ""),
+        set_window=(f"""
+        state->filled = (int32_t)row[2 * {m["H"]} + 1];
+        for (j = 0; j < {m["K"]} * {m["D"]}; ++j) {{
+            state->window[j] = ({writer.state_ctype})row[2 * {m["H"]} + 2 + j];
+        }}""" if windowed else ""),
+    )
+    if not floats:  # the copy loop of batch_read needs its index
+        text = text.replace("    int i, bad = 0;\n", "    int i, k, bad = 0;\n")
+    return text
 
 
 def compile_predictor(model, directory=None):
@@ -143,7 +323,7 @@ def compile_predictor(model, directory=None):
 
     Parameters
     ----------
-    model : FastGRNNClassifier or QuantizedFastGRNN
+    model : FastGRNNClassifier, FastGRNNRegressor or QuantizedFastGRNN
         Fitted; a QuantizedFastGRNN gives its exact integer arithmetic.
     directory : str or path-like, default=None
         Where the sources and the library are written (created if missing);
@@ -161,40 +341,49 @@ def compile_predictor(model, directory=None):
     return CompiledPredictor(model, directory)
 
 
+def _is_classifier(self):
+    return self._read.task == "classifier"
+
+
 class CompiledPredictor:
     """A model's C code in a shared library, for NumPy arrays of sequences.
 
-    ``X`` is what the model's own ``predict_proba`` takes: 3D (n_samples,
+    ``X`` is what the model's own ``predict`` takes: 3D (n_samples,
     n_timesteps, n_channels) or 2D, NaN-padded at the end; it is read as
-    float32 (the C code's type). A C-contiguous float32 3D array is passed
-    without a copy. Pickling stores the model and rebuilds the library when
-    loaded (in a temporary directory).
+    float32 (the C code's type). A C-contiguous float32 array is passed
+    without a copy, a float64 one converted in one step (no validation on
+    that path: the C code finds NaN and infinity, and then the model's own
+    validation explains them). Pickling stores the model and rebuilds the
+    library when loaded (in a temporary directory).
 
     Input the model rejects (NaN inside a sequence, infinity) raises the
-    model's ``ValueError``; so does a sequence on which the float32 arithmetic
-    overflows (a relu non-linearity on large inputs), naming the sample,
-    instead of returning NaN.
+    model's ``ValueError``, and so do values beyond the float32 range; so does a
+    sequence on which the float32 arithmetic overflows (a relu non-linearity on
+    large inputs), naming the sample, instead of returning NaN.
+
+    Thread safety: the C code keeps no state, and ctypes releases the GIL
+    during a call: the methods may run in several threads at once (large
+    batches are split over the cores that way).
 
     Attributes
     ----------
-    model : FastGRNNClassifier or QuantizedFastGRNN
+    model : FastGRNNClassifier, FastGRNNRegressor or QuantizedFastGRNN
     classes_ : ndarray
+        Of a classifier.
+    n_outputs_ : int
     library_path : str
     """
 
     def __init__(self, model, directory=None):
-        if isinstance(model, FastGRNNClassifier):
-            check_is_fitted(model, "coefs_")
-        elif not isinstance(model, QuantizedFastGRNN):
-            raise TypeError(
-                f"compile_predictor needs a fitted FastGRNNClassifier or a "
-                f"QuantizedFastGRNN, got {type(model).__name__}. For a Pipeline, "
-                "compile its last step and apply the preprocessing first."
-            )
+        self._writer = writer_for(model, _NAME)  # checks the model (fitted, undamaged)
         self.model = model
-        self.classes_ = np.asarray(model.classes_)
+        self._read = self._writer.read_out
+        if self._read.task == "classifier":
+            self.classes_ = np.asarray(model.classes_)
+        self.n_outputs_ = int(self._writer.n_outputs)
         self._quantized = isinstance(model, QuantizedFastGRNN)
         self._channels = int(model.n_channels_)
+        self._fast_input = not hasattr(model, "feature_names_in_")
         self._temporary = None
         if directory is None:
             self._temporary = tempfile.TemporaryDirectory(
@@ -211,39 +400,60 @@ class CompiledPredictor:
                 "or put cc, gcc or clang on the PATH (for example apt-get install "
                 "gcc, or xcode-select --install on macOS)."
             )
-        _, source = export_c(self.model, directory, name=_NAME)
+        export_c(self.model, directory, name=_NAME)
         batch = os.path.join(directory, f"{_NAME}_batch.c")
-        logit = "int32_t" if self._quantized else "float"
         with open(batch, "w", encoding="ascii") as f:
-            f.write(_BATCH_SOURCE.format(n=_NAME, N=_NAME.upper(), logit=logit))
-        objects = []
-        for path in (source, batch):
-            obj = path[:-2] + ".o"
-            _run_compiler(compiler, ["-std=c99", "-O3", "-fPIC", "-c", path, "-o", obj],
-                          native=True)
-            objects.append(obj)
+            f.write(_batch_source(self._writer))
+        obj = batch[:-2] + ".o"
+        _run_compiler(compiler, ["-std=c99", "-O3", "-fPIC", "-c", batch, "-o", obj],
+                      native=True)
         self.library_path = os.path.join(directory, f"lib{_NAME}.so")
-        _run_compiler(compiler, ["-shared", "-o", self.library_path, *objects, "-lm"])
+        _run_compiler(compiler, ["-shared", "-o", self.library_path, obj, "-lm"])
         library = ctypes.CDLL(self.library_path)
-        args = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-        for kind in ("proba", "logits", "predict"):
-            function = getattr(library, f"{_NAME}_batch_{kind}")
-            function.argtypes, function.restype = args, ctypes.c_int
-            setattr(self, f"_{kind}", function)
+        pointer, integer = ctypes.c_void_p, ctypes.c_int
+        signatures = {
+            "batch_outputs": ([pointer, integer, integer, pointer], integer),
+            "batch_proba": ([pointer, integer, integer, pointer], integer),
+            "batch_predict": ([pointer, integer, integer, pointer], integer),
+            "state_bytes": ([], ctypes.c_size_t),
+            "batch_init": ([pointer, integer], None),
+            "batch_reset": ([pointer, pointer, integer], None),
+            "batch_read": ([pointer, integer, pointer], integer),
+            "batch_update": ([pointer, integer, pointer, pointer, pointer], integer),
+            "batch_update_d": ([pointer, integer, pointer, pointer, pointer], integer),
+            "batch_get_state": ([pointer, integer, pointer], None),
+            "batch_set_state": ([pointer, integer, pointer], None),
+        }
+        self._c = {}
+        for kind, (args, result) in signatures.items():
+            function = getattr(library, f"{_NAME}_{kind}")
+            function.argtypes, function.restype = args, result
+            self._c[kind] = function
         self._library = library
 
     # -- input ---------------------------------------------------------------
     def _sequences(self, X):
-        """``X`` as a C-contiguous float32 array (n, T, n_channels)."""
-        if (type(X) is np.ndarray and X.ndim == 3 and X.dtype == np.float32
-                and X.flags.c_contiguous and X.shape[2] == self._channels and X.size):
-            return X
+        """``X`` as a C-contiguous float32 array (n, T, n_channels), cheaply for a
+        plain float32 or float64 array; the full validation for anything else."""
+        if type(X) is np.ndarray and X.flags.c_contiguous and X.size and self._fast_input:
+            X3 = None
+            if X.ndim == 3 and X.shape[2] == self._channels:
+                X3 = X
+            elif X.ndim == 2 and X.shape[1] == self.model.n_features_in_:
+                X3 = reshape_2d(X, self.model.n_timesteps_)
+            if X3 is not None and X3.dtype == np.float32:
+                return X3
+            if X3 is not None and X3.dtype == np.float64:
+                with np.errstate(over="ignore"):  # beyond float32: inf, refused by C
+                    return X3.astype(np.float32)
         _, X3, _ = validate_sequences(self.model, X, reset=False)
-        return np.ascontiguousarray(X3, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            return np.ascontiguousarray(X3, dtype=np.float32)
 
-    def _call(self, function, X, out):
+    def _call(self, function, X, shape, dtype):
         X3 = self._sequences(X)
         n, T, _ = X3.shape
+        out = np.empty((n, *shape), dtype)
         workers = min(os.cpu_count() or 1, 8) if n >= _PARALLEL_MIN_SEQUENCES else 1
         if workers == 1:
             bad = function(X3.ctypes.data, n, T, out.ctypes.data)
@@ -260,45 +470,76 @@ class CompiledPredictor:
             with ThreadPoolExecutor(workers) as pool:
                 bad = next((b for b in pool.map(run, bounds[:-1], bounds[1:]) if b), 0)
         if bad > 0:
-            sequence_lengths(X3)  # raises the estimator's message for that sample
+            # the model's own validation explains it (for float64 input in
+            # float64 terms), else the float32 array's (values beyond its range)
+            validate_sequences(self.model, X, reset=False)
+            sequence_lengths(X3)
             raise ValueError(f"The C code rejected sample {bad - 1} of X.")
         if bad < 0:
             raise ValueError(
                 f"The float32 arithmetic of the compiled predictor overflows on sample "
                 f"{-bad - 1} of X: its hidden state or outputs leave float32's range "
                 f"(a relu non-linearity on large inputs, or a diverged model), so its "
-                "probabilities would be NaN. Scale the input (SequenceScaler), or "
+                "predictions would be NaN. Scale the input (SequenceScaler), or "
                 "predict with the model itself, which computes in float64 for "
                 "float64 input."
             )
         return out
 
     # -- prediction ----------------------------------------------------------
-    def logits(self, X):
-        """Logits of the C code: float32, or the Q12 int32 of an int8 model."""
-        X3 = self._sequences(X)
+    def outputs(self, X):
+        """Outputs of the C code, (n_samples, n_outputs): float32, or the Q12 int32 of
+        an int8 model (``QuantizedFastGRNN.quantized_outputs`` exactly)."""
         dtype = np.int32 if self._quantized else np.float32
-        return self._call(self._logits, X3, np.empty((len(X3), len(self.classes_)), dtype))
+        return self._call(self._c["batch_outputs"], X, (self.n_outputs_,), dtype)
 
+    @available_if(_is_classifier)
+    def logits(self, X):
+        """:meth:`outputs` of a classifier: its logits."""
+        return self.outputs(X)
+
+    @available_if(_is_classifier)
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes).
+        """Class (or label) probabilities, shape (n_samples, n_outputs).
 
-        float32 from the C code's softmax for a float model (within 1e-5 of
+        float32 from the C code for a float model (within 1e-5 of the model's
         ``predict_proba``); for an int8 model exactly
-        ``QuantizedFastGRNN.predict_proba``, from the C code's integer logits.
+        ``QuantizedFastGRNN.predict_proba``, from the C code's integer outputs.
         """
         if self._quantized:
-            return np.exp(log_softmax(self.logits(X) / ONE))  # as QuantizedFastGRNN
-        X3 = self._sequences(X)
-        return self._call(
-            self._proba, X3, np.empty((len(X3), len(self.classes_)), np.float32)
-        )
+            q = self.outputs(X).astype(np.int64)
+            return self.model._stream_predictions(q)
+        return self._call(self._c["batch_proba"], X, (self.n_outputs_,), np.float32)
 
     def predict(self, X):
-        """Most probable class of each sequence (the first on ties)."""
-        X3 = self._sequences(X)
-        labels = self._call(self._predict, X3, np.empty(len(X3), np.int32))
-        return self.classes_[labels]
+        """What the model's ``predict`` gives: the most probable class (the first on
+        ties), a multilabel indicator, or a regressor's values (1D for one
+        output), from the C code's arithmetic."""
+        if self._quantized:
+            return self.model._predictions(self.outputs(X).astype(np.int64))
+        kind = self._read.predict
+        if kind == "label":
+            labels = self._call(self._c["batch_predict"], X, (), np.int32)
+            return self.classes_[labels]
+        if kind == "labels":
+            return self._call(self._c["batch_predict"], X, (self.n_outputs_,),
+                              np.int32).astype(int)
+        values = self._call(self._c["batch_predict"], X, (self.n_outputs_,), np.float32)
+        return values[:, 0] if self.n_outputs_ == 1 else values
+
+    def streamer(self, n_streams=1):
+        """A :class:`CompiledStreamer`: the C code's step function for ``n_streams``
+        streams, with the API of the model's streamer.
+
+        Parameters
+        ----------
+        n_streams : int, default=1
+
+        Returns
+        -------
+        CompiledStreamer
+        """
+        return CompiledStreamer(self, n_streams)
 
     # -- pickling ------------------------------------------------------------
     def __getstate__(self):
@@ -306,6 +547,186 @@ class CompiledPredictor:
 
     def __setstate__(self, state):
         self.__init__(state["model"])
+
+
+class CompiledStreamer:
+    """A model's predictions updated one timestep at a time, by the C code.
+
+    Made by ``compile_predictor(model).streamer(n_streams)``. The API of
+    :class:`~sklearn_fastgrnn.streaming.Streamer`: :meth:`update` feeds one
+    timestep to every stream (a row of NaN: none for that stream) and returns
+    what the model's ``predict_proba`` (classifier) or ``predict`` (regressor)
+    gives for each stream's sequence so far; :meth:`predictions`,
+    :meth:`reset`, :attr:`state` and ``n_timesteps_seen_`` as there. The state
+    of each stream is a C struct (``name_state`` of the exported header),
+    advanced by ``name_step``: float32 for a float model (within 1e-5 of the
+    Python streamer), the int8 model's integers for a QuantizedFastGRNN (its
+    predictions exactly those of ``QuantizedFastGRNN.streamer``). Input is read
+    as float32; values beyond its range are an error. :attr:`state` has the
+    row layout of the Python streamers, so a state moves between them (a
+    float64 state is rounded to float32 here).
+
+    Pickling stores the model and the state, rebuilds the library when loaded
+    and resumes exactly where the stream stopped.
+
+    Thread safety: a streamer is a mutable object with no lock: use one per
+    thread, or serialise the calls. The C code keeps no global state and
+    ctypes releases the GIL, so streamers in different threads run in parallel.
+
+    Attributes
+    ----------
+    n_streams : int
+    n_timesteps_seen_ : ndarray of shape (n_streams,)
+    """
+
+    def __init__(self, predictor, n_streams=1):
+        self._predictor = predictor
+        self.n_streams = check_n_streams(n_streams)
+        writer = predictor._writer
+        self._hidden_size, self._window = int(writer.hidden_size), writer.window
+        self._channels = writer.n_channels
+        self._quantized = predictor._quantized
+        self._c = predictor._c
+        state_bytes = int(self._c["state_bytes"]())
+        # 8-byte aligned storage for the n C structs (an int64 pool needs it)
+        self._states = np.zeros(-(-self.n_streams * state_bytes // 8), np.float64)
+        self._c["batch_init"](self._states.ctypes.data, self.n_streams)
+        self._seen = np.zeros(self.n_streams, np.int64)  # the C code counts in it
+        read = predictor._read
+        self._flat = read.task == "regressor" and predictor.n_outputs_ == 1
+        # what the C code writes: a read-out (float) or the outputs (int8) of each stream
+        self._out = np.zeros((self.n_streams, predictor.n_outputs_),
+                             np.int32 if self._quantized else np.float32)
+        self._x_shape = (self.n_streams, self._channels)
+        self._row_shape = (self._channels,) if self.n_streams == 1 else None
+        self._update = {"f": self._c["batch_update"], "d": self._c["batch_update_d"]}
+        self._states_pointer = self._states.ctypes.data
+        self._seen_pointer = self._seen.ctypes.data
+        self._out_pointer = self._out.ctypes.data
+
+    @property
+    def model(self):
+        """The model whose C code this is."""
+        return self._predictor.model
+
+    @property
+    def n_timesteps_seen_(self):
+        """Timesteps each stream has received since its last reset, (n_streams,)."""
+        return self._seen
+
+    def _rejected(self, code, x):
+        """The error of the C code's refusal of the row ``code - 1``."""
+        xc, _, _ = check_timestep(x, self.n_streams, self._channels, np.float64)
+        stream = code - 1
+        if np.abs(np.nan_to_num(xc[stream])).max() > _FLOAT32_MAX:
+            raise ValueError(
+                f"The timestep of stream {stream} holds values beyond the range of "
+                "float32, in which the C code reads its input. Scale the input."
+            )
+        raise ValueError(
+            f"Stream {stream} has taken {_INT32_MAX} cell steps, as many as the C "
+            f"state counts: reset({stream}) starts it again."
+        )
+
+    def _read(self, code):
+        """The predictions in the output buffer (a new array), after the C code's
+        ``code``."""
+        if code < 0:
+            raise ValueError(
+                f"The float32 arithmetic of the compiled streamer overflows on stream "
+                f"{-code - 1}: its hidden state or outputs leave float32's range (a relu "
+                "non-linearity on large inputs, or a diverged model). Its state is no "
+                f"longer finite: reset({-code - 1}) starts it again. Scale the input, or "
+                "stream with the model itself (model.streamer(dtype='float64'))."
+            )
+        if self._quantized:
+            return self.model._stream_predictions(self._out.astype(np.int64))
+        return self._out[:, 0].copy() if self._flat else self._out.copy()
+
+    def update(self, x):
+        """Feed one timestep to every stream; the predictions for the sequences so far.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_streams, n_channels), or (n_channels,) for one stream
+            A row of NaN leaves that stream as it was.
+
+        Returns
+        -------
+        ndarray
+            As :meth:`Streamer.update <sklearn_fastgrnn.streaming.Streamer.update>`
+            (float32 for a float model).
+        """
+        # a plain contiguous float32 or float64 array goes to the C code as it
+        # is (which checks its values); anything else is checked and converted
+        function = None
+        if type(x) is np.ndarray and x.flags.c_contiguous and (
+                x.shape == self._x_shape or x.shape == self._row_shape):
+            function = self._update.get(x.dtype.char)
+        if function is None:
+            xc, _, _ = check_timestep(x, self.n_streams, self._channels, np.float64)
+            xc, function = np.ascontiguousarray(xc), self._update["d"]
+            one = np.ndim(x) == 1
+        else:
+            xc, one = x, x.shape == self._row_shape
+        code = function(self._states_pointer, self.n_streams,
+                        xc.__array_interface__["data"][0], self._seen_pointer,
+                        self._out_pointer)
+        if code > 0:
+            self._rejected(code, x)
+        predictions = self._read(code)
+        return predictions[0] if one else predictions
+
+    def predictions(self):
+        """The predictions of every stream now, without feeding anything."""
+        code = self._c["batch_read"](self._states_pointer, self.n_streams, self._out_pointer)
+        return self._read(code)
+
+    def reset(self, streams=None):
+        """Start ``streams`` (an index, indices, or None for all) from an empty sequence."""
+        if streams is None:
+            self._c["batch_init"](self._states.ctypes.data, self.n_streams)
+            self.n_timesteps_seen_[:] = 0
+            return
+        which = np.arange(self.n_streams)[np.atleast_1d(streams)].astype(np.int64)
+        self._c["batch_reset"](self._states.ctypes.data, which.ctypes.data, len(which))
+        self.n_timesteps_seen_[which] = 0
+
+    @property
+    def state(self):
+        """Every stream's state, one row each (a copy; assign to restore), laid out as
+        the Python streamer's ``state``."""
+        H, width = self._hidden_size, self._state_width
+        rows = np.empty((self.n_streams, width - 1), np.float64)
+        self._c["batch_get_state"](self._states.ctypes.data, self.n_streams,
+                                   rows.ctypes.data)
+        if self._window == 1:  # the C state keeps no window: the row holds zeros
+            rows[:, 2 * H + 1 :] = 0.0
+        return np.column_stack([rows, self.n_timesteps_seen_])
+
+    @state.setter
+    def state(self, value):
+        limits = {"integer": True} if self._quantized else {"bound": _FLOAT32_MAX}
+        value = check_state(value, self.n_streams, self._hidden_size, self._window,
+                            self._channels, max_steps=_INT32_MAX, **limits)
+        if self._quantized:
+            # the int8 model's own bounds of h, the pool and the window
+            self.model.streamer(self.n_streams)._cell.set_state(value[:, :-1])
+        rows = np.ascontiguousarray(value[:, :-1])
+        self._c["batch_set_state"](self._states.ctypes.data, self.n_streams, rows.ctypes.data)
+        self.n_timesteps_seen_[...] = value[:, -1].astype(np.int64)
+
+    @property
+    def _state_width(self):
+        return 2 * self._hidden_size + 2 + self._window * self._channels + 1
+
+    # -- pickling ------------------------------------------------------------
+    def __getstate__(self):
+        return {"model": self.model, "n_streams": self.n_streams, "state": self.state}
+
+    def __setstate__(self, state):
+        self.__init__(CompiledPredictor(state["model"]), state["n_streams"])
+        self.state = state["state"]
 
 
 def _run_compiler(compiler, args, native=False):
@@ -319,4 +740,3 @@ def _run_compiler(compiler, args, native=False):
         f"Building the compiled predictor failed: {' '.join([*compiler, *args])}\n"
         f"{result.stderr.strip()}"
     )
-
