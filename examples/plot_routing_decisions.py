@@ -1,6 +1,6 @@
 """
 Routing decisions: calibrated probabilities and a threshold tuned for cost
-=========================================================================
+==========================================================================
 
 A router sends each request to a cheap model or an expensive one. The system
 this package descends from uses a fixed rule: the cheap model when the
