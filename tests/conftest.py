@@ -2,6 +2,12 @@ import numpy as np
 import pytest
 
 from sklearn_fastgrnn import _training as training_module
+from sklearn_fastgrnn._build import find_compiler
+
+#: Skips a test that needs a C compiler (the compiled engine, the C exports)
+#: where none is found: the rest of the suite runs without one.
+needs_compiler = pytest.mark.skipif(find_compiler() is None,
+                                    reason="no C compiler (set CC or install gcc)")
 
 
 @pytest.fixture

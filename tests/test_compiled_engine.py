@@ -32,7 +32,8 @@ from sklearn_fastgrnn._compiled_cell import (
 )
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
-needs_compiler = pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
+from .conftest import needs_compiler
+
 PAIRS = list(itertools.product(sorted(NONLINEARITIES), repeat=2))
 DTYPES = [np.float64, np.float32]
 RTOL = {np.float64: 1e-10, np.float32: 1e-5}

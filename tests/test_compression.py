@@ -23,6 +23,7 @@ from sklearn_fastgrnn.compression import (
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
 from .conftest import TASKS, make_sequences, task_model
+from .test_old_models import PICKLED_BY_NUMPY_2
 
 # --------------------------------------------------------------------- IHT
 
@@ -415,6 +416,7 @@ def test_quantized_tensors_and_multipliers_are_what_the_docstring_says(rng):
     assert q.output_offset_ is None and q.output_spread_ is None
 
 
+@PICKLED_BY_NUMPY_2
 def test_a_model_without_maps_is_quantised_as_it_is():
     # a model of release 0.1 (or one loaded from a weights file) has no _maps:
     # its coefs_ are quantised, and the input is x * 2**Fx

@@ -12,7 +12,7 @@ from sklearn_fastgrnn import _base as base_module
 from sklearn_fastgrnn import _training as training_module
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
-from .conftest import assert_same_coefs, make_sequences, press_ctrl_c_in_epoch
+from .conftest import assert_same_coefs, make_sequences, needs_compiler, press_ctrl_c_in_epoch
 
 
 def small(**params):
@@ -21,9 +21,11 @@ def small(**params):
 
 
 # the training semantics hold for each engine (the compiled one where it builds)
-ENGINES = pytest.mark.parametrize("engine", ["numpy", "compiled"])
+ENGINES = pytest.mark.parametrize("engine", ["numpy", pytest.param("compiled",
+                                                                    marks=needs_compiler)])
 
 
+@needs_compiler
 def test_the_engines_train_alike(rng):
     """The compiled engine computes what the NumPy one does, to rounding: a few
     epochs of float64 training end at the same weights to 1e-9."""
