@@ -1,4 +1,4 @@
-"""FastGRNN sequence classifiers for scikit-learn, trained by exact BPTT in NumPy.
+"""FastGRNN sequence classifiers and regressors for scikit-learn, trained by exact BPTT.
 
 The root's public names are imported when first used (PEP 562), so that
 ``import sklearn_fastgrnn`` stays light and the command line handles Ctrl-C

@@ -1,8 +1,9 @@
-"""Command line: ``python -m sklearn_fastgrnn {train,predict,info,export}``.
+"""Command line: ``python -m sklearn_fastgrnn {train,predict,info,export,digits}``.
 
 ``train`` with no ``--data`` trains on the bundled digits read as sequences (8
-rows of 8 pixels; first half to train, second half to test), prints a line per
-epoch and the test accuracy, parameter count, size and time, and writes
+rows of 8 pixels; first half to train, second half to test), prints one line
+about training (``--verbose``: one per epoch) and the test accuracy, parameter
+count, size and time, and writes
 ``model.joblib``. The estimator standardises its input itself (its
 ``scale_input``, folded into the weights), so the model file is the estimator
 alone unless ``--scaler`` puts a scaler step in front (a Pipeline); it passes

@@ -85,7 +85,7 @@ PARAMETERS_DOC = """\
         ``ceil(T / window)`` cell steps: faster to train, and less to
         remember. The last, partial window of a sequence repeats its last
         timestep. "auto" is about ``T / 50`` for the longest training sequence
-        ``T`` (1 up to 75 steps). ``window_`` is the value used.
+        ``T`` (1 up to 74 steps). ``window_`` is the value used.
     shift_windows : bool, default=True
         With windows of several timesteps, move where they fall in each
         training epoch: every sequence starts with 0 to ``window_ - 1``
@@ -514,7 +514,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         fix the standardisation for good.
         """
         moments = (
-            _scaling.Moments.of(X3, weights[:, None, None], axis=(0, 1))
+            _scaling.Moments.of(X3, weights, axis=(0, 1))
             if self.scale_input else None,
             self._output_moments(targets, weights),
         )

@@ -4,7 +4,8 @@
 validates ``gate_nonlinearity`` and ``update_nonlinearity`` against it, and each
 back end keys its own translation by the same names (the integer kernels of
 ``compression``, the ONNX builders of ``export.onnx``, the C expressions of
-``export.c``); ``tests/test_registries.py`` checks that the key sets are equal.
+``export.c`` and ``_compiled_cell.C_NONLINEARITIES``); ``tests/test_registries.py``
+checks that the key sets are equal.
 
 Each entry evaluates in place, and its derivative is written in terms of the
 *output* ``y = f(x)`` (as scikit-learn's ``DERIVATIVES`` registry does), so the

@@ -51,16 +51,37 @@ class Moments(NamedTuple):
     def of(cls, values, weights, axis):
         """Moments over ``axis`` (in float64); NaN values are left out.
 
-        ``weights`` broadcast against ``values`` (one per sample).
+        ``weights`` holds one weight per sample (axis 0 of ``values``, which
+        ``axis`` must include). The weighted sums are products with the
+        weights: one pass over the data each.
         """
         values = np.asarray(values, dtype=np.float64)
+        weights = np.asarray(weights, dtype=np.float64).reshape(len(values))
+        axes = tuple(np.atleast_1d(axis))
+        if 0 not in axes:
+            raise ValueError(f"the moments are over the samples: axis {axis} lacks 0.")
+        within = tuple(a - 1 for a in axes if a != 0)  # axes inside one sample
+
+        def weighted_sum(a):
+            flat = weights @ a.reshape(len(a), -1)
+            return flat.reshape(a.shape[1:]).sum(axis=within)
+
         real = ~np.isnan(values)
-        w = np.broadcast_to(weights, values.shape) * real
-        total = w.sum(axis=axis)
+        padded = not real.all()
+        if padded:
+            values = np.where(real, values, 0.0)
+            total = weighted_sum(real.astype(np.float64))
+        else:  # every value counts: the weights' sum times the values a sample has
+            per_sample = int(np.prod([values.shape[a] for a in axes if a != 0]))
+            shape = tuple(n for a, n in enumerate(values.shape) if a not in axes)
+            total = np.full(shape, weights.sum() * per_sample)
         safe = np.where(total > 0, total, 1.0)
-        mean = (np.where(real, values, 0.0) * w).sum(axis=axis) / safe
-        centred = np.where(real, values - np.expand_dims(mean, axis), 0.0)
-        return cls(total, mean, (centred * centred * w).sum(axis=axis))
+        mean = weighted_sum(values) / safe
+        centred = values - np.expand_dims(mean, axes)
+        if padded:
+            centred *= real
+        centred *= centred
+        return cls(total, mean, weighted_sum(centred))
 
     def merge(self, other):
         """The moments of both batches together."""

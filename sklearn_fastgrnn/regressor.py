@@ -172,7 +172,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         return y2
 
     def _output_moments(self, targets, weights):
-        return _scaling.Moments.of(targets, weights[:, None], axis=0)
+        return _scaling.Moments.of(targets, weights, axis=0)
 
     def _output_map(self, moments):
         """Standardise each output (Poisson: divide by its mean) while training."""

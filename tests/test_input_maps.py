@@ -188,3 +188,48 @@ def test_scale_input_keeps_continuation_exact(rng):
                                scale_input=True).fit(X, y)
     twice.set_params(warm_start=True, max_iter=2).fit(X, y)
     assert_same_coefs(once, twice)
+
+
+# ------------------------------------------------------------------ moments
+
+
+def _direct_moments(values, weights):
+    """Weighted count, mean and squared deviations of each channel of (n, T, d)
+    values over their non-NaN entries, one entry at a time."""
+    n, T, d = values.shape
+    out = []
+    for c in range(d):
+        entries = [(values[i, t, c], weights[i]) for i in range(n) for t in range(T)
+                   if not np.isnan(values[i, t, c])]
+        total = sum(w for _, w in entries)
+        mean = sum(v * w for v, w in entries) / total
+        out.append((total, mean, sum(w * (v - mean) ** 2 for v, w in entries)))
+    return np.array(out).T
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_moments_are_the_weighted_moments_of_the_real_values(rng, padded):
+    values = rng.standard_normal((9, 5, 3)) * [1.0, 10.0, 0.1] + [0.0, -5.0, 100.0]
+    if padded:
+        values[2, 3:] = np.nan
+        values[7, 1:, 1] = np.nan
+    weights = rng.uniform(0.1, 3.0, 9)
+    moments = _scaling.Moments.of(values, weights, axis=(0, 1))
+    np.testing.assert_allclose(np.array(moments), _direct_moments(values, weights), rtol=1e-12)
+    # the moments of two parts merged are those of the whole
+    halves = [_scaling.Moments.of(values[s], weights[s], axis=(0, 1))
+              for s in (slice(0, 4), slice(4, None))]
+    np.testing.assert_allclose(np.array(halves[0].merge(halves[1])), np.array(moments),
+                               rtol=1e-12)
+
+
+def test_moments_of_targets_are_per_column(rng):
+    targets = rng.standard_normal((12, 2)) * [3.0, 0.5]
+    weights = rng.uniform(0.1, 3.0, 12)
+    moments = _scaling.Moments.of(targets, weights, axis=0)
+    np.testing.assert_allclose(moments.weight, [weights.sum()] * 2)
+    np.testing.assert_allclose(moments.mean, np.average(targets, axis=0, weights=weights))
+    np.testing.assert_allclose(
+        moments.m2, (weights[:, None] * (targets - moments.mean) ** 2).sum(axis=0))
+    with pytest.raises(ValueError, match="over the samples"):
+        _scaling.Moments.of(targets, weights, axis=1)
