@@ -499,7 +499,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         """Sequences as the cell reads them in training, before windowing: mapped, cast."""
         maps = self._maps
         if maps.input_mean is not None:
-            X3 = (X3 - maps.input_mean) / maps.input_scale  # in float64, NaN stays
+            X3 = np.subtract(X3, maps.input_mean)  # in float64, NaN stays
+            X3 /= maps.input_scale
         return self._as_training_dtype(X3, dtype, name)
 
     def _update_maps(self, X3, targets, weights, incremental, resume):
