@@ -134,36 +134,49 @@ def to_aeon(X, pad="zero"):
 
 
 MINIROCKET_MIN_LENGTH = 9  # aeon's MiniRocket refuses shorter series (digits by rows: 8)
-_warm = []
+_warm = set()
 
 
-def warm_up_minirocket():
+def _minirocket(kind):
+    """aeon's MiniRocketClassifier (``kind="classifier"``) or MiniRocketRegressor."""
+    if kind == "classifier":
+        from aeon.classification.convolution_based import MiniRocketClassifier
+
+        return MiniRocketClassifier
+    from aeon.regression.convolution_based import MiniRocketRegressor
+
+    return MiniRocketRegressor
+
+
+def warm_up_minirocket(kind="classifier"):
     """Compile (or load from numba's cache) MiniRocket's kernels outside the timed fits."""
-    from aeon.classification.convolution_based import MiniRocketClassifier
-
-    if _warm:  # once a process
+    if kind in _warm:  # once a process
         return
-    _warm.append(True)
+    _warm.add(kind)
     rng = np.random.default_rng(0)
-    y = np.arange(10) % 2
     for d in (1, 2):
         X = rng.standard_normal((10, d, 40))
-        MiniRocketClassifier(n_kernels=84, random_state=0).fit(X, y).predict(X)
+        y = np.arange(10) % 2 if kind == "classifier" else rng.standard_normal(10)
+        _minirocket(kind)(n_kernels=84, random_state=0).fit(X, y).predict(X)
 
 
-def fit_minirocket(data, seed, pad="zero"):
-    from aeon.classification.convolution_based import MiniRocketClassifier
-
-    X_train, y_train, X_test, y_test = data
+def fitted_minirocket(kind, data, seed, pad="zero"):
+    """aeon's MiniRocket ``kind`` fitted on the training part of ``data``:
+    ``(model, test input in aeon's layout, fit seconds)``."""
+    X_train, y_train, X_test, _ = data
     A_train, A_test = to_aeon(X_train, pad), to_aeon(X_test, pad)
     short = MINIROCKET_MIN_LENGTH - A_train.shape[2]
     if short > 0:  # MiniRocket's kernels need 9 timepoints: zeros after, as aeon advises
         A_train, A_test = (np.pad(A, ((0, 0), (0, 0), (0, short))) for A in (A_train, A_test))
-    clf = MiniRocketClassifier(random_state=seed, n_jobs=1)
+    model = _minirocket(kind)(random_state=seed, n_jobs=1)
     start = time.perf_counter()
-    clf.fit(A_train, y_train)
-    fit_s = time.perf_counter() - start
-    accuracy = float(np.mean(clf.predict(A_test) == y_test))
+    model.fit(A_train, y_train)
+    return model, A_test, time.perf_counter() - start
+
+
+def fit_minirocket(data, seed, pad="zero"):
+    clf, A_test, fit_s = fitted_minirocket("classifier", data, seed, pad)
+    accuracy = float(np.mean(clf.predict(A_test) == data[3]))
     return {"accuracy": accuracy, "fit_s": fit_s, "model_kb": pickle_kb(clf),
             "pickle_kb": pickle_kb(clf), "n_iter": None}
 
@@ -206,30 +219,34 @@ def gru_cost(n, T):
     return epochs * steps * T
 
 
-def gru_fit(data, seed, hidden_size=32):
-    """A PyTorch GRU trained with FastGRNNClassifier's default recipe."""
+def train_gru(X_train, targets, n_outputs, loss, chance, seed, hidden_size=32):
+    """A PyTorch GRU trained with the estimators' default recipe.
+
+    Chrono gate bias, Adam at 0.01, the "auto" batch size, the default L2
+    ``alpha`` on the weight matrices, gradients clipped at 5, and the stopping
+    rule of ``max_iter``/``n_iter_no_change="auto"`` (its patience longer while
+    the loss is at ``chance`` or above). ``targets`` is a tensor, ``loss(outputs,
+    targets)`` the data loss of a mini-batch. Returns ``(outputs, epochs,
+    n_params)``, ``outputs(X)`` the GRU's outputs for NaN-padded sequences.
+    """
     import torch
 
     from sklearn_fastgrnn import FastGRNNClassifier
     from sklearn_fastgrnn import _base as base_module
     from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
 
-    X_train, y_train, X_test, y_test = data
-    start = time.perf_counter()
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    classes, y_idx = np.unique(y_train, return_inverse=True)
     lengths = lengths_of(X_train)
     T = int(lengths.max())
     Xt = torch.as_tensor(np.nan_to_num(X_train, nan=0.0))
-    yt = torch.as_tensor(y_idx)
     last = torch.as_tensor(lengths - 1)
     gru = torch.nn.GRU(X_train.shape[2], hidden_size, batch_first=True)
     with torch.no_grad():  # chrono: update gate (PyTorch's z) keeps ~1 + u steps
         u = torch.empty(hidden_size).uniform_(1.0, max(T - 1, 2))
         gru.bias_ih_l0[hidden_size : 2 * hidden_size] = torch.log(u)
         gru.bias_hh_l0[hidden_size : 2 * hidden_size] = 0.0
-    head = torch.nn.Linear(hidden_size, len(classes))
+    head = torch.nn.Linear(hidden_size, n_outputs)
     params = list(gru.parameters()) + list(head.parameters())
     matrices = [p for name, p in list(gru.named_parameters()) + list(head.named_parameters())
                 if "weight" in name]
@@ -239,16 +256,11 @@ def gru_fit(data, seed, hidden_size=32):
     batch = base_module.resolve_batch_size("auto", n)
     steps = math.ceil(n / batch)
     patience = patience_epochs(10, steps, base_module.AUTO_MIN_PATIENCE_STEPS)
-    plateau_patience = patience_epochs(
-        10, steps, base_module.AUTO_PLATEAU_PATIENCE_STEPS
-    )
-    prior = np.bincount(y_idx) / n
-    chance = base_module.AUTO_PLATEAU_LEVEL * float(-(prior * np.log(prior)).sum())
-    max_epochs = max(base_module.AUTO_MIN_EPOCHS,
-                     math.ceil(base_module.AUTO_MIN_STEPS / steps))
+    plateau_patience = patience_epochs(10, steps, base_module.AUTO_PLATEAU_PATIENCE_STEPS)
+    max_epochs = max(base_module.AUTO_MIN_EPOCHS, math.ceil(base_module.AUTO_MIN_STEPS / steps))
     monitor = PlateauMonitor(1e-4)
 
-    def logits(X, idx_last):
+    def forward(X, idx_last):
         out, _ = gru(X)
         return head(out[torch.arange(len(X)), idx_last])
 
@@ -259,21 +271,42 @@ def gru_fit(data, seed, hidden_size=32):
         total = 0.0
         for start_idx in range(0, n, batch):
             idx = order[start_idx : start_idx + batch]
-            loss = torch.nn.functional.cross_entropy(logits(Xt[idx], last[idx]), yt[idx])
-            loss = loss + 0.5 * alpha * sum((m * m).sum() for m in matrices)
+            value = loss(forward(Xt[idx], last[idx]), targets[idx])
+            value = value + 0.5 * alpha * sum((m * m).sum() for m in matrices)
             optimizer.zero_grad()
-            loss.backward()
+            value.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             optimizer.step()
-            total += loss.item() * len(idx)
+            total += value.item() * len(idx)
         monitor.update(total / n, epoch + 1)
         if monitor.plateaued(plateau_patience if monitor.best >= chance else patience):
             break
+
+    def outputs(X):
+        with torch.no_grad():
+            return forward(torch.as_tensor(np.nan_to_num(X, nan=0.0)),
+                           torch.as_tensor(lengths_of(X) - 1)).numpy()
+
+    return outputs, epochs, sum(p.numel() for p in params)
+
+
+def gru_fit(data, seed, hidden_size=32):
+    """A PyTorch GRU classifier trained with FastGRNNClassifier's default recipe
+    (:func:`train_gru`; chance level: the stopping rule's, of the class prior)."""
+    import torch
+
+    from sklearn_fastgrnn import _base as base_module
+
+    X_train, y_train, X_test, y_test = data
+    start = time.perf_counter()
+    classes, y_idx = np.unique(y_train, return_inverse=True)
+    prior = np.bincount(y_idx) / len(y_idx)
+    chance = base_module.AUTO_PLATEAU_LEVEL * float(-(prior * np.log(prior)).sum())
+    outputs, epochs, n_params = train_gru(
+        X_train, torch.as_tensor(y_idx), len(classes), torch.nn.functional.cross_entropy,
+        chance, seed, hidden_size)
     fit_s = time.perf_counter() - start
-    with torch.no_grad():
-        pred = logits(torch.as_tensor(np.nan_to_num(X_test, nan=0.0)),
-                      torch.as_tensor(lengths_of(X_test) - 1)).argmax(1).numpy()
-    n_params = sum(p.numel() for p in params)
+    pred = outputs(X_test).argmax(1)
     return {"accuracy": float(np.mean(classes[pred] == y_test)), "fit_s": fit_s,
             "model_kb": 4 * n_params / 1024, "pickle_kb": None, "n_iter": epochs}
 
@@ -318,21 +351,30 @@ def run_dataset(name, args):
             info = {"dataset": name, "input": kind, "n": n, "T": T, "d": d,
                     "C": int(len(np.unique(y_train))), "n_test": len(y_test),
                     "chance": chance_level(y_test), "real": name in suite.REAL}
-            for model in args.models:
-                if model == "gru" and gru_cost(n, T) > args.gru_max_cost:
-                    continue
-                seeds = [0] if model in DETERMINISTIC else range(
-                    args.gru_seeds if model == "gru" else args.seeds)
-                for seed in seeds:
-                    result = fit_one(model, data, seed, args)
-                    params = args.params if model in ("fastgrnn", "early_stop") else {}
-                    if model == "early_stop":
-                        params = {**params, "early_stopping": True}
-                    if model == "minirocket":
-                        params = {"pad": args.minirocket_pad}
-                    records.append({**info, "model": model, "seed": seed,
-                                    "params": params_text(params), "label": args.label,
-                                    "commit": args.commit, **result})
+            records += model_records(info, data, args, fit_one, DETERMINISTIC)
+    return records
+
+
+def model_records(info, data, args, fit_one, deterministic):
+    """The records of every model of ``args`` over its seeds on one dataset
+    (``info``: what describes the dataset), fitted by ``fit_one``."""
+    n, T = info["n"], info["T"]
+    records = []
+    for model in args.models:
+        if model == "gru" and gru_cost(n, T) > args.gru_max_cost:
+            continue
+        seeds = [0] if model in deterministic else range(
+            args.gru_seeds if model == "gru" else args.seeds)
+        for seed in seeds:
+            result = fit_one(model, data, seed, args)
+            params = args.params if model in ("fastgrnn", "early_stop") else {}
+            if model == "early_stop":
+                params = {**params, "early_stopping": True}
+            if model == "minirocket":
+                params = {"pad": args.minirocket_pad}
+            records.append({**info, "model": model, "seed": seed,
+                            "params": params_text(params), "label": args.label,
+                            "commit": args.commit, **result})
     return records
 
 
@@ -510,32 +552,35 @@ def git_commit():
         return None
 
 
-def dataset_names(text):
+def dataset_names(text, collection=suite):
+    """The datasets ``--datasets`` names, from ``collection`` (a suite module)."""
     names = []
     for part in text.split(","):
         if part == "real":
-            names += suite.REAL
+            names += collection.REAL
         elif part == "synthetic":
-            names += list(suite.SYNTHETIC)
+            names += list(collection.SYNTHETIC)
         elif part == "all":
-            names += suite.NAMES
-        elif part in suite.NAMES:
+            names += collection.NAMES
+        elif part in collection.NAMES:
             names.append(part)
         else:
             raise SystemExit(f"unknown dataset {part!r}; expected real, synthetic, all or "
-                             f"one of {suite.NAMES}")
+                             f"one of {collection.NAMES}")
     return list(dict.fromkeys(names))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def suite_arguments(description, models, default_models, estimator, gru_help,
+                    gru_max_cost):
+    """The parser of the options every suite benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", default="all",
                         help="comma-separated names, or real, synthetic, all")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated, from {','.join(MODELS)}")
+    parser.add_argument("--models", default=",".join(default_models),
+                        help=f"comma-separated, from {','.join(models)}")
     parser.add_argument("--params", default="",
-                        help="FastGRNNClassifier settings, key=value,... (Python literals)")
+                        help=f"{estimator.__name__} settings, key=value,... (Python literals)")
     parser.add_argument("--label", default=None,
                         help="a name for this run in the records (default: the params)")
     kinds = parser.add_mutually_exclusive_group()
@@ -546,40 +591,45 @@ def main():
     parser.add_argument("--append", action="store_true", help="append to --out")
     parser.add_argument("--minirocket-pad", choices=list(MINIROCKET_PADS), default="zero",
                         help="pad variable-length sets for MiniRocket with zeros or the last value")
-    parser.add_argument("--gru-seeds", type=int, default=1,
-                        help="seeds of the GRU (eager PyTorch is about 10x slower)")
-    parser.add_argument("--gru-max-cost", type=float, default=1.2e6,
+    parser.add_argument("--gru-seeds", type=int, default=1, help=gru_help)
+    parser.add_argument("--gru-max-cost", type=float, default=gru_max_cost,
                         help="skip the GRU where optimiser steps * T would exceed this")
-    args = parser.parse_args()
+    return parser
 
+
+def checked_arguments(parser, models, estimator, collection=suite):
+    """The parsed options, checked (a misspelt setting fails now, not in a worker),
+    and the names of the datasets to run."""
+    args = parser.parse_args()
     try:
         args.params = parse_params(args.params)
     except ValueError as exc:
         parser.error(str(exc))
     args.models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in args.models if m not in MODELS]
+    unknown = [m for m in args.models if m not in models]
     if unknown:
-        parser.error(f"unknown model(s) {unknown}; expected some of {list(MODELS)}")
+        parser.error(f"unknown model(s) {unknown}; expected some of {list(models)}")
     args.label = args.label or params_text(args.params)
     args.inputs = list(INPUTS) if args.both else ["raw"] if args.raw else ["zscore"]
     args.commit = git_commit()
-    names = dataset_names(args.datasets)
-    if args.params:  # fail on a misspelt parameter now, not in the first worker
-        from sklearn_fastgrnn import FastGRNNClassifier
-
+    if args.params:
         try:
-            FastGRNNClassifier().set_params(**args.params)
+            estimator().set_params(**args.params)
         except ValueError as exc:
             parser.error(str(exc))
+    return args, dataset_names(args.datasets, collection)
 
+
+def run_suite(names, args, run_dataset, score, header=""):
+    """Run ``run_dataset(name, args)`` for every dataset (over ``--jobs``
+    processes), writing ``--out`` and a line per dataset with the mean ``score``
+    of each model; returns the records."""
     out = None
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         out = open(args.out, "a" if args.append else "w")
-    fastgrnn = (f", FastGRNN {args.label}"
-                if {"fastgrnn", "early_stop"} & set(args.models) else "")
     print(f"# {len(names)} sets, inputs {','.join(args.inputs)}, models {','.join(args.models)}, "
-          f"{args.seeds} seeds{fastgrnn}, commit {args.commit}, jobs {args.jobs}", flush=True)
+          f"{args.seeds} seeds{header}, commit {args.commit}, jobs {args.jobs}", flush=True)
     records, started = [], time.perf_counter()
 
     def collect(name, rs):
@@ -589,23 +639,42 @@ def main():
                 out.write(json.dumps(r, default=repr) + "\n")
             out.flush()
         summary = ", ".join(
-            f"{m} {np.mean([r['accuracy'] for r in rs if r['model'] == m and r['input'] == k]):.3f}"
+            f"{m} {np.mean([r[score] for r in rs if r['model'] == m and r['input'] == k]):.3f}"
             f"{'' if len(args.inputs) == 1 else '/' + k}"
             for k in args.inputs for m in args.models
             if any(r["model"] == m and r["input"] == k for r in rs))
-        print(f"# done {name} at {time.perf_counter() - started:.0f} s: {summary}", flush=True)
+        print(f"# done {name} at {time.perf_counter() - started:.0f} s: {score} {summary}",
+              flush=True)
+        for r in rs:
+            for message in r.get("warnings") or ():
+                print(f"#   {r['model']} seed {r['seed']} {r['input']}: {message}", flush=True)
 
-    if args.jobs <= 1:
-        for name in names:
-            collect(name, run_dataset(name, args))
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run_dataset, name, args): name for name in names}
-            for future in as_completed(futures):
-                collect(futures[future], future.result())
-    if out is not None:
-        out.close()
+    try:
+        if args.jobs <= 1:
+            for name in names:
+                collect(name, run_dataset(name, args))
+        else:
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                futures = {pool.submit(run_dataset, name, args): name for name in names}
+                for future in as_completed(futures):
+                    collect(futures[future], future.result())
+    finally:
+        if out is not None:
+            out.close()
     print()
+    return records
+
+
+def main():
+    from sklearn_fastgrnn import FastGRNNClassifier
+
+    parser = suite_arguments(__doc__.splitlines()[0], MODELS, DEFAULT_MODELS,
+                             FastGRNNClassifier, "seeds of the GRU (eager PyTorch is about "
+                             "10x slower)", gru_max_cost=1.2e6)
+    args, names = checked_arguments(parser, MODELS, FastGRNNClassifier)
+    header = (f", FastGRNN {args.label}"
+              if {"fastgrnn", "early_stop"} & set(args.models) else "")
+    records = run_suite(names, args, run_dataset, "accuracy", header)
     print_table(records, names, args)
     print_targets(records, names, args)
 

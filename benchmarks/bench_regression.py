@@ -36,33 +36,30 @@ each model; then whether the issue-18 targets are met: FastGRNN's mean R² at
 least the MLP's on every real set, and at least 0.95 on every synthetic task
 the same-size GRU solves (GRU mean R² >= 0.95). ``--out`` writes one JSON
 record per (dataset, input, model, seed), as bench_accuracy.py does
-(``compare_regression.py`` tabulates them).
+(``compare_results.py`` tabulates them).
 """
 
-import argparse
-import json
-import math
-import os
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import regression_suite
 from bench_accuracy import (
-    MINIROCKET_PADS,
+    checked_arguments,
+    fitted_minirocket,
     flat,
     fmt_s,
-    git_commit,
-    gru_cost,
-    lengths_of,
+    group,
     median_of,
     met,
+    model_records,
     params_text,
-    parse_params,
     pickle_kb,
-    to_aeon,
+    run_suite,
+    suite_arguments,
+    train_gru,
+    warm_up_minirocket,
 )
 
 # Every model the benchmark can fit, and the ones it fits unless told otherwise.
@@ -119,33 +116,10 @@ def fit_fastgrnn(data, seed, params):
 
 
 # ---------------------------------------------------------------- MiniRocket
-_warm = []
-
-
-def warm_up_minirocket():
-    """Compile (or load from numba's cache) MiniRocket's kernels outside the timed fits."""
-    from aeon.regression.convolution_based import MiniRocketRegressor
-
-    if _warm:  # once a process
-        return
-    _warm.append(True)
-    rng = np.random.default_rng(0)
-    for d in (1, 2):
-        X = rng.standard_normal((10, d, 40))
-        MiniRocketRegressor(n_kernels=84, random_state=0).fit(X, rng.standard_normal(10)).predict(X)
-
-
 def fit_minirocket(data, seed, pad="zero"):
-    from aeon.regression.convolution_based import MiniRocketRegressor
-
-    X_train, y_train, X_test, y_test = data
-    A_train, A_test = to_aeon(X_train, pad), to_aeon(X_test, pad)
-    model = MiniRocketRegressor(random_state=seed, n_jobs=1)
-    start = time.perf_counter()
-    model.fit(A_train, y_train)
-    fit_s = time.perf_counter() - start
+    model, A_test, fit_s = fitted_minirocket("regressor", data, seed, pad)
     kb = pickle_kb(model)
-    return {**scores(y_test, model.predict(A_test)), "fit_s": fit_s, "model_kb": kb,
+    return {**scores(data[3], model.predict(A_test)), "fit_s": fit_s, "model_kb": kb,
             "pickle_kb": kb, "n_iter": None}
 
 
@@ -167,75 +141,26 @@ def fit_flat(model, data):
 def gru_fit(data, seed, hidden_size=32):
     """A PyTorch GRU regressor trained with FastGRNNRegressor's default recipe.
 
-    bench_accuracy.py's GRU with the squared-error head: half the mean squared
-    error of the standardised targets, the stopping rule's chance level being
-    ``AUTO_PLATEAU_LEVEL`` times the loss of predicting the mean (0.5).
+    bench_accuracy.py's :func:`~bench_accuracy.train_gru` with the squared-error
+    head: half the mean squared error of the standardised targets, the stopping
+    rule's chance level being ``AUTO_PLATEAU_LEVEL`` times the loss of
+    predicting the mean (0.5).
     """
     import torch
 
-    from sklearn_fastgrnn import FastGRNNRegressor
     from sklearn_fastgrnn import _base as base_module
-    from sklearn_fastgrnn._stopping import PlateauMonitor, patience_epochs
 
     X_train, y_train, X_test, y_test = data
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)
     y2 = np.asarray(y_train, dtype=np.float64).reshape(len(y_train), -1)
     y_mean, y_std = y2.mean(axis=0), y2.std(axis=0)
     y_std[y_std == 0] = 1.0
-    lengths = lengths_of(X_train)
-    T = int(lengths.max())
-    Xt = torch.as_tensor(np.nan_to_num(X_train, nan=0.0))
-    yt = torch.as_tensor(((y2 - y_mean) / y_std).astype(np.float32))
-    last = torch.as_tensor(lengths - 1)
-    gru = torch.nn.GRU(X_train.shape[2], hidden_size, batch_first=True)
-    with torch.no_grad():  # chrono: update gate (PyTorch's z) keeps ~1 + u steps
-        u = torch.empty(hidden_size).uniform_(1.0, max(T - 1, 2))
-        gru.bias_ih_l0[hidden_size : 2 * hidden_size] = torch.log(u)
-        gru.bias_hh_l0[hidden_size : 2 * hidden_size] = 0.0
-    head = torch.nn.Linear(hidden_size, y2.shape[1])
-    params = list(gru.parameters()) + list(head.parameters())
-    matrices = [p for name, p in list(gru.named_parameters()) + list(head.named_parameters())
-                if "weight" in name]
-    alpha = FastGRNNRegressor().alpha
-    optimizer = torch.optim.Adam(params, lr=0.01)
-    n = len(Xt)
-    batch = base_module.resolve_batch_size("auto", n)
-    steps = math.ceil(n / batch)
-    patience = patience_epochs(10, steps, base_module.AUTO_MIN_PATIENCE_STEPS)
-    plateau_patience = patience_epochs(10, steps, base_module.AUTO_PLATEAU_PATIENCE_STEPS)
-    chance = base_module.AUTO_PLATEAU_LEVEL * 0.5  # half the variance of standardised y
-    max_epochs = max(base_module.AUTO_MIN_EPOCHS, math.ceil(base_module.AUTO_MIN_STEPS / steps))
-    monitor = PlateauMonitor(1e-4)
-
-    def outputs(X, idx_last):
-        out, _ = gru(X)
-        return head(out[torch.arange(len(X)), idx_last])
-
-    epochs = 0
-    for epoch in range(max_epochs):
-        epochs = epoch + 1
-        order = torch.randperm(n)
-        total = 0.0
-        for start_idx in range(0, n, batch):
-            idx = order[start_idx : start_idx + batch]
-            loss = 0.5 * torch.mean((outputs(Xt[idx], last[idx]) - yt[idx]) ** 2)
-            loss = loss + 0.5 * alpha * sum((m * m).sum() for m in matrices)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
-            total += loss.item() * len(idx)
-        monitor.update(total / n, epoch + 1)
-        if monitor.plateaued(plateau_patience if monitor.best >= chance else patience):
-            break
+    targets = torch.as_tensor(((y2 - y_mean) / y_std).astype(np.float32))
+    outputs, epochs, n_params = train_gru(
+        X_train, targets, y2.shape[1], lambda out, y: 0.5 * torch.mean((out - y) ** 2),
+        base_module.AUTO_PLATEAU_LEVEL * 0.5, seed, hidden_size)
     fit_s = time.perf_counter() - start
-    with torch.no_grad():
-        pred = outputs(torch.as_tensor(np.nan_to_num(X_test, nan=0.0)),
-                       torch.as_tensor(lengths_of(X_test) - 1)).numpy()
-    pred = pred * y_std + y_mean
-    n_params = sum(p.numel() for p in params)
+    pred = outputs(X_test) * y_std + y_mean
     return {**scores(y_test, pred.reshape(np.shape(y_test))), "fit_s": fit_s,
             "model_kb": 4 * n_params / 1024, "pickle_kb": None, "n_iter": epochs}
 
@@ -270,7 +195,7 @@ def run_dataset(name, args):
     records = []
     with threadpool_limits(limits=1):
         if "minirocket" in args.models:
-            warm_up_minirocket()
+            warm_up_minirocket("regressor")
         for kind in args.inputs:
             data = regression_suite.load(name, scale=(kind == "zscore"))
             X_train, y_train, X_test, y_test = data
@@ -281,29 +206,11 @@ def run_dataset(name, args):
             info = {"dataset": name, "input": kind, "n": n, "T": T, "d": d,
                     "outputs": int(y2.shape[1]), "n_test": len(y_test),
                     "rmse_mean": float(baseline), "real": name in regression_suite.REAL}
-            for model in args.models:
-                if model == "gru" and gru_cost(n, T) > args.gru_max_cost:
-                    continue
-                seeds = [0] if model in DETERMINISTIC else range(
-                    args.gru_seeds if model == "gru" else args.seeds)
-                for seed in seeds:
-                    result = fit_one(model, data, seed, args)
-                    params = args.params if model == "fastgrnn" else {}
-                    if model == "minirocket":
-                        params = {"pad": args.minirocket_pad}
-                    records.append({**info, "model": model, "seed": seed,
-                                    "params": params_text(params), "label": args.label,
-                                    "commit": args.commit, **result})
+            records += model_records(info, data, args, fit_one, DETERMINISTIC)
     return records
 
 
 # ---------------------------------------------------------------- the tables
-def group(records):
-    """{(dataset, input, model): [records over the seeds]}."""
-    out = {}
-    for r in records:
-        out.setdefault((r["dataset"], r["input"], r["model"]), []).append(r)
-    return out
 
 
 def mean_worst(rs, key):
@@ -410,104 +317,17 @@ def print_targets(records, names, args):
 
 
 # ---------------------------------------------------------------- main
-def dataset_names(text):
-    names = []
-    for part in text.split(","):
-        if part == "real":
-            names += regression_suite.REAL
-        elif part == "synthetic":
-            names += list(regression_suite.SYNTHETIC)
-        elif part == "all":
-            names += regression_suite.NAMES
-        elif part in regression_suite.NAMES:
-            names.append(part)
-        else:
-            raise SystemExit(f"unknown dataset {part!r}; expected real, synthetic, all or "
-                             f"one of {regression_suite.NAMES}")
-    return list(dict.fromkeys(names))
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--datasets", default="all",
-                        help="comma-separated names, or real, synthetic, all")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated, from {','.join(MODELS)}")
-    parser.add_argument("--params", default="",
-                        help="FastGRNNRegressor settings, key=value,... (Python literals)")
-    parser.add_argument("--label", default=None,
-                        help="a name for this run in the records (default: the params)")
-    kinds = parser.add_mutually_exclusive_group()
-    kinds.add_argument("--raw", action="store_true", help="unscaled input only")
-    kinds.add_argument("--both", action="store_true", help="z-scored and raw input")
-    parser.add_argument("--jobs", type=int, default=1, help="processes to spread datasets over")
-    parser.add_argument("--out", default=None, help="write one JSON record per fit here")
-    parser.add_argument("--append", action="store_true", help="append to --out")
-    parser.add_argument("--minirocket-pad", choices=list(MINIROCKET_PADS), default="zero",
-                        help="pad variable-length sets for MiniRocket with zeros or the last value")
-    parser.add_argument("--gru-seeds", type=int, default=1,
-                        help="seeds of the GRU (eager PyTorch is slower)")
-    parser.add_argument("--gru-max-cost", type=float, default=3e6,
-                        help="skip the GRU where optimiser steps * T would exceed this")
-    args = parser.parse_args()
+    from sklearn_fastgrnn import FastGRNNRegressor
 
-    try:
-        args.params = parse_params(args.params)
-    except ValueError as exc:
-        parser.error(str(exc))
-    args.models = [m for m in args.models.split(",") if m]
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; expected some of {list(MODELS)}")
-    args.label = args.label or params_text(args.params)
-    args.inputs = list(INPUTS) if args.both else ["raw"] if args.raw else ["zscore"]
-    args.commit = git_commit()
-    names = dataset_names(args.datasets)
-    if args.params:  # fail on a misspelt parameter now, not in the first worker
-        from sklearn_fastgrnn import FastGRNNRegressor
-
-        try:
-            FastGRNNRegressor().set_params(**args.params)
-        except ValueError as exc:
-            parser.error(str(exc))
-
-    out = None
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        out = open(args.out, "a" if args.append else "w")
-    fastgrnn = f", FastGRNN {args.label}" if "fastgrnn" in args.models else ""
-    print(f"# {len(names)} sets, inputs {','.join(args.inputs)}, models {','.join(args.models)}, "
-          f"{args.seeds} seeds (GRU {args.gru_seeds}){fastgrnn}, commit {args.commit}, "
-          f"jobs {args.jobs}", flush=True)
-    records, started = [], time.perf_counter()
-
-    def collect(name, rs):
-        records.extend(rs)
-        if out is not None:
-            for r in rs:
-                out.write(json.dumps(r, default=repr) + "\n")
-            out.flush()
-        summary = ", ".join(
-            f"{m} {np.mean([r['r2'] for r in rs if r['model'] == m and r['input'] == k]):.3f}"
-            f"{'' if len(args.inputs) == 1 else '/' + k}"
-            for k in args.inputs for m in args.models
-            if any(r["model"] == m and r["input"] == k for r in rs))
-        print(f"# done {name} at {time.perf_counter() - started:.0f} s: R² {summary}", flush=True)
-        for r in rs:
-            for message in r.get("warnings") or ():
-                print(f"#   {r['model']} seed {r['seed']} {r['input']}: {message}", flush=True)
-
-    if args.jobs <= 1:
-        for name in names:
-            collect(name, run_dataset(name, args))
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run_dataset, name, args): name for name in names}
-            for future in as_completed(futures):
-                collect(futures[future], future.result())
-    if out is not None:
-        out.close()
+    parser = suite_arguments(__doc__.splitlines()[0], MODELS, DEFAULT_MODELS,
+                             FastGRNNRegressor, "seeds of the GRU (eager PyTorch is slower)",
+                             gru_max_cost=3e6)
+    args, names = checked_arguments(parser, MODELS, FastGRNNRegressor, regression_suite)
+    header = f" (GRU {args.gru_seeds})"
+    if "fastgrnn" in args.models:
+        header += f", FastGRNN {args.label}"
+    records = run_suite(names, args, run_dataset, "r2", header)
     print_table(records, names, args)
     print_targets(records, names, args)
 

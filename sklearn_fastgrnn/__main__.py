@@ -386,12 +386,12 @@ def _load_model(path, *, any_estimator=False):
 def _check_damage(model, clf, path):
     """Refuse a model file whose weights or scaler statistics are damaged (NaN,
     infinite, shapes that do not match), as ``load_weights`` refuses such a file."""
-    from .export.weights import SCALERS, check_classifier, check_scaler
+    from .export.weights import SCALERS, check_fitted_model, check_scaler
 
     steps = model.steps[:-1] if isinstance(model, Pipeline) else []
     try:
         if isinstance(clf, (FastGRNNClassifier, FastGRNNRegressor)):
-            check_classifier(clf, "it would predict NaN or fail")
+            check_fitted_model(clf, "it would predict NaN or fail")
         for _, step in steps:
             if type(step) in SCALERS.values():
                 check_scaler(step, "it would scale to NaN")

@@ -68,7 +68,7 @@ from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from ..regressor import FastGRNNRegressor
-from .weights import _weight_problem, check_classifier
+from .weights import check_fitted_model
 
 __all__ = ["export_c"]
 
@@ -211,10 +211,7 @@ def check_model(model, consequence="export_c refuses it"):
         _check_quantized(model)
     else:
         check_is_fitted(model, "coefs_")
-        if isinstance(model, FastGRNNClassifier):
-            check_classifier(model, consequence)
-        else:
-            _check_regressor(model, consequence)
+        check_fitted_model(model, consequence)
     activation = getattr(model, "out_activation_", "softmax")
     if activation not in READ_OUTS:
         raise ValueError(
@@ -225,38 +222,6 @@ def check_model(model, consequence="export_c refuses it"):
         raise ValueError(
             f"readout={model.readout!r} is not one of {list(READOUTS)}: {consequence}."
         )
-
-
-def _check_regressor(reg, consequence):
-    """What :func:`check_classifier` checks of a classifier, for a regressor."""
-    coefs = getattr(reg, "coefs_", None)
-    if not isinstance(coefs, dict):
-        raise ValueError(f"coefs_ is a {type(coefs).__name__}, not a dict of arrays: "
-                         f"{consequence}. The model is damaged; retrain it.")
-    n_outputs = np.shape(coefs.get("V", ()))[-1:]
-    if n_outputs and n_outputs[0] != reg.n_outputs_:
-        raise ValueError(
-            f"n_outputs_ is {reg.n_outputs_}, but coefs_['V'] has {n_outputs[0]} "
-            f"columns, one per output: {consequence}. The model is damaged; refit it."
-        )
-    try:
-        shapes = reg._layout().shapes
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{exc} ({consequence})") from None
-    fitted = {key: np.shape(value) for key, value in coefs.items()}
-    if fitted != shapes:
-        raise ValueError(
-            f"coefs_ has shapes {fitted}, but the regressor's hyper-parameters "
-            f"describe {shapes}: {consequence}. They were changed after fit; set "
-            "them back or refit."
-        )
-    for key, value in coefs.items():
-        problem = _weight_problem(value)
-        if problem:
-            raise ValueError(
-                f"coefs_[{key!r}] {problem}: {consequence}. The model diverged or was "
-                "damaged; retrain it (smaller learning_rate_init, or alpha)."
-            )
 
 
 def _check_quantized(q):

@@ -45,7 +45,7 @@ from .._files import write_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._version import __version__
 from ..preprocessing import SequenceScaler
-from .weights import check_classifier, check_scaler, out_activation, unpack_model
+from .weights import check_fitted_model, check_scaler, out_activation, unpack_model
 
 __all__ = ["state_layout", "to_onnx"]
 
@@ -548,7 +548,7 @@ def to_onnx(model, path=None, *, step=False):
     """
     onnx = _import_onnx()
     est, scaler, _ = unpack_model(model)
-    check_classifier(est, "to_onnx refuses it")
+    check_fitted_model(est, "to_onnx refuses it")
     if scaler is not None:
         check_scaler(scaler, "to_onnx refuses it")
     if step and isinstance(scaler, StandardScaler):

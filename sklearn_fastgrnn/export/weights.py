@@ -171,7 +171,7 @@ def _statistic_problem(name, value):
 
 def check_scaler(scaler, consequence):
     """Raise a ValueError when a fitted scaler's statistics are damaged (NaN,
-    infinite or beyond what a weights file allows); see :func:`check_classifier`."""
+    infinite or beyond what a weights file allows); see :func:`check_fitted_model`."""
     for name in ("mean_", "var_", "scale_"):
         value = getattr(scaler, name, None)
         problem = None if value is None else _statistic_problem(name, value)
@@ -295,7 +295,7 @@ def _outputs_problem(est):
     return None
 
 
-def check_classifier(est, consequence):
+def check_fitted_model(est, consequence):
     """Raise a ValueError when a fitted estimator's weights can not predict.
 
     Checks what a weights file's loader checks: ``coefs_`` holds the tensors
@@ -363,7 +363,7 @@ def _role(est):
 
 def _encode_estimator(est):
     """JSON metadata and tensors of the estimator."""
-    check_classifier(est, "load_weights would refuse the file")
+    check_fitted_model(est, "load_weights would refuse the file")
     tensors = {key: np.array(value, order="C") for key, value in est.coefs_.items()}
     metadata = {"params": _encode_params(est)}
     if hasattr(est, "classes_"):
