@@ -125,6 +125,9 @@ def test_window_auto_aims_at_about_fifty_steps(rng):
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert clf.fit(X, y).window_ == 8
         assert clf.fit(X[:, :60], y).window_ == 1
+        # one timestep a step up to 74 timesteps (the documented boundary)
+        assert clf.fit(X[:, :74], y).window_ == 1
+        assert clf.fit(X[:, :75], y).window_ == 2
         assert clf.set_params(window=500).fit(X, y).window_ == 400  # at most T
 
 
