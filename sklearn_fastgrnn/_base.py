@@ -442,15 +442,18 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return np.dtype(np.float32 if input_dtype == np.float32 else np.float64)
         return np.dtype(self.dtype)
 
-    def _as_training_dtype(self, X3, dtype, name="X"):
+    def _as_training_dtype(self, X3, dtype, name="X", source=None):
         """``X3`` (finite but for NaN padding) in the training ``dtype``.
 
-        Refuses values that overflow it (float64 input beyond float32's range).
+        Refuses values that overflow it (float64 input beyond float32's range);
+        ``source`` is a callable giving the float64 values of ``X3`` for the
+        message, when ``X3`` is already in ``dtype``.
         """
         with np.errstate(over="ignore"):
             converted = X3.astype(dtype, copy=False)
-        if converted.dtype != X3.dtype and np.isinf(converted).any():
-            peak = float(np.nanmax(np.abs(X3)))
+        narrowed = converted.dtype != X3.dtype or source is not None
+        if narrowed and dtype != np.float64 and np.isinf(converted).any():
+            peak = float(np.nanmax(np.abs(X3 if source is None else source())))
             raise ValueError(
                 f"{name} holds values up to {peak:.3g} in magnitude, beyond the range of "
                 f"{dtype} ({float(np.finfo(dtype).max):.3g}) in which training computes "
@@ -498,10 +501,12 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     def _mapped_input(self, X3, dtype, name="X"):
         """Sequences as the cell reads them in training, before windowing: mapped, cast."""
         maps = self._maps
-        if maps.input_mean is not None:
-            X3 = np.subtract(X3, maps.input_mean)  # in float64, NaN stays
-            X3 /= maps.input_scale
-        return self._as_training_dtype(X3, dtype, name)
+        if maps.input_mean is None:
+            return self._as_training_dtype(X3, dtype, name)
+        mapped = _scaling.standardised(X3, maps.input_mean, maps.input_scale, dtype)
+        return self._as_training_dtype(mapped, dtype, name, source=lambda: (
+            (X3.astype(np.float64) - maps.input_mean) / maps.input_scale
+        ))
 
     def _update_maps(self, X3, targets, weights, incremental, resume):
         """Fit the input and output maps (:mod:`~sklearn_fastgrnn._scaling`).

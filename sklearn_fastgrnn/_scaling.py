@@ -53,9 +53,11 @@ class Moments(NamedTuple):
 
         ``weights`` holds one weight per sample (axis 0 of ``values``, which
         ``axis`` must include). The weighted sums are products with the
-        weights: one pass over the data each.
+        weights, on one float64 copy of the values worked in place (a fresh
+        array per pass costs as much as the pass, in page faults).
         """
-        values = np.asarray(values, dtype=np.float64)
+        # our C-ordered copy, worked in place (through 2D views of it)
+        values = np.array(values, dtype=np.float64, order="C")
         weights = np.asarray(weights, dtype=np.float64).reshape(len(values))
         axes = tuple(np.atleast_1d(axis))
         if 0 not in axes:
@@ -66,22 +68,25 @@ class Moments(NamedTuple):
             flat = weights @ a.reshape(len(a), -1)
             return flat.reshape(a.shape[1:]).sum(axis=within)
 
-        real = ~np.isnan(values)
-        padded = not real.all()
+        padding = np.isnan(values)
+        padded = padding.any()
         if padded:
-            values = np.where(real, values, 0.0)
-            total = weighted_sum(real.astype(np.float64))
+            np.copyto(values, 0.0, where=padding)
+            total = weighted_sum(~padding)
         else:  # every value counts: the weights' sum times the values a sample has
             per_sample = int(np.prod([values.shape[a] for a in axes if a != 0]))
             shape = tuple(n for a, n in enumerate(values.shape) if a not in axes)
             total = np.full(shape, weights.sum() * per_sample)
         safe = np.where(total > 0, total, 1.0)
         mean = weighted_sum(values) / safe
-        centred = values - np.expand_dims(mean, axes)
+        # the deviations, the mean laid out as one sample (long inner loops)
+        one_sample = np.broadcast_to(np.expand_dims(mean, axes), (1, *values.shape[1:]))
+        deviations = values.reshape(len(values), -1)
+        deviations -= one_sample.reshape(1, -1)
         if padded:
-            centred *= real
-        centred *= centred
-        return cls(total, mean, weighted_sum(centred))
+            np.copyto(values, 0.0, where=padding)
+        values *= values
+        return cls(total, mean, weighted_sum(values))
 
     def merge(self, other):
         """The moments of both batches together."""
@@ -105,6 +110,36 @@ class Moments(NamedTuple):
         small = std <= _CONSTANT * np.maximum(np.abs(self.mean), 1.0)
         std = np.where(small, 1.0, std)
         return as_float32(self.mean), as_float32(std)
+
+
+_BLOCK = 32_768  # values a block of standardised: the float64 work stays in cache
+
+
+def standardised(X3, mean, scale, dtype):
+    """``(X3 - mean) / scale`` per channel, computed in float64, in ``dtype``.
+
+    ``X3`` is (n, T, d) and ``mean``, ``scale`` are (d,); NaN stays NaN. The
+    work goes in blocks of sequences, with the maps tiled over the timesteps
+    (one long inner loop a sequence; a scalar for one channel), so that the
+    float64 intermediate never leaves the cache. Overflow of ``dtype`` gives
+    infinities, which the caller checks for.
+    """
+    n, T, d = X3.shape
+    if d == 1:
+        mean, scale = mean[0], scale[0]
+    else:
+        mean, scale = np.tile(mean, T), np.tile(scale, T)
+    rows = X3.reshape(n, T * d)
+    out = np.empty((n, T * d), dtype)
+    block = max(1, _BLOCK // max(1, T * d))
+    work = np.empty((min(block, n), T * d))
+    with np.errstate(over="ignore"):
+        for start in range(0, n, block):
+            part = work[: min(block, n - start)]
+            np.subtract(rows[start : start + block], mean, out=part)
+            part /= scale
+            out[start : start + block] = part
+    return out.reshape(n, T, d)
 
 
 def as_float32(values):

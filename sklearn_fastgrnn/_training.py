@@ -120,9 +120,9 @@ class TrainingRun:
         self.shifts = rng.integers(0, k, len(self.data.timestep_lengths))
         self.lengths = -(-(self.data.timestep_lengths + self.shifts) // k)
 
-    def _batch(self, idx):
-        """Time-major batch of the sequences ``idx``, cut to its longest one."""
-        lengths = self.lengths[idx]
+    def _batch(self, idx, lengths):
+        """Time-major batch of the sequences ``idx`` (of ``lengths`` cell steps),
+        cut to its longest one; the lengths, or None when none is padded."""
         T_batch = int(lengths.max())
         buf = self._batch_buffers.get(len(idx))
         if buf is None or len(buf) < T_batch:
@@ -154,30 +154,33 @@ class TrainingRun:
         if self.data.timesteps is not None:
             self._shift_windows(rng)
         order = rng.permutation(train) if est.shuffle else train
+        # the epoch's targets, weights and lengths in its order: a batch is a slice
+        targets, weights = take(self.targets, order), self.data.weights[order]
+        lengths = self.lengths[order]
         batches = list(gen_batches(len(order), batch_size))
         total_loss = total_weight = 0.0
         progress = est.verbose >= 2 and len(batches) >= 50
+        engine, grad, n_weights, alpha = self.engine, self.grad, self.layout.n_weights, est.alpha
         for b, sl in enumerate(batches):
-            idx = order[sl]
-            w = self.data.weights[idx]
+            w = weights[sl]
             w_sum = float(w.sum())
             if w_sum == 0.0:
                 continue
             w = w / w.dtype.type(w_sum)
-            Xb, lengths = self._batch(idx)
-            outputs = self.engine.forward(flat, Xb, lengths)
+            Xb, batch_lengths = self._batch(order[sl], lengths[sl])
+            outputs = engine.forward(flat, Xb, batch_lengths)
             doutputs = np.empty_like(outputs)
-            loss = self.loss(outputs, take(self.targets, idx), w, doutputs)
-            self.engine.backward(doutputs, self.grad)
-            loss += _losses.l2_penalty(flat, self.layout.n_weights, est.alpha, self.grad)
-            if not np.isfinite(loss):
+            loss = self.loss(outputs, take(targets, sl), w, doutputs)
+            engine.backward(doutputs, grad)
+            loss += _losses.l2_penalty(flat, n_weights, alpha, grad)
+            if not math.isfinite(loss):
                 raise ValueError(est._divergence_message(
                     f"the loss became {loss} in epoch {est.n_iter_ + 1}, mini-batch {b + 1}"
                 ))
             if self.sparsity is not None:
-                self.sparsity.before_step(self.grad)
-            clip_by_global_norm(self.grad, est.clip_grad_norm)
-            optimizer.step(flat, self.grad, lr)
+                self.sparsity.before_step(grad)
+            clip_by_global_norm(grad, est.clip_grad_norm)
+            optimizer.step(flat, grad, lr)
             if self.sparsity is not None:
                 self.sparsity.after_step(flat)
             total_loss += loss * w_sum

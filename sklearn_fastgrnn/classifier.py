@@ -162,6 +162,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
 
     def _unseen_labels(self, y):
         """The labels of ``y`` that are not in ``classes_``, as a list."""
+        if y.dtype.kind != "O" and np.isin(y, self.classes_).all():
+            return []  # the common case, without sorting y's labels
         return np.setdiff1d(unique_labels(y), self.classes_).tolist()
 
     def _encode_targets(self, y, classes, incremental, resume):
@@ -169,7 +171,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        multilabel = type_of_target(y) == "multilabel-indicator"
+        multilabel = y.ndim == 2 and type_of_target(y) == "multilabel-indicator"
         previous = getattr(self, "classes_", None)
         if incremental:
             first = _check_partial_fit_first_call(self, classes)

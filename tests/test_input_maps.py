@@ -71,7 +71,7 @@ def test_shifted_training_windows_are_the_windows_of_a_later_start(batch, data):
     run.shifts = shifts
     run.lengths = -(-(lengths + shifts) // k)
     idx = np.arange(n)[::-1].copy()
-    batch, batch_lengths = run._batch(idx)
+    batch, batch_lengths = run._batch(idx, run.lengths[idx])
     assert np.isfinite(batch).all()  # padded steps are skipped, but never NaN
     for row, i in enumerate(idx):
         late = np.concatenate([np.repeat(timesteps[i, :1], shifts[i], axis=0),
@@ -224,6 +224,54 @@ def test_moments_are_the_weighted_moments_of_the_real_values(rng, padded):
               for s in (slice(0, 4), slice(4, None))]
     np.testing.assert_allclose(np.array(halves[0].merge(halves[1])), np.array(moments),
                                rtol=1e-12)
+
+
+def test_moments_leave_the_values_alone(rng):
+    """The moments work in place on a copy: a float64 array, NaN padding
+    included, is the caller's and comes back unchanged."""
+    values = rng.standard_normal((6, 4, 2)) + 3.0
+    values[1, 2:] = np.nan
+    before = values.copy()
+    _scaling.Moments.of(values, np.ones(6), axis=(0, 1))
+    np.testing.assert_array_equal(values, before)
+    # any memory layout: channels first, as aeon stores them, transposed
+    weights = rng.uniform(0.5, 2.0, 6)
+    for view in (values.transpose(0, 2, 1).copy().transpose(0, 2, 1), values[:, ::-1]):
+        np.testing.assert_allclose(
+            np.array(_scaling.Moments.of(view, weights, axis=(0, 1))),
+            _direct_moments(view, weights), rtol=1e-12)
+    targets = rng.standard_normal(6)  # one output, as a vector
+    kept = targets.copy()
+    moments = _scaling.Moments.of(targets, np.ones(6), axis=0)
+    np.testing.assert_array_equal(targets, kept)
+    np.testing.assert_allclose(moments.mean, targets.mean(), rtol=1e-12)
+    np.testing.assert_allclose(moments.m2, ((targets - targets.mean()) ** 2).sum(), rtol=1e-12)
+
+
+@given(
+    st.integers(1, 40), st.integers(1, 30), st.integers(1, 4),
+    st.sampled_from([np.float32, np.float64]), st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=150, deadline=None)
+def test_standardised_input_is_the_plain_formula_bit_for_bit(n, T, d, dtype, out, seed):
+    """Blocks, tiling and the one-channel scalar change no bit of
+    ``((X - mean) / scale)`` computed in float64 and cast, NaN included."""
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, T, d)) * 50 + 7).astype(dtype)
+    X[rng.random((n, T)) < 0.2] = np.nan
+    if seed % 2:  # channels first in memory, as aeon stores them
+        X = X.transpose(0, 2, 1).copy().transpose(0, 2, 1)
+    mean, scale = rng.standard_normal(d) * 9, rng.uniform(1e-3, 40, d)
+    expected = ((X.astype(np.float64) - mean) / scale).astype(out)
+    block = _scaling._BLOCK
+    try:
+        _scaling._BLOCK = int(rng.integers(1, 200))  # blocks of a few sequences
+        got = _scaling.standardised(X, mean, scale, out)
+    finally:
+        _scaling._BLOCK = block
+    assert got.dtype == out and got.shape == X.shape
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_moments_of_targets_are_per_column(rng):
