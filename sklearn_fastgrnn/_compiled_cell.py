@@ -930,6 +930,16 @@ class _Buffers:
         ctx.readout = _READOUT_INDEX[engine.readout]
         ctx.gate, ctx.update = engine._kinds
         ctx.UT = _address(engine._U_T)
+        self.full = np.empty(B, np.int64)  # the lengths of a batch without padding
+        self.full_address, self.full_T = _address(self.full), None
+        self.grad = None  # the gradient array whose addresses ctx holds
+
+    def full_lengths(self, T):
+        """Lengths of a batch of ``T`` steps without padding, and their address."""
+        if self.full_T != T:
+            self.full.fill(T)
+            self.full_T = T
+        return self.full, self.full_address
 
 
 _pool = None  # the threads of n_threads > 1, made on first use
@@ -1070,15 +1080,21 @@ class CompiledEngine:
         if self.layout.u_rank is not None:
             np.dot(params["U1"], params["U2"], out=self._U)
 
-    def _inputs(self, X_aug, lengths):
-        """``X_aug`` as a C-contiguous array of the dtype and ``lengths`` as int64."""
-        T, B, d1 = X_aug.shape
+    def _steps(self, X_aug):
+        """``X_aug`` as a C-contiguous array of the dtype."""
+        d1 = X_aug.shape[2]
         if d1 != self.layout.n_inputs + 1:
             raise ValueError(
                 f"X_aug has {d1} columns, expected n_inputs + 1 = {self.layout.n_inputs + 1}."
             )
         if X_aug.dtype != self.dtype or not X_aug.flags.c_contiguous:
             X_aug = np.ascontiguousarray(X_aug, dtype=self.dtype)
+        return X_aug
+
+    def _inputs(self, X_aug, lengths):
+        """``X_aug`` as a C-contiguous array of the dtype and ``lengths`` as int64."""
+        T, B, _ = X_aug.shape
+        X_aug = self._steps(X_aug)
         if lengths is None:
             lengths = np.full(B, T, np.int64)
         elif lengths.dtype != np.int64 or not lengths.flags.c_contiguous:
@@ -1093,17 +1109,22 @@ class CompiledEngine:
         As :meth:`FastGRNNEngine.forward`: ``X_aug`` (T, B, d + 1) time-major with
         a ones column, ``lengths`` (B,) or None; returns (B, n_outputs).
         """
-        X_aug, lengths = self._inputs(X_aug, lengths)
-        T, B, _ = X_aug.shape
-        params, addresses = self._views(flat)
-        if self._low_rank:
-            self._low_rank_products(params)
+        T, B = X_aug.shape[:2]
         buffers = self._buffers.get(B)
         if buffers is None or buffers.T < T:
             buffers = self._buffers[B] = _Buffers(self, T, B, self.n_threads)
+        if lengths is None:  # the common case: an array and address made once
+            X_aug = self._steps(X_aug)
+            lengths, lengths_address = buffers.full_lengths(T)
+        else:
+            X_aug, lengths = self._inputs(X_aug, lengths)
+            lengths_address = _address(lengths)
+        params, addresses = self._views(flat)
+        if self._low_rank:
+            self._low_rank_products(params)
         ctx = buffers.ctx
         ctx.T = T
-        ctx.X, ctx.lengths = _address(X_aug), _address(lengths)
+        ctx.X, ctx.lengths = _address(X_aug), lengths_address
         ctx.W, ctx.U, ctx.bg, ctx.bu, ctx.V, ctx.bo = addresses
         ctx.sz, ctx.sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         library = self._library
@@ -1152,8 +1173,10 @@ class CompiledEngine:
         grads, addresses = self._grad_addresses(grad)
         ctx = buffers.ctx
         ctx.dout = _address(doutputs)
-        for name, address in addresses.items():
-            setattr(ctx, name, address)
+        if buffers.grad is not grad:
+            for name, address in addresses.items():
+                setattr(ctx, name, address)
+            buffers.grad = grad
         library = self._library
         if self.n_threads == 1:
             library.fg_backward(ctx)

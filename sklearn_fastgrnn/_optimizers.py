@@ -29,10 +29,15 @@ class Adam:
         self.v = np.zeros(n_params, dtype=dtype)
         self._tmp = np.empty(n_params, dtype=dtype)
 
+    def next_step_size(self, learning_rate):
+        """Count a step; its size: ``learning_rate`` with both bias corrections."""
+        self.t += 1
+        return learning_rate * math.sqrt(1.0 - self.beta_2**self.t) / (1.0 - self.beta_1**self.t)
+
     def step(self, params, grad, learning_rate):
         """Update ``params`` in place with the gradient ``grad``."""
         b1, b2, m, v, tmp = self.beta_1, self.beta_2, self.m, self.v, self._tmp
-        self.t += 1
+        step = self.next_step_size(learning_rate)
         m *= b1
         np.multiply(grad, 1.0 - b1, out=tmp)
         m += tmp
@@ -40,7 +45,6 @@ class Adam:
         np.multiply(grad, grad, out=tmp)
         tmp *= 1.0 - b2
         v += tmp
-        step = learning_rate * math.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
         np.sqrt(v, out=tmp)
         tmp += self.epsilon
         np.divide(m, tmp, out=tmp)

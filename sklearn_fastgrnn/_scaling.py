@@ -136,7 +136,9 @@ def standardised(X3, mean, scale, dtype):
     with np.errstate(over="ignore"):
         for start in range(0, n, block):
             part = work[: min(block, n - start)]
-            np.subtract(rows[start : start + block], mean, out=part)
+            # float64 arithmetic, also for one channel's scalar under NumPy 1's
+            # casting rules (which would compute float32 input minus it in float32)
+            np.subtract(rows[start : start + block], mean, out=part, dtype=np.float64)
             part /= scale
             out[start : start + block] = part
     return out.reshape(n, T, d)

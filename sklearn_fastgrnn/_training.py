@@ -17,6 +17,7 @@ from sklearn.utils import gen_batches
 
 from . import _losses
 from ._cell import predict_outputs, to_time_major
+from ._compiled_adam import compiled_step
 from ._compiled_cell import make_engine
 from ._optimizers import clip_by_global_norm
 from ._sequences import edge_extended
@@ -112,6 +113,10 @@ class TrainingRun:
         )
         self.grad = np.empty(layout.size, dtype=dtype)
         self._batch_buffers = {}
+        self._run_views = {}  # number of timesteps -> view of self.extended
+        self._step = (None, None, None)  # (optimizer, flat, its step function)
+        # batch size -> batch weights, when every sequence weighs 1 (the default)
+        self._unit_weights = {} if bool((data.weights == 1).all()) else None
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
 
     def _shift_windows(self, rng):
@@ -120,10 +125,11 @@ class TrainingRun:
         self.shifts = rng.integers(0, k, len(self.data.timestep_lengths))
         self.lengths = -(-(self.data.timestep_lengths + self.shifts) // k)
 
-    def _batch(self, idx, lengths):
+    def _batch(self, idx, lengths, uniform=False):
         """Time-major batch of the sequences ``idx`` (of ``lengths`` cell steps),
-        cut to its longest one; the lengths, or None when none is padded."""
-        T_batch = int(lengths.max())
+        cut to its longest one; the lengths, or None when none is padded
+        (``uniform``: the caller knows that every length is the same)."""
+        T_batch = int(lengths[0] if uniform else lengths.max())
         buf = self._batch_buffers.get(len(idx))
         if buf is None or len(buf) < T_batch:
             T = max(T_batch, self.Xa.shape[0])
@@ -133,15 +139,44 @@ class TrainingRun:
         if self.shifts is None:
             np.take(self.Xa[:T_batch], idx, axis=1, out=buf[:T_batch])
         else:  # windows of each sequence started shifts[i] timesteps late
-            k, E = self.data.window, self.extended
-            n, n_steps, d = E.shape
-            # every run of T_batch * k timesteps of E as a view: (n, start, step, d)
-            runs = as_strided(E, shape=(n, n_steps - T_batch * k + 1, T_batch * k, d),
-                              strides=(E.strides[0], E.strides[1], E.strides[1], E.strides[2]),
-                              writeable=False)
-            steps = runs[idx, k - 1 - self.shifts[idx]]  # (B, T_batch * k, d): block copies
+            k = self.data.window
+            steps = self._runs(T_batch * k)[idx, k - 1 - self.shifts[idx]]  # block copies
             buf[:T_batch, :, :-1] = steps.reshape(len(idx), T_batch, -1).transpose(1, 0, 2)
-        return buf[:T_batch], (lengths if lengths.min() < T_batch else None)
+        return buf[:T_batch], (None if uniform or lengths.min() == T_batch else lengths)
+
+    def _runs(self, n_steps):
+        """Every run of ``n_steps`` timesteps of the edge-extended sequences, as
+        a view (n, start, step, d); made once per length."""
+        runs = self._run_views.get(n_steps)
+        if runs is None:
+            E = self.extended
+            n, length, d = E.shape
+            runs = self._run_views[n_steps] = as_strided(
+                E, shape=(n, length - n_steps + 1, n_steps, d),
+                strides=(E.strides[0], E.strides[1], E.strides[1], E.strides[2]),
+                writeable=False,
+            )
+        return runs
+
+    def _unit_batch_weights(self, size):
+        """The normalised weights and the weight of a batch of ``size`` sequences
+        of weight 1 (made once per size, as the general case makes them)."""
+        cached = self._unit_weights.get(size)
+        if cached is None:
+            ones = np.ones(size, self.data.weights.dtype)
+            w_sum = float(ones.sum())
+            cached = self._unit_weights[size] = (ones / ones.dtype.type(w_sum), w_sum)
+        return cached
+
+    def _optimizer_step(self, optimizer, flat):
+        """``optimizer.step`` for ``flat``: with the compiled engine, compiled
+        (the same update to the bit, one C call; see ``_compiled_adam.py``)."""
+        if self._step[0] is not optimizer or self._step[1] is not flat:
+            step = optimizer.step
+            if self.engine.name == "compiled":
+                step = compiled_step(optimizer, flat, self.grad)
+            self._step = (optimizer, flat, step)
+        return self._step[2]
 
     def epoch(self, flat, optimizer, lr, train, batch_size, rng):
         """One pass over ``train`` in mini-batches; returns the mean loss."""
@@ -157,17 +192,22 @@ class TrainingRun:
         # the epoch's targets, weights and lengths in its order: a batch is a slice
         targets, weights = take(self.targets, order), self.data.weights[order]
         lengths = self.lengths[order]
+        uniform = lengths.min() == lengths.max()  # no batch of this epoch is padded
         batches = list(gen_batches(len(order), batch_size))
         total_loss = total_weight = 0.0
         progress = est.verbose >= 2 and len(batches) >= 50
         engine, grad, n_weights, alpha = self.engine, self.grad, self.layout.n_weights, est.alpha
+        step = self._optimizer_step(optimizer, flat)
         for b, sl in enumerate(batches):
-            w = weights[sl]
-            w_sum = float(w.sum())
-            if w_sum == 0.0:
-                continue
-            w = w / w.dtype.type(w_sum)
-            Xb, batch_lengths = self._batch(order[sl], lengths[sl])
+            if self._unit_weights is not None:
+                w, w_sum = self._unit_batch_weights(sl.stop - sl.start)
+            else:
+                w = weights[sl]
+                w_sum = float(w.sum())
+                if w_sum == 0.0:
+                    continue
+                w = w / w.dtype.type(w_sum)
+            Xb, batch_lengths = self._batch(order[sl], lengths[sl], uniform)
             outputs = engine.forward(flat, Xb, batch_lengths)
             doutputs = np.empty_like(outputs)
             loss = self.loss(outputs, take(targets, sl), w, doutputs)
@@ -180,7 +220,7 @@ class TrainingRun:
             if self.sparsity is not None:
                 self.sparsity.before_step(grad)
             clip_by_global_norm(grad, est.clip_grad_norm)
-            optimizer.step(flat, grad, lr)
+            step(flat, grad, lr)
             if self.sparsity is not None:
                 self.sparsity.after_step(flat)
             total_loss += loss * w_sum

@@ -66,7 +66,7 @@ def test_shifted_training_windows_are_the_windows_of_a_later_start(batch, data):
     run = object.__new__(TrainingRun)
     run.data = TrainingData(None, None, None, None, None, None, timesteps, lengths, k)
     run.Xa = np.zeros((-(-(T + k - 1) // k), n, k * d + 1))
-    run._batch_buffers = {}
+    run._batch_buffers, run._run_views = {}, {}
     run.extended = edge_extended(timesteps, lengths, k - 1, T + 3 * k)
     run.shifts = shifts
     run.lengths = -(-(lengths + shifts) // k)

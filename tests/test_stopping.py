@@ -334,7 +334,10 @@ def test_fit_keeps_the_best_epoch_when_a_late_loss_spike_leaves_worse_weights(
     rng, monkeypatch
 ):
     X, y = make_sequences(rng, n=64)  # batch_size "auto": 8 steps an epoch
-    params = dict(hidden_size=8, max_iter=40, n_iter_no_change=100, random_state=0)
+    # the NumPy engine, whose training calls Adam.step (the compiled engine's
+    # step is the C one, which this test does not replace)
+    params = dict(hidden_size=8, max_iter=40, n_iter_no_change=100, random_state=0,
+                  engine="numpy")
     step = _optimizers.Adam.step
     calls = []
 
