@@ -12,7 +12,7 @@ dtype, the constants rounded to the dtype as NumPy rounds a Python float, and
 it is compiled with ``-ffp-contract=off`` (a product and a sum stay two
 roundings) and without ``-ffast-math``: every rounding is IEEE's, so the
 parameters and moments are those of NumPy's update, bit for bit
-(``tests/test_optimizers.py``).
+(``tests/test_compiled_adam.py``).
 """
 
 import ctypes

@@ -116,7 +116,7 @@ class TrainingRun:
         self._run_views = {}  # number of timesteps -> view of self.extended
         self._step = (None, None, None)  # (optimizer, flat, its step function)
         # batch size -> batch weights, when every sequence weighs 1 (the default)
-        self._unit_weights = {} if bool((data.weights == 1).all()) else None
+        self._unit_batches = {} if bool((data.weights == 1).all()) else None
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
 
     def _shift_windows(self, rng):
@@ -161,11 +161,11 @@ class TrainingRun:
     def _unit_batch_weights(self, size):
         """The normalised weights and the weight of a batch of ``size`` sequences
         of weight 1 (made once per size, as the general case makes them)."""
-        cached = self._unit_weights.get(size)
+        cached = self._unit_batches.get(size)
         if cached is None:
             ones = np.ones(size, self.data.weights.dtype)
             w_sum = float(ones.sum())
-            cached = self._unit_weights[size] = (ones / ones.dtype.type(w_sum), w_sum)
+            cached = self._unit_batches[size] = (ones / ones.dtype.type(w_sum), w_sum)
         return cached
 
     def _optimizer_step(self, optimizer, flat):
@@ -199,7 +199,7 @@ class TrainingRun:
         engine, grad, n_weights, alpha = self.engine, self.grad, self.layout.n_weights, est.alpha
         step = self._optimizer_step(optimizer, flat)
         for b, sl in enumerate(batches):
-            if self._unit_weights is not None:
+            if self._unit_batches is not None:
                 w, w_sum = self._unit_batch_weights(sl.stop - sl.start)
             else:
                 w = weights[sl]
