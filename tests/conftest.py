@@ -51,6 +51,14 @@ def task_model(rng, task, n=40, T=7, d=3, hidden_size=6, max_iter=6, **params):
     return model, X
 
 
+def pad(X, lengths):
+    """A float copy of ``X`` with each sequence NaN-padded after its length."""
+    X = np.array(X, dtype=float)
+    for i, length in enumerate(lengths):
+        X[i, length:] = np.nan
+    return X
+
+
 def assert_same_coefs(a, b):
     """The same tensors, bit for bit: two fitted models or two ``coefs_`` dicts."""
     a, b = getattr(a, "coefs_", a), getattr(b, "coefs_", b)

@@ -18,7 +18,7 @@ from sklearn_fastgrnn.datasets import load_digits_sequences
 from sklearn_fastgrnn.export import export_model, load_weights, save_weights, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler, make_fastgrnn_pipeline
 
-from .conftest import make_sequences, set_dotted
+from .conftest import make_sequences, pad, set_dotted
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +35,6 @@ def ort():
 def fit(X, y, **params):
     params = {"hidden_size": 8, "max_iter": 4, "random_state": 0, **params}
     return FastGRNNClassifier(**params).fit(X, y)
-
-
-def pad(X, lengths):
-    """NaN-pad each sequence of ``X`` after its length."""
-    X = np.array(X, dtype=float)
-    for i, length in enumerate(lengths):
-        X[i, length:] = np.nan
-    return X
 
 
 @pytest.fixture(scope="module")
@@ -450,19 +442,8 @@ def saved(safetensors, data, tmp_path_factory):
     ],
 )
 def test_load_rejects_malformed_files(saved, tmp_path, tensor_edit, meta_edit, message):
-    import safetensors.numpy
-
     _, tensors, meta = saved
-    tensors, meta = dict(tensors), json.loads(json.dumps(meta))
-    for key, value in (tensor_edit or {}).items():
-        if value is None:
-            del tensors[key]
-        else:
-            tensors[key] = value
-    if meta_edit:
-        set_dotted(meta, *meta_edit)
-    path = tmp_path / "bad.st"
-    path.write_bytes(safetensors.numpy.save(tensors, {"sklearn_fastgrnn": json.dumps(meta)}))
+    path = _write_edited(tmp_path, tensors, meta, tensor_edit, [meta_edit] if meta_edit else ())
     with pytest.raises(ValueError, match=message):
         load_weights(path)
 

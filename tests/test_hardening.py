@@ -241,6 +241,24 @@ ERRORS = ("Invalid weights file", "is not a readable safetensors file",
           "is a safetensors file without sklearn_fastgrnn metadata")
 
 
+def _load_mutated(path, tmp_path, in_tensors, mutations):
+    """The model of weights file ``path`` with bytes overwritten (``mutations``:
+    (where in [0, 1), byte) pairs, within the tensors' bytes when ``in_tensors``),
+    or None when loading refuses it with one of :data:`ERRORS`."""
+    raw = bytearray(path.read_bytes())
+    # the tensors' bytes follow the 8-byte header length and the JSON header
+    start = 8 + int.from_bytes(raw[:8], "little") if in_tensors else 0
+    for where, byte in mutations:
+        raw[start + int(where * (len(raw) - start))] = byte
+    mutated = tmp_path / "mutated.safetensors"
+    mutated.write_bytes(bytes(raw))
+    try:
+        return load_weights(mutated)
+    except ValueError as exc:
+        assert str(exc).startswith(ERRORS) or any(e in str(exc) for e in ERRORS), exc
+        return None
+
+
 @pytest.mark.parametrize("kind", ["classifier", "pipeline"])
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -254,17 +272,8 @@ def test_mutated_weights_files_fail_clearly_or_predict_probabilities(
     path = saved[0] if kind == "pipeline" else tmp_path / "clf.safetensors"
     if kind == "classifier" and not path.exists():
         save_weights(clf, path)
-    raw = bytearray(path.read_bytes())
-    # the tensors' bytes follow the 8-byte header length and the JSON header
-    start = 8 + int.from_bytes(raw[:8], "little") if in_tensors else 0
-    for where, byte in mutations:
-        raw[start + int(where * (len(raw) - start))] = byte
-    mutated = tmp_path / "mutated.safetensors"
-    mutated.write_bytes(bytes(raw))
-    try:
-        model = load_weights(mutated)
-    except ValueError as exc:
-        assert str(exc).startswith(ERRORS) or any(e in str(exc) for e in ERRORS), exc
+    model = _load_mutated(path, tmp_path, in_tensors, mutations)
+    if model is None:
         return
     proba = model.predict_proba(X)
     assert proba.shape == (len(X), len(model.classes_))
@@ -307,16 +316,9 @@ def test_mutated_regressor_and_multilabel_files_fail_clearly_or_predict(
     data, saved_new_models, tmp_path, kind, in_tensors, mutations
 ):
     X, _ = data
-    raw = bytearray((saved_new_models / f"{kind}.safetensors").read_bytes())
-    start = 8 + int.from_bytes(raw[:8], "little") if in_tensors else 0
-    for where, byte in mutations:
-        raw[start + int(where * (len(raw) - start))] = byte
-    mutated = tmp_path / "mutated.safetensors"
-    mutated.write_bytes(bytes(raw))
-    try:
-        model = load_weights(mutated)
-    except ValueError as exc:
-        assert str(exc).startswith(ERRORS) or any(e in str(exc) for e in ERRORS), exc
+    model = _load_mutated(saved_new_models / f"{kind}.safetensors", tmp_path, in_tensors,
+                          mutations)
+    if model is None:
         return
     if kind == "regressor":
         predicted = model.predict(X)

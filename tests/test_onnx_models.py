@@ -14,6 +14,8 @@ from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn.export import state_layout, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler
 
+from .conftest import pad
+
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
@@ -21,13 +23,6 @@ KINDS = ["softmax", "multilabel", "squared_error", "poisson"]
 READOUTS = ["last", "mean", "max"]
 WINDOWS = [1, 3]
 N, T, D = 48, 7, 3  # T = 7: the last window of 3 is partial
-
-
-def pad(X, lengths):
-    X = np.array(X, dtype=float)
-    for i, length in enumerate(lengths):
-        X[i, length:] = np.nan
-    return X
 
 
 @pytest.fixture(scope="module")
