@@ -7,7 +7,6 @@ import numpy as np
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call,
     check_classification_targets,
     type_of_target,
     unique_labels,
@@ -19,6 +18,18 @@ from ._base import BaseFastGRNN, check_finite_targets, docstring
 
 # out_activation_ of a classifier: one label of several, or several labels
 SOFTMAX, LOGISTIC = "softmax", "logistic"
+
+
+def _integer_labels(y):
+    """Whether ``y`` is a 1D array of integers: valid class labels, whose
+    checks (``check_classification_targets``, the type checks of
+    ``unique_labels``) need not run; a tenth of a millisecond each."""
+    return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"
+
+
+def _sorted_labels(y):
+    """``unique_labels(y)``: the sorted distinct labels."""
+    return np.unique(y) if _integer_labels(y) else unique_labels(y)
 
 
 def _check_soft_probabilities(soft_targets, n_samples, classes, dtype):
@@ -164,17 +175,47 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         """The labels of ``y`` that are not in ``classes_``, as a list."""
         if y.dtype.kind != "O" and np.isin(y, self.classes_).all():
             return []  # the common case, without sorting y's labels
-        return np.setdiff1d(unique_labels(y), self.classes_).tolist()
+        return np.setdiff1d(_sorted_labels(y), self.classes_).tolist()
+
+    def _first_partial_fit_call(self, classes):
+        """Set ``classes_`` from ``classes`` on the first ``partial_fit`` call
+        (True), or check ``classes`` against it (False), as scikit-learn's
+        classifiers do."""
+        known = getattr(self, "classes_", None)
+        if known is None and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is None:
+            return False
+        labels = _sorted_labels(np.asarray(classes))
+        if known is None:
+            self.classes_ = labels
+            return True
+        if not np.array_equal(known, labels):
+            raise ValueError(
+                f"`classes={classes!r}` is not the same as on last call to "
+                f"partial_fit, was: {known!r}"
+            )
+        return False
+
+    def _class_indices(self, y):
+        """Position of each label of ``y`` in ``classes_`` (all are there)."""
+        classes = self.classes_
+        # sorted distinct integers from 0 to k - 1 are 0, 1, ..., k - 1: y is its index
+        if (_integer_labels(y) and classes.dtype.kind in "iu" and len(classes)
+                and classes[0] == 0 and classes[-1] == len(classes) - 1):
+            return y.astype(np.intp)
+        return np.searchsorted(classes, y)
 
     def _encode_targets(self, y, classes, incremental, resume):
         """Set ``classes_`` and ``out_activation_``; class indices or the indicator."""
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
+        if not _integer_labels(y):
+            check_classification_targets(y)
         multilabel = y.ndim == 2 and type_of_target(y) == "multilabel-indicator"
         previous = getattr(self, "classes_", None)
         if incremental:
-            first = _check_partial_fit_first_call(self, classes)
+            first = self._first_partial_fit_call(classes)
             if not first and multilabel != self._multilabel:
                 raise ValueError(
                     f"y is {'a multilabel indicator' if multilabel else 'one label per sample'}, "
@@ -186,7 +227,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
                 self._check_label_count(y, len(self.classes_), "classes")
                 self.classes_ = np.arange(y.shape[1])
         else:
-            self.classes_ = np.arange(y.shape[1]) if multilabel else unique_labels(y)
+            self.classes_ = np.arange(y.shape[1]) if multilabel else _sorted_labels(y)
             if resume and (
                 not np.array_equal(previous, self.classes_) or multilabel != self._multilabel
             ):
@@ -214,7 +255,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
                 f"data, but the data contains only one class: "
                 f"{self.classes_.tolist()[0]!r}."
             )
-        return np.searchsorted(self.classes_, y)
+        return self._class_indices(y)
 
     @staticmethod
     def _check_label_count(y, expected, name):
@@ -241,7 +282,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
                 f"({self.classes_.tolist()}). The validation set must use the "
                 "training labels."
             )
-        return np.searchsorted(self.classes_, y_val)
+        return self._class_indices(y_val)
 
     def _decode_targets(self, targets):
         if self._multilabel:

@@ -4,8 +4,12 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import BaseEstimator
+from sklearn.utils.multiclass import unique_labels
 
-from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 
 from .conftest import make_sequences
 
@@ -95,6 +99,68 @@ def test_label_not_in_classes(rng):
                   r"labels \['0', '1'\] .*not in classes_")
     # floats equal to the classes are the classes, as np.unique sees them
     clf.partial_fit(X, (y % 2).astype(float))
+
+
+def test_partial_fit_with_other_classes_later(rng):
+    X, y = make_sequences(rng)
+    clf = FastGRNNClassifier(hidden_size=4).partial_fit(X, y, classes=[2, 0, 1, 1])
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    clf.partial_fit(X, y, classes=np.array([0, 1, 2], np.int8))  # the same classes
+    _expect_error(clf, lambda: clf.partial_fit(X, y, classes=[0, 1, 2, 3]),
+                  r"`classes=\[0, 1, 2, 3\]` is not the same as on last call")
+
+
+@given(st.lists(st.integers(-300, 300), min_size=2, max_size=6, unique=True),
+       st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64, float, str]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_labels_of_any_kind_encode_as_scikit_learn_sorts_them(labels, kind, incremental, seed):
+    """Integer labels (which skip scikit-learn's label checks), 0 to k - 1 among
+    them (read as their own index), floats and strings: the same classes_ and
+    class indices as unique_labels and searchsorted give."""
+    rng = np.random.default_rng(seed)
+    if kind in (np.uint8, np.uint64):
+        labels = [abs(v) % 256 for v in labels]
+    if seed % 3 == 0:  # 0, 1, ..., k - 1
+        labels = list(range(len(labels)))
+    labels = np.unique(np.array(labels).astype(kind))
+    if len(labels) < 2:
+        return
+    y = labels[rng.integers(0, len(labels), 30)]
+    y[:2] = labels[:2]
+    clf = FastGRNNClassifier(hidden_size=3)
+    classes = labels if incremental else None
+    targets = clf._encode_targets(y, classes, incremental, resume=False)
+    expected = unique_labels(labels if incremental else y)
+    np.testing.assert_array_equal(clf.classes_, expected)
+    assert clf.classes_.dtype == expected.dtype
+    np.testing.assert_array_equal(targets, np.searchsorted(expected, y))
+    assert targets.dtype == np.intp
+
+
+def test_parameter_names_are_scikit_learns_per_class():
+    """The names read once per class are what scikit-learn reads every time,
+    also for a subclass with a parameter of its own."""
+    class Wider(FastGRNNClassifier):
+        def __init__(self, *args, extra=1):
+            super().__init__(*args)
+            self.extra = extra
+
+    class Named(FastGRNNClassifier):
+        def __init__(self, hidden_size=8, extra=2):
+            super().__init__(hidden_size=hidden_size)
+            self.extra = extra
+
+    for estimator in (FastGRNNClassifier, FastGRNNRegressor, Named):
+        assert estimator._get_param_names() == BaseEstimator._get_param_names.__func__(
+            estimator)
+    assert Named._get_param_names() == ["extra", "hidden_size"]
+    assert Named().get_params() == {"extra": 2, "hidden_size": 8}
+    with pytest.raises(RuntimeError, match="should always specify their parameters"):
+        Wider._get_param_names()  # *args: scikit-learn's error, as before
+    names = FastGRNNClassifier._get_param_names()
+    names.append("changed")  # a copy: the cached names stay
+    assert "changed" not in FastGRNNClassifier._get_param_names()
 
 
 @pytest.mark.parametrize(
