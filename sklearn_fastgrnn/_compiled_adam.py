@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from ._build import BuildError, build_library
+from ._build import BuildError, address, build_library
 from ._optimizers import Adam
 
 _SOURCE = r"""/* sklearn-fastgrnn: Adam's update, NumPy's operations one by one
@@ -101,7 +101,7 @@ class _CompiledAdamStep:
         b1, b2 = optimizer.beta_1, optimizer.beta_2
         # the constants as NumPy rounds a Python float to the arrays' dtype
         self.context = _CONTEXTS[dtype](
-            *(array.ctypes.data for array in (params, grad, optimizer.m, optimizer.v)),
+            *(address(array) for array in (params, grad, optimizer.m, optimizer.v)),
             optimizer.m.size, *(real(value).value for value in (
                 b1, 1.0 - b1, b2, 1.0 - b2, optimizer.epsilon)),
         )

@@ -61,7 +61,7 @@ from string import Template
 
 import numpy as np
 
-from ._build import BuildError, build_library
+from ._build import BuildError, address, build_library
 from ._cell import READOUTS, FastGRNNEngine, check_readout
 from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
@@ -893,11 +893,6 @@ def load_library(dtype, hidden_size, n_inputs):
     return library
 
 
-def _address(array):
-    """The address of ``array``'s first element (an int for ctypes)."""
-    return array.__array_interface__["data"][0]
-
-
 def _scratch_rows(H, d):
     """Rows of one part's scratch: the sums, then 3 blocks of rows."""
     return _n_sums(H, d) + 3 * _row_block(H)
@@ -924,14 +919,14 @@ class _Buffers:
         )
         ctx = self.ctx = _Context()
         for name, array in self.arrays.items():
-            setattr(ctx, name, _address(array))
+            setattr(ctx, name, address(array))
         ctx.B, ctx.n_out, ctx.train, ctx.part, ctx.n_parts = (
             B, engine.layout.n_outputs, 1, 0, n_parts)
         ctx.readout = _READOUT_INDEX[engine.readout]
         ctx.gate, ctx.update = engine._kinds
-        ctx.UT = _address(engine._U_T)
+        ctx.UT = address(engine._U_T)
         self.full = np.empty(B, np.int64)  # the lengths of a batch without padding
-        self.full_address, self.full_T = _address(self.full), None
+        self.full_address, self.full_T = address(self.full), None
         self.grad = None  # the gradient array whose addresses ctx holds
 
     def full_lengths(self, T):
@@ -1047,10 +1042,10 @@ class CompiledEngine:
             views = self.layout.views(flat)
             lay = self.layout
             addresses = (
-                _address(views["W"] if lay.w_rank is None else self._W),
-                _address(views["U"] if lay.u_rank is None else self._U),
-                _address(views["bias_gate"]), _address(views["bias_update"]),
-                _address(views["V"]), _address(views["bias_out"]),
+                address(views["W"] if lay.w_rank is None else self._W),
+                address(views["U"] if lay.u_rank is None else self._U),
+                address(views["bias_gate"]), address(views["bias_update"]),
+                address(views["V"]), address(views["bias_out"]),
             )
             self._params = (flat, views, addresses)
         return views, addresses
@@ -1062,14 +1057,14 @@ class CompiledEngine:
             self._check_vector(grad, "grad")
             views = self.layout.views(grad)
             addresses = {
-                name: _address(views[key]) for name, key in (
+                name: address(views[key]) for name, key in (
                     ("gV", "V"), ("gbo", "bias_out"), ("gbg", "bias_gate"),
                     ("gbu", "bias_update"), ("gzeta", "zeta"), ("gnu", "nu"),
                 )
             }
             lay = self.layout
-            addresses["gW"] = _address(views["W"] if lay.w_rank is None else self._grad_W)
-            addresses["gU"] = _address(views["U"] if lay.u_rank is None else self._grad_U)
+            addresses["gW"] = address(views["W"] if lay.w_rank is None else self._grad_W)
+            addresses["gU"] = address(views["U"] if lay.u_rank is None else self._grad_U)
             self._grads = (grad, views, addresses)
         return views, addresses
 
@@ -1118,13 +1113,13 @@ class CompiledEngine:
             lengths, lengths_address = buffers.full_lengths(T)
         else:
             X_aug, lengths = self._inputs(X_aug, lengths)
-            lengths_address = _address(lengths)
+            lengths_address = address(lengths)
         params, addresses = self._views(flat)
         if self._low_rank:
             self._low_rank_products(params)
         ctx = buffers.ctx
         ctx.T = T
-        ctx.X, ctx.lengths = _address(X_aug), lengths_address
+        ctx.X, ctx.lengths = address(X_aug), lengths_address
         ctx.W, ctx.U, ctx.bg, ctx.bu, ctx.V, ctx.bo = addresses
         ctx.sz, ctx.sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         library = self._library
@@ -1153,12 +1148,12 @@ class CompiledEngine:
         )
         ctx = _Context()
         for name, array in arrays.items():
-            setattr(ctx, name, _address(array))
+            setattr(ctx, name, address(array))
         ctx.B, ctx.T, ctx.train, ctx.part, ctx.n_parts = B, T, 0, 0, 1
         ctx.readout = _READOUT_INDEX[self.readout]
         ctx.gate, ctx.update = self._kinds
-        ctx.X, ctx.lengths = _address(X_aug), _address(lengths)
-        ctx.W, ctx.U, ctx.bg, ctx.bu = (_address(w) for w in weights)
+        ctx.X, ctx.lengths = address(X_aug), address(lengths)
+        ctx.W, ctx.U, ctx.bg, ctx.bu = (address(w) for w in weights)
         ctx.sz, ctx.sn = sz, sn
         self._library.fg_forward(ctx)  # V is NULL: the readout only
         return arrays["R"]
@@ -1172,10 +1167,10 @@ class CompiledEngine:
             doutputs = np.ascontiguousarray(doutputs, dtype=self.dtype)
         grads, addresses = self._grad_addresses(grad)
         ctx = buffers.ctx
-        ctx.dout = _address(doutputs)
+        ctx.dout = address(doutputs)
         if buffers.grad is not grad:
-            for name, address in addresses.items():
-                setattr(ctx, name, address)
+            for name, where in addresses.items():
+                setattr(ctx, name, where)
             buffers.grad = grad
         library = self._library
         if self.n_threads == 1:

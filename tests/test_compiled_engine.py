@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from sklearn_fastgrnn._build import BuildError, find_compiler
+from sklearn_fastgrnn._build import BuildError, address, find_compiler
 from sklearn_fastgrnn._cell import (
     READOUTS,
     FastGRNNEngine,
@@ -363,6 +363,17 @@ def test_importing_the_package_builds_nothing(tmp_path):
 
 def test_build_errors_are_runtime_errors():
     assert issubclass(BuildError, RuntimeError)
+
+
+def test_address_is_the_first_elements_for_every_array():
+    """The buffer protocol's address, and NumPy's where the protocol refuses
+    the array (read-only, empty, strided, transposed)."""
+    a = np.arange(12.0).reshape(3, 4)
+    read_only = a.copy()
+    read_only.flags.writeable = False
+    for array in (a, a[1:], a[:, 1:], a[::2], a.T, read_only, np.empty(0),
+                  np.zeros((2, 0), np.float32), np.zeros(3, np.int64)[1:]):
+        assert address(array) == array.__array_interface__["data"][0]
 
 
 @needs_compiler
