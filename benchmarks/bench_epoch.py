@@ -22,7 +22,8 @@ Four measurements, all on random data with a fixed seed:
    directly with the mini-batch loop of ``FastGRNNClassifier``'s epoch
    (shuffled mini-batches gathered from the time-major copy and cut to their
    longest sequence, forward, cross-entropy, backward, L2 penalty, clipping,
-   Adam; float32, one BLAS thread; the second epoch of a run is timed: the
+   Adam, the last four in C with the compiled engine as the estimator has
+   them; float32, one BLAS thread; the second epoch of a run is timed: the
    set-up and the first epoch, which allocates the buffers, are not),
    interleaved, medians of the calling thread's CPU time (``--wall`` for wall
    time; on a shared machine it counts the other processes' turns); and each
@@ -67,6 +68,7 @@ from sklearn_fastgrnn._cell import (
     predict_outputs,
     to_time_major,
 )
+from sklearn_fastgrnn._compiled_adam import compiled_step
 from sklearn_fastgrnn._compiled_cell import (
     _COMPILE_FLAGS,
     _OPTIONAL_FLAGS,
@@ -74,8 +76,9 @@ from sklearn_fastgrnn._compiled_cell import (
     _row_block,
     _tanh_source,
 )
-from sklearn_fastgrnn._losses import cross_entropy, l2_penalty
-from sklearn_fastgrnn._optimizers import Adam, clip_by_global_norm
+from sklearn_fastgrnn._compiled_loss import PenaltyAndClip, compiled_loss
+from sklearn_fastgrnn._losses import CrossEntropy
+from sklearn_fastgrnn._optimizers import Adam
 from sklearn_fastgrnn._threads import one_blas_thread
 
 try:
@@ -320,7 +323,9 @@ class EngineEpoch:
 
     The set-up (the time-major copy, initial weights, the engine and Adam) is
     made by the constructor, outside the timed :meth:`run`: what is timed is
-    the mini-batch loop (gathering, forward, loss, backward, L2, clipping, Adam).
+    the mini-batch loop (gathering, forward, loss, backward, L2, clipping, Adam),
+    with the loss, L2 penalty, clipping and Adam step the estimator uses with
+    that engine (in C with the compiled one).
     """
 
     def __init__(self, name, X, y, lengths, H, B, seed=0, n_threads=1):
@@ -333,6 +338,11 @@ class EngineEpoch:
         self.engine = ENGINE_CLASSES[name](layout, "sigmoid", "tanh", np.float32, **threads)
         self.optimizer = Adam(layout.size, np.float32)
         self.grad = np.empty_like(self.flat)
+        compiled = name == "compiled"
+        self.loss = compiled_loss(CrossEntropy()) if compiled else CrossEntropy()
+        self.finish = PenaltyAndClip(layout.n_weights, ALPHA, CLIP, compiled)
+        self.step = (compiled_step(self.optimizer, self.flat, self.grad) if compiled
+                     else self.optimizer.step)
         self.order = np.random.default_rng(seed).permutation(n)
         self.weights = np.ones(n, np.float32)
         self.buffers = {
@@ -355,13 +365,12 @@ class EngineEpoch:
                 w = w / w.dtype.type(w.sum())
                 outputs = engine.forward(flat, buf[:T_batch], padded)
                 doutputs = np.empty_like(outputs)
-                loss = cross_entropy(outputs, self.y[idx], w, doutputs)
+                loss = self.loss(outputs, self.y[idx], w, doutputs)
                 engine.backward(doutputs, grad)
-                loss += l2_penalty(flat, self.layout.n_weights, ALPHA, grad)
+                loss += self.finish(flat, grad)  # the L2 penalty, then clipping
                 if not np.isfinite(loss):
                     raise RuntimeError("the benchmark's training diverged")
-                clip_by_global_norm(grad, CLIP)
-                self.optimizer.step(flat, grad, LEARNING_RATE)
+                self.step(flat, grad, LEARNING_RATE)
         return loss
 
 
@@ -603,9 +612,9 @@ def bench_engines(shapes, repeats, wall=False):
 PARTS = {  # part: the (files, function) whose cumulative times it sums
     "forward": [(("_cell.py", "_compiled_cell.py"), "forward")],
     "backward": [(("_cell.py", "_compiled_cell.py"), "backward")],
-    "loss": [(("_losses.py",), "cross_entropy")],
+    # the loss with its L2 penalty and clipping (the loss objects, or their C calls)
+    "loss": [(("_losses.py", "_compiled_loss.py"), "__call__")],
     "optimizer": [(("_optimizers.py",), "step"), (("_compiled_adam.py",), "__call__")],
-    "clip": [(("_optimizers.py",), "clip_by_global_norm")],
     "batch": [(("_training.py",), "_batch")],
     "epoch": [(("_training.py",), "epoch")],
 }
@@ -635,7 +644,6 @@ def profile_epochs(shapes):
                 if any(path.endswith(files) and func == name for files, name in functions):
                     cumulative[part] = cumulative.get(part, 0.0) + ct
         share = {p: cumulative.get(p, 0.0) for p in PARTS}
-        share["optimizer"] += share.pop("clip")
         epoch = share.pop("epoch")
         share["rest"] = epoch - sum(share.values())
         share["setup"] = total - epoch

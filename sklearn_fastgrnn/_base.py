@@ -32,7 +32,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
 )
 
-from . import _callbacks, _losses, _scaling, _size
+from . import _callbacks, _compiled_input, _losses, _scaling, _size
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
 from ._compat import check_sample_weight
 from ._compiled_cell import ENGINES, make_engine
@@ -511,7 +511,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         maps = self._maps
         if maps.input_mean is None:
             return self._as_training_dtype(X3, dtype, name)
-        mapped = _scaling.standardised(X3, maps.input_mean, maps.input_scale, dtype)
+        standardised = (_scaling.standardised if self.engine == "numpy"
+                        else _compiled_input.standardised)
+        mapped = standardised(X3, maps.input_mean, maps.input_scale, dtype)
         return self._as_training_dtype(mapped, dtype, name, source=lambda: (
             (X3.astype(np.float64) - maps.input_mean) / maps.input_scale
         ))
@@ -528,8 +530,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         fix the standardisation for good.
         """
         moments = (
-            _scaling.Moments.of(X3, weights, axis=(0, 1))
-            if self.scale_input else None,
+            self._input_moments(X3, weights) if self.scale_input else None,
             self._output_moments(targets, weights),
         )
         fresh = not resume or not hasattr(self, "_maps")
@@ -548,6 +549,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             if not fresh:
                 self._trained_coefs = None  # coefs_ is unfolded with the new maps
             self._maps = maps
+
+    def _input_moments(self, X3, weights):
+        """:class:`~._scaling.Moments` of each input channel (in C but with
+        ``engine="numpy"``)."""
+        if self.engine == "numpy":
+            return _scaling.Moments.of(X3, weights, axis=(0, 1))
+        return _compiled_input.moments(X3, weights)
 
     def _output_moments(self, targets, weights):
         """:class:`~._scaling.Moments` of the outputs' targets, or None (classes)."""

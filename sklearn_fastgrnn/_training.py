@@ -15,11 +15,11 @@ from numpy.lib.stride_tricks import as_strided
 from sklearn.metrics import check_scoring
 from sklearn.utils import gen_batches
 
-from . import _losses
 from ._cell import predict_outputs, to_time_major
 from ._compiled_adam import compiled_step
 from ._compiled_cell import make_engine
-from ._optimizers import clip_by_global_norm
+from ._compiled_input import time_major
+from ._compiled_loss import PenaltyAndClip, compiled_loss
 from ._sequences import edge_extended
 
 
@@ -94,7 +94,13 @@ class TrainingRun:
         self.layout = layout
         self.data = data
         self.lengths = data.lengths  # of the cell steps of the current epoch
-        self.Xa = to_time_major(data.X3, dtype)
+        self.engine = make_engine(
+            estimator.engine, layout, estimator.gate_nonlinearity,
+            estimator.update_nonlinearity, dtype, estimator.readout,
+        )
+        # the engine's layout; in C (the same array) with the compiled engine
+        copy = time_major if self.engine.name == "compiled" else to_time_major
+        self.Xa = copy(data.X3, dtype)
         self.extended = self.shifts = None
         if data.timesteps is not None:  # windows that shift: cut from the timesteps
             k, T = data.window, data.timesteps.shape[1]
@@ -103,14 +109,16 @@ class TrainingRun:
         self.targets = data.targets if data.soft is None else (data.targets, data.soft)
         self.loss = loss
         self.task_loss = getattr(loss, "hard", loss)
+        # a mini-batch's loss, L2 penalty and clipping: in C with the compiled engine
+        compiled = self.engine.name == "compiled"
+        self._batch_loss = compiled_loss(loss) if compiled else loss
+        self._penalty_and_clip = PenaltyAndClip(
+            layout.n_weights, estimator.alpha, estimator.clip_grad_norm, compiled
+        )
         self.val = val
         self.scorer = None
         if val is not None and estimator.scoring != "loss":
             self.scorer = check_scoring(estimator, scoring=estimator.scoring)
-        self.engine = make_engine(
-            estimator.engine, layout, estimator.gate_nonlinearity,
-            estimator.update_nonlinearity, dtype, estimator.readout,
-        )
         self.grad = np.empty(layout.size, dtype=dtype)
         self._batch_buffers = {}
         self._run_views = {}  # number of timesteps -> view of self.extended
@@ -196,7 +204,7 @@ class TrainingRun:
         batches = list(gen_batches(len(order), batch_size))
         total_loss = total_weight = 0.0
         progress = est.verbose >= 2 and len(batches) >= 50
-        engine, grad, n_weights, alpha = self.engine, self.grad, self.layout.n_weights, est.alpha
+        engine, grad, finish = self.engine, self.grad, self._penalty_and_clip
         step = self._optimizer_step(optimizer, flat)
         for b, sl in enumerate(batches):
             if self._unit_batches is not None:
@@ -210,16 +218,18 @@ class TrainingRun:
             Xb, batch_lengths = self._batch(order[sl], lengths[sl], uniform)
             outputs = engine.forward(flat, Xb, batch_lengths)
             doutputs = np.empty_like(outputs)
-            loss = self.loss(outputs, take(targets, sl), w, doutputs)
+            loss = self._batch_loss(outputs, take(targets, sl), w, doutputs)
             engine.backward(doutputs, grad)
-            loss += _losses.l2_penalty(flat, n_weights, alpha, grad)
+            if self.sparsity is None:
+                loss += finish(flat, grad)  # the L2 penalty, then clipping
+            else:  # the penalty, the sparse support, then clipping
+                loss += finish.penalty(flat, grad)
+                self.sparsity.before_step(grad)
+                finish.clip(grad)
             if not math.isfinite(loss):
                 raise ValueError(est._divergence_message(
                     f"the loss became {loss} in epoch {est.n_iter_ + 1}, mini-batch {b + 1}"
                 ))
-            if self.sparsity is not None:
-                self.sparsity.before_step(grad)
-            clip_by_global_norm(grad, est.clip_grad_norm)
             step(flat, grad, lr)
             if self.sparsity is not None:
                 self.sparsity.after_step(flat)
