@@ -62,14 +62,17 @@ def validate_sequences(estimator, X, y="no_validation", *, reset, y_numeric=Fals
             "n_timesteps * n_channels)."
         )
     if ndim == 3:
-        X = check_array(X, allow_nd=True, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        plain = _plain_floats(X) and not hasattr(estimator, "feature_names_in_")
+        if not plain:  # what scikit-learn's checks return for a plain array: itself
+            X = check_array(X, allow_nd=True, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         n, T, d = X.shape
         if T == 0 or d == 0:
             raise ValueError(
                 f"3D X has shape {X.shape}; expected (n_samples, n_timesteps, "
                 "n_channels) with at least one timestep and one channel."
             )
-        _check_feature_names(estimator, X, reset=reset)
+        if not plain:  # (a plain array has no feature names, nor had the model)
+            _check_feature_names(estimator, X, reset=reset)
         if reset:
             estimator.n_features_in_ = T * d
         elif d != estimator.n_channels_:
@@ -81,7 +84,8 @@ def validate_sequences(estimator, X, y="no_validation", *, reset, y_numeric=Fals
         if fitting:
             if y is None:
                 raise ValueError(f"{name} requires y to be passed, but the target y is None.")
-            y = _check_y(y, multi_output=True, y_numeric=y_numeric, estimator=estimator)
+            if not integer_labels(y):  # (which _check_y returns as they are)
+                y = _check_y(y, multi_output=True, y_numeric=y_numeric, estimator=estimator)
             check_consistent_length(X, y)
         X3 = X
     else:
@@ -113,6 +117,22 @@ def validate_sequences(estimator, X, y="no_validation", *, reset, y_numeric=Fals
         estimator.n_timesteps_, estimator.n_channels_ = X3.shape[1], X3.shape[2]
     lengths = sequence_lengths(X3)
     return (X, X3, lengths, y) if fitting else (X, X3, lengths)
+
+
+def _plain_floats(X):
+    """Whether ``X`` is a non-empty ``numpy.ndarray`` of float32 or float64
+    (native byte order): what ``check_array(X, dtype=FLOAT_DTYPES,
+    ensure_all_finite=False, allow_nd=True)`` returns unchanged."""
+    return (type(X) is np.ndarray and X.size > 0
+            and (X.dtype == FLOAT_DTYPES[0] or X.dtype == FLOAT_DTYPES[1]))
+
+
+def integer_labels(y):
+    """Whether ``y`` is a non-empty 1D ``numpy.ndarray`` of integers: what
+    scikit-learn's ``_check_y`` returns unchanged, and valid class labels,
+    whose checks (``check_classification_targets``, the type checks of
+    ``unique_labels``) need not run either."""
+    return type(y) is np.ndarray and y.ndim == 1 and y.size > 0 and y.dtype.kind in "iu"
 
 
 def _is_ragged(X):

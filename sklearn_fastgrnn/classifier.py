@@ -15,21 +15,15 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from . import _losses
 from ._base import BaseFastGRNN, check_finite_targets, docstring
+from ._sequences import integer_labels
 
 # out_activation_ of a classifier: one label of several, or several labels
 SOFTMAX, LOGISTIC = "softmax", "logistic"
 
 
-def _integer_labels(y):
-    """Whether ``y`` is a 1D array of integers: valid class labels, whose
-    checks (``check_classification_targets``, the type checks of
-    ``unique_labels``) need not run; a tenth of a millisecond each."""
-    return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"
-
-
 def _sorted_labels(y):
     """``unique_labels(y)``: the sorted distinct labels."""
-    return np.unique(y) if _integer_labels(y) else unique_labels(y)
+    return np.unique(y) if integer_labels(y) else unique_labels(y)
 
 
 def _check_soft_probabilities(soft_targets, n_samples, classes, dtype):
@@ -201,7 +195,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         """Position of each label of ``y`` in ``classes_`` (all are there)."""
         classes = self.classes_
         # sorted distinct integers from 0 to k - 1 are 0, 1, ..., k - 1: y is its index
-        if (_integer_labels(y) and classes.dtype.kind in "iu" and len(classes)
+        if (integer_labels(y) and classes.dtype.kind in "iu" and len(classes)
                 and classes[0] == 0 and classes[-1] == len(classes) - 1):
             return y.astype(np.intp)
         return np.searchsorted(classes, y)
@@ -210,7 +204,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         """Set ``classes_`` and ``out_activation_``; class indices or the indicator."""
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if not _integer_labels(y):
+        if not integer_labels(y):
             check_classification_targets(y)
         multilabel = y.ndim == 2 and type_of_target(y) == "multilabel-indicator"
         previous = getattr(self, "classes_", None)

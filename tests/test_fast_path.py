@@ -10,11 +10,12 @@ from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_info
 
 import sklearn_fastgrnn._base as base_module
+import sklearn_fastgrnn._sequences as sequences_module
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import Predictor, predictor_for
 from sklearn_fastgrnn._compiled_cell import make_engine
 from sklearn_fastgrnn._losses import log_softmax
-from sklearn_fastgrnn._sequences import light_sequences
+from sklearn_fastgrnn._sequences import light_sequences, validate_sequences
 from sklearn_fastgrnn._threads import one_blas_thread
 
 from .conftest import make_sequences
@@ -106,6 +107,59 @@ def inputs(X):
         cases["dataframe"] = pd.DataFrame(X)
         cases["dataframe-named"] = pd.DataFrame(X, columns=[f"c{i}" for i in range(X.shape[1])])
     return cases
+
+
+LABELS = {
+    "int64": lambda y: y, "int8": lambda y: y.astype(np.int8),
+    "uint8": lambda y: y.astype(np.uint8), "float": lambda y: y.astype(float),
+    "str": lambda y: y.astype(str), "column": lambda y: y[:, None], "list": list,
+    "short": lambda y: y[:-1], "empty": lambda y: y[:0], "nan": lambda y: np.r_[np.nan, y[1:]],
+}
+
+
+@pytest.mark.parametrize("fitted", ["fresh", "fitted", "fitted-with-names"])
+def test_fit_validation_of_plain_arrays_equals_scikit_learns(monkeypatch, models, fitted):
+    """validate_sequences in a training call: plain float arrays and integer
+    labels skip scikit-learn's checks, and give the same arrays, fitted
+    attributes, errors and warnings as the checks would, on every input kind."""
+    rng = np.random.default_rng(1)
+    X, y = make_sequences(rng, n=12, T=6, d=3)
+
+    def estimator():
+        clf = FastGRNNClassifier(4, max_iter=1, random_state=0)
+        if fitted == "fitted":
+            clf.fit(X, y)
+        elif fitted == "fitted-with-names":
+            clf.fit(pd.DataFrame(X.reshape(12, -1)), y)
+        return clf
+
+    def validate(clf, Xc, yc):
+        out = validate_sequences(clf, Xc, yc, reset=fitted == "fresh")
+        return out, {k: getattr(clf, k, None) for k in
+                     ("n_features_in_", "n_timesteps_", "n_channels_", "feature_names_in_")}
+
+    for name, Xc in inputs(X).items():
+        for label, make in LABELS.items():
+            yc = make(y)
+            fast = outcome(lambda: validate(estimator(), Xc, yc))
+            with monkeypatch.context() as m:
+                m.setattr(sequences_module, "_plain_floats", lambda X: False)
+                m.setattr(sequences_module, "integer_labels", lambda y: False)
+                full = outcome(lambda: validate(estimator(), Xc, yc))
+            where = (name, label)
+            assert fast[1] == full[1], where
+            if isinstance(full[0], tuple) and isinstance(full[0][0], type):
+                assert fast[0] == full[0], where  # the same error
+                continue
+            (fast_arrays, fast_attrs), (full_arrays, full_attrs) = fast[0], full[0]
+            assert fast_attrs.keys() == full_attrs.keys(), where
+            for key in fast_attrs:
+                assert_array_equal(np.asarray(fast_attrs[key], dtype=object),
+                                   np.asarray(full_attrs[key], dtype=object), err_msg=str(where))
+            for a, b in zip(fast_arrays, full_arrays):
+                a, b = np.asarray(a), np.asarray(b)
+                assert a.dtype == b.dtype and a.shape == b.shape, where
+                assert_array_equal(a, b, err_msg=str(where))
 
 
 @pytest.mark.parametrize("model", ["sequences", "series", "steps", "binary"])
