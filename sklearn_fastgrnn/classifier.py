@@ -167,9 +167,19 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
 
     def _unseen_labels(self, y):
         """The labels of ``y`` that are not in ``classes_``, as a list."""
-        if y.dtype.kind != "O" and np.isin(y, self.classes_).all():
+        if self._integer_range(y):
+            if y.min() >= 0 and y.max() < len(self.classes_):
+                return []
+        elif y.dtype.kind != "O" and np.isin(y, self.classes_).all():
             return []  # the common case, without sorting y's labels
         return np.setdiff1d(_sorted_labels(y), self.classes_).tolist()
+
+    def _integer_range(self, y):
+        """Whether ``y`` holds integers and ``classes_`` is 0, 1, ..., k - 1
+        (sorted distinct integers from 0 to k - 1): a label is its index."""
+        classes = self.classes_
+        return (integer_labels(y) and classes.dtype.kind in "iu" and len(classes) > 0
+                and classes[0] == 0 and classes[-1] == len(classes) - 1)
 
     def _first_partial_fit_call(self, classes):
         """Set ``classes_`` from ``classes`` on the first ``partial_fit`` call
@@ -193,12 +203,9 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
 
     def _class_indices(self, y):
         """Position of each label of ``y`` in ``classes_`` (all are there)."""
-        classes = self.classes_
-        # sorted distinct integers from 0 to k - 1 are 0, 1, ..., k - 1: y is its index
-        if (integer_labels(y) and classes.dtype.kind in "iu" and len(classes)
-                and classes[0] == 0 and classes[-1] == len(classes) - 1):
+        if self._integer_range(y):
             return y.astype(np.intp)
-        return np.searchsorted(classes, y)
+        return np.searchsorted(self.classes_, y)
 
     def _encode_targets(self, y, classes, incremental, resume):
         """Set ``classes_`` and ``out_activation_``; class indices or the indicator."""

@@ -94,6 +94,7 @@ def test_label_not_in_classes(rng):
     X, y = make_sequences(rng)
     clf = FastGRNNClassifier(hidden_size=4).partial_fit(X, y % 2, classes=[0, 1])
     _expect_error(clf, lambda: clf.partial_fit(X, y + 5), r"labels \[5, 6, 7\] .*not in classes_")
+    _expect_error(clf, lambda: clf.partial_fit(X, y - 2), r"labels \[-2, -1\] .*not in classes_")
     # labels of another kind than the classes: strings for integer classes
     _expect_error(clf, lambda: clf.partial_fit(X, np.where(y % 2, "1", "0")),
                   r"labels \['0', '1'\] .*not in classes_")
