@@ -7,7 +7,9 @@ keeps it in the cache directory (:func:`cache_directory`): a second call, in
 this process or another, finds the library there and only loads it. A library
 is written under a temporary name and renamed into place (``os.replace``), so
 that processes building the same library at once never load half a file.
-Nothing here runs at import time.
+:class:`SharedLibrary` builds one on first use in a process, and
+:func:`address` gives an array's address to pass to it. Nothing here runs at
+import time.
 """
 
 import ctypes
@@ -19,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 
 #: The compilers looked for on the PATH when ``$CC`` is not set, in this order.
 COMPILERS = ("cc", "gcc", "clang")
@@ -41,6 +44,35 @@ def address(array):
 
 class BuildError(RuntimeError):
     """No C compiler was found, or building a library failed."""
+
+
+class SharedLibrary:
+    """A C library built from a source on first use, once per process.
+
+    :meth:`get` builds the library (or loads it from the cache), passes it to
+    ``prepare`` (which sets its functions' ctypes types and returns what its
+    users need) and keeps the result; a failed build is kept too and raised
+    again as a :class:`BuildError` naming ``what``. Thread-safe.
+    """
+
+    def __init__(self, source, stem, flags, what, prepare):
+        self.source, self.stem, self.flags = source, stem, flags
+        self.what, self.prepare = what, prepare
+        self.loaded = None  # what ``prepare`` returned, or the exception that stopped it
+        self._lock = threading.Lock()
+
+    def get(self):
+        """What ``prepare`` returned for the library; BuildError without it."""
+        with self._lock:
+            if self.loaded is None:
+                try:
+                    library = ctypes.CDLL(build_library(self.source, self.stem, self.flags))
+                    self.loaded = self.prepare(library)
+                except (BuildError, OSError, AttributeError) as exc:
+                    self.loaded = exc
+        if isinstance(self.loaded, Exception):
+            raise BuildError(f"{self.what} cannot be built: {self.loaded}")
+        return self.loaded
 
 
 def find_compiler():

@@ -16,11 +16,10 @@ parameters and moments are those of NumPy's update, bit for bit
 """
 
 import ctypes
-import threading
 
 import numpy as np
 
-from ._build import BuildError, address, build_library
+from ._build import BuildError, SharedLibrary, address
 from ._optimizers import Adam
 
 _SOURCE = r"""/* sklearn-fastgrnn: Adam's update, NumPy's operations one by one
@@ -64,29 +63,18 @@ def _context_type(real):
 
 
 _CONTEXTS = {dtype: _context_type(real) for dtype, real in _REALS.items()}
-_state = {"functions": None}  # dtype -> C function, or the BuildError raised
-_lock = threading.Lock()
-
-
-def _functions():
-    """The C functions by dtype (built or loaded once per process)."""
-    with _lock:
-        if _state["functions"] is None:
-            try:
-                library = ctypes.CDLL(build_library(_SOURCE, "fastgrnn-adam", _FLAGS))
-                functions = {}
-                for dtype, real in _REALS.items():
-                    function = getattr(library, _NAMES[dtype])
-                    function.argtypes = [ctypes.POINTER(_CONTEXTS[dtype]), real]
-                    function.restype = None
-                    functions[dtype] = function
-                _state["functions"] = functions
-            except (BuildError, OSError, AttributeError) as exc:
-                _state["functions"] = exc
-    functions = _state["functions"]
-    if isinstance(functions, Exception):
-        raise BuildError(f"the compiled Adam step cannot be built: {functions}")
+def _prepare(library):
+    """The C functions by dtype, typed."""
+    functions = {}
+    for dtype, real in _REALS.items():
+        function = getattr(library, _NAMES[dtype])
+        function.argtypes = [ctypes.POINTER(_CONTEXTS[dtype]), real]
+        function.restype = None
+        functions[dtype] = function
     return functions
+
+
+LIBRARY = SharedLibrary(_SOURCE, "fastgrnn-adam", _FLAGS, "the compiled Adam step", _prepare)
 
 
 class _CompiledAdamStep:
@@ -132,7 +120,7 @@ def compiled_step(optimizer, params, grad):
     ):
         return optimizer.step
     try:
-        function = _functions()[dtype]
+        function = LIBRARY.get()[dtype]
     except BuildError:
         return optimizer.step
     return _CompiledAdamStep(optimizer, function, params, grad)

@@ -22,11 +22,10 @@ Each falls back to its reference where the C code cannot be built.
 """
 
 import ctypes
-import threading
 
 import numpy as np
 
-from ._build import BuildError, address, build_library
+from ._build import BuildError, SharedLibrary, address
 from ._cell import to_time_major
 from ._scaling import Moments
 from ._scaling import standardised as standardised_reference
@@ -120,28 +119,17 @@ FG_TIME_MAJOR(fg_time_major_double, double)
 _FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 _C_NAMES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
-_state = {"library": None}  # the loaded library, or the exception that stopped it
-_lock = threading.Lock()
-
-
-def _library():
-    """The C library (built or loaded once per process); BuildError without it."""
-    with _lock:
-        if _state["library"] is None:
-            try:
-                library = ctypes.CDLL(build_library(_SOURCE, "fastgrnn-input", _FLAGS))
-                for name in ("fg_sums_float", "fg_sums_double", "fg_time_major_float",
-                             "fg_time_major_double", *(
-                                 f"fg_standardise_{a}_{b}" for a in ("float", "double")
-                                 for b in ("float", "double"))):
-                    getattr(library, name).restype = None
-                _state["library"] = library
-            except (BuildError, OSError, AttributeError) as exc:
-                _state["library"] = exc
-    library = _state["library"]
-    if isinstance(library, Exception):
-        raise BuildError(f"the compiled input passes cannot be built: {library}")
+def _prepare(library):
+    """The library, its functions returning nothing."""
+    for name in ("fg_sums_float", "fg_sums_double", "fg_time_major_float",
+                 "fg_time_major_double", *(f"fg_standardise_{a}_{b}" for a in _C_NAMES.values()
+                                           for b in _C_NAMES.values())):
+        getattr(library, name).restype = None
     return library
+
+
+LIBRARY = SharedLibrary(_SOURCE, "fastgrnn-input", _FLAGS, "the compiled input passes",
+                        _prepare)
 
 
 def _pointer(array):
@@ -152,7 +140,7 @@ def moments(X3, weights):
     """``Moments.of(X3, weights, axis=(0, 1))``: each channel's moments over
     the samples and their steps, NaN padding left out, summed in float64."""
     try:
-        library = _library()
+        library = LIBRARY.get()
     except BuildError:
         return Moments.of(X3, weights, axis=(0, 1))
     X3 = np.ascontiguousarray(X3)
@@ -176,7 +164,7 @@ def standardised(X3, mean, scale, dtype):
     """``_scaling.standardised(X3, mean, scale, dtype)``, to the bit, in one pass."""
     dtype = np.dtype(dtype)
     try:
-        library = _library()
+        library = LIBRARY.get()
     except BuildError:
         return standardised_reference(X3, mean, scale, dtype)
     X3 = np.ascontiguousarray(X3)
@@ -196,7 +184,7 @@ def time_major(X, dtype):
     if X.dtype != dtype:
         return to_time_major(X, dtype)
     try:
-        library = _library()
+        library = LIBRARY.get()
     except BuildError:
         return to_time_major(X, dtype)
     X = np.ascontiguousarray(X)

@@ -17,11 +17,10 @@ accumulates a float32 dot product in float32).
 """
 
 import ctypes
-import threading
 
 import numpy as np
 
-from ._build import BuildError, address, build_library
+from ._build import BuildError, SharedLibrary, address
 from ._losses import CrossEntropy, Distillation, l2_penalty
 from ._optimizers import clip_by_global_norm
 
@@ -105,34 +104,23 @@ def _context_type(real):
 
 
 _CONTEXTS = {dtype: _context_type(real) for dtype, real in _REALS.items()}
-_state = {"functions": None}  # (dtype, name) -> C function, or the BuildError raised
-_lock = threading.Lock()
-
-
-def _functions():
-    """The C functions by (dtype, name) (built or loaded once per process)."""
-    with _lock:
-        if _state["functions"] is None:
-            try:
-                library = ctypes.CDLL(build_library(_SOURCE, "fastgrnn-loss", _FLAGS))
-                pointer, size = ctypes.c_void_p, ctypes.c_int64
-                functions = {}
-                for dtype, real in _REALS.items():
-                    ce = getattr(library, f"fg_cross_entropy_{_C_NAMES[dtype]}")
-                    ce.argtypes = [pointer, size, size, pointer, pointer, pointer]
-                    ce.restype = ctypes.c_double
-                    clip = getattr(library, f"fg_penalty_and_clip_{_C_NAMES[dtype]}")
-                    clip.argtypes = [ctypes.POINTER(_CONTEXTS[dtype])]
-                    clip.restype = ctypes.c_double
-                    functions[dtype, "cross_entropy"] = ce
-                    functions[dtype, "penalty_and_clip"] = clip
-                _state["functions"] = functions
-            except (BuildError, OSError, AttributeError) as exc:
-                _state["functions"] = exc
-    functions = _state["functions"]
-    if isinstance(functions, Exception):
-        raise BuildError(f"the compiled loss cannot be built: {functions}")
+def _prepare(library):
+    """The C functions by (dtype, name), typed."""
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    functions = {}
+    for dtype in _REALS:
+        ce = getattr(library, f"fg_cross_entropy_{_C_NAMES[dtype]}")
+        ce.argtypes = [pointer, size, size, pointer, pointer, pointer]
+        ce.restype = ctypes.c_double
+        clip = getattr(library, f"fg_penalty_and_clip_{_C_NAMES[dtype]}")
+        clip.argtypes = [ctypes.POINTER(_CONTEXTS[dtype])]
+        clip.restype = ctypes.c_double
+        functions[dtype, "cross_entropy"] = ce
+        functions[dtype, "penalty_and_clip"] = clip
     return functions
+
+
+LIBRARY = SharedLibrary(_SOURCE, "fastgrnn-loss", _FLAGS, "the compiled loss", _prepare)
 
 
 class _CompiledCrossEntropy(CrossEntropy):
@@ -163,7 +151,7 @@ def compiled_loss(loss):
     if type(loss.hard if distilled else loss) is not CrossEntropy:
         return loss
     try:
-        functions = _functions()
+        functions = LIBRARY.get()
     except BuildError:
         return loss
     if distilled:
@@ -186,7 +174,7 @@ class PenaltyAndClip:
         self.functions = None
         if compiled:
             try:
-                self.functions = _functions()
+                self.functions = LIBRARY.get()
             except BuildError:
                 pass
         self._arrays = (None, None)  # (flat, grad) of the C call's context

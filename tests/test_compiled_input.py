@@ -124,7 +124,7 @@ def test_training_on_the_compiled_passes_gives_the_references_weights(rng, monke
         monkeypatch.setattr(module, name, counted(getattr(module, name)))
     compiled = train()
     assert set(calls) == {"moments", "standardised", "time_major"}
-    monkeypatch.setattr(_compiled_input, "_library", _no_library)
+    monkeypatch.setattr(_compiled_input.LIBRARY, "get", _no_library)
     reference = train()
     for a, b in zip(compiled, reference):
         assert_same_coefs(a, b)
@@ -136,11 +136,11 @@ def _no_library():
 
 def test_without_a_compiler_the_passes_are_the_references(rng, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
-    monkeypatch.setitem(_compiled_input._state, "library", None)
+    monkeypatch.setattr(_compiled_input.LIBRARY, "loaded", None)
     X = _sequences(rng, 7, 5, 2, np.float32)
     weights = np.ones(7)
     moments = _compiled_input.moments(X, weights)
-    assert isinstance(_compiled_input._state["library"], Exception)
+    assert isinstance(_compiled_input.LIBRARY.loaded, Exception)
     for a, b in zip(moments, _scaling.Moments.of(X, weights, axis=(0, 1))):
         np.testing.assert_array_equal(a, b)
     mean, scale = moments.spread()
@@ -148,11 +148,11 @@ def test_without_a_compiler_the_passes_are_the_references(rng, monkeypatch):
                                   _scaling.standardised(X, mean, scale, np.float32))
     np.testing.assert_array_equal(_compiled_input.time_major(X, np.float32),
                                   to_time_major(X, np.float32))
-    monkeypatch.setitem(_compiled_input._state, "library", None)  # built again afterwards
+    monkeypatch.setattr(_compiled_input.LIBRARY, "loaded", None)  # built again afterwards
 
 
 def test_the_numpy_engine_trains_on_the_reference_passes(rng, monkeypatch):
-    monkeypatch.setattr(_compiled_input, "_library", _failing_library)
+    monkeypatch.setattr(_compiled_input.LIBRARY, "get", _failing_library)
     X, y = make_sequences(rng, n=30)
     FastGRNNClassifier(hidden_size=4, max_iter=2, engine="numpy", random_state=0).fit(X, y)
 

@@ -115,10 +115,10 @@ def test_other_losses_and_no_compiler_keep_the_references(rng, monkeypatch):
         assert isinstance(distilled.hard, _compiled_loss._CompiledCrossEntropy)
         assert (distilled.alpha, distilled.temperature) == (0.3, 2.0)
     monkeypatch.setenv("CC", "/nonexistent/cc")
-    monkeypatch.setitem(_compiled_loss._state, "functions", None)
+    monkeypatch.setattr(_compiled_loss.LIBRARY, "loaded", None)
     plain = CrossEntropy()
     assert _compiled_loss.compiled_loss(plain) is plain
-    assert isinstance(_compiled_loss._state["functions"], Exception)
+    assert isinstance(_compiled_loss.LIBRARY.loaded, Exception)
     finish = _compiled_loss.PenaltyAndClip(3, 0.5, 1.0, compiled=True)
     assert finish.functions is None
     flat, grad = np.ones(5), np.full(5, 2.0)
@@ -127,7 +127,7 @@ def test_other_losses_and_no_compiler_keep_the_references(rng, monkeypatch):
     clip_by_global_norm(expected_grad, 1.0)
     assert finish(flat, grad) == expected
     np.testing.assert_array_equal(grad, expected_grad)
-    monkeypatch.setitem(_compiled_loss._state, "functions", None)  # built again afterwards
+    monkeypatch.setattr(_compiled_loss.LIBRARY, "loaded", None)  # built again afterwards
 
 
 @needs_compiler
@@ -149,7 +149,7 @@ def test_training_with_the_compiled_engine_uses_the_compiled_loss(rng, monkeypat
     sparse training keeps its order (penalty, support, clipping) in NumPy."""
     X, y = make_sequences(rng, n=64)
     calls = {"cross_entropy": 0, "penalty_and_clip": 0}
-    original = _compiled_loss._functions
+    original = _compiled_loss.LIBRARY.get
 
     def counted():
         functions = original()
@@ -162,7 +162,7 @@ def test_training_with_the_compiled_engine_uses_the_compiled_loss(rng, monkeypat
 
         return {key: count(key[1], f) for key, f in functions.items()}
 
-    monkeypatch.setattr(_compiled_loss, "_functions", counted)
+    monkeypatch.setattr(_compiled_loss.LIBRARY, "get", counted)
     clf = FastGRNNClassifier(hidden_size=4, max_iter=3, batch_size=16, tol=0,
                              engine="compiled", random_state=0).fit(X, y)
     assert calls == {"cross_entropy": 12, "penalty_and_clip": 12}
