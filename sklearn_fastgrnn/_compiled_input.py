@@ -16,7 +16,9 @@ compiled engine; the NumPy functions stay the reference
   but at a rounding tie;
 - :func:`standardised` and :func:`time_major` are the references' results to
   the bit (the same IEEE operations; the code is compiled with
-  ``-ffp-contract=off`` and without ``-ffast-math``).
+  ``-ffp-contract=off`` and without ``-ffast-math``, and with
+  ``-fno-trapping-math``, which lets the NaN tests vectorise and changes no
+  result).
 
 Each falls back to its reference where the C code cannot be built.
 """
@@ -118,6 +120,7 @@ FG_TIME_MAJOR(fg_time_major_double, double)
 """
 _FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 _C_NAMES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
 
 def _prepare(library):
     """The library, its functions returning nothing."""
