@@ -23,10 +23,18 @@ import subprocess
 import tempfile
 import threading
 
+import numpy as np
+
 #: The compilers looked for on the PATH when ``$CC`` is not set, in this order.
 COMPILERS = ("cc", "gcc", "clang")
 #: Environment variable naming the cache directory (overrides the default).
 CACHE_ENV = "SKLEARN_FASTGRNN_CACHE"
+#: The float dtypes the C helpers are built for: dtype -> (C type, ctypes type).
+#: Their functions are named after the C type (``fg_adam_float``, ...).
+C_REALS = {
+    np.dtype(np.float32): ("float", ctypes.c_float),
+    np.dtype(np.float64): ("double", ctypes.c_double),
+}
 
 
 def address(array):

@@ -17,9 +17,7 @@ parameters and moments are those of NumPy's update, bit for bit
 
 import ctypes
 
-import numpy as np
-
-from ._build import BuildError, SharedLibrary, address
+from ._build import C_REALS, BuildError, SharedLibrary, address
 from ._optimizers import Adam
 
 _SOURCE = r"""/* sklearn-fastgrnn: Adam's update, NumPy's operations one by one
@@ -50,8 +48,6 @@ FG_ADAM(fg_adam_float, float, sqrtf)
 FG_ADAM(fg_adam_double, double, sqrt)
 """
 _FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno"]
-_REALS = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
-_NAMES = {np.dtype(np.float32): "fg_adam_float", np.dtype(np.float64): "fg_adam_double"}
 
 
 def _context_type(real):
@@ -62,12 +58,12 @@ def _context_type(real):
                 {"_fields_": fields + [(name, real) for name in names]})
 
 
-_CONTEXTS = {dtype: _context_type(real) for dtype, real in _REALS.items()}
+_CONTEXTS = {dtype: _context_type(real) for dtype, (_, real) in C_REALS.items()}
 def _prepare(library):
     """The C functions by dtype, typed."""
     functions = {}
-    for dtype, real in _REALS.items():
-        function = getattr(library, _NAMES[dtype])
+    for dtype, (c_name, real) in C_REALS.items():
+        function = getattr(library, f"fg_adam_{c_name}")
         function.argtypes = [ctypes.POINTER(_CONTEXTS[dtype]), real]
         function.restype = None
         functions[dtype] = function
@@ -85,7 +81,7 @@ class _CompiledAdamStep:
         dtype = optimizer.m.dtype
         self.optimizer, self.function = optimizer, function
         self.params, self.grad = params, grad
-        real = _REALS[dtype]
+        real = C_REALS[dtype][1]
         b1, b2 = optimizer.beta_1, optimizer.beta_2
         # the constants as NumPy rounds a Python float to the arrays' dtype
         self.context = _CONTEXTS[dtype](
@@ -114,7 +110,7 @@ def compiled_step(optimizer, params, grad):
         return optimizer.step
     dtype = optimizer.m.dtype
     arrays = (params, grad, optimizer.m, optimizer.v)
-    if dtype not in _REALS or any(
+    if dtype not in C_REALS or any(
         a.dtype != dtype or a.shape != optimizer.m.shape or not a.flags.c_contiguous
         for a in arrays
     ):

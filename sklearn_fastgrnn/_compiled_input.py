@@ -27,7 +27,7 @@ import ctypes
 
 import numpy as np
 
-from ._build import BuildError, SharedLibrary, address
+from ._build import C_REALS, BuildError, SharedLibrary, address
 from ._cell import to_time_major
 from ._scaling import Moments
 from ._scaling import standardised as standardised_reference
@@ -119,15 +119,15 @@ FG_TIME_MAJOR(fg_time_major_float, float)
 FG_TIME_MAJOR(fg_time_major_double, double)
 """
 _FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
-_C_NAMES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_C_NAMES = {dtype: c_name for dtype, (c_name, _) in C_REALS.items()}
 
 
 def _prepare(library):
     """The library, its functions returning nothing."""
-    for name in ("fg_sums_float", "fg_sums_double", "fg_time_major_float",
-                 "fg_time_major_double", *(f"fg_standardise_{a}_{b}" for a in _C_NAMES.values()
-                                           for b in _C_NAMES.values())):
-        getattr(library, name).restype = None
+    for real in _C_NAMES.values():
+        for name in (f"fg_sums_{real}", f"fg_time_major_{real}",
+                     *(f"fg_standardise_{real}_{out}" for out in _C_NAMES.values())):
+            getattr(library, name).restype = None
     return library
 
 

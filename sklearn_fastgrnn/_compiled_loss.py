@@ -20,7 +20,7 @@ import ctypes
 
 import numpy as np
 
-from ._build import BuildError, SharedLibrary, address
+from ._build import C_REALS, BuildError, SharedLibrary, address
 from ._losses import CrossEntropy, Distillation, l2_penalty
 from ._optimizers import clip_by_global_norm
 
@@ -93,8 +93,6 @@ FG_PENALTY_AND_CLIP(fg_penalty_and_clip_float, float)
 FG_PENALTY_AND_CLIP(fg_penalty_and_clip_double, double)
 """
 _FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno"]
-_REALS = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
-_C_NAMES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 def _context_type(real):
     fields = [("p", ctypes.c_void_p), ("g", ctypes.c_void_p), ("n_weights", ctypes.c_int64),
@@ -103,16 +101,16 @@ def _context_type(real):
     return type(f"PenaltyContext_{real.__name__}", (ctypes.Structure,), {"_fields_": fields})
 
 
-_CONTEXTS = {dtype: _context_type(real) for dtype, real in _REALS.items()}
+_CONTEXTS = {dtype: _context_type(real) for dtype, (_, real) in C_REALS.items()}
 def _prepare(library):
     """The C functions by (dtype, name), typed."""
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     functions = {}
-    for dtype in _REALS:
-        ce = getattr(library, f"fg_cross_entropy_{_C_NAMES[dtype]}")
+    for dtype, (c_name, _) in C_REALS.items():
+        ce = getattr(library, f"fg_cross_entropy_{c_name}")
         ce.argtypes = [pointer, size, size, pointer, pointer, pointer]
         ce.restype = ctypes.c_double
-        clip = getattr(library, f"fg_penalty_and_clip_{_C_NAMES[dtype]}")
+        clip = getattr(library, f"fg_penalty_and_clip_{c_name}")
         clip.argtypes = [ctypes.POINTER(_CONTEXTS[dtype])]
         clip.restype = ctypes.c_double
         functions[dtype, "cross_entropy"] = ce
