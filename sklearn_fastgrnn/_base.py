@@ -33,6 +33,7 @@ from sklearn.utils.validation import (
 )
 
 from . import _callbacks, _compiled_input, _losses, _scaling, _size
+from ._averaging import WeightAverage
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
 from ._compat import check_sample_weight
 from ._compiled_cell import ENGINES, make_engine
@@ -68,7 +69,7 @@ _INTEGER_PARAMS = (
 # What a model of release 0.1.0 (which had none of these parameters) did: a model
 # file of that release without them is read with these values.
 LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
-                 "shift_windows": False}
+                 "shift_windows": False, "weight_averaging": 0.0}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -155,6 +156,20 @@ PARAMETERS_DOC = """\
     clip_grad_norm : float or None, default=5.0
         Mini-batch gradients are scaled down to this global L2 norm; None
         disables clipping.
+    weight_averaging : float in [0, 1), default=0.9
+        The weights the model keeps are a moving average of the optimiser's
+        weights over the epochs, each epoch weighing ``weight_averaging **
+        age`` (normalised to add up to one), so that about the last ``1 / (1 -
+        weight_averaging)`` epochs count; the average classifies unseen data
+        better than the last epoch's weights (docs/training.md). 0 keeps the
+        last epoch's weights. The optimiser and the training loss
+        (``loss_curve_``) follow the weights themselves; early stopping scores
+        and restores the average; after a late loss spike the best epoch's
+        weights replace an average that lost more than half of what they
+        gained over the best constant prediction. With sparse training the
+        average starts when the support is frozen. Each ``partial_fit`` call
+        counts as an epoch; a continued fit goes on from the optimiser's
+        weights and the average (docs/design.md, "Average of the weights").
     batch_size : int or "auto", default="auto"
         Mini-batch size (clipped to the number of samples). "auto" is a tenth
         of the training set clipped to [8, 64]: small data gets enough
@@ -241,10 +256,12 @@ ATTRIBUTES_DOC = """\
     best_validation_score_ : float or None
         ``validation_scores_`` of the kept epoch.
     best_epoch_ : int
-        The (1-based) epoch whose weights the model holds: the best validation
+        The (1-based) epoch whose weights (with ``weight_averaging``, whose
+        average of the weights so far) the model holds: the best validation
         epoch with early stopping; without it the last epoch, or the epoch of
-        the lowest training loss when its weights fit the training data
-        better ({quality}) than the last ones (after a late loss spike).
+        the lowest training loss (its own weights) when they fit the training
+        data much better ({quality}) than the last ones (after a late loss
+        spike; see ``weight_averaging``).
     stop_reason_ : str
         Why the last ``fit`` ended (also the last line of ``verbose=1``).
     history_ : list of dict
@@ -340,6 +357,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "clip_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "weight_averaging": [Interval(Real, 0, 1, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "shuffle": ["boolean"],
@@ -546,8 +564,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         offset, spread = self._output_map(moments[1])
         maps = _scaling.Maps(mean, scale, offset, spread)
         if fresh or _scaling.moved(maps, self._maps):
-            if not fresh:
-                self._trained_coefs = None  # coefs_ is unfolded with the new maps
+            if not fresh:  # coefs_ is unfolded with the new maps, the average starts again
+                self._trained_coefs = self._average = self._last_weights = None
             self._maps = maps
 
     def _input_moments(self, X3, weights):
@@ -639,9 +657,11 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
         Hyper-parameters always come from the current ``get_params()``; a resumed
         run takes over the training state (moments, RNG, adaptive rate, stopping
-        rule) when the model has one. A model loaded from a weights file has
-        none: it resumes its weights with a fresh optimiser. ``n_steps`` is the
-        longest real sequence, which the chrono initialisation spreads memory over.
+        rule) when the model has one, and, when the model keeps the average of
+        its weights, the optimiser's own last weights and the average so far.
+        A model loaded from a weights file has none: it resumes its weights with
+        a fresh optimiser. ``n_steps`` is the longest real sequence, which the
+        chrono initialisation spreads memory over.
         """
         fitted_shapes = {k: np.shape(v) for k, v in getattr(self, "coefs_", {}).items()}
         if resume and fitted_shapes != layout.shapes:
@@ -662,13 +682,19 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self._resolve_learning_rate(n_samples), self.learning_rate_init, self.lr_decay,
             self._int("lr_decay_step"), self._int("max_lr_reductions"),
         )
+        average = WeightAverage(self.weight_averaging) if self.weight_averaging > 0 else None
         if has_state:
             optimizer.resume_from(self._optimizer)
             schedule.resume_from(self._schedule)
             rng, monitor = copy.deepcopy(self._rng), copy.deepcopy(self._monitor)
             monitor.keep_best = not incremental
-            return StartState(layout.pack(self._trained_coefs_to_resume(), dtype), optimizer,
-                              rng, schedule, monitor)
+            flat = layout.pack(self._trained_coefs_to_resume(), dtype)
+            previous = getattr(self, "_average", None)
+            if average is not None and previous is not None and previous.decay == average.decay:
+                # coefs_ hold the average: go on from where the optimiser was
+                flat = np.array(self._last_weights, dtype=dtype)
+                average = previous.as_dtype(dtype)
+            return StartState(flat, optimizer, rng, schedule, monitor, average)
         random_state = check_random_state(self.random_state)
         if resume:
             flat = layout.pack(self._trained_coefs_to_resume(), dtype)
@@ -684,7 +710,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self.loss_curve_, self.history_ = [], []
             self.validation_scores_ = None
         return StartState(flat, optimizer, rng, schedule,
-                          PlateauMonitor(self.tol, keep_best=not incremental))
+                          PlateauMonitor(self.tol, keep_best=not incremental), average)
 
     def _validation_set(self, X_val, y_val, sample_weight_val, dtype):
         """A user's ``X_val``/``y_val`` as a :class:`ValidationSet`."""
@@ -745,16 +771,18 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         data = self._training_data(X, y, sample_weight, soft_targets, classes,
                                    incremental, resume)
         layout = self._layout()
-        flat, optimizer, rng, schedule, monitor = self._start_state(
+        flat, optimizer, rng, schedule, monitor, average = self._start_state(
             layout, data.X3.dtype, resume, int(data.lengths.max()), incremental, len(data.X3)
         )
+        # the weights the model keeps: their average over the epochs, or the last ones
+        kept = flat if average is None or average.weights is None else average.weights
         train, val = self._watched_data(data, validation, incremental)
         early = val is not None
         run = TrainingRun(self, layout, data, self._training_loss(data), val)
         sparse_epochs = AUTO_MIN_EPOCHS if self.max_iter == "auto" else int(self.max_iter)
         run.sparsity = SparseTraining.for_run(self, layout, resume, sparse_epochs)
         if early and resume:  # resumed weights are the best so far: fit restored them
-            monitor.best_weights = flat.copy()
+            monitor.best_weights = kept.copy()
         batch_size = resolve_batch_size(self.batch_size, len(train))
         steps_per_epoch = math.ceil(len(train) / batch_size)
         patience, plateau_patience = self._patience(steps_per_epoch)
@@ -774,20 +802,22 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             try:
                 loss = run.epoch(flat, optimizer, lr, train, batch_size, rng)
             except KeyboardInterrupt:
-                stop_reason = self._interrupted(flat, monitor, early)
+                stop_reason = self._interrupted(kept, monitor, early)
                 interrupted = True
                 break
             self.n_iter_ += 1
             self.t_ += len(train)
-            record = self._record_epoch(run, flat, loss, lr, monitor, early)
-            record["seconds"] = time.perf_counter() - start
             settled = run.sparsity is None or run.sparsity.frozen
+            # the average starts once the sparse support is frozen (zeros stay zeros)
+            kept = average.update(flat) if average is not None and settled else flat
+            record = self._record_epoch(run, flat, kept, loss, lr, monitor, early)
+            record["seconds"] = time.perf_counter() - start
             at_chance = chance_level is not None and monitor.best >= chance_level
             wait = plateau_patience if at_chance else patience
             if not incremental and settled and monitor.plateaued(wait):
                 stop_reason = self._on_plateau(record, monitor, schedule, wait,
                                                steps_per_epoch)
-            if tasks.end_epoch(lambda: self._public_coefs(layout.unpack(flat)), layout.size) \
+            if tasks.end_epoch(lambda: self._public_coefs(layout.unpack(kept)), layout.size) \
                     and stop_reason is None:
                 stop_reason = record["event"] = "stopped: a callback asked to stop"
             if self.verbose:
@@ -802,9 +832,14 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                     "reached and the optimization hasn't converged yet.",
                     ConvergenceWarning,
                 )
+        last = flat
         flat, restored, end_quality = self._kept_weights(
-            run, flat, monitor, train, early, chance_level, incremental or interrupted
+            run, kept, monitor, train, early, chance_level, incremental or interrupted,
+            kept is not last,
         )
+        # coefs_ hold the average: keep where the optimiser is, to continue from
+        averaged = flat is not last and not restored
+        self._average, self._last_weights = (average, last) if averaged else (None, None)
         self._sparse_training = run.sparsity
         self.engine_ = run.engine.name
         self._commit(layout, flat, optimizer, rng, schedule, monitor, early, restored)
@@ -827,17 +862,22 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             loss, self.distillation_alpha, getattr(self, "distillation_temperature", 1.0)
         )
 
-    def _record_epoch(self, run, flat, loss, lr, monitor, early):
-        """Score the epoch, show it to the stopping rule, and append its history."""
+    def _record_epoch(self, run, flat, kept, loss, lr, monitor, early):
+        """Score the epoch, show it to the stopping rule, and append its history.
+
+        ``flat`` are the optimiser's weights, whose mean loss over the epoch is
+        ``loss``; ``kept`` the weights the model would keep (their average over
+        the epochs, or ``flat``), which early stopping scores and restores.
+        """
         record = {"epoch": self.n_iter_, "train_loss": loss, "val_loss": None,
                   "val_score": None, "learning_rate": lr, "event": None}
         if early:
-            record["val_loss"], record["val_score"] = run.evaluate(flat)
+            record["val_loss"], record["val_score"] = run.evaluate(kept)
             self.validation_scores_.append(record["val_score"])
             watched = record["val_loss"] if self.scoring == "loss" else -record["val_score"]
+            monitor.update(watched, self.n_iter_, kept)
         else:
-            watched = loss
-        monitor.update(watched, self.n_iter_, flat)
+            monitor.update(loss, self.n_iter_, flat)
         self.loss_curve_.append(loss)
         self.history_.append(record)
         return record
@@ -883,31 +923,41 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
         return int(self.max_iter)
 
-    def _kept_weights(self, run, flat, monitor, train, early, chance_level, last_only):
-        """The weights the model keeps: ``(flat, restored, their Quality or None)``.
+    def _kept_weights(self, run, kept, monitor, train, early, chance_level, last_only,
+                      averaged):
+        """The weights the model keeps: ``(weights, restored, their Quality or None)``.
 
-        With early stopping, the best validation epoch's, unless the validation
-        loss never left chance level (then the validation set tells nothing and
-        the last weights stay). Without it, the best training-loss epoch's when
-        they classify (or fit) the training data better than the last ones: a
-        late loss spike can leave the last weights broken with no improvement
-        left to stop on; a tie keeps the last weights, which trained longer.
-        ``last_only`` (partial_fit, an interrupt) keeps the last weights.
+        ``kept`` are the last weights, or their average over the epochs
+        (``averaged``). With early stopping, the best validation epoch's,
+        unless the validation loss never left chance level (then the
+        validation set tells nothing and ``kept`` stay). Without it, a late
+        loss spike can leave the last weights broken with no improvement left
+        to stop on: the best training-loss epoch's weights are restored when
+        they classify (or fit) the training data better than the last ones (a
+        tie keeps the last ones, which trained longer), or, against an
+        average, when the average lost more than half of what the best
+        weights gained over the best constant prediction (an average is the
+        better estimate unless it collapsed). ``last_only`` (partial_fit, an
+        interrupt) keeps ``kept``.
         """
         if early:
             restore = monitor.best_weights is not None and not (
                 chance_level is not None and monitor.best >= chance_level
             )
-            return (monitor.best_weights if restore else flat), restore, None
+            return (monitor.best_weights if restore else kept), restore, None
         if last_only:
-            return flat, False, None
-        end = run.training_quality(flat, train)
-        if monitor.best_weights is None or monitor.best_epoch == self.n_iter_:
-            return flat, False, end
+            return kept, False, None
+        end = run.training_quality(kept, train)
+        if monitor.best_weights is None or (monitor.best_epoch == self.n_iter_ and not averaged):
+            return kept, False, end
         best = run.training_quality(monitor.best_weights, train)
-        if best.quality > end.quality:
+        if averaged:
+            collapsed = end.quality < (best.quality + best.baseline) / 2
+        else:
+            collapsed = best.quality > end.quality
+        if collapsed:
             return monitor.best_weights, True, best
-        return flat, False, end
+        return kept, False, end
 
     def _interrupted(self, flat, monitor, early):
         """Ctrl-C: keep the best (or last, finite) weights with a warning."""
@@ -917,7 +967,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         warnings.warn(
             f"Training interrupted by the user in epoch {self.n_iter_ + 1}; keeping "
             + ("the best weights so far." if keep_best
-               else "the last weights, which are finite."),
+               else "the last weights (or their average over the epochs: "
+                    "weight_averaging), which are finite."),
             UserWarning,
         )
         return f"interrupted by the user in epoch {self.n_iter_ + 1}"

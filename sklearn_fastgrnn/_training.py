@@ -48,13 +48,15 @@ class ValidationSet(NamedTuple):
 
 
 class StartState(NamedTuple):
-    """What a call trains from: weights, optimiser, schedule, RNG, stopping rule."""
+    """What a call trains from: weights, optimiser, schedule, RNG, stopping rule,
+    and the average of the weights (None when ``weight_averaging=0``)."""
 
     flat: np.ndarray
     optimizer: object
     rng: np.random.Generator
     schedule: object
     monitor: object
+    average: object
 
 
 class Quality(NamedTuple):

@@ -53,6 +53,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         epsilon=1e-8,
         alpha=1e-3,
         clip_grad_norm=5.0,
+        weight_averaging=0.9,
         batch_size="auto",
         max_iter="auto",
         shuffle=True,
@@ -99,6 +100,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         self.epsilon = epsilon
         self.alpha = alpha
         self.clip_grad_norm = clip_grad_norm
+        self.weight_averaging = weight_averaging
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.shuffle = shuffle

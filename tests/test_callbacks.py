@@ -124,14 +124,18 @@ def test_set_callbacks_and_clone_share_the_callbacks(digits):
 def test_scoring_monitor_logs_one_entry_per_epoch(digits):
     X, y = digits
     monitor = ScoringMonitor(scoring="accuracy")
-    clf = fit_quietly(small(max_iter=6).set_callbacks(monitor), X, y)
+    # the last weights (no average): fit(max_iter=k) keeps epoch k's weights
+    # unless its guard restores a better epoch, which it never does on a model
+    # whose every epoch is the last one
+    clf = fit_quietly(small(max_iter=6, weight_averaging=0).set_callbacks(monitor), X, y)
     log = monitor.get_logs()
     rows = epoch_rows(log)
     assert clf.n_iter_ == 6 and [row["task_id"] for row in rows] == list(range(6))
     scores = [row["accuracy"] for row in rows]
     assert len(set(scores)) > 1  # the model of each epoch, not the final one six times
     for epochs, score in enumerate(scores, start=1):
-        assert score == fit_quietly(small(max_iter=epochs), X, y).score(X, y)
+        reference = fit_quietly(small(max_iter=epochs, weight_averaging=0), X, y)
+        assert score == reference.score(X, y)
     (root,) = [row for row in log.data if row["task_name"] == "fit"]
     assert root["accuracy"] == clf.score(X, y)
 
@@ -148,7 +152,7 @@ def test_scoring_monitor_on_a_dataframe_scores_what_fit_was_given(digits):
 def test_callbacks_see_the_training_state_and_copies_of_each_epoch(digits):
     X, y = digits
     recorder = Recorder()
-    clf = small(max_iter=4).set_callbacks(recorder)
+    clf = small(max_iter=4, weight_averaging=0).set_callbacks(recorder)
     fit_quietly(clf, X, y)
     epochs = recorder.epochs()
     assert [e["n_iter"] for e in epochs] == [1, 2, 3, 4]
@@ -156,7 +160,7 @@ def test_callbacks_see_the_training_state_and_copies_of_each_epoch(digits):
     assert all(e["estimator"] is not clf for e in epochs)  # the working copy trains
     assert all(e["X"] is not None and e["y"] is not None for e in epochs)
     for k, e in enumerate(epochs, start=1):
-        reference = fit_quietly(small(max_iter=k), X, y)
+        reference = fit_quietly(small(max_iter=k, weight_averaging=0), X, y)
         fitted = e["fitted"]
         # kept after fit, the epoch's model still holds that epoch's weights
         assert_same_weights(fitted.coefs_, reference.coefs_)
@@ -168,6 +172,18 @@ def test_callbacks_see_the_training_state_and_copies_of_each_epoch(digits):
     assert [c[2] for c in recorder.calls if c[0] == "begin"] == ["fit"] + ["epoch"] * 4
     leftovers = {"_callback_fit_ctx", "_skl_callbacks_to_teardown", "_parent_callback_ctx"}
     assert not leftovers & clf.__dict__.keys()
+
+
+def test_callbacks_see_the_average_of_the_weights_that_fit_keeps(digits):
+    X, y = digits
+    recorder = Recorder()
+    clf = fit_quietly(small(max_iter=8, learning_rate_init=0.05).set_callbacks(recorder), X, y)
+    assert clf.best_epoch_ == clf.n_iter_ == 8  # the average, not a restored epoch
+    epochs = recorder.epochs()
+    assert_same_weights(epochs[-1]["fitted"].coefs_, clf.coefs_)
+    last = fit_quietly(small(max_iter=8, learning_rate_init=0.05, weight_averaging=0), X, y)
+    assert last.loss_curve_ == clf.loss_curve_  # the same optimiser's path
+    assert not np.array_equal(clf.coefs_["U"], last.coefs_["U"])
 
 
 def test_a_callback_stops_training_after_its_epoch(digits):
@@ -185,8 +201,9 @@ def test_a_callback_stops_training_after_its_epoch(digits):
 
 def test_a_callback_stop_with_early_stopping_keeps_the_best_epoch(digits):
     X, y = digits
+    # the last weights, not their average (which improves at every epoch here)
     params = {"early_stopping": True, "learning_rate_init": 0.3, "max_iter": 7,
-              "random_state": 1}
+              "random_state": 1, "weight_averaging": 0}
     reference = fit_quietly(small(**params), X, y)
     val_losses = [record["val_loss"] for record in reference.history_]
     assert reference.best_epoch_ == np.argmin(val_losses) + 1 < 7  # a worse last epoch
