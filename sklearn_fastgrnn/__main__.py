@@ -588,14 +588,13 @@ def _split(X, y, args, stratify):
 
 
 def _training_summary(clf, seconds):
-    """One line: epochs, time, why training stopped and the epoch kept."""
+    """One line: epochs, time, why training stopped and the weights kept."""
     reason = getattr(clf, "stop_reason_", None)
-    best = getattr(clf, "best_epoch_", None)
     line = f"training: {_count(clf.n_iter_, 'epoch')} in {seconds:.1f} s"
     if reason:
         line += f"; {reason}"
-    if best is not None:
-        line += f"; kept the weights of epoch {best}"
+    if getattr(clf, "best_epoch_", None) is not None:
+        line += f"; kept {clf._kept_weights_text()}"
     return line
 
 

@@ -840,6 +840,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         # coefs_ hold the average: keep where the optimiser is, to continue from
         averaged = flat is not last and not restored
         self._average, self._last_weights = (average, last) if averaged else (None, None)
+        # an average, unless the spike guard restored the optimiser's weights of an epoch
+        self._kept_average = kept is not last and (early or not restored)
         self._sparse_training = run.sparsity
         self.engine_ = run.engine.name
         self._commit(layout, flat, optimizer, rng, schedule, monitor, early, restored)
@@ -847,11 +849,16 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         if not incremental:
             self._diagnose(end_quality or run.training_quality(flat, train), start_loss)
         if self.verbose and not incremental:
-            print(
-                f"Training {self.stop_reason_}; kept the weights of epoch "
-                f"{self.best_epoch_}.", flush=True,
-            )
+            print(f"Training {self.stop_reason_}; kept {self._kept_weights_text()}.",
+                  flush=True)
         tasks.end()
+
+    def _kept_weights_text(self):
+        """What the fitted model holds, in words: "the weights of epoch N", or
+        "the average of the weights up to epoch N" (``weight_averaging``)."""
+        if getattr(self, "_kept_average", False):
+            return f"the average of the weights up to epoch {self.best_epoch_}"
+        return f"the weights of epoch {self.best_epoch_}"
 
     def _training_loss(self, data):
         """The task loss, with the distillation term when there are soft targets."""

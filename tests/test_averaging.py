@@ -51,6 +51,7 @@ def test_fit_keeps_the_average_of_the_epochs_weights(rng, Estimator):
     k, decay = 12, 0.7
     averaged = fit_quietly(Estimator(max_iter=k, weight_averaging=decay, **params), X, y)
     assert averaged.best_epoch_ == averaged.n_iter_ == k  # not a restored epoch
+    assert averaged._kept_weights_text() == f"the average of the weights up to epoch {k}"
     # the optimiser's path does not depend on the average: its weights after
     # each epoch are those of partial_fit without one (whose maps stay put on
     # the same data)
@@ -77,6 +78,7 @@ def test_weight_averaging_zero_keeps_the_last_weights(rng):
     for _ in range(7):
         inc.partial_fit(X, y, classes=np.unique(y))
     assert last.best_epoch_ == 7
+    assert last._kept_weights_text() == "the weights of epoch 7"
     assert_same_coefs(last, inc)
     assert not hasattr(inc, "_average") or inc._average is None
 

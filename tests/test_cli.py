@@ -138,7 +138,7 @@ def test_default_main_job(tmp_path):
     assert len(result.stdout.splitlines()) <= 8
     assert "first half / second half: 898 train, 899 test" in result.stdout
     summary = next(line for line in result.stdout.splitlines() if line.startswith("training: "))
-    assert " epochs in " in summary and "kept the weights of epoch" in summary
+    assert " epochs in " in summary and "kept the average of the weights up to epoch" in summary
     accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
     assert accuracy >= 0.9
     assert (tmp_path / "model.joblib").exists()

@@ -286,7 +286,7 @@ def test_verbose_ends_with_why_training_stopped(rng, capsys):
         "stopped: no improvement of tol=10.0 for 2 epochs (6 optimiser steps)")
     assert lines[-1] == (
         "Training stopped: no improvement of tol=10.0 for 2 epochs (6 optimiser "
-        "steps); kept the weights of epoch 1."
+        "steps); kept the average of the weights up to epoch 1."
     )
 
 
@@ -363,6 +363,7 @@ def test_fit_keeps_the_best_epoch_when_a_late_loss_spike_leaves_worse_weights(
             **{**params, "max_iter": spiked.best_epoch_, "weight_averaging": 0}
         ).fit(X, y)
     assert_same_coefs(spiked, clean)
+    assert spiked._kept_weights_text() == f"the weights of epoch {spiked.best_epoch_}"
 
 
 def test_fit_keeps_the_last_weights_without_a_spike(rng):

@@ -216,7 +216,8 @@ def test_verbose_prints_a_line_per_epoch(rng, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("Epoch 1, loss ")
     assert lines[-1] == (
-        "Training stopped: max_iter=3 epochs reached; kept the weights of epoch 3."
+        "Training stopped: max_iter=3 epochs reached; kept the average of the weights "
+        "up to epoch 3."
     )
     small(verbose=2, max_iter=1, batch_size=4, early_stopping=True).fit(X, y)
     out = capsys.readouterr().out
