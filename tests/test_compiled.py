@@ -64,6 +64,18 @@ def test_int8_predictor_is_the_quantized_path_exactly(data, params):
     assert_array_equal(compiled.predict(X_test[4:5]), q.predict(X_test[4:5]))
 
 
+def test_read_only_input_gives_the_same_results(data):
+    X, y, X_test = data
+    clf = FastGRNNClassifier(8, max_iter=4, random_state=0).fit(X, y)
+    compiled = compile_predictor(clf)
+    for dtype in (np.float32, np.float64):  # float32 reaches C as it is, read-only
+        writable = np.ascontiguousarray(X_test, dtype=dtype)
+        frozen = writable.copy()
+        frozen.flags.writeable = False
+        assert_array_equal(compiled.predict_proba(frozen), compiled.predict_proba(writable))
+        assert_array_equal(compiled.predict(frozen[2:3]), compiled.predict(writable[2:3]))
+
+
 def test_2d_input_lists_and_string_labels(data):
     X, y, _ = data
     rows = np.ascontiguousarray(X[:, :, 0])

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from sklearn.utils.metaestimators import available_if
 
-from .._build import find_compiler
+from .._build import address, find_compiler
 from .._sequences import reshape_2d, sequence_lengths, validate_sequences
 from ..compression import QuantizedFastGRNN
 from ..streaming import check_n_streams, check_state, check_timestep
@@ -456,15 +456,15 @@ class CompiledPredictor:
         out = np.empty((n, *shape), dtype)
         workers = min(os.cpu_count() or 1, 8) if n >= _PARALLEL_MIN_SEQUENCES else 1
         if workers == 1:
-            bad = function(X3.ctypes.data, n, T, out.ctypes.data)
+            bad = function(address(X3), n, T, address(out))
         else:
             # the C code keeps no state (only constant tables) and ctypes
             # releases the GIL: large batches run in slices on every core
             bounds = np.linspace(0, n, workers + 1).astype(int)
 
             def run(start, stop):
-                code = function(X3[start:stop].ctypes.data, int(stop - start), T,
-                                out[start:stop].ctypes.data)
+                code = function(address(X3[start:stop]), int(stop - start), T,
+                                address(out[start:stop]))
                 return code + start if code > 0 else (code - start if code < 0 else 0)
 
             with ThreadPoolExecutor(workers) as pool:
