@@ -129,7 +129,11 @@ def test_early_stopping_scores_and_restores_the_average(rng):
     assert clf.loss_curve_ == raw.loss_curve_  # the same path ...
     assert clf.validation_scores_ != raw.validation_scores_  # ... other weights scored
     best = int(np.argmin([h["val_loss"] for h in clf.history_])) + 1
-    assert clf.best_epoch_ == best
+    assert clf.best_epoch_ == best < clf.n_iter_
+    # the restored weights are the average up to that epoch
+    short = fit_quietly(small(max_iter=best, early_stopping=True, n_iter_no_change=30), X, y)
+    assert short.best_epoch_ == best
+    assert_same_coefs(clf, short)
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, 1.5])
