@@ -688,12 +688,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             schedule.resume_from(self._schedule)
             rng, monitor = copy.deepcopy(self._rng), copy.deepcopy(self._monitor)
             monitor.keep_best = not incremental
-            flat = layout.pack(self._trained_coefs_to_resume(), dtype)
             previous = getattr(self, "_average", None)
             if average is not None and previous is not None and previous.decay == average.decay:
                 # coefs_ hold the average: go on from where the optimiser was
                 flat = np.array(self._last_weights, dtype=dtype)
                 average = previous.as_dtype(dtype)
+            else:
+                flat = layout.pack(self._trained_coefs_to_resume(), dtype)
             return StartState(flat, optimizer, rng, schedule, monitor, average)
         random_state = check_random_state(self.random_state)
         if resume:

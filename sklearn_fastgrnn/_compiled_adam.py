@@ -59,6 +59,8 @@ def _context_type(real):
 
 
 _CONTEXTS = {dtype: _context_type(real) for dtype, (_, real) in C_REALS.items()}
+
+
 def _prepare(library):
     """The C functions by dtype, typed."""
     functions = {}

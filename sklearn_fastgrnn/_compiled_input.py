@@ -123,20 +123,24 @@ _C_NAMES = {dtype: c_name for dtype, (c_name, _) in C_REALS.items()}
 
 
 def _prepare(library):
-    """The library, its functions returning nothing."""
+    """The library, its functions typed (pointers and sizes as ints)."""
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    signatures = {"sums": [pointer, size, size, pointer, pointer, ctypes.c_int, pointer,
+                           pointer],
+                  "time_major": [pointer, size, size, size, pointer]}
     for real in _C_NAMES.values():
-        for name in (f"fg_sums_{real}", f"fg_time_major_{real}",
-                     *(f"fg_standardise_{real}_{out}" for out in _C_NAMES.values())):
-            getattr(library, name).restype = None
+        for kind, argtypes in signatures.items():
+            function = getattr(library, f"fg_{kind}_{real}")
+            function.argtypes, function.restype = argtypes, None
+        for out in _C_NAMES.values():
+            function = getattr(library, f"fg_standardise_{real}_{out}")
+            function.argtypes = [pointer, size, size, pointer, pointer, pointer]
+            function.restype = None
     return library
 
 
 LIBRARY = SharedLibrary(_SOURCE, "fastgrnn-input", _FLAGS, "the compiled input passes",
                         _prepare)
-
-
-def _pointer(array):
-    return ctypes.c_void_p(address(array))
 
 
 def moments(X3, weights):
@@ -153,8 +157,8 @@ def moments(X3, weights):
 
     def per_channel(centre, squares):
         count, total = np.zeros(T * d), np.zeros(T * d)
-        sums(_pointer(X3), ctypes.c_int64(n), ctypes.c_int64(T * d), _pointer(weights),
-             _pointer(centre), ctypes.c_int(squares), _pointer(count), _pointer(total))
+        sums(address(X3), n, T * d, address(weights), address(centre), squares,
+             address(count), address(total))
         return count.reshape(T, d).sum(axis=0), total.reshape(T, d).sum(axis=0)
 
     weight, total = per_channel(np.zeros(T * d), 0)
@@ -175,8 +179,7 @@ def standardised(X3, mean, scale, dtype):
     out = np.empty(X3.shape, dtype)
     mean, scale = (np.tile(np.asarray(v, np.float64), T) for v in (mean, scale))
     getattr(library, f"fg_standardise_{_C_NAMES[X3.dtype]}_{_C_NAMES[dtype]}")(
-        _pointer(X3), ctypes.c_int64(n), ctypes.c_int64(T * d), _pointer(mean),
-        _pointer(scale), _pointer(out),
+        address(X3), n, T * d, address(mean), address(scale), address(out),
     )
     return out
 
@@ -194,6 +197,6 @@ def time_major(X, dtype):
     n, T, d = X.shape
     out = np.empty((T, n, d + 1), dtype)
     getattr(library, f"fg_time_major_{_C_NAMES[dtype]}")(
-        _pointer(X), ctypes.c_int64(n), ctypes.c_int64(T), ctypes.c_int64(d), _pointer(out)
+        address(X), n, T, d, address(out)
     )
     return out

@@ -94,6 +94,7 @@ FG_PENALTY_AND_CLIP(fg_penalty_and_clip_double, double)
 """
 _FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno"]
 
+
 def _context_type(real):
     fields = [("p", ctypes.c_void_p), ("g", ctypes.c_void_p), ("n_weights", ctypes.c_int64),
               ("n", ctypes.c_int64), ("alpha", real), ("half_alpha", ctypes.c_double),
@@ -102,6 +103,8 @@ def _context_type(real):
 
 
 _CONTEXTS = {dtype: _context_type(real) for dtype, (_, real) in C_REALS.items()}
+
+
 def _prepare(library):
     """The C functions by (dtype, name), typed."""
     pointer, size = ctypes.c_void_p, ctypes.c_int64
