@@ -72,6 +72,7 @@ from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
 from . import FastGRNNClassifier, FastGRNNRegressor, __version__  # noqa: E402
+from ._channels import uses_changes  # noqa: E402
 from ._files import check_writable, write_atomically  # noqa: E402
 from ._nonlinearities import NONLINEARITIES  # noqa: E402
 from .compression import QuantizedFastGRNN, quantize  # noqa: E402
@@ -816,7 +817,8 @@ def _info(args):
     )
     print(f"cell: hidden_size={clf.hidden_size}, gate={clf.gate_nonlinearity}, "
           f"update={clf.update_nonlinearity}, readout={getattr(clf, 'readout', 'last')}, "
-          f"window={getattr(clf, 'window_', 1)}")
+          f"window={getattr(clf, 'window_', 1)}, "
+          f"change_channels={uses_changes(clf)}")
     print(f"parameters: {clf.n_params_}")
     if hasattr(clf, "n_iter_"):  # a quantised or weights-file model has no history
         print(f"trained: {clf.n_iter_} epochs, final loss {clf.loss_:.5f}")

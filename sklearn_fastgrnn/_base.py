@@ -35,6 +35,7 @@ from sklearn.utils.validation import (
 from . import _callbacks, _compiled_input, _losses, _scaling, _size
 from ._averaging import WeightAverage
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
+from ._channels import n_cell_channels, uses_changes, with_changes
 from ._compat import check_sample_weight
 from ._compiled_cell import ENGINES, make_engine
 from ._nonlinearities import NONLINEARITIES
@@ -69,7 +70,9 @@ _INTEGER_PARAMS = (
 # What a model of release 0.1.0 (which had none of these parameters) did: a model
 # file of that release without them is read with these values.
 LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
-                 "shift_windows": False, "weight_averaging": 0.0}
+                 "shift_windows": False, "weight_averaging": 0.0, "change_channels": False}
+# What a model of release 0.1.0 read: no change channels
+LEGACY_ATTRIBUTES = {"change_channels_": False}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -94,6 +97,15 @@ PARAMETERS_DOC = """\
         (at random) copies of its first timestep, so that the model does not
         learn the place of the window boundaries (a data augmentation;
         prediction reads each sequence from its first timestep).
+    change_channels : bool or "auto", default="auto"
+        Give the cell, beside each input channel, its absolute change since
+        the previous timestep, ``|x_t - x_{{t-1}}|`` (0 at the first timestep):
+        ``2 * n_channels`` values per timestep. How much a series moves is
+        not linear in its values, which the cell reads through ``W``. Every
+        prediction path and export computes the change from the raw input.
+        "auto" is on when the longest training sequence has more than one
+        timestep (one timestep has no change). ``change_channels_`` is the
+        value used.
     readout : {{"last", "mean", "max"}}, default="last"
         What the output layer reads: the state after the last real step, or
         the mean or the maximum (per hidden unit) of the states over the real
@@ -241,6 +253,10 @@ ATTRIBUTES_DOC = """\
         Defined when ``fit`` saw a DataFrame.
     n_timesteps_, n_channels_ : int
         Sequence shape seen in ``fit``.
+    window_ : int
+        Timesteps the cell reads per step (``window``).
+    change_channels_ : bool
+        Whether the cell reads the change channels (``change_channels``).
     n_iter_ : int
         Epochs run.
     t_ : int
@@ -381,6 +397,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "window": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "scale_input": ["boolean"],
         "shift_windows": ["boolean"],
+        "change_channels": ["boolean", StrOptions({"auto"})],
         "engine": [StrOptions(set(ENGINES))],
     }
 
@@ -505,10 +522,14 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         soft = None
         if soft_targets is not None:
             soft = self._check_soft_targets(soft_targets, len(X3), dtype)
-        self._update_maps(X3, targets, weights, incremental, resume)
         if not resume or not hasattr(self, "window_"):
             self.window_ = self._resolve_window(int(lengths.max()))
-        timesteps = self._mapped_input(X3, dtype)
+            self.change_channels_ = self._resolve_change_channels(int(lengths.max()))
+        else:
+            self._check_resumable_channels()
+        cell_input = self._cell_input(X3)
+        self._update_maps(cell_input, targets, weights, incremental, resume)
+        timesteps = self._mapped_input(cell_input, dtype)
         X3, cell_lengths = windowed(timesteps, lengths, self.window_)
         targets = self._map_targets(targets)
         if soft is not None:
@@ -517,6 +538,27 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return TrainingData(X, X3, cell_lengths, targets, weights, soft)
         return TrainingData(X, X3, cell_lengths, targets, weights, soft, timesteps, lengths,
                             self.window_)
+
+    def _resolve_change_channels(self, n_steps):
+        """``change_channels`` for sequences of at most ``n_steps`` real timesteps."""
+        if self.change_channels == "auto":
+            return n_steps > 1
+        return bool(self.change_channels)
+
+    def _cell_input(self, X3):
+        """Sequences ``X3`` with the channels the cell reads (:mod:`._channels`)."""
+        return with_changes(X3) if uses_changes(self) else X3
+
+    def _check_resumable_channels(self):
+        """Refuse to continue weights that read other channels than ``change_channels`` asks."""
+        fitted = uses_changes(self)
+        if self.change_channels != "auto" and bool(self.change_channels) != fitted:
+            raise ValueError(
+                f"Cannot continue training with change_channels={self.change_channels}: "
+                f"the fitted weights read {'' if fitted else 'no '}change channels "
+                f"(change_channels_={fitted}). Set change_channels={fitted} or "
+                "'auto', or warm_start=False to train from scratch."
+            )
 
     def _resolve_window(self, n_steps):
         """``window`` for sequences of at most ``n_steps`` real timesteps."""
@@ -612,13 +654,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     # --------------------------------------------------------------- training
     def _layout(self):
-        d, H = self.window_ * self.n_channels_, self._int("hidden_size")
+        d, H = self.window_ * n_cell_channels(self), self._int("hidden_size")
         w_rank, u_rank = self._int("w_rank"), self._int("u_rank")
         if w_rank is not None and w_rank > min(d, H):
             raise ValueError(
-                f"w_rank={w_rank} is larger than allowed: W is ({d}, {H}), so "
-                f"its rank is at most min(window_ * n_channels, hidden_size) = "
-                f"{min(d, H)}. "
+                f"w_rank={w_rank} is larger than allowed: W is ({d}, {H}) (window_ "
+                f"times the channels the cell reads, by hidden_size), so its rank is "
+                f"at most {min(d, H)}. "
                 "Use a smaller w_rank or None for full rank."
             )
         if u_rank is not None and u_rank > H:
@@ -730,7 +772,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 "cannot be scored. Give some validation sequences a positive weight."
             )
         X3_val, lengths_val = windowed(
-            self._mapped_input(X3_val, dtype, "X_val"), lengths_val, self.window_
+            self._mapped_input(self._cell_input(X3_val), dtype, "X_val"), lengths_val,
+            self.window_,
         )
         return ValidationSet(X_val, X3_val, lengths_val, self._map_targets(targets), weights)
 
@@ -1088,6 +1131,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         else:
             X3, lengths = valid
         self._check_nonlinearities()
+        if uses_changes(self):
+            X3 = with_changes(X3, np.float32 if X3.dtype == np.float32 else np.float64)
         X3, lengths = windowed(X3, lengths, getattr(self, "window_", 1))
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         predictor = predictor_for(
@@ -1152,7 +1197,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         cell = CellStream(
             self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, self.readout,
-            getattr(self, "window_", 1), len(X3), dtype,
+            getattr(self, "window_", 1), len(X3), dtype, uses_changes(self),
         )
         n, T, _ = X3.shape
         staged = np.full((n, T, cell.V.shape[1]), np.nan)
@@ -1196,6 +1241,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             )
         for name, value in LEGACY_PARAMS.items():
             state.setdefault(name, value)
+        if "coefs_" in state:
+            for name, value in LEGACY_ATTRIBUTES.items():
+                state.setdefault(name, value)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

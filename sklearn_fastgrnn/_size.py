@@ -14,6 +14,7 @@ import math
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._channels import uses_changes
 from ._sparsity import sparse_keys
 
 DENSE_BYTES = 4  # a float32 entry
@@ -140,11 +141,13 @@ def summary(model):
     str
         The first line names the model, its non-linearities, its outputs
         (classes, labels of a multilabel classifier, or a regressor's outputs
-        and loss), and its readout and window when they are not the last
-        state and one timestep per step.
+        and loss), its change channels, and its readout and window when they
+        are not the last state and one timestep per step.
     """
     rows = size_report(model)
     extras = []
+    if uses_changes(model):
+        extras.append("change channels")
     if getattr(model, "readout", "last") != "last":
         extras.append(f"{model.readout} readout")
     if getattr(model, "window_", 1) != 1:

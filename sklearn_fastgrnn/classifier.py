@@ -69,6 +69,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         n_timesteps=None,
         window="auto",
         shift_windows=True,
+        change_channels="auto",
         readout="last",
         scale_input=True,
         engine="auto",
@@ -117,6 +118,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.n_timesteps = n_timesteps
         self.window = window
         self.shift_windows = shift_windows
+        self.change_channels = change_channels
         self.readout = readout
         self.scale_input = scale_input
         self.engine = engine

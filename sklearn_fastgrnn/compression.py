@@ -21,6 +21,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import _scaling
+from ._channels import n_cell_channels, uses_changes, with_changes
 from ._losses import log_sigmoid, log_softmax
 from ._nonlinearities import scalar_sigmoid
 from ._sequences import validate_sequences, windowed
@@ -260,8 +261,8 @@ def quantize(model, X=None):
                 "range (3.4e38) in which the int8 model reads its input. Scale the "
                 "data first (for example with SequenceScaler) and retrain."
             )
-        mean, scale = _input_map(_maps_of(model), model.n_channels_)
-        x = X3.astype(np.float32).astype(np.float64)  # the model reads float32
+        mean, scale = _input_map(_maps_of(model), n_cell_channels(model))
+        x = _cell_input(model, X3).astype(np.float64)  # the model reads float32
         peak = float(np.nanmax(np.abs((x - mean) / scale)))
         # one bit of headroom: new data may reach twice the calibration peak
         headroom = INPUT_HEADROOM * peak
@@ -272,6 +273,13 @@ def quantize(model, X=None):
 def _as_float32(values):
     """``values`` rounded to float32, as a float64 array."""
     return np.asarray(values, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def _cell_input(model, X3):
+    """Sequences ``X3`` as float32, with the change channels of a ``model`` that has them."""
+    with np.errstate(over="ignore"):  # beyond float32: inf, saturated
+        x = np.asarray(X3, dtype=np.float32)
+    return with_changes(x) if uses_changes(model) else x
 
 
 def _input_map(maps, n_channels):
@@ -371,6 +379,8 @@ class QuantizedFastGRNN:
     n_outputs_ : int
     readout : {"last", "mean", "max"}
     window_ : int
+    change_channels_ : bool
+        Whether the cell reads each channel's change after its value.
     weights_ : dict of ndarray of int8
         The quantised tensors, keyed as ``coefs_`` (without ``zeta``, ``nu``).
     scales_ : dict of float
@@ -411,6 +421,7 @@ class QuantizedFastGRNN:
         self.out_activation_ = getattr(model, "out_activation_", "softmax")
         self.readout = getattr(model, "readout", "last")
         self.window_ = int(getattr(model, "window_", 1))
+        self.change_channels_ = uses_changes(model)
         if self._task == "classifier":
             self.classes_ = np.array(model.classes_)
         self.n_outputs_ = int(np.shape(coefs["V"])[1])
@@ -424,7 +435,7 @@ class QuantizedFastGRNN:
         self.zeta, self.nu = float(coefs["zeta"]), float(coefs["nu"])
         self.sigmoid_zeta_q15_ = round_half_up(scalar_sigmoid(self.zeta) * (1 << COEF_FRAC_BITS))
         self.sigmoid_nu_q15_ = round_half_up(scalar_sigmoid(self.nu) * (1 << COEF_FRAC_BITS))
-        mean, scale = _input_map(maps, self.n_channels_)
+        mean, scale = _input_map(maps, n_cell_channels(self))
         # float32 values (4 bytes each in the C code), used in float64
         self.input_mean_ = _as_float32(mean)
         self.input_multiplier_ = _as_float32(2.0 ** int(input_frac_bits) / scale)
@@ -456,6 +467,7 @@ class QuantizedFastGRNN:
         state.setdefault("out_activation_", "softmax")
         state.setdefault("readout", "last")
         state.setdefault("window_", 1)
+        state.setdefault("change_channels_", False)
         state.setdefault("n_outputs_", len(state.get("classes_", ())))
         state.setdefault("input_mean_", np.zeros(state["n_channels_"]))
         state.setdefault("input_multiplier_",
@@ -557,8 +569,9 @@ class QuantizedFastGRNN:
         return self._product("V", r) + self._bias("bias_out")
 
     def quantize_input(self, X3):
-        """``x_q`` (int64) of input values ``X3`` (..., n_channels), or of windows
-        (..., k * n_channels); NaN becomes 0."""
+        """``x_q`` (int64) of the values the cell reads ``X3`` (..., cell channels:
+        with change channels, each timestep's changes after its values), or of
+        windows (..., k * cell channels); NaN becomes 0."""
         with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, saturated
             x = np.asarray(X3, dtype=np.float32).astype(np.float64)
             reps = x.shape[-1] // len(self.input_mean_)
@@ -579,7 +592,7 @@ class QuantizedFastGRNN:
         X : array-like of shape (n_samples, n_timesteps, n_channels) or (n_samples, m)
         """
         _, X3, lengths = validate_sequences(self, X, reset=False)
-        X3, lengths = windowed(X3, lengths, self.window_)
+        X3, lengths = windowed(_cell_input(self, X3), lengths, self.window_)
         xq = self.quantize_input(X3)
         h = np.zeros((len(xq), self.hidden_size), dtype=np.int64)
         # the pool of a max readout starts below every state (|h| <= 32767)
@@ -706,8 +719,9 @@ class _IntegerCellStream(CellStream):
         self.dtype = np.dtype(np.float32)  # the input is read as float32
         self.state_dtype = np.dtype(np.int64)
         self.readout, self.window = model.readout, int(model.window_)
-        self.n_channels, self.hidden_size = int(model.n_channels_), int(model.hidden_size)
-        self.n_inputs = self.window * self.n_channels
+        self.hidden_size = int(model.hidden_size)
+        self._set_channels(n_cell_channels(model), uses_changes(model))
+        self.n_inputs = self.window * self.cell_channels
         self.n_streams = int(n_streams)
         self.reset()
 
@@ -730,7 +744,8 @@ class _IntegerCellStream(CellStream):
                                   else np.ones_like(steps))
         if (np.abs(state[:, :H]) > INT16_MAX).any() or (
                 np.abs(state[:, H:2 * H]) > pool_bound[:, None]).any() or (
-                np.abs(state[:, 2 * H + 2:]) > INT16_MAX).any():
+                np.abs(state[:, 2 * H + 2 : state.shape[1] - self.n_previous]) > INT16_MAX
+        ).any():
             raise ValueError(
                 "state holds values beyond the int16 range of the int8 model's state: "
                 "it was not made by the state of a streamer of this model."

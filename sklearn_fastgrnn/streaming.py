@@ -13,9 +13,12 @@ timestep repeated) for that answer, and committed to the state only when full.
 The state of every stream is one row of :attr:`Streamer.state`, which can be
 read and written (to move streams between processes), and a streamer pickles
 with its model, so a pickled streamer resumes exactly where it stopped. The
-row is ``[h | pool | steps | filled | window | timesteps seen]`` (``pool``:
-the sum or the maximum of the states, 0 for ``readout="last"``; ``window``:
-``window_ * n_channels_`` values, time-major): the same layout for the
+row is ``[h | pool | steps | filled | window | previous | timesteps seen]``
+(``pool``: the sum or the maximum of the states, 0 for ``readout="last"``;
+``window``: ``window_`` timesteps as the cell reads them, time-major, each
+``n_channels_`` values and, with ``change_channels``, their changes;
+``previous``: with ``change_channels`` only, the raw values of the last
+timestep, which the next change is taken from): the same layout for the
 streamers of an int8 model (``QuantizedFastGRNN.streamer``, integers) and of
 the compiled C code (``compile_predictor(model).streamer``), so a state moves
 between them.
@@ -26,6 +29,7 @@ or serialise the calls. Several streamers of one model are independent.
 
 import numpy as np
 
+from ._channels import capped_change, uses_changes
 from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
 __all__ = ["Streamer"]
@@ -102,16 +106,18 @@ def check_timestep(x, n_streams, n_channels, dtype, overflow="raise"):
     return xc, one, True if active.all() else active
 
 
-def check_state(value, n_streams, hidden_size, window, n_channels, *, integer=False,
-                max_steps=None, bound=None):
+def check_state(value, n_streams, hidden_size, window, n_channels, *, n_previous=0,
+                integer=False, max_steps=None, bound=None):
     """Rows of a streamer's ``state``, checked (float64, shape (n_streams, width)).
 
-    ``integer``: every value must be an integer (an int8 model's state);
+    ``n_channels``: the values of one timestep in the window; ``n_previous``:
+    the raw values of the last timestep (``change_channels``), or 0;
+    ``integer``: every value but those must be an integer (an int8 model's state);
     ``max_steps``: the largest count of cell steps the state can hold;
     ``bound``: the largest magnitude of a state value (a float32 state).
     """
     H, k = hidden_size, window
-    width = 2 * H + 2 + k * n_channels + 1
+    width = 2 * H + 2 + k * n_channels + n_previous + 1
     value = np.asarray(value, dtype=np.float64)
     if value.shape != (n_streams, width):
         raise ValueError(
@@ -120,13 +126,14 @@ def check_state(value, n_streams, hidden_size, window, n_channels, *, integer=Fa
         )
     counts = value[:, 2 * H : 2 * H + 2]
     seen = value[:, -1]
+    counted = np.delete(value, np.s_[width - 1 - n_previous : width - 1], axis=1)
     bad = (
         not np.isfinite(value).all()
         or (counts < 0).any() or (counts != np.round(counts)).any()
         or (counts[:, 1] >= k).any()
         or (seen < 0).any() or (seen != np.round(seen)).any()
         or (max_steps is not None and (counts[:, 0] > max_steps).any())
-        or (integer and (value != np.round(value)).any())
+        or (integer and (counted != np.round(counted)).any())
         or (bound is not None and (np.abs(value) > bound).any())
     )
     if bad:
@@ -151,10 +158,13 @@ class CellStream:
     n_streams : int
     dtype : numpy dtype
         Arithmetic dtype (float32 or float64).
+    change_channels : bool, default=False
+        Whether the cell reads the change of every channel after its values
+        (:mod:`~sklearn_fastgrnn._channels`).
     """
 
     def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, readout, window,
-                 n_streams, dtype):
+                 n_streams, dtype, change_channels=False):
         dt = self.dtype = np.dtype(dtype)
         W, U = _effective(coefs, "W"), _effective(coefs, "U")
         gate, update = NONLINEARITIES[gate_nonlinearity], NONLINEARITIES[update_nonlinearity]
@@ -172,41 +182,56 @@ class CellStream:
         self.V, self.bias_out = np.asarray(coefs["V"], dt), np.asarray(coefs["bias_out"], dt)
         self.readout, self.window = readout, int(window)
         self.n_inputs, self.hidden_size = W.shape
-        self.n_channels = self.n_inputs // self.window
+        self._set_channels(self.n_inputs // self.window, change_channels)
         self.n_streams = int(n_streams)
         self.state_dtype = dt  # of h, the pool and the window buffer
         self.reset()
+
+    def _set_channels(self, cell_channels, change_channels):
+        """``cell_channels`` values per timestep in the window; ``n_channels`` input ones."""
+        self.changes = bool(change_channels)
+        self.cell_channels = int(cell_channels)
+        self.n_channels = self.cell_channels // (2 if self.changes else 1)
 
     # -- state ---------------------------------------------------------------
     def reset(self, streams=None):
         """Start ``streams`` (indices; None for all) from an empty sequence."""
         if streams is None:
             n, H, dt = self.n_streams, self.hidden_size, self.state_dtype
-            k, d = self.window, self.n_channels
+            k, d = self.window, self.cell_channels
             self.h = np.zeros((n, H), dt)
             self.pool = np.zeros((n, H), dt)  # sum of the states, or their maximum
             self.steps = np.zeros(n, np.int64)  # cell steps committed
             self.buffer = np.zeros((n, k, d), dt)  # the window being filled
             self.filled = np.zeros(n, np.int64)  # its timesteps so far
+            # the raw last timestep (change channels; a width of 0 without)
+            self.previous = np.zeros((n, self.n_previous), self.dtype)
             return
         self.h[streams] = 0
         self.pool[streams] = 0
         self.steps[streams] = 0
         self.buffer[streams] = 0
         self.filled[streams] = 0
+        self.previous[streams] = 0
+
+    @property
+    def n_previous(self):
+        """Raw values of the last timestep the state keeps (for the change channels)."""
+        return self.n_channels if self.changes else 0
 
     @property
     def state_size(self):
         """Values in one stream's row of :meth:`get_state`."""
-        return 2 * self.hidden_size + 2 + self.window * self.n_channels
+        return 2 * self.hidden_size + 2 + self.window * self.cell_channels + self.n_previous
 
     def get_state(self):
-        """Every stream's state as one row: ``[h | pool | steps | filled | window]``."""
+        """Every stream's state as one row: ``[h | pool | steps | filled | window |
+        previous]``."""
         n = self.n_streams
         return np.concatenate([
             self.h.astype(np.float64), self.pool.astype(np.float64),
             self.steps[:, None].astype(np.float64), self.filled[:, None].astype(np.float64),
-            self.buffer.reshape(n, -1).astype(np.float64),
+            self.buffer.reshape(n, -1).astype(np.float64), self.previous.astype(np.float64),
         ], axis=1)
 
     def set_state(self, state):
@@ -217,7 +242,9 @@ class CellStream:
         self.pool[...] = state[:, H : 2 * H]
         self.steps[...] = state[:, 2 * H]
         self.filled[...] = state[:, 2 * H + 1]
-        self.buffer[...] = state[:, 2 * H + 2 :].reshape(self.buffer.shape)
+        window = state[:, 2 * H + 2 : state.shape[1] - self.n_previous]
+        self.buffer[...] = window.reshape(self.buffer.shape)
+        self.previous[...] = state[:, state.shape[1] - self.n_previous :]
 
     # -- arithmetic ------------------------------------------------------------
     def _cell(self, h, x):
@@ -242,6 +269,17 @@ class CellStream:
         z *= h
         out += z
         return out
+
+    def _with_changes(self, x, active):
+        """Timestep ``x`` with its change channels (the first timestep's are 0);
+        the rows ``active`` become the streams' previous timestep."""
+        first = ((self.steps == 0) & (self.filled == 0))[:, None]
+        change = capped_change(x, np.where(first, x, self.previous), self.dtype)
+        if active is True:
+            self.previous[...] = x
+        else:
+            self.previous[active] = x[active]
+        return np.concatenate([x, change], axis=1)
 
     def _input(self, x):
         """A timestep as the cell reads it (the int8 streamer quantises it)."""
@@ -286,6 +324,8 @@ class CellStream:
         if active is None:
             active = ~np.isnan(x).all(axis=1)
             active = True if active.all() else active
+        if self.changes:
+            x = self._with_changes(x, active)
         x = self._input(x)
         k = self.window
         if active is True:  # every stream: slices, not index arrays
@@ -375,6 +415,7 @@ class Streamer:
         self._cell = CellStream(
             model.coefs_, model.gate_nonlinearity, model.update_nonlinearity,
             model.readout, getattr(model, "window_", 1), n_streams, dtype,
+            uses_changes(model),
         )
         self.n_timesteps_seen_ = np.zeros(self.n_streams, np.int64)
 
@@ -430,7 +471,8 @@ class Streamer:
     def state(self, value):
         cell = self._cell
         value = check_state(value, self.n_streams, cell.hidden_size, cell.window,
-                            cell.n_channels, **self._state_limits())
+                            cell.cell_channels, n_previous=cell.n_previous,
+                            **self._state_limits())
         cell.set_state(value[:, :-1])
         self.n_timesteps_seen_[...] = value[:, -1].astype(np.int64)
 

@@ -22,7 +22,8 @@ LITERAL = {
 
 
 def literal_predict_proba(clf, X):
-    """docs/design.md, "The cell", one scalar at a time, with trailing NaN steps skipped."""
+    """docs/design.md, "The cell", one scalar at a time, with trailing NaN steps skipped
+    (a model with ``change_channels`` reads each channel and then its absolute change)."""
     c = {k: np.asarray(v, dtype=float) for k, v in clf.coefs_.items()}
     W = c["W"] if "W" in c else c["W1"] @ c["W2"]
     U = c["U"] if "U" in c else c["U1"] @ c["U2"]
@@ -33,9 +34,14 @@ def literal_predict_proba(clf, X):
     out = np.empty((len(X), C))
     for i, seq in enumerate(X):
         h = [0.0] * H
-        for x in seq:
-            if all(math.isnan(v) for v in x):
+        previous = seq[0]
+        for raw in seq:
+            if all(math.isnan(v) for v in raw):
                 break  # padding: the state stops at the last real step
+            x = list(raw)
+            if clf.change_channels:
+                x += [abs(v - p) for v, p in zip(raw, previous)]
+            previous = raw
             new_h = []
             for j in range(H):
                 pre = sum(x[k] * W[k, j] for k in range(d))
@@ -56,6 +62,7 @@ def literal_predict_proba(clf, X):
     "params",
     [
         {},
+        {"change_channels": False},
         {"w_rank": 2, "u_rank": 3},
         {"gate_nonlinearity": "tanh", "update_nonlinearity": "sigmoid"},
         {"gate_nonlinearity": "quant_sigmoid", "update_nonlinearity": "quant_tanh"},

@@ -3,6 +3,8 @@
 import os
 import pickle
 import re
+import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,12 +12,13 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import READOUTS
+from sklearn_fastgrnn._channels import with_changes
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import compile_predictor
 from sklearn_fastgrnn.export.compiled import find_compiler
 
 from .conftest import TASKS, make_sequences, task_model
-from .test_export_c import CASES, IDS
+from .test_export_c import CASES, CHANGES, IDS, float32_jumps, reading_cell_values
 
 COMPILER = find_compiler()
 pytestmark = pytest.mark.skipif(
@@ -33,10 +36,12 @@ def data():
     return X, y, X_test
 
 
+@CHANGES
 @pytest.mark.parametrize("params", CASES, ids=IDS)
-def test_float_predictor_matches_predict_proba(data, params):
+def test_float_predictor_matches_predict_proba(data, params, change_channels):
     X, y, X_test = data
-    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, **params).fit(X, y)
+    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, change_channels=change_channels,
+                             **params).fit(X, y)
     compiled = compile_predictor(clf)
     expected = clf.predict_proba(X_test)
     for Xc in (X_test, X_test.astype(np.float32), X_test[:, :5]):  # float64, float32, shorter
@@ -50,10 +55,12 @@ def test_float_predictor_matches_predict_proba(data, params):
                         rtol=0, atol=1e-5)
 
 
+@CHANGES
 @pytest.mark.parametrize("params", CASES, ids=IDS)
-def test_int8_predictor_is_the_quantized_path_exactly(data, params):
+def test_int8_predictor_is_the_quantized_path_exactly(data, params, change_channels):
     X, y, X_test = data
-    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, **params).fit(X, y)
+    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, change_channels=change_channels,
+                             **params).fit(X, y)
     q = quantize(clf, X)
     compiled = compile_predictor(q)
     logits = compiled.logits(X_test)
@@ -201,14 +208,16 @@ def digits():
 @pytest.mark.parametrize("cell", [("sigmoid", "tanh"), ("tanh", "sigmoid"),
                                   ("quant_sigmoid", "quant_tanh"), ("sigmoid", "relu")],
                          ids="/".join)
-def test_unscaled_and_extreme_inputs_agree_with_the_numpy_engine(digits, cell):
+@CHANGES
+def test_unscaled_and_extreme_inputs_agree_with_the_numpy_engine(digits, cell, change_channels):
     # -ffast-math gave all-NaN rows (and wrong labels) on digits x 100 + 500.
     # The default model standardises its input and folds the map into coefs_: W
     # divided by each channel's spread (0.004 for a nearly blank pixel column),
     # so raw inputs far from the training range reach the cell amplified.
     X, y = digits
     clf = FastGRNNClassifier(16, max_iter=2, random_state=0, gate_nonlinearity=cell[0],
-                             update_nonlinearity=cell[1]).fit(X[:300], y[:300])
+                             update_nonlinearity=cell[1],
+                             change_channels=change_channels).fit(X[:300], y[:300])
     assert clf.scale_input and np.ptp(clf._maps.input_scale) > 0.1
     compiled = compile_predictor(clf)
     ordinary = {
@@ -234,7 +243,7 @@ def test_unscaled_and_extreme_inputs_agree_with_the_numpy_engine(digits, cell):
         "near float32 max": np.full((3, 8, 8), top * 0.99, dtype=np.float32),
         "near float32 max, mixed signs": (signs * top * 0.5).astype(np.float32),
     }
-    W32 = clf.coefs_["W"].astype(np.float32)
+    W32 = clf.coefs_["W"].astype(np.float32)[:8]  # the rows of x_0 (its changes are 0)
     for name, Xc in near_max.items():
         with np.errstate(over="ignore", invalid="ignore"):
             halfway = np.cumsum(Xc[:, 0, :, None] * W32, axis=1, dtype=np.float32)
@@ -260,29 +269,39 @@ def test_long_standard_normal_sequences_at_h64():
     assert_agrees_with_predict_proba(clf, compiled, X_long.astype(np.float32))
 
 
-def test_float32_overflow_in_the_c_code_is_an_error_not_nan(digits):
+def overflowing_in_float32_only(X, y, change_channels):
+    """A relu-gated model, its compiled predictor and the first of the inputs
+    ``X[:5] * 2^k + 5 * 2^k`` on which the C code's float32 arithmetic overflows
+    while the model's float64 arithmetic stays finite."""
+    for seed in range(12):  # a relu gate on standardised digits may diverge
+        try:
+            clf = FastGRNNClassifier(16, max_iter=2, random_state=seed, gate_nonlinearity="relu",
+                                     change_channels=change_channels).fit(X[:300], y[:300])
+        except ValueError:
+            continue
+        compiled = compile_predictor(clf)
+        for scale in 2.0 ** np.arange(0, 60):
+            big = X[:5] * scale + 5 * scale
+            try:
+                compiled.predict(big)
+            except ValueError as exc:
+                assert "overflows" in str(exc)
+                break
+        else:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the model's own overflow
+            if np.isfinite(clf.predict_proba(big)).all():
+                return clf, compiled, big
+    raise AssertionError("no model overflowed in float32 only")
+
+
+@CHANGES
+def test_float32_overflow_in_the_c_code_is_an_error_not_nan(digits, change_channels):
     # a relu gate lets the state grow without bound: on large inputs it leaves
     # float32's range in C while the float64 engine stays finite
     X, y = digits
-    for seed in range(2, 12):  # a relu gate on standardised digits may diverge in training
-        try:
-            clf = FastGRNNClassifier(16, max_iter=2, random_state=seed,
-                                     gate_nonlinearity="relu").fit(X[:300], y[:300])
-        except ValueError:
-            continue
-        if np.isfinite(clf.predict_proba(X[:5])).all():
-            break
-    compiled = compile_predictor(clf)
-    for scale in 2.0 ** np.arange(0, 60):  # the first input scale that overflows float32
-        big = X[:5] * scale + 5 * scale
-        try:
-            compiled.predict(big)
-        except ValueError as exc:
-            assert "overflows" in str(exc)
-            break
-    else:
-        raise AssertionError("the float32 state never overflowed")
-    assert np.isfinite(clf.predict_proba(big)).all()  # in float64 it stays finite
+    clf, compiled, big = overflowing_in_float32_only(X, y, change_channels)
     for method in ("predict_proba", "predict", "logits", "outputs"):
         with pytest.raises(ValueError, match=r"overflows on sample \d of X"):
             getattr(compiled, method)(big)
@@ -304,11 +323,13 @@ def _error(call, *args):
 
 @pytest.mark.parametrize("value", [1e15, 1e16, 1e30, -1e30, float(np.finfo(np.float32).max),
                                    -float(np.finfo(np.float32).max)])
-def test_int8_input_saturates_as_in_python_for_huge_values(data, value):
+@CHANGES
+def test_int8_input_saturates_as_in_python_for_huge_values(data, value, change_channels):
     # quantize_input converted floor(x * 2^F + 1/2) to int64 before clamping: it
     # overflowed from |x| = 1e15 on and disagreed with the Python path
     X, y, _ = data
-    q = quantize(FastGRNNClassifier(8, max_iter=3, random_state=0).fit(X, y), X)
+    q = quantize(FastGRNNClassifier(8, max_iter=3, random_state=0,
+                                    change_channels=change_channels).fit(X, y), X)
     compiled = compile_predictor(q)
     X_big = X[:6].astype(np.float32)
     X_big[:3] = np.float32(value)  # whole sequences
@@ -318,8 +339,9 @@ def test_int8_input_saturates_as_in_python_for_huge_values(data, value):
     assert_array_equal(compiled.predict(X_big), q.predict(X_big))
 
 
+@CHANGES
 @pytest.mark.parametrize("w_rank", [None, 2])
-def test_inputs_near_the_float32_maximum_in_several_channels(w_rank):
+def test_inputs_near_the_float32_maximum_in_several_channels(w_rank, change_channels):
     # a float32 sum of x_i W_ij over 4 channels near the float32 maximum overflows
     # halfway (and low rank twice: x W1, then W2) where predict_proba does not
     rng = np.random.default_rng(0)
@@ -330,11 +352,39 @@ def test_inputs_near_the_float32_maximum_in_several_channels(w_rank):
     cells = (("tanh", "quant_sigmoid"), ("sigmoid", "tanh"), ("quant_sigmoid", "quant_tanh"))
     for gate, update in cells:
         clf = FastGRNNClassifier(8, w_rank=w_rank, gate_nonlinearity=gate,
-                                 update_nonlinearity=update, max_iter=2, random_state=1).fit(X, y)
+                                 update_nonlinearity=update, max_iter=2, random_state=1,
+                                 change_channels=change_channels).fit(X, y)
         with np.errstate(over="ignore", invalid="ignore"):
             expected = clf.predict_proba(X_big)
         assert np.isfinite(expected).all()
         assert_allclose(compile_predictor(clf).predict_proba(X_big), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_jumps_across_the_float32_range_compiled_and_streamed(window):
+    # timesteps of opposite signs near the float32 maximum: the changes, capped at
+    # FLT_MAX, are with_changes' float32 values (read in float64 by the reference,
+    # as the C code sums the input term near the float32 maximum); no NaN
+    model, X = task_model(np.random.default_rng(0), "classification", window=window,
+                          change_channels=True)
+    q = quantize(model, X)
+    jumps = float32_jumps(X)
+    reference = reading_cell_values(model)
+    cells = with_changes(jumps, np.float32).astype(np.float64)
+    compiled, compiled_int8 = compile_predictor(model), compile_predictor(q)
+    proba = compiled.predict_proba(jumps)
+    assert_allclose(proba, reference.predict_proba(cells), rtol=0, atol=1e-5)
+    assert_array_equal(compiled.predict_proba(jumps.astype(np.float64)), proba)
+    assert_allclose(compiled.logits(jumps), reference.decision_function(cells), atol=1e-4)
+    assert_array_equal(compiled_int8.outputs(jumps), q.quantized_outputs(jumps))
+    staged = reference.staged_predict_proba(cells)
+    assert np.isfinite(staged).all()
+    n = len(jumps)
+    stream, stream_int8, python_int8 = (compiled.streamer(n), compiled_int8.streamer(n),
+                                        q.streamer(n))
+    for t in range(jumps.shape[1]):
+        assert_allclose(stream.update(jumps[:, t]), staged[:, t], rtol=0, atol=1e-5)
+        assert_array_equal(stream_int8.update(jumps[:, t]), python_int8.update(jumps[:, t]))
 
 
 # ------------------------------------------- every model, whole and streamed
@@ -346,11 +396,13 @@ def assert_close(got, expected, regressor, tol=1e-5):
     np.testing.assert_allclose(got, expected, rtol=tol if regressor else 0.0, atol=tol)
 
 
+@CHANGES
 @pytest.mark.parametrize("window", [1, 3])
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_model_compiled_and_streamed(task, readout, window):
-    model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window)
+def test_every_model_compiled_and_streamed(task, readout, window, change_channels):
+    model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window,
+                          change_channels=change_channels)
     q = quantize(model, X)
     X_test = X[:6].copy()
     for i, length in enumerate(LENGTHS):
@@ -401,15 +453,19 @@ def test_every_model_compiled_and_streamed(task, readout, window):
         assert_close(got, expected, regressor)
 
 
+@CHANGES
+@pytest.mark.parametrize("window", [1, 3])
 @pytest.mark.parametrize("quantized", [False, True], ids=["float", "int8"])
-def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(quantized):
+def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
+        quantized, window, change_channels):
     model, X = task_model(np.random.default_rng(0), "classification", readout="mean",
-                          window=3)
+                          window=window, change_channels=change_channels)
     if quantized:
         model = quantize(model, X)
+    assert_same = assert_array_equal if quantized else partial(assert_allclose, atol=1e-5)
     compiled = compile_predictor(model)
     stream = compiled.streamer(2)
-    for t in range(4):  # a window partly filled
+    for t in range(4):  # with window 3, a window partly filled
         stream.update(X[:2, t])
     copy = pickle.loads(pickle.dumps(stream))
     assert copy._states.ctypes.data != stream._states.ctypes.data
@@ -418,18 +474,21 @@ def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(quan
     for t in range(4, 7):
         expected = stream.update(X[:2, t])
         assert_array_equal(copy.update(X[:2, t]), expected)
-        if quantized:
-            assert_array_equal(python.update(X[:2, t]), expected)
-        else:
-            assert_allclose(python.update(X[:2, t]), expected, atol=1e-5)
+        assert_same(python.update(X[:2, t]), expected)
     assert_array_equal(copy.state, stream.state)
+    d = X.shape[2]
+    if change_channels:  # the row ends with the last timestep as given, then the count
+        assert_array_equal(stream.state[:, -1 - d : -1], X[:2, 6].astype(np.float32))
+    back = compiled.streamer(2)
+    back.state = python.state  # and back; the next change is taken from that state
+    assert_same(back.update(X[2:4, 0]), python.update(X[2:4, 0]))
     stream.reset(0)
     assert_array_equal(stream.n_timesteps_seen_, [0, 7])
     assert_array_equal(stream.state[0, :-1], 0.0)
     with pytest.raises(ValueError, match="state must have shape"):
         stream.state = np.zeros((3, 4))
     bad = copy.state
-    bad[1, 2 * model.hidden_size + 1] = 3  # a window of 3 holds at most 2 timesteps
+    bad[1, 2 * model.hidden_size + 1] = window  # a window of k holds at most k - 1 timesteps
     with pytest.raises(ValueError, match="invalid counts"):
         stream.state = bad
 

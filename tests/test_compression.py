@@ -9,6 +9,7 @@ from sklearn.exceptions import NotFittedError
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn._cell import READOUTS, ParameterLayout
+from sklearn_fastgrnn._channels import with_changes
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn._optimizers import SGD, Adam
 from sklearn_fastgrnn._scaling import unfold
@@ -196,7 +197,8 @@ def test_model_size_int8_counts_one_byte_per_entry_plus_index_when_sparse(rng):
     sparse_bytes = 2 * (np.count_nonzero(w["U1"]) + np.count_nonzero(w["U2"]))  # value + uint8 row
     dense_bytes = sum(w[k].size for k in ("W", "V", "bias_gate", "bias_update", "bias_out"))
     scalars = 4 * 2 + 4 * len(w)  # zeta, nu and one scale per int8 tensor
-    maps = 4 * 2 * X.shape[2]  # the input quantisation: a mean and a multiplier per channel
+    # the input quantisation: a mean and a multiplier per channel and per change channel
+    maps = 4 * 2 * 2 * X.shape[2]
     assert q.sparse_keys_ == ("U1", "U2")
     assert q.model_size_bytes_ == sparse_bytes + dense_bytes + scalars + maps
     # without an input map (scale_input=False) the input is x * 2**Fx: nothing stored
@@ -286,14 +288,21 @@ def literal_quantized_outputs(q, X):
         x = float(np.float32(value))
         return _sat16(round((x - float(q.input_mean_[c])) * float(q.input_multiplier_[c])))
 
-    H, d, k = len(w["bias_gate"]), q.n_channels_, q.window_
+    def with_changes(real):  # each channel, then |x_t - x_{t-1}| of the float32 inputs
+        if not q.change_channels_:
+            return real
+        previous = real[:1] + real[:-1]
+        return [x + [float(np.float32(abs(float(np.float32(v)) - float(np.float32(p)))))
+                     for v, p in zip(x, before)] for x, before in zip(real, previous)]
+
+    H, d, k = len(w["bias_gate"]), q.n_channels_ * (2 if q.change_channels_ else 1), q.window_
     b = {key: [requantize(x, key) for x in w[key]]
          for key in ("bias_gate", "bias_update", "bias_out")}
     gate, update = _INTEGER[q.gate_nonlinearity], _INTEGER[q.update_nonlinearity]
     sz, sn = q.sigmoid_zeta_q15_, q.sigmoid_nu_q15_
     out = []
     for seq in X:
-        real = [list(x) for x in seq if not all(math.isnan(v) for v in x)]
+        real = with_changes([list(x) for x in seq if not all(math.isnan(v) for v in x)])
         states = []
         h = [0] * H
         for start in range(0, len(real), k):
@@ -392,17 +401,17 @@ def test_quantized_tensors_and_multipliers_are_what_the_docstring_says(rng):
         np.testing.assert_allclose(values * scale, trained[key], atol=scale / 2 + 1e-6)
     # x_q = sat16(rint((x - mean_c) * multiplier_c)), the standardised input in Q(Fx)
     bits = q.frac_bits_
-    standardised = (X.astype(np.float32) - maps.input_mean) / maps.input_scale
+    standardised = (with_changes(X.astype(np.float32)) - maps.input_mean) / maps.input_scale
     assert bits["input"] == math.floor(math.log2(32767 / (2 * np.abs(standardised).max())))
     np.testing.assert_array_equal(q.input_mean_, maps.input_mean.astype(np.float32))
     np.testing.assert_allclose(q.input_multiplier_, 2.0 ** bits["input"] / maps.input_scale,
                                rtol=2**-24)
     assert q.input_multiplier_.dtype == np.float64  # float32 values
     np.testing.assert_array_equal(q.input_multiplier_.astype(np.float32), q.input_multiplier_)
-    xq = q.quantize_input(X[:4])
+    cells = with_changes(X[:4].astype(np.float32))  # what the cell reads
+    xq = q.quantize_input(cells)
     np.testing.assert_array_equal(xq, np.clip(np.rint(
-        (X[:4].astype(np.float32).astype(np.float64) - q.input_mean_) * q.input_multiplier_),
-        -32767, 32767))
+        (cells.astype(np.float64) - q.input_mean_) * q.input_multiplier_), -32767, 32767))
     assert np.abs(xq).max() <= 32767 // 2 + 1  # headroom: calibration data use half the range
     formats = {"W": (bits["input"], 12), "U1": (12, bits["U1"]), "U2": (bits["U1"], 12),
                "V": (12, 12), "bias_gate": (0, 12)}
@@ -465,9 +474,9 @@ def test_int8_digits_model_predicts_like_the_float_model():
     np.testing.assert_allclose(q.predict_proba(X_test).sum(axis=1), 1.0)
     assert np.abs(q.predict_proba(X_test) - clf.predict_proba(X_test)).max() < 0.1
     # the int8 tensors are 3.5 times smaller; the input quantisation adds a
-    # float32 mean and multiplier per channel (4 * 2 * 8 bytes)
+    # float32 mean and multiplier per channel and change channel (4 * 2 * 16 bytes)
     maps = next(r["bytes"] for r in size_report(q) if r["tensor"] == "maps")
-    assert maps == 4 * 2 * X.shape[2]
+    assert maps == 4 * 2 * 2 * X.shape[2]
     assert q.model_size_bytes_ - maps < clf.model_size_bytes_ / 3.5
 
 
@@ -544,7 +553,11 @@ def test_int8_streamer_pickles_mid_stream_and_its_state_round_trips(rng):
     for t in range(4):  # a window partly filled
         stream.update(X[:2, t])
     state = stream.state
-    assert (state == np.round(state)).all()  # integers
+    d = X.shape[2]
+    # integers, but for the raw float32 values of the last timestep (for its change)
+    np.testing.assert_array_equal(state[:, -1 - d : -1], X[:2, 3].astype(np.float32))
+    integers = np.delete(state, np.s_[-1 - d : -1], axis=1)
+    assert (integers == np.round(integers)).all()
     copy = pickle.loads(pickle.dumps(stream))
     other = q.streamer(2)
     other.state = state

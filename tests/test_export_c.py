@@ -1,5 +1,6 @@
 """The exported C code, compiled with the system gcc, reproduces Python's predictions."""
 
+import copy
 import ctypes
 import re
 import shutil
@@ -13,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import READOUTS
+from sklearn_fastgrnn._channels import n_cell_channels, with_changes
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn.compression import QuantizedFastGRNN, quantize
 from sklearn_fastgrnn.export.c import READ_OUTS, export_c
@@ -162,10 +164,27 @@ def data():
     return X, y, X_test, lengths
 
 
+CHANGES = pytest.mark.parametrize("change_channels", [False, True],
+                                  ids=["no_changes", "changes"])
+
+
+def reading_cell_values(model):
+    """A copy of a float ``model`` without change channels whose input is the cell
+    values of ``model`` (``with_changes``): the model's arithmetic on given cell
+    values, for a reference on changes computed elsewhere."""
+    twin = copy.deepcopy(model)
+    twin.change_channels = twin.change_channels_ = False
+    twin.n_channels_ = n_cell_channels(model)
+    twin.n_features_in_ = twin.n_timesteps_ * twin.n_channels_
+    return twin
+
+
+@CHANGES
 @pytest.mark.parametrize("params", CASES, ids=IDS)
-def test_float_c_matches_predict_proba(tmp_path, data, params):
+def test_float_c_matches_predict_proba(tmp_path, data, params, change_channels):
     X, y, X_test, lengths = data
-    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, **params).fit(X, y)
+    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, change_channels=change_channels,
+                             **params).fit(X, y)
     library, _, _ = build_library(clf, tmp_path, "model")
     proba, logits, labels = run_c(library, "model", X_test, lengths, np.float32)
     expected = clf.predict_proba(X_test)
@@ -174,10 +193,13 @@ def test_float_c_matches_predict_proba(tmp_path, data, params):
     np.testing.assert_array_equal(labels, np.argmax(expected, axis=1))
 
 
+@CHANGES
 @pytest.mark.parametrize("params", CASES, ids=IDS)
-def test_int8_c_matches_the_quantized_python_path_exactly(tmp_path, data, params):
+def test_int8_c_matches_the_quantized_python_path_exactly(tmp_path, data, params,
+                                                          change_channels):
     X, y, X_test, lengths = data
-    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, **params).fit(X, y)
+    clf = FastGRNNClassifier(8, max_iter=8, random_state=0, change_channels=change_channels,
+                             **params).fit(X, y)
     q = quantize(clf, X)
     library, _, _ = build_library(q, tmp_path, "qmodel")
     proba, logits, labels = run_c(library, "qmodel", X_test, lengths, np.int32)
@@ -186,18 +208,25 @@ def test_int8_c_matches_the_quantized_python_path_exactly(tmp_path, data, params
     np.testing.assert_allclose(proba, q.predict_proba(X_test), rtol=0, atol=1e-6)
 
 
-def test_sparse_matrices_are_stored_sparse_and_the_code_is_self_contained(tmp_path, data):
+@CHANGES
+def test_sparse_matrices_are_stored_sparse_and_the_code_is_self_contained(tmp_path, data,
+                                                                         change_channels):
     X, y, _, _ = data
-    clf = FastGRNNClassifier(8, u_rank=3, sparsity_u=0.25, max_iter=6, random_state=0).fit(X, y)
+    clf = FastGRNNClassifier(8, u_rank=3, sparsity_u=0.25, max_iter=6, random_state=0,
+                             change_channels=change_channels).fit(X, y)
     for model, name in ((clf, "f32"), (quantize(clf, X), "i8")):
         header, source = export_c(model, tmp_path / name, name=name)
         text = open(source).read() + open(header).read()
         assert re.findall(r"#include\s*(\S+)", text) == [
-            "<math.h>", "<stddef.h>", f'"{name}.h"', "<stdint.h>"]
+            *["<float.h>"] * change_channels, "<math.h>", "<stddef.h>", f'"{name}.h"',
+            "<stdint.h>"]
+        macro = re.findall(rf"#define {name.upper()}_CELL_CHANNELS (\d+)", text)
+        assert macro == (["6"] if change_channels else [])
         assert not re.search(r"\b(malloc|calloc|realloc|free|alloca)\b", text)
         nonzeros = int(np.count_nonzero(model.weights_["U1"] if name == "i8" else clf.coefs_["U1"]))
         assert f"static const uint8_t {name}_U1_row[{nonzeros}]" in text
-        assert f"{name}_U[" not in text and f"{name}_W[{3 * 8}]" in text  # W is dense
+        rows = 6 if change_channels else 3  # W reads the cell channels
+        assert f"{name}_U[" not in text and f"{name}_W[{rows * 8}]" in text  # W is dense
 
 
 LENGTHS = (7, 4, 1, 7, 5, 2)  # of the test sequences: padded, and one of a single timestep
@@ -210,11 +239,14 @@ def assert_close(got, expected, task, tol=1e-5):
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=tol)
 
 
+@CHANGES
 @pytest.mark.parametrize("window", [1, 3])
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, readout, window):
-    model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window)
+def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, readout, window,
+                                                            change_channels):
+    model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window,
+                          change_channels=change_channels)
     q = quantize(model, X)
     X_test = X[:6].copy()
     for i, length in enumerate(LENGTHS):
@@ -272,6 +304,52 @@ def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, read
     assert fed == list(lengths)
 
 
+def float32_jumps(X):
+    """Four sequences of ``X`` (float32) whose timesteps jump across most of the
+    float32 range: their changes (up to 6e38 in float64) exceed it."""
+    top = np.float32(3e38)
+    jumps = X[:4].astype(np.float32)
+    signs = np.where(np.arange(jumps.shape[1]) % 2 == 0, top, -top)  # +3e38, -3e38, ...
+    jumps[0] = signs[:, None]  # every channel
+    jumps[1, :, 0] = signs  # one channel, the others ordinary
+    jumps[2, 3:, 1] = -signs[3:]  # from ordinary values into the jumps
+    jumps[3, :2] = top  # down from the maximum to ordinary values
+    assert (np.abs(np.diff(jumps.astype(np.float64), axis=1)) > np.finfo(np.float32).max).any()
+    return jumps
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_jumps_across_the_float32_range_in_c_float_and_int8(tmp_path, window):
+    # the C code takes each change in double, capped at FLT_MAX: the float32 cell
+    # values of with_changes, which the reference reads in float64 (as the C code
+    # sums the input term near the float32 maximum); no NaN where it has none
+    model, X = task_model(np.random.default_rng(0), "classification", window=window,
+                          change_channels=True)
+    q = quantize(model, X)
+    jumps = float32_jumps(X)
+    reference = reading_cell_values(model)
+    cells = with_changes(jumps, np.float32).astype(np.float64)
+    expected, staged = reference.predict_proba(cells), reference.staged_predict_proba(cells)
+    assert np.isfinite(staged).all()
+    c = CModel(build_library(model, tmp_path, "f")[0], "f", model)
+    ci = CModel(build_library(q, tmp_path, "i")[0], "i", q)
+    q_outputs = q.quantized_outputs(jumps)
+    int8_streams = q.streamer(len(jumps))
+    states, int8_states = [c.new_state() for _ in jumps], [ci.new_state() for _ in jumps]
+    for i, x in enumerate(jumps):
+        _, proba, _ = c.sequence(x)
+        assert_close(proba, expected[i], "classifier")
+        np.testing.assert_array_equal(ci.sequence(x)[0], q_outputs[i])
+    for t in range(jumps.shape[1]):
+        int8_streams.update(jumps[:, t])
+        for i, x in enumerate(jumps):
+            c.step(states[i], x[t])
+            ci.step(int8_states[i], x[t])
+            assert_close(c.read(states[i]), staged[i, t], "classifier")
+            np.testing.assert_array_equal(ci.outputs(int8_states[i]),
+                                          int8_streams._cell.outputs()[i])
+
+
 DRIVER = r"""
 #include <stdio.h>
 #include "digits.h"
@@ -308,10 +386,13 @@ int main(void)
 """
 
 
-def test_a_c_program_using_the_header_gets_the_python_probabilities(tmp_path, data):
+@CHANGES
+def test_a_c_program_using_the_header_gets_the_python_probabilities(tmp_path, data,
+                                                                   change_channels):
     X, y, _, _ = data
     clf = FastGRNNClassifier(8, w_rank=2, sparsity_w=0.5, window=2, readout="mean",
-                             max_iter=6, random_state=0).fit(X, y)
+                             max_iter=6, random_state=0,
+                             change_channels=change_channels).fit(X, y)
     _, source = export_c(clf, tmp_path, name="digits")
     x = X[5, :3].astype(np.float32)
     (tmp_path / "main.c").write_text(DRIVER % ", ".join(f"{v:.9e}f" for v in x.ravel()))

@@ -296,7 +296,7 @@ def _write_edited(tmp_path, tensors, meta, tensor_edit=None, meta_edits=()):
         (None, [("regressor.outputs.n_outputs", 0)], "must be between 1 and"),
         (None, [("regressor.outputs", KeyError)], "no field 'regressor.outputs.out_activation'"),
         (None, [("regressor.input.window", KeyError)], "no field 'regressor.input.window'"),
-        (None, [("regressor.input.window", 3)], r"'W' has shape \(6, 8\), expected \(9, 8\)"),
+        (None, [("regressor.input.window", 3)], r"'W' has shape \(12, 8\), expected \(18, 8\)"),
         (None, [("regressor.input.window", 0)], "'regressor.input.window' must be between 1"),
         (None, [("classifier", {})], r"exactly one of the fields \['classifier', 'regressor'\]"),
         (None, [("regressor", KeyError)], "it holds \\[\\]"),
@@ -415,7 +415,7 @@ def saved(safetensors, data, tmp_path_factory):
         ({"V": np.ones((8, 3), dtype=np.int64)}, None, "must all be float32 or all float64"),
         ({"V": np.ones((8, 3), dtype=np.float32)}, None, "must all be float32 or all float64"),
         ({"V": np.ones((8, 3), dtype=np.float16)}, None, "unsupported dtypes"),
-        ({"W": np.full((3, 8), np.nan)}, None, "'W' contains NaN"),
+        ({"W": np.full((6, 8), np.nan)}, None, "'W' contains NaN"),
         ({"zeta": np.ones(1)}, None, r"'zeta' has shape \(1,\), expected \(\)"),
         ({"scaler.mean_": np.ones(4)}, None, "'scaler.mean_' must hold 3"),
         ({"scaler.scale_": np.zeros(3)}, None, "must be positive"),
@@ -426,7 +426,7 @@ def saved(safetensors, data, tmp_path_factory):
         (None, ("classifier.params.wings", 2), "Invalid parameter 'wings'"),
         (None, ("classifier.params.class_weight", {"evil": 1}), "class_weight is malformed"),
         (None, ("classifier.params.sparsity_phases", "dense"), "'sparsity_phases'"),
-        (None, ("classifier.params.hidden_size", 9), r"'W' has shape \(3, 8\), expected \(3, 9\)"),
+        (None, ("classifier.params.hidden_size", 9), r"'W' has shape \(6, 8\), expected \(6, 9\)"),
         (None, ("classifier.classes.values", [0, 1]),
          r"'V' has shape \(8, 3\), expected \(8, 2\)"),
         (None, ("classifier.classes.values", [0, 2, 1]), "distinct sorted"),
@@ -528,9 +528,10 @@ def test_onnx_on_a_trained_digits_model(ort):
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-6)
 
 
-def test_onnx_padding_stops_the_state(ort, data):
+@pytest.mark.parametrize("change_channels", [False, True])
+def test_onnx_padding_stops_the_state(ort, data, change_channels):
     X, y = data
-    clf = fit(X, y)
+    clf = fit(X, y, change_channels=change_channels)
     long = np.concatenate([X[:5], np.full((5, 4, 3), np.nan)], axis=1)
     padded_proba, _ = run_onnx(ort, clf, long)
     for i in range(5):
@@ -549,17 +550,19 @@ def test_onnx_string_and_bool_labels(ort, data):
     assert label.dtype == np.bool_
 
 
+@pytest.mark.parametrize("change_channels", [False, True])
 @pytest.mark.parametrize("scaler", ["sequence", "standard"])
-def test_onnx_pipelines_with_scalers(ort, data, padded, scaler):
+def test_onnx_pipelines_with_scalers(ort, data, padded, scaler, change_channels):
     X, y = data
     n, T, d = X.shape
     X2 = 4 * padded.reshape(n, T * d) - 7  # 2D rows of T time-major steps, unscaled
     model = make_fastgrnn_pipeline(scaler, hidden_size=8, n_timesteps=T, max_iter=4,
-                                   random_state=0).fit(X2, y)
+                                   random_state=0, change_channels=change_channels).fit(X2, y)
     assert_onnx_matches(ort, model, X2.reshape(n, T, d), X2)
     sklearn_pipeline = make_pipeline(
         StandardScaler() if scaler == "standard" else SequenceScaler(n_timesteps=T),
-        FastGRNNClassifier(8, n_timesteps=T, max_iter=4, random_state=0, w_rank=2),
+        FastGRNNClassifier(8, n_timesteps=T, max_iter=4, random_state=0, w_rank=2,
+                           change_channels=change_channels),
     ).fit(X2, y)
     assert_onnx_matches(ort, sklearn_pipeline, X2.reshape(n, T, d), X2)
 

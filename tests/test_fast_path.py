@@ -13,6 +13,7 @@ import sklearn_fastgrnn._base as base_module
 import sklearn_fastgrnn._sequences as sequences_module
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import Predictor, predictor_for
+from sklearn_fastgrnn._channels import with_changes
 from sklearn_fastgrnn._compiled_cell import make_engine
 from sklearn_fastgrnn._losses import log_softmax
 from sklearn_fastgrnn._sequences import light_sequences, validate_sequences
@@ -249,7 +250,7 @@ def test_stacked_weights_follow_new_coefs(models):
             fresh = Predictor(estimator.coefs_, estimator.gate_nonlinearity,
                               estimator.update_nonlinearity, np.float64, estimator.readout,
                               estimator.engine, make_engine)
-            expected = log_softmax(fresh.outputs(Xs, np.full(len(Xs), 6)))
+            expected = log_softmax(fresh.outputs(with_changes(Xs), np.full(len(Xs), 6)))
             assert_array_equal(estimator.predict_log_proba(Xs), expected)
 
     check(clf)

@@ -1,6 +1,7 @@
 """ONNX graphs of every model (softmax, multilabel, squared-error and Poisson
-regressors; readouts; windows) against predict_proba / predict, and the step graph
-against the Python streamer, step by step."""
+regressors; readouts; windows; with and without change channels) against
+predict_proba / predict, and the step graph against the Python streamer, step by
+step."""
 
 import json
 import warnings
@@ -22,6 +23,7 @@ pytest.importorskip("onnx")
 KINDS = ["softmax", "multilabel", "squared_error", "poisson"]
 READOUTS = ["last", "mean", "max"]
 WINDOWS = [1, 3]
+CHANGES = [False, True]  # change_channels
 N, T, D = 48, 7, 3  # T = 7: the last window of 3 is partial
 
 
@@ -86,12 +88,13 @@ def assert_close(est, got, want, tol=1e-5):
 
 
 # ------------------------------------------------------------- sequence graph
+@pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sequence_graph_reproduces_the_model(data, kind, readout, window):
+def test_sequence_graph_reproduces_the_model(data, kind, readout, window, change_channels):
     X, padded, _ = data
-    est = model(data, kind, readout, window)
+    est = model(data, kind, readout, window, change_channels=change_channels)
     assert est.window_ == window
     run = session(est)
     for Z in (X, padded, X[:, :4], padded[:, :5], 30 * padded - 7):  # time is free
@@ -99,15 +102,17 @@ def test_sequence_graph_reproduces_the_model(data, kind, readout, window):
         assert_close(est, run.run(None, {"X": Z}), expected(est, Z))
 
 
+@pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["softmax", "squared_error"])
-def test_sequence_graph_on_inputs_near_the_float32_maximum(data, kind, readout, window):
+def test_sequence_graph_on_inputs_near_the_float32_maximum(data, kind, readout, window,
+                                                           change_channels):
     rng = np.random.default_rng(1)
     top = np.finfo(np.float32).max
     X_big = (rng.choice([-1.0, 1.0], (40, T, D)) * top * rng.uniform(0.5, 1.0, (40, T, D)))
     X_big = pad(X_big, rng.integers(1, T + 1, 40)).astype(np.float32)
-    est = model(data, kind, readout, window)
+    est = model(data, kind, readout, window, change_channels=change_channels)
     with np.errstate(over="ignore", invalid="ignore"):
         want = expected(est, X_big)
     assert np.isfinite(want[0]).all()
@@ -116,21 +121,51 @@ def test_sequence_graph_on_inputs_near_the_float32_maximum(data, kind, readout, 
 
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("kind", ["softmax", "squared_error"])
+def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, readout, window):
+    """+3e38 then -3e38: a change of 6e38, beyond float32, capped at its maximum as
+    predict caps it (not infinite, which W would turn into NaN), in both graphs."""
+    top = np.float32(3e38)
+    X_jump = np.zeros((4, T, D), np.float32)
+    X_jump[:, ::2, 0], X_jump[:, 1::2, 0] = top, -top
+    X_jump[1, :, 1] = -top
+    X_jump[2, 4:] = np.nan  # padding after a jump
+    X_jump[3, :, 2] = np.linspace(-3e38, 3e38, T)  # steps of 1e38
+    est = model(data, kind, readout, window, change_channels=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = expected(est, X_jump)
+        streamer = est.streamer(4, dtype="float32")
+        stream_want = [streamer.update(X_jump[:, t]) for t in range(T)]
+    assert np.isfinite(want[0]).all()
+    assert_close(est, session(est).run(None, {"X": X_jump}), want, tol=1e-4)
+    run = session(est, step=True)
+    state = np.zeros(streamer.state.shape)
+    for t in range(T):
+        *got, state = run.run(None, {"x": X_jump[:, t], "state": state})
+        assert np.isfinite(got[0]).all()
+        assert_close(est, got, with_labels(est, stream_want[t]), tol=1e-4)
+    assert_close(est, got, want, tol=1e-4)
+
+
+@pytest.mark.parametrize("change_channels", CHANGES)
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["multilabel", "squared_error"])
-def test_sequence_graph_on_long_sequences(data, kind, readout, window):
+def test_sequence_graph_on_long_sequences(data, kind, readout, window, change_channels):
     """400 timesteps (time is free at run time): within the 1e-5 documented for
     float32 over long sequences (docs/export.md)."""
     rng = np.random.default_rng(2)
     X_long = pad(rng.standard_normal((20, 400, D)), rng.integers(300, 401, 20))
     X_long = X_long.astype(np.float32)
-    est = model(data, kind, readout, window)
+    est = model(data, kind, readout, window, change_channels=change_channels)
     assert_close(est, session(est).run(None, {"X": X_long}), expected(est, X_long))
 
 
+@pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("readout", READOUTS)
-def test_padding_gives_the_unpadded_sequence_exactly(data, readout):
+def test_padding_gives_the_unpadded_sequence_exactly(data, readout, change_channels):
     X, _, _ = data
-    est = model(data, "softmax", readout, 3)
+    est = model(data, "softmax", readout, 3, change_channels=change_channels)
     run = session(est)
     base = X[:6].astype(np.float32)
     reference = run.run(None, {"X": base})[0]
@@ -167,12 +202,15 @@ def test_outputs_names_shapes_and_metadata(data):
     assert_close(two, [pred], [two.predict(X.astype(np.float32))])
 
 
+@pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("scaler", ["sequence", "standard"])
-def test_pipelines_ending_in_a_regressor(data, scaler):
+def test_pipelines_ending_in_a_regressor(data, scaler, change_channels):
+    """The change channels are those of the scaled input, as the estimator gets it."""
     X, padded, targets = data
     X2 = (5 * padded - 2).reshape(N, -1)
     first = SequenceScaler(n_timesteps=T) if scaler == "sequence" else StandardScaler()
     pipe = make_pipeline(first, FastGRNNRegressor(5, n_timesteps=T, window=2, readout="max",
+                                                  change_channels=change_channels,
                                                   max_iter=2, random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -207,12 +245,13 @@ def stream_inputs(X, lengths, n_steps, seed):
     return steps
 
 
+@pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_step_graph_follows_the_streamer(data, kind, readout, window):
+def test_step_graph_follows_the_streamer(data, kind, readout, window, change_channels):
     X, _, _ = data
-    est = model(data, kind, readout, window)
+    est = model(data, kind, readout, window, change_channels=change_channels)
     run = session(est, step=True)
     n_streams = 5
     lengths = np.array([7, 1, 4, 6, 3])  # fixed and padded sequences
@@ -229,10 +268,11 @@ def test_step_graph_follows_the_streamer(data, kind, readout, window):
     assert_close(est, got, whole)
 
 
+@pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("readout", READOUTS)
-def test_a_state_moves_between_python_and_onnx_runtime(data, readout):
+def test_a_state_moves_between_python_and_onnx_runtime(data, readout, change_channels):
     X, _, _ = data
-    est = model(data, "softmax", readout, 3)
+    est = model(data, "softmax", readout, 3, change_channels=change_channels)
     run = session(est, step=True)
     inputs = stream_inputs(X[:4], [7, 7, 5, 2], 10, seed=0)
     streamer = est.streamer(4, dtype="float32")
@@ -250,10 +290,12 @@ def test_a_state_moves_between_python_and_onnx_runtime(data, readout):
         np.testing.assert_allclose(want, expected_now, rtol=0, atol=1e-5)
 
 
-def test_step_graph_of_a_sequence_scaler_pipeline(data):
+@pytest.mark.parametrize("change_channels", CHANGES)
+def test_step_graph_of_a_sequence_scaler_pipeline(data, change_channels):
     X, _, targets = data
-    pipe = make_pipeline(SequenceScaler(), FastGRNNClassifier(5, window=2, readout="mean",
-                                                              max_iter=2, random_state=0))
+    pipe = make_pipeline(SequenceScaler(), FastGRNNClassifier(
+        5, window=2, readout="mean", change_channels=change_channels, max_iter=2,
+        random_state=0))
     pipe.fit(10 * X + 3, targets["softmax"])
     run = session(pipe, step=True)
     est, scaler = pipe[-1], pipe[0]
@@ -268,14 +310,20 @@ def test_step_graph_of_a_sequence_scaler_pipeline(data):
                                rtol=0, atol=1e-5)
 
 
-def test_step_graph_interface(data):
+@pytest.mark.parametrize("change_channels", CHANGES)
+def test_step_graph_interface(data, change_channels):
     X, _, _ = data
-    est = model(data, "squared_error", "max", 3)
+    est = model(data, "squared_error", "max", 3, change_channels=change_channels)
     proto = to_onnx(est, step=True)
     inputs = {i.name: i for i in proto.graph.input}
     assert list(inputs) == ["x", "state"]
     layout = state_layout(est)
-    assert layout["size"] == 2 * 6 + 3 * D + 3 == est.streamer().state.shape[1]
+    cell_channels, n_previous = (2 * D, D) if change_channels else (D, 0)
+    window_end = 2 * 6 + 2 + 3 * cell_channels
+    assert layout["window"] == [2 * 6 + 2, window_end]
+    assert layout["n_timesteps_seen"] == window_end + n_previous
+    assert layout["size"] == window_end + n_previous + 1 == est.streamer().state.shape[1]
+    assert layout.get("previous") == ([window_end, window_end + D] if change_channels else None)
     assert inputs["state"].type.tensor_type.shape.dim[1].dim_value == layout["size"]
     assert inputs["state"].type.tensor_type.elem_type == 11  # float64: counts stay exact
     assert [o.name for o in proto.graph.output] == ["predictions", "new_state"]
@@ -287,6 +335,11 @@ def test_step_graph_interface(data):
     pred, state = run.run(None, {"x": nothing, "state": zeros})  # no timestep yet
     np.testing.assert_array_equal(state, zeros)
     np.testing.assert_allclose(pred, est.streamer(2).predictions(), rtol=1e-6)
+    if change_channels:  # the last timestep, kept through a row of NaN
+        x = X[:2, 0].astype(np.float32)
+        _, state = run.run(None, {"x": x, "state": zeros})
+        _, state = run.run(None, {"x": nothing, "state": state})
+        np.testing.assert_array_equal(state[:, window_end : window_end + D], x)
     with pytest.raises(ValueError, match="StandardScaler holds statistics per timestep"):
         to_onnx(make_pipeline(StandardScaler(), FastGRNNClassifier(3, n_timesteps=T,
                                                                    max_iter=1)).fit(

@@ -80,7 +80,7 @@ def test_warm_start_continues_exactly_through_the_folded_target_map(rng):
     # coefs_ set by hand (as from a weights file): training resumes from them
     rebuilt = small(warm_start=True, max_iter=1)
     for name in ("coefs_", "n_features_in_", "n_timesteps_", "n_channels_", "n_outputs_",
-                 "out_activation_"):
+                 "out_activation_", "change_channels_"):
         setattr(rebuilt, name, getattr(once, name))
     before = r2_score(100 * y + 7, rebuilt.predict(X))
     rebuilt.fit(X, 100 * y + 7)
@@ -137,7 +137,7 @@ def test_partial_fit_one_sequence_at_a_time_learns_targets_of_any_scale(rng):
     X, y = sums(rng, n=400)
     y = 300 * y + 1000
     reg = small(learning_rate="constant")
-    for epoch in range(4):
+    for epoch in range(8):
         for i in range(300):
             reg.partial_fit(X[i : i + 1], y[i : i + 1])
     assert reg.score(X[300:], y[300:]) > 0.9

@@ -20,14 +20,16 @@ def _first_line(estimator, X, y):
 
 @pytest.mark.parametrize("make, target, first_line", [
     (lambda: FastGRNNClassifier(4, max_iter=1), "classes",
-     "FastGRNNClassifier: sigmoid gate, tanh update, 3 classes"),
+     "FastGRNNClassifier: sigmoid gate, tanh update, change channels, 3 classes"),
     (lambda: FastGRNNClassifier(4, max_iter=1, readout="mean", window=2), "labels",
-     "FastGRNNClassifier: sigmoid gate, tanh update, mean readout, windows of 2 timesteps, "
-     "2 labels (multilabel)"),
+     "FastGRNNClassifier: sigmoid gate, tanh update, change channels, mean readout, "
+     "windows of 2 timesteps, 2 labels (multilabel)"),
     (lambda: FastGRNNRegressor(4, max_iter=1), "one",
-     "FastGRNNRegressor: sigmoid gate, tanh update, 1 output (squared_error loss)"),
+     "FastGRNNRegressor: sigmoid gate, tanh update, change channels, 1 output "
+     "(squared_error loss)"),
     (lambda: FastGRNNRegressor(4, max_iter=1, loss="poisson", readout="max",
-                               update_nonlinearity="quant_tanh"), "two",
+                               update_nonlinearity="quant_tanh", change_channels=False),
+     "two",
      "FastGRNNRegressor: sigmoid gate, quant_tanh update, max readout, 2 outputs "
      "(poisson loss)"),
 ])

@@ -111,7 +111,7 @@ def test_without_warm_start_fit_starts_over(rng):
 
 def test_early_stopping_restores_the_best_weights(rng):
     X, y = make_sequences(rng, n=120)
-    long = small(early_stopping=True, n_iter_no_change=4, max_iter=40, tol=0.0)
+    long = small(early_stopping=True, n_iter_no_change=4, max_iter=60, tol=0.0)
     long.fit(X, y)
     scores = long.validation_scores_
     # scoring="loss": the kept epoch is the one of the lowest validation loss
@@ -212,7 +212,9 @@ def test_divergence_raises_and_leaves_the_model_as_it_was(rng):
 
 def test_verbose_prints_a_line_per_epoch(rng, capsys):
     X, y = make_sequences(rng, n=400)
-    small(verbose=1, max_iter=3, tol=0).fit(X, y)
+    # (with change channels, this data's 3-epoch average falls below half of what
+    # the third epoch gained, and the model keeps that epoch's weights instead)
+    small(verbose=1, max_iter=3, tol=0, change_channels=False).fit(X, y)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("Epoch 1, loss ")
     assert lines[-1] == (
@@ -232,7 +234,8 @@ def test_history_and_fitted_attributes(rng):
                                      "learning_rate", "seconds", "event"}
     assert clf.loss_ == clf.loss_curve_[-1] == clf.history_[-1]["train_loss"]
     H, d, C = 6, 3, 3
-    assert clf.n_params_ == d * H + H * H + H * C + 2 * H + 2 + C
+    # W reads the 3 channels and their changes
+    assert clf.n_params_ == 2 * d * H + H * H + H * C + 2 * H + 2 + C
     assert clf.model_size_bytes_ == 4 * clf.n_params_
     assert clf.coefs_["zeta"].shape == () and clf.coefs_["nu"].shape == ()
 

@@ -38,6 +38,15 @@ committing it. The functions return -1 when a pointer is NULL, ``length < 1``
 or a state has taken ``INT32_MAX`` cell steps, and otherwise 0 (``name_label``
 and the single-label ``name_predict``: the class index).
 
+A model with change channels (``change_channels_``) reads each timestep as
+``NAME_CELL_CHANNELS = 2 * NAME_N_CHANNELS`` values: ``x``, then
+``|x - x_previous|`` of each channel (0 at the first timestep after
+``name_init``), computed in double, capped at ``FLT_MAX`` and rounded to float,
+as :func:`~sklearn_fastgrnn._channels.with_changes` does in float32.
+``name_step`` computes them from the raw timestep and keeps that in the state
+(``previous``); the windows hold the expanded timesteps, and the int8 code
+quantises every cell channel with its own mean and multiplier.
+
 A fitted :class:`~sklearn_fastgrnn.FastGRNNClassifier` or
 :class:`~sklearn_fastgrnn.FastGRNNRegressor` is written with float32 weights
 and float32 arithmetic. A :class:`~sklearn_fastgrnn.compression.QuantizedFastGRNN`
@@ -60,6 +69,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import compression
 from .._cell import READOUTS
+from .._channels import n_cell_channels, uses_changes
 from .._files import write_all_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._size import index_bytes
@@ -288,6 +298,8 @@ class _Writer:
         self.readout = getattr(model, "readout", "last")
         self.window = int(getattr(model, "window_", 1))
         self.n_channels = int(model.n_channels_)
+        self.changes = uses_changes(model)
+        self.cell_channels = n_cell_channels(model)
         self.used = set()  # product helpers the chains need
 
     # -- names and macros ------------------------------------------------------
@@ -297,8 +309,10 @@ class _Writer:
     @property
     def macros(self):
         N = self.NAME
-        return {"H": f"{N}_HIDDEN_SIZE", "D": f"{N}_N_CHANNELS", "K": f"{N}_WINDOW",
-                "C": f"{N}_N_OUTPUTS", "IN": f"({N}_WINDOW * {N}_N_CHANNELS)"}
+        # D: the channels of the input; CD: the values of a timestep as the cell reads it
+        cell = f"{N}_CELL_CHANNELS" if self.changes else f"{N}_N_CHANNELS"
+        return {"H": f"{N}_HIDDEN_SIZE", "D": f"{N}_N_CHANNELS", "CD": cell,
+                "K": f"{N}_WINDOW", "C": f"{N}_N_OUTPUTS", "IN": f"({N}_WINDOW * {cell})"}
 
     @property
     def pool_ctype(self):
@@ -385,8 +399,11 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
         if self.window > 1:
             fields.append(("int32_t", "filled", None, "timesteps in window (a cell step "
                            f"reads {self.window})"))
-            fields.append((self.state_ctype, "window", f"{m['K']} * {m['D']}",
+            fields.append((self.state_ctype, "window", f"{m['K']} * {m['CD']}",
                            "the window being filled, time-major"))
+        if self.changes:
+            fields.append(("float", "previous", m["D"],
+                           "the last timestep as given: the next change is taken from it"))
         return fields
 
     def declarations(self):
@@ -432,12 +449,21 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
         returns = (f" ({n}_label and {n}_predict: the class index)"
                    if self.read_out.predict == "label" else "")
         description = self.read_out.description[0].upper() + self.read_out.description[1:]
+        cell_reads = cell_macro = ""
+        if self.changes:
+            cell_reads = (
+                f" * The cell reads each timestep as {N}_CELL_CHANNELS values: x, then\n"
+                f" * |x - the previous x| of each channel, in double, capped at FLT_MAX and\n"
+                f" * rounded to float (0 at the first timestep after {n}_init); {n}_step\n"
+                f" * computes them and keeps the previous x in the state.\n"
+            )
+            cell_macro = f"#define {N}_CELL_CHANNELS {self.cell_channels}\n"
         return f"""/* {n}.h: a FastGRNN model (sklearn_fastgrnn {__version__}).
  *
  * {description}.
  * {self.description}
  * Readout: {self.readout}; a cell step reads {self.window} timestep(s).
-{outputs} *
+{cell_reads}{outputs} *
  * Streaming: {n}_init(&state) once, {n}_step(&state, x) for each timestep
  * (x: {N}_N_CHANNELS values) as it arrives, a read-out of the state when
  * needed. Whole sequences: x[t * {N}_N_CHANNELS + c] for t < length
@@ -452,7 +478,7 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
 #include <stdint.h>
 
 #define {N}_N_CHANNELS {self.n_channels}
-#define {N}_WINDOW {self.window}
+{cell_macro}#define {N}_WINDOW {self.window}
 #define {N}_N_OUTPUTS {self.n_outputs}
 {classes}#define {N}_HIDDEN_SIZE {self.hidden_size}
 
@@ -470,34 +496,35 @@ typedef struct {{
     def state_code(self):
         """``init``, ``step`` and ``outputs``, on the subclass's ``cell``."""
         n, m, k = self.name, self.macros, self.window
-        H, D, IN = m["H"], m["D"], m["IN"]
+        H, D, CD, IN = m["H"], m["D"], m["CD"], m["IN"]
         pooled = self.readout != "last"
         init_window = f"""
     state->filled = 0;
     for (j = 0; j < {IN}; ++j) {{
         state->window[j] = 0;
     }}""" if k > 1 else ""
+        init_previous = f"""
+    for (j = 0; j < {D}; ++j) {{
+        state->previous[j] = 0;
+    }}""" if self.changes else ""
+        # x goes to the cell as it is: no conversion, no change channels
+        as_given = not self.changes and self.read_input("x[j]", "j") == "x[j]"
         if k > 1:
             feed = f"""{{
-        {self.state_ctype} *slot = state->window + (size_t)state->filled * {D};
-        for (j = 0; j < {D}; ++j) {{
-            slot[j] = {self.read_input("x[j]", "j")};
-        }}
+        {self.state_ctype} *slot = state->window + (size_t)state->filled * {CD};
+        {_indent(self.store_timestep("slot"), 8)}
         if (++state->filled < {k}) {{
             return 0;
         }}
         state->filled = 0;
         cell(state->h, state->window, state->h);
     }}"""
-        elif self.read_input("x[j]", "j") == "x[j]":
+        elif as_given:
             feed = "cell(state->h, x, state->h);"
         else:
-            feed = f"""for (j = 0; j < {D}; ++j) {{
-        in[j] = {self.read_input("x[j]", "j")};
-    }}
+            feed = f"""{_indent(self.store_timestep("in"), 4)}
     cell(state->h, in, state->h);"""
-        locals_step = ("" if k > 1 or self.read_input("x[j]", "j") == "x[j]"
-                       else f"    {self.state_ctype} in[{D}];\n")
+        locals_step = "" if k > 1 or as_given else f"    {self.state_ctype} in[{CD}];\n"
         commit = ""
         if self.readout == "mean":
             commit = f"""
@@ -533,7 +560,7 @@ typedef struct {{
             read = f"""filled = state->filled;
     if (filled > 0) {{ /* the window completed with its last timestep, not committed */
         for (j = 0; j < {IN}; ++j) {{
-            in[j] = state->window[j < filled * {D} ? j : (filled - 1) * {D} + j % {D}];
+            in[j] = state->window[j < filled * {CD} ? j : (filled - 1) * {CD} + j % {CD}];
         }}
         cell(state->h, in, h);
         for (j = 0; j < {H}; ++j) {{
@@ -544,7 +571,7 @@ typedef struct {{
     }}"""
         init_pool = "\n        state->pool[j] = 0;" if pooled else ""
         index = "    int j;\n" if re.search(r"\bj\b", feed + commit) else ""
-        return f"""
+        return f"""{self.changes_code()}
 void {n}_init({n}_state *state)
 {{
     int j;
@@ -554,7 +581,7 @@ void {n}_init({n}_state *state)
     for (j = 0; j < {H}; ++j) {{
         state->h[j] = 0;{init_pool}
     }}
-    state->steps = 0;{init_window}
+    state->steps = 0;{init_window}{init_previous}
 }}
 
 int {n}_step({n}_state *state, const float *x)
@@ -579,6 +606,45 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
     return 0;
 }}
 """
+
+    def store_timestep(self, target):
+        """C statements writing timestep ``x`` into ``target`` as the cell reads it."""
+        if self.changes:
+            return f"with_changes(state, x, {target});"
+        return f"""for (j = 0; j < {self.macros["D"]}; ++j) {{
+    {target}[j] = {self.read_input("x[j]", "j")};
+}}"""
+
+    def changes_code(self):
+        """The static ``with_changes`` of a model with change channels, else nothing."""
+        if not self.changes:
+            return ""
+        n, D = self.name, self.macros["D"]
+        first = "state->steps == 0" + (" && state->filled == 0" if self.window > 1 else "")
+        return f"""
+/* Timestep x as the cell reads it, into in: x, then |x - the previous timestep|
+   of each channel, in double, capped at FLT_MAX and rounded to float (0 at the
+   first timestep since {n}_init), as sklearn_fastgrnn._channels.with_changes;
+   x becomes the previous timestep */
+static void with_changes({n}_state *state, const float *x, {self.state_ctype} *in)
+{{
+    const int first = {first};
+    int j;
+    for (j = 0; j < {D}; ++j) {{
+        double change = first ? 0.0 : fabs((double)x[j] - (double)state->previous[j]);
+        float capped = change > FLT_MAX ? FLT_MAX : (float)change;
+        in[j] = {self.read_input("x[j]", "j")};
+        in[{D} + j] = {self.read_input("capped", f"{D} + j")};
+        state->previous[j] = x[j];
+    }}
+}}
+"""
+
+    @property
+    def includes(self):
+        """The ``#include`` lines of the source: FLT_MAX caps the change channels."""
+        return ("#include <float.h>\n" * self.changes
+                + "#include <math.h>\n#include <stddef.h>\n")
 
     # -- read-outs -------------------------------------------------------------
     def read_out_code(self):
@@ -818,14 +884,16 @@ class _FloatWriter(_Writer):
     def source(self):
         n, c, m = self.name, self.coefs, self.macros
         H, IN, C = m["H"], m["IN"], m["C"]
-        # The input term: in float32 while no partial sum can overflow (inputs
-        # up to safe_input), else in double: a float32 sum of inputs near the
-        # float32 maximum could overflow halfway (inf, or inf - inf = NaN)
-        # where the whole sum does not; its float32 value then saturates the cell
+        # The input term: in float32 while no partial sum can overflow (cell
+        # values up to safe_input), else in double: a float32 sum of values near
+        # the float32 maximum could overflow halfway (inf, or inf - inf = NaN)
+        # where the whole sum does not; its float32 value then saturates the cell.
+        # The cell reads the values of `in`: with change channels a change (up
+        # to FLT_MAX) may be twice the largest input, and `largest` covers it
         w_decl, w_code = self.chain("W", "in", "pre")
         _, w_code_d = self.chain("W", "xd", "pre_d", variant="_d", mid="mid_d")
         w_code, w_code_d = (_indent(code, 4) for code in (w_code, w_code_d))
-        # bound every partial sum of x W (and of x W1, then W2) by max|x| * gain
+        # bound every partial sum of in W (and of in W1, then W2) by max|in| * gain
         gain = worst = 1.0
         for key in [k for k in ("W", "W1", "W2") if k in c]:
             gain *= float(np.abs(c[key].astype(np.float64)).sum(axis=0).max(initial=0.0))
@@ -841,9 +909,7 @@ class _FloatWriter(_Writer):
         math = "".join([_FLOAT_TANH] * bool(used & {"sigmoid", "tanh"})
                        + [_FLOAT_SIGMOID] * ("sigmoid" in used))
         return f"""/* {n}.c: generated by sklearn_fastgrnn {__version__}; see {n}.h. */
-#include <math.h>
-#include <stddef.h>
-
+{self.includes}
 #include "{n}.h"
 
 {w_decl}{u_decl}{v_decl}{biases}
@@ -1017,9 +1083,7 @@ static int64_t div_round(int64_t a, int64_t b)
  * The integer arithmetic of sklearn_fastgrnn.compression.QuantizedFastGRNN:
  * Q12 state, int8 weights, int32 accumulators, 64-bit requantisation products.
  */
-#include <math.h>
-#include <stddef.h>
-
+{self.includes}
 #include "{n}.h"
 
 #define ONE {compression.ONE}

@@ -45,7 +45,7 @@ _BATCH_SOURCE = """/* {n}_batch.c: {n}.c applied to n NaN-padded sequences of T 
 
 #include "{n}.c"
 
-#define WIDTH (2 * {H} + 2 + {K} * {D}) /* a row of the state, as streaming.py lays it */
+#define WIDTH (2 * {H} + 2 + {window_previous}) /* a row of the state, as streaming.py lays it */
 
 /* Steps before the trailing all-NaN padding, or -1 when NaN or inf is
    anywhere else or the sequence has no real step. */
@@ -245,9 +245,9 @@ void {n}_batch_get_state(const {n}_state *states, int n, double *rows)
         }}
         row[2 * {H}] = (double)state->steps;
         row[2 * {H} + 1] = {get_filled};
-        for (j = 0; j < {K} * {D}; ++j) {{
+        for (j = 0; j < {K} * {CD}; ++j) {{
             row[2 * {H} + 2 + j] = {get_window};
-        }}
+        }}{get_previous}
     }}
 }}
 
@@ -261,7 +261,7 @@ void {n}_batch_set_state({n}_state *states, int n, const double *rows)
         for (j = 0; j < {H}; ++j) {{
             state->h[j] = ({state_type})row[j];{set_pool}
         }}
-        state->steps = (int32_t)row[2 * {H}];{set_window}
+        state->steps = (int32_t)row[2 * {H}];{set_window}{set_previous}
     }}
 }}
 """
@@ -298,8 +298,11 @@ def _batch_source(writer):
     else:
         stream_read = f"""        value_of(o, (float *)out + (size_t)i * {m["C"]});"""
     pooled, windowed = writer.readout != "last", writer.window > 1
+    # the raw previous timestep of a model with change channels, after the window
+    previous = f"2 * {m['H']} + 2 + {m['K']} * {m['CD']} + j"
     text = _BATCH_SOURCE.format(
-        n=n, H=m["H"], D=m["D"], K=m["K"], C=m["C"], out=out,
+        n=n, H=m["H"], D=m["D"], CD=m["CD"], K=m["K"], C=m["C"], out=out,
+        window_previous=f"{m['K']} * {m['CD']}" + (f" + {m['D']}" if writer.changes else ""),
         proba_kind=proba_kind, predict_kind=predict_kind, stream_read=stream_read,
         state_type=writer.state_ctype,
         get_pool="(double)state->pool[j]" if pooled else "0.0",
@@ -309,9 +312,17 @@ def _batch_source(writer):
                   if pooled else ""),
         set_window=(f"""
         state->filled = (int32_t)row[2 * {m["H"]} + 1];
-        for (j = 0; j < {m["K"]} * {m["D"]}; ++j) {{
+        for (j = 0; j < {m["K"]} * {m["CD"]}; ++j) {{
             state->window[j] = ({writer.state_ctype})row[2 * {m["H"]} + 2 + j];
         }}""" if windowed else ""),
+        get_previous=f"""
+        for (j = 0; j < {m["D"]}; ++j) {{
+            row[{previous}] = (double)state->previous[j];
+        }}""" if writer.changes else "",
+        set_previous=f"""
+        for (j = 0; j < {m["D"]}; ++j) {{
+            state->previous[j] = (float)row[{previous}];
+        }}""" if writer.changes else "",
     )
     if not floats:  # the copy loop of batch_read needs its index
         text = text.replace("    int i, bad = 0;\n", "    int i, k, bad = 0;\n")
@@ -584,7 +595,9 @@ class CompiledStreamer:
         self.n_streams = check_n_streams(n_streams)
         writer = predictor._writer
         self._hidden_size, self._window = int(writer.hidden_size), writer.window
-        self._channels = writer.n_channels
+        self._channels, self._cell_channels = writer.n_channels, writer.cell_channels
+        # the raw values of the last timestep the state keeps (change channels)
+        self._n_previous = writer.n_channels if writer.changes else 0
         self._quantized = predictor._quantized
         self._c = predictor._c
         state_bytes = int(self._c["state_bytes"]())
@@ -696,19 +709,19 @@ class CompiledStreamer:
     def state(self):
         """Every stream's state, one row each (a copy; assign to restore), laid out as
         the Python streamer's ``state``."""
-        H, width = self._hidden_size, self._state_width
-        rows = np.empty((self.n_streams, width - 1), np.float64)
+        # without a window (window_ = 1) the C code writes zeros in its place
+        rows = np.empty((self.n_streams, self._state_width - 1), np.float64)
         self._c["batch_get_state"](self._states.ctypes.data, self.n_streams,
                                    rows.ctypes.data)
-        if self._window == 1:  # the C state keeps no window: the row holds zeros
-            rows[:, 2 * H + 1 :] = 0.0
         return np.column_stack([rows, self.n_timesteps_seen_])
 
     @state.setter
     def state(self, value):
-        limits = {"integer": True} if self._quantized else {"bound": _FLOAT32_MAX}
+        # every value within float32 (the previous timestep is float32 in C too)
         value = check_state(value, self.n_streams, self._hidden_size, self._window,
-                            self._channels, max_steps=_INT32_MAX, **limits)
+                            self._cell_channels, n_previous=self._n_previous,
+                            integer=self._quantized, max_steps=_INT32_MAX,
+                            bound=_FLOAT32_MAX)
         if self._quantized:
             # the int8 model's own bounds of h, the pool and the window
             self.model.streamer(self.n_streams)._cell.set_state(value[:, :-1])
@@ -718,7 +731,8 @@ class CompiledStreamer:
 
     @property
     def _state_width(self):
-        return 2 * self._hidden_size + 2 + self._window * self._channels + 1
+        return (2 * self._hidden_size + 2 + self._window * self._cell_channels
+                + self._n_previous + 1)
 
     # -- pickling ------------------------------------------------------------
     def __getstate__(self):

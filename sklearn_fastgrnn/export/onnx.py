@@ -3,23 +3,28 @@
 The **sequence graph** (:func:`to_onnx`) reads one float32 input ``X`` of shape
 (batch, time, channels) and computes what ``predict_proba`` and ``predict``
 (classifier) or ``predict`` (regressor) compute, in float32 but for the input
-term (steps 1 to 4, in float64, so that inputs near the float32 maximum can not
+term (steps 1 to 5, in float64, so that inputs near the float32 maximum can not
 overflow halfway through a sum; its float32 value then saturates the cell as in
 the Python engine):
 
 1. the scaler of a Pipeline, if any: ``(X - mean) / scale`` per channel
    (``SequenceScaler``) or per (timestep, channel) column (``StandardScaler``);
-2. the padding mask: a timestep is real up to the last one with a non-NaN
-   channel, so the state stops at the last real step as in the Python engine;
-3. with ``window_ = k > 1``, the timesteps after the last real one are filled
+2. with ``change_channels``, each timestep followed by the change channels
+   ``|x_t - x_{t-1}|`` (0 at the first timestep) of the scaled input, capped at
+   the float32 maximum and rounded to float32 (:mod:`~sklearn_fastgrnn._channels`):
+   the cell channels, ``2 * channels`` per timestep (else ``channels``);
+3. the padding mask: a timestep is real up to the last one with a non-NaN
+   channel (of ``X``), so the state stops at the last real step as in the
+   Python engine;
+4. with ``window_ = k > 1``, the timesteps after the last real one are filled
    with it and the time axis is padded to a multiple of ``k`` by repeating its
    last step (``_sequences.windowed``'s edge fill), then read as
-   ``ceil(time / k)`` cell steps of ``k * channels`` values;
-4. ``x_t @ W`` for all cell steps at once (``(x_t @ W1) @ W2`` at low rank);
-5. a Scan over the cell steps (``h @ U``, both non-linearities, the update),
+   ``ceil(time / k)`` cell steps of ``k`` times the cell channels;
+5. ``x_t @ W`` for all cell steps at once (``(x_t @ W1) @ W2`` at low rank);
+6. a Scan over the cell steps (``h @ U``, both non-linearities, the update),
    keeping the previous state at padded steps, and the running sum (readout
    ``"mean"``) or maximum (``"max"``) of the states over the real steps;
-6. the readout (the last state, the sum divided by the real cell steps, or
+7. the readout (the last state, the sum divided by the real cell steps, or
    the maximum), ``outputs = readout @ V + bias_out`` and the model's head:
    ``softmax`` and the label of the largest output (a classifier),
    ``sigmoid`` and ``outputs > 0`` (a multilabel classifier), the outputs or
@@ -33,7 +38,9 @@ those of ``Streamer.state`` (float64; see :data:`STATE_LAYOUT_DOC`), so a state
 moves between Python and an ONNX runtime either way. The cell is computed once
 per call, on the window being filled completed with its last timestep; ``Where``
 commits the result to the state only when the window is full, and the
-predictions read it whenever the window holds a timestep.
+predictions read it whenever the window holds a timestep. With
+``change_channels`` the state also holds the stream's last timestep, which the
+next change is taken from.
 """
 
 import json
@@ -41,6 +48,7 @@ import json
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
+from .._channels import n_cell_channels
 from .._files import write_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._version import __version__
@@ -53,14 +61,17 @@ OPSET = 17
 INPUT_NAME = "X"
 STEP_INPUT, STATE_INPUT, STATE_OUTPUT = "x", "state", "new_state"
 STATE_LAYOUT_DOC = """\
-One row per stream, float64, ``2 * H + k * d + 3`` values (``H`` the hidden
-size, ``k`` the window, ``d`` the channels), as ``Streamer.state``:
-``[h (H) | pool (H) | steps | filled | window (k * d) | n_timesteps_seen]``:
-the hidden state; the sum (readout "mean") or maximum ("max") of the
-committed states (zeros for "last"); the cell steps committed; the timesteps of
-the window being filled (0 to k - 1); that window, time-major (only its first
-``filled`` timesteps count); the timesteps received. Zeros are the state of an
-empty sequence."""
+One row per stream, float64, ``2 * H + k * c + p + 3`` values (``H`` the hidden
+size, ``k`` the window, ``d`` the input channels, ``c`` the cell channels: ``2 d``
+with ``change_channels``, else ``d``; ``p``: ``d`` with ``change_channels``, else
+0), as ``Streamer.state``: ``[h (H) | pool (H) | steps | filled | window (k * c)
+| previous (p) | n_timesteps_seen]``: the hidden state; the sum (readout
+"mean") or maximum ("max") of the committed states (zeros for "last"); the cell
+steps committed; the timesteps of the window being filled (0 to k - 1); that
+window, time-major, each timestep as the cell reads it (only its first
+``filled`` timesteps count); the last timestep received (as the estimator
+receives it: scaled), which the next change is taken from; the timesteps
+received. Zeros are the state of an empty sequence."""
 
 
 def _import_onnx():
@@ -185,6 +196,18 @@ def _input_term(g, est, x):
     return g.cast(xw, TP.FLOAT, "x_W_float")
 
 
+def _with_changes(g, x, previous):
+    """Float64 timesteps ``x`` (last axis: the channels) followed by their change
+    channels ``|x - previous|``, capped at the float32 maximum and rounded to
+    float32, as :func:`~sklearn_fastgrnn._channels.capped_change`."""
+    TP = g.onnx.TensorProto
+    change = g.op("Abs", [g.op("Sub", [x, previous])], "change")
+    cap = g.const("float32_max", np.finfo(np.float32).max, np.float64)
+    change = g.cast(g.op("Min", [change, cap], "change_capped"), TP.FLOAT, "change_float")
+    return g.op("Concat", [x, g.cast(change, TP.DOUBLE, "change_double")], "cell_channels",
+                axis=-1)
+
+
 def _all_nan(g, x, d):
     """Whether every channel of ``x`` (last axis ``d``) is NaN, keeping that axis."""
     TP = g.onnx.TensorProto
@@ -296,12 +319,18 @@ def _sequence_graph(onnx, est, scaler, g):
     """Nodes of the sequence graph; returns its inputs and outputs."""
     TP = onnx.TensorProto
     coefs, d, k = est.coefs_, est.n_channels_, int(getattr(est, "window_", 1))
-    H = coefs["V"].shape[0]
+    c, H = n_cell_channels(est), coefs["V"].shape[0]
     fixed_time = isinstance(scaler, StandardScaler)  # its statistics are per timestep
     time_dim = est.n_timesteps_ if fixed_time else "time"
 
     x = g.cast(INPUT_NAME, TP.DOUBLE, "X_double")
     x = _scale(g, scaler, est, x) if scaler is not None else x
+    if c > d:  # the previous timestep of each, the first its own (a change of 0)
+        first_twice = g.op("Pad", [x, g.ints("pads_time_start", [0, 1, 0, 0, 0, 0])],
+                           "first_twice", mode="edge")
+        previous = g.op("Slice", [first_twice, g.ints("zero", [0]), g.ints("minus_one", [-1]),
+                                  g.ints("axis1", [1])], "previous_timestep")
+        x = _with_changes(g, x, previous)
     # padding: real timesteps run up to the last one with a non-NaN channel
     step_real = g.cast(g.op("Not", [_all_nan(g, INPUT_NAME, d)]), TP.FLOAT, "step_real")
     last_real = g.op("ArgMax", [step_real], "last_real", axis=1, keepdims=1,
@@ -311,7 +340,7 @@ def _sequence_graph(onnx, est, scaler, g):
     T = g.op("Slice", [shape, g.ints("s1", [1]), g.ints("s2", [2])], "T")
     if k > 1:  # windows of k timesteps, the last one edge-filled (_sequences.windowed)
         index = g.op("Expand", [last_real, g.op("Concat", [batch, g.ints("one", [1]),
-                                                          g.ints("d", [d])], axis=0)])
+                                                          g.ints("d", [c])], axis=0)])
         last = g.op("GatherElements", [x, index], "last_timestep", axis=1)
         steps = g.op("Range", [g.const("start", 0, np.int64),
                                g.op("Squeeze", [T, g.ints("axis0", [0])]),
@@ -326,7 +355,7 @@ def _sequence_graph(onnx, est, scaler, g):
         pads = g.op("Concat", [g.ints("zeros4", [0, 0, 0, 0]), fill, g.ints("zero", [0])],
                     "pads", axis=0)
         x = g.op("Pad", [x, pads], "edge_padded", mode="edge")
-        x = g.op("Reshape", [x, g.ints("shape_windows", [0, -1, k * d])], "windows")
+        x = g.op("Reshape", [x, g.ints("shape_windows", [0, -1, k * c])], "windows")
         last_real = g.op("Div", [last_real, g.const("k_scalar", k, np.int64)], "last_real_window")
         n_steps = g.op("Div", [g.op("Add", [T, g.ints("k_1", [k - 1])]), window], "n_windows")
     else:
@@ -377,16 +406,21 @@ def state_layout(model):
     Returns
     -------
     dict
-        ``size`` (values per row) and, per part, its column: ``h``, ``pool`` and
-        ``window`` as ``[start, stop)`` pairs, ``steps``, ``filled`` and
-        ``n_timesteps_seen`` as column indices.
+        ``size`` (values per row) and, per part, its column: ``h``, ``pool``,
+        ``window`` and (``change_channels`` only) ``previous`` as ``[start,
+        stop)`` pairs, ``steps``, ``filled`` and ``n_timesteps_seen`` as column
+        indices.
     """
     est, _, _ = unpack_model(model)
-    H = est.coefs_["V"].shape[0]
-    kd = int(getattr(est, "window_", 1)) * est.n_channels_
-    return {"size": 2 * H + kd + 3, "h": [0, H], "pool": [H, 2 * H], "steps": 2 * H,
-            "filled": 2 * H + 1, "window": [2 * H + 2, 2 * H + 2 + kd],
-            "n_timesteps_seen": 2 * H + 2 + kd}
+    H, d, c = est.coefs_["V"].shape[0], est.n_channels_, n_cell_channels(est)
+    window_end = 2 * H + 2 + int(getattr(est, "window_", 1)) * c
+    seen = window_end + (d if c > d else 0)  # after the last timestep, for the changes
+    layout = {"size": seen + 1, "h": [0, H], "pool": [H, 2 * H], "steps": 2 * H,
+              "filled": 2 * H + 1, "window": [2 * H + 2, window_end]}
+    if seen > window_end:
+        layout["previous"] = [window_end, seen]
+    layout["n_timesteps_seen"] = seen
+    return layout
 
 
 def _step_graph(onnx, est, scaler, g):
@@ -395,6 +429,7 @@ def _step_graph(onnx, est, scaler, g):
     TP = onnx.TensorProto
     layout = state_layout(est)
     d, k = est.n_channels_, int(getattr(est, "window_", 1))
+    c = n_cell_channels(est)
     state = STATE_INPUT
 
     def part(name):
@@ -408,11 +443,19 @@ def _step_graph(onnx, est, scaler, g):
 
     h, pool = as_float(part("h")), as_float(part("pool"))
     steps, filled, seen = part("steps"), part("filled"), part("n_timesteps_seen")
-    buffer = g.op("Reshape", [part("window"), g.ints("shape_bkd", [0, k, d])], "buffer")
+    buffer = g.op("Reshape", [part("window"), g.ints("shape_bkd", [0, k, c])], "buffer")
 
     x = g.cast(STEP_INPUT, TP.DOUBLE, "x_double")
     x = _scale(g, scaler, est, x) if scaler is not None else x
     active = g.op("Not", [_all_nan(g, STEP_INPUT, d)], "active")  # (batch, 1)
+    new_previous = []
+    if c > d:  # the change from the previous timestep; 0 for the first since a reset
+        previous = part("previous")
+        zero = g.const("zero", 0.0, np.float64)
+        first = g.op("And", [g.op("Equal", [steps, zero]), g.op("Equal", [filled, zero])],
+                     "first_timestep")
+        new_previous = [g.where(active, x, previous, "previous_new")]
+        x = _with_changes(g, x, g.where(first, x, previous, "previous_or_own"))
     position = g.ints("positions", np.arange(k).reshape(1, k, 1))
     to_3d = g.ints("axis2", [2])
     filled_i = g.cast(filled, TP.INT64, "filled_int")
@@ -426,12 +469,12 @@ def _step_graph(onnx, est, scaler, g):
     shape = g.op("Shape", [STEP_INPUT])
     batch = g.op("Slice", [shape, g.ints("s0", [0]), g.ints("s1", [1])], "batch")
     index = g.op("Expand", [g.op("Unsqueeze", [last_index, to_3d]),
-                            g.op("Concat", [batch, g.ints("one", [1]), g.ints("d", [d])],
+                            g.op("Concat", [batch, g.ints("one", [1]), g.ints("d", [c])],
                                  axis=0)])
     last = g.op("GatherElements", [buffer, index], "last_timestep", axis=1)
     inside = g.op("Less", [position, g.op("Unsqueeze", [filled_i, to_3d])])
     window = g.op("Reshape", [g.where(inside, buffer, last),
-                              g.ints("shape_window", [0, k * d])], "window")
+                              g.ints("shape_window", [0, k * c])], "window")
     h_step = _cell(g, est, h, _input_term(g, est, window))
     pool_step = _pooled(g, est.readout, pool, h_step) if est.readout != "last" else pool
     if est.readout == "max":  # the first step's state is the maximum
@@ -446,7 +489,8 @@ def _step_graph(onnx, est, scaler, g):
         g.cast(g.where(full, pool_step, pool), TP.DOUBLE),
         g.op("Add", [steps, g.cast(full, TP.DOUBLE)], "steps_new"),
         g.where(full, g.const("zero", 0.0, np.float64), filled, "filled_new"),
-        g.op("Reshape", [buffer, g.ints("shape_window", [0, k * d])]),
+        g.op("Reshape", [buffer, g.ints("shape_window", [0, k * c])]),
+        *new_previous,
         g.op("Add", [seen, g.cast(active, TP.DOUBLE)], "seen_new"),
     ]
     g.op("Concat", new_parts, axis=1, output=STATE_OUTPUT)
@@ -481,6 +525,9 @@ def _description(est, step):
     else:
         what = (f"{kind}. Input X: float32 (batch, time, channels), trailing all-NaN "
                 "timesteps are padding.")
+    if n_cell_channels(est) > est.n_channels_:
+        what += (" The cell reads each channel and its absolute change since the "
+                 "previous timestep" + (", which the state keeps." if step else "."))
     if out_activation(est) in ("softmax", "logistic"):
         return what + " Outputs: probabilities (batch, n_outputs), label."
     return what + " Outputs: predictions."

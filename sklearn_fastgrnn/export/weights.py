@@ -28,6 +28,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .._base import LEGACY_PARAMS
+from .._channels import uses_changes
 from .._files import write_atomically
 from .._size import fitted_size
 from .._version import __version__
@@ -375,6 +376,7 @@ def _encode_estimator(est):
         "n_channels": int(est.n_channels_),
         "n_features_in": int(est.n_features_in_),
         "window": int(est.window_),
+        "change_channels": uses_changes(est),
         "feature_names_in": (
             est.feature_names_in_.tolist() if hasattr(est, "feature_names_in_") else None
         ),
@@ -747,6 +749,9 @@ def _load_estimator(meta, tensors, version):
     # version 1 (release 0.1.0) had no window; a file of a later version names it
     if version > 1 or meta.get(role + ".input.window", (int,), optional=True) is not None:
         est.window_ = meta.positive_int(role + ".input.window")
+    # files written before the change channels have none
+    est.change_channels_ = bool(meta.get(role + ".input.change_channels", (bool,),
+                                         optional=True))
     names = meta.get(role + ".input.feature_names_in", (list,), optional=True)
     if names is not None:
         if len(names) != n_features or not all(isinstance(n, str) for n in names):

@@ -1,0 +1,134 @@
+"""Change channels (docs/design.md, "Change channels"): what the cell reads, in
+every Python path, and how ``change_channels`` resolves and continues."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.exceptions import ConvergenceWarning
+
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn._channels import capped_change, with_changes
+
+from .conftest import make_sequences
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+@st.composite
+def padded_sequences(draw):
+    n = draw(st.integers(1, 4))
+    T = draw(st.integers(1, 9))
+    d = draw(st.integers(1, 3))
+    X = draw(arrays(np.float64, (n, T, d), elements=st.floats(-1e6, 1e6)))
+    lengths = draw(st.lists(st.integers(1, T), min_size=n, max_size=n))
+    for i, length in enumerate(lengths):
+        X[i, length:] = np.nan
+    return X, lengths
+
+
+@given(padded_sequences())
+@settings(max_examples=200, deadline=None)
+def test_the_cell_reads_the_values_then_their_absolute_changes(batch):
+    X, lengths = batch
+    d = X.shape[2]
+    cells = with_changes(X)
+    assert cells.shape == (*X.shape[:2], 2 * d) and cells.dtype == X.dtype
+    for i, length in enumerate(lengths):
+        np.testing.assert_array_equal(cells[i, :, :d], X[i])
+        np.testing.assert_array_equal(cells[i, 0, d:], 0.0)
+        steps = X[i, :length]
+        np.testing.assert_array_equal(cells[i, 1:length, d:], np.abs(np.diff(steps, axis=0)))
+        assert np.isnan(cells[i, length:]).all()  # padding stays padding
+        # the unpadded sequence reads the same
+        np.testing.assert_array_equal(with_changes(X[i : i + 1, :length])[0], cells[i, :length])
+
+
+def test_a_jump_across_the_float32_range_is_capped_at_its_maximum():
+    x = np.array([[[3e38], [-3e38], [-3e38], [1.0]]], dtype=np.float32)
+    cells = with_changes(x)
+    np.testing.assert_array_equal(cells[0, :, 1], np.float32([0.0, F32_MAX, 0.0, 3e38]))
+    assert cells.dtype == np.float32
+    # in float64 the change is exact, and the float64 maximum caps it
+    np.testing.assert_array_equal(with_changes(x.astype(np.float64))[0, 1, 1],
+                                  2 * float(np.float32(3e38)))
+    assert capped_change(np.array([1.7e308]), np.array([-1.7e308]), np.float64)[0] == (
+        np.finfo(np.float64).max)
+
+
+def test_auto_reads_changes_when_sequences_have_more_than_one_timestep(rng):
+    X, y = make_sequences(rng, n=40, T=5, d=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        series = FastGRNNClassifier(4, max_iter=2, random_state=0).fit(X, y)
+        rows = FastGRNNClassifier(4, max_iter=2, random_state=0, n_timesteps=1).fit(
+            X.reshape(40, 15), y)
+        forced = FastGRNNClassifier(4, max_iter=2, random_state=0, n_timesteps=1,
+                                    change_channels=True).fit(X.reshape(40, 15), y)
+    assert series.change_channels_ and series.coefs_["W"].shape == (6, 4)
+    # one timestep has no change: a table is read without change channels
+    assert not rows.change_channels_ and rows.coefs_["W"].shape == (15, 4)
+    assert forced.change_channels_ and forced.coefs_["W"].shape == (30, 4)
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_continuing_with_other_change_channels_is_refused(rng, incremental):
+    X, y = make_sequences(rng, n=40, T=5, d=2)
+    clf = FastGRNNClassifier(4, max_iter=2, random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+        before = {key: value.copy() for key, value in clf.coefs_.items()}
+        clf.set_params(change_channels=False)
+        more = (lambda: clf.partial_fit(X, y)) if incremental else (lambda: clf.fit(X, y))
+        with pytest.raises(ValueError, match=r"change_channels=False: the fitted weights "
+                                             r"read change channels"):
+            more()
+        for key, value in before.items():  # the fitted model is as it was
+            np.testing.assert_array_equal(clf.coefs_[key], value)
+        clf.set_params(change_channels="auto")  # "auto" goes on with the fitted value
+        more()
+    assert clf.change_channels_ and clf.n_iter_ == (3 if incremental else 4)
+
+
+def test_the_streamer_keeps_the_last_timestep_of_each_stream(rng):
+    X, y = make_sequences(rng, n=40, T=6, d=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = FastGRNNClassifier(4, max_iter=2, random_state=0, window=2).fit(X, y)
+    stream = clf.streamer(2)
+    stream.update(X[:2, 0])
+    stream.update(np.array([X[0, 1], [np.nan, np.nan]]))  # stream 1 gets no timestep
+    state = stream.state
+    previous = state[:, -3:-1]  # [... | previous (2 channels) | timesteps seen]
+    np.testing.assert_array_equal(previous, [X[0, 1], X[1, 0]])
+    copy = pickle.loads(pickle.dumps(stream))
+    restored = clf.streamer(2)
+    restored.state = state
+    for t in range(2, 6):
+        x = np.array([X[0, t], X[1, t - 1]])
+        expected = stream.update(x)
+        np.testing.assert_array_equal(copy.update(x), expected)
+        np.testing.assert_array_equal(restored.update(x), expected)
+    # stream 1 read X[1, :5]: its change at each step is from its own last timestep
+    np.testing.assert_allclose(expected, clf.predict_proba(
+        np.stack([X[0], np.vstack([X[1, :5], [[np.nan, np.nan]]])])), rtol=1e-12)
+    stream.reset(0)
+    np.testing.assert_array_equal(stream.state[0, -3:-1], 0.0)
+    np.testing.assert_allclose(stream.update(np.array([X[0, 3], X[1, 5]]))[0],
+                               clf.predict_proba(X[:1, 3:4])[0], rtol=1e-12)
+
+
+def test_a_regressor_reads_change_channels_too(rng):
+    X = rng.standard_normal((80, 12, 1))
+    y = np.abs(np.diff(X[:, :, 0], axis=1)).sum(axis=1)  # how much each series moves
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = {flag: FastGRNNRegressor(8, max_iter=60, random_state=0,
+                                          change_channels=flag).fit(X[:60], y[:60])
+                  .score(X[60:], y[60:]) for flag in (False, True)}
+    assert scores[True] > 0.95 and scores[True] > scores[False] + 0.05
