@@ -4,7 +4,8 @@ the compiled training engine against the NumPy one.
 Four measurements, all on random data with a fixed seed:
 
 1. One training epoch (n = 4096, Adam, same batch size) of
-   - ours: ``FastGRNNClassifier(..., window=1).partial_fit`` on float32 input
+   - ours: ``FastGRNNClassifier(..., window=1, change_channels=False).partial_fit``
+     on float32 input
      (the default engine: the compiled one where a C compiler is found),
    - torch: an eager PyTorch FastGRNN written below for this benchmark (one
      matmul for ``x @ W`` over all steps, ``addmm`` for the recurrence, autograd,
@@ -68,6 +69,7 @@ from sklearn_fastgrnn._cell import (
     predict_outputs,
     to_time_major,
 )
+from sklearn_fastgrnn._channels import with_changes
 from sklearn_fastgrnn._compiled_adam import compiled_step
 from sklearn_fastgrnn._compiled_cell import (
     _COMPILE_FLAGS,
@@ -142,8 +144,10 @@ def make_data(T, d, n=N_SAMPLES, seed=0):
 
 def epoch_ours(X, y, H, B):
     """One epoch of FastGRNNClassifier (a fresh estimator, so setup included),
-    one timestep a cell step (``window=1``) as the other two read them."""
-    clf = FastGRNNClassifier(hidden_size=H, batch_size=B, window=1, random_state=0)
+    one timestep of ``d`` values a cell step (``window=1``, no change
+    channels) as the other two read them."""
+    clf = FastGRNNClassifier(hidden_size=H, batch_size=B, window=1, change_channels=False,
+                             random_state=0)
     clf.partial_fit(X, y, classes=np.arange(N_CLASSES))
     return clf
 
@@ -255,6 +259,7 @@ def bench_inference(repeats, T=32, d=4, H=32, n_throughput=10_000):
     one_tm = torch.from_numpy(np.ascontiguousarray(one.transpose(1, 0, 2)))
     lengths = np.full(1, T)
     gate, update = clf.gate_nonlinearity, clf.update_nonlinearity
+    cells = with_changes(one) if clf.change_channels_ else one  # what the engine reads
 
     def torch_proba(x):
         with torch.no_grad():
@@ -263,7 +268,7 @@ def bench_inference(repeats, T=32, d=4, H=32, n_throughput=10_000):
     latency = {
         "ours predict_proba": lambda: clf.predict_proba(one),
         "ours predict_outputs (engine)": lambda: predict_outputs(
-            clf.coefs_, gate, update, one, lengths, np.float32),
+            clf.coefs_, gate, update, cells, lengths, np.float32),
         "torch eager (no_grad, softmax)": lambda: torch_proba(one_tm),
         "MLP predict_proba (128 features)": lambda: mlp.predict_proba(one_flat),
     }
