@@ -33,7 +33,7 @@ def n_cell_channels(model):
 
 
 def capped_change(x, previous, dtype, out=None):
-    """``|x - previous|`` capped at ``dtype``'s maximum, in ``dtype`` (into ``out``).
+    """``|x - previous|`` (arrays) capped at ``dtype``'s maximum, in ``dtype`` (into ``out``).
 
     Inputs of ``dtype`` are subtracted in it: the difference of two floats
     rounded once to their format is the float64 difference rounded to it
@@ -42,12 +42,11 @@ def capped_change(x, previous, dtype, out=None):
     gives infinity, which the cap brings back. Other inputs go through float64.
     """
     dtype = np.dtype(dtype)
-    x, previous = np.asarray(x), np.asarray(previous)
-    if out is None:
-        out = np.empty(np.broadcast_shapes(x.shape, previous.shape), dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # inf, then capped; NaN stays
         if x.dtype == dtype and previous.dtype == dtype:
-            np.subtract(x, previous, out=out)
+            out = np.subtract(x, previous, out=out)
+        elif out is None:
+            out = np.subtract(x, previous, dtype=np.float64).astype(dtype)
         else:
             out[...] = np.subtract(x, previous, dtype=np.float64)
     np.abs(out, out=out)
