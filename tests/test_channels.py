@@ -7,34 +7,21 @@ import warnings
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn._channels import capped_change, with_changes
 
 from .conftest import make_sequences
+from .test_input_maps import padded_batches
 
 F32_MAX = float(np.finfo(np.float32).max)
 
 
-@st.composite
-def padded_sequences(draw):
-    n = draw(st.integers(1, 4))
-    T = draw(st.integers(1, 9))
-    d = draw(st.integers(1, 3))
-    X = draw(arrays(np.float64, (n, T, d), elements=st.floats(-1e6, 1e6)))
-    lengths = draw(st.lists(st.integers(1, T), min_size=n, max_size=n))
-    for i, length in enumerate(lengths):
-        X[i, length:] = np.nan
-    return X, lengths
-
-
-@given(padded_sequences())
+@given(padded_batches())
 @settings(max_examples=200, deadline=None)
 def test_the_cell_reads_the_values_then_their_absolute_changes(batch):
-    X, lengths = batch
+    X, lengths, _ = batch  # (and a window size)
     d = X.shape[2]
     cells = with_changes(X)
     assert cells.shape == (*X.shape[:2], 2 * d) and cells.dtype == X.dtype

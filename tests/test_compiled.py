@@ -12,13 +12,12 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import READOUTS
-from sklearn_fastgrnn._channels import with_changes
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import compile_predictor
 from sklearn_fastgrnn.export.compiled import find_compiler
 
 from .conftest import TASKS, make_sequences, task_model
-from .test_export_c import CASES, CHANGES, IDS, float32_jumps, reading_cell_values
+from .test_export_c import CASES, CHANGES, IDS, float32_jump_case
 
 COMPILER = find_compiler()
 pytestmark = pytest.mark.skipif(
@@ -363,14 +362,8 @@ def test_inputs_near_the_float32_maximum_in_several_channels(w_rank, change_chan
 @pytest.mark.parametrize("window", [1, 2])
 def test_jumps_across_the_float32_range_compiled_and_streamed(window):
     # timesteps of opposite signs near the float32 maximum: the changes, capped at
-    # FLT_MAX, are with_changes' float32 values (read in float64 by the reference,
-    # as the C code sums the input term near the float32 maximum); no NaN
-    model, X = task_model(np.random.default_rng(0), "classification", window=window,
-                          change_channels=True)
-    q = quantize(model, X)
-    jumps = float32_jumps(X)
-    reference = reading_cell_values(model)
-    cells = with_changes(jumps, np.float32).astype(np.float64)
+    # FLT_MAX, are with_changes' float32 values; no NaN
+    model, q, jumps, reference, cells = float32_jump_case(window)
     compiled, compiled_int8 = compile_predictor(model), compile_predictor(q)
     proba = compiled.predict_proba(jumps)
     assert_allclose(proba, reference.predict_proba(cells), rtol=0, atol=1e-5)

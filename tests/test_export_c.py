@@ -318,17 +318,23 @@ def float32_jumps(X):
     return jumps
 
 
+def float32_jump_case(window):
+    """A fitted model with change channels, its int8 model, :func:`float32_jumps`,
+    and the reference on them: a model reading the capped float32 cell values of
+    ``with_changes`` in float64 (as the C code sums the input term near the
+    float32 maximum), and those cell values."""
+    model, X = task_model(np.random.default_rng(0), "classification", window=window,
+                          change_channels=True)
+    jumps = float32_jumps(X)
+    cells = with_changes(jumps, np.float32).astype(np.float64)
+    return model, quantize(model, X), jumps, reading_cell_values(model), cells
+
+
 @pytest.mark.parametrize("window", [1, 2])
 def test_jumps_across_the_float32_range_in_c_float_and_int8(tmp_path, window):
     # the C code takes each change in double, capped at FLT_MAX: the float32 cell
-    # values of with_changes, which the reference reads in float64 (as the C code
-    # sums the input term near the float32 maximum); no NaN where it has none
-    model, X = task_model(np.random.default_rng(0), "classification", window=window,
-                          change_channels=True)
-    q = quantize(model, X)
-    jumps = float32_jumps(X)
-    reference = reading_cell_values(model)
-    cells = with_changes(jumps, np.float32).astype(np.float64)
+    # values of with_changes; no NaN where the reference has none
+    model, q, jumps, reference, cells = float32_jump_case(window)
     expected, staged = reference.predict_proba(cells), reference.staged_predict_proba(cells)
     assert np.isfinite(staged).all()
     c = CModel(build_library(model, tmp_path, "f")[0], "f", model)
