@@ -69,7 +69,6 @@ from sklearn_fastgrnn._cell import (
     predict_outputs,
     to_time_major,
 )
-from sklearn_fastgrnn._channels import with_changes
 from sklearn_fastgrnn._compiled_adam import compiled_step
 from sklearn_fastgrnn._compiled_cell import (
     _COMPILE_FLAGS,
@@ -259,7 +258,7 @@ def bench_inference(repeats, T=32, d=4, H=32, n_throughput=10_000):
     one_tm = torch.from_numpy(np.ascontiguousarray(one.transpose(1, 0, 2)))
     lengths = np.full(1, T)
     gate, update = clf.gate_nonlinearity, clf.update_nonlinearity
-    cells = with_changes(one) if clf.change_channels_ else one  # what the engine reads
+    cells = clf._cell_input(one)  # what the engine reads: values and changes
 
     def torch_proba(x):
         with torch.no_grad():

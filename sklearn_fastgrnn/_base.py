@@ -71,8 +71,6 @@ _INTEGER_PARAMS = (
 # file of that release without them is read with these values.
 LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
                  "shift_windows": False, "weight_averaging": 0.0, "change_channels": False}
-# What a model of release 0.1.0 read: no change channels
-LEGACY_ATTRIBUTES = {"change_channels_": False}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -1131,9 +1129,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         else:
             X3, lengths = valid
         self._check_nonlinearities()
-        if uses_changes(self):
-            X3 = with_changes(X3, np.float32 if X3.dtype == np.float32 else np.float64)
-        X3, lengths = windowed(X3, lengths, getattr(self, "window_", 1))
+        X3, lengths = windowed(self._cell_input(X3), lengths, getattr(self, "window_", 1))
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         predictor = predictor_for(
             self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype,
@@ -1241,9 +1237,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             )
         for name, value in LEGACY_PARAMS.items():
             state.setdefault(name, value)
-        if "coefs_" in state:
-            for name, value in LEGACY_ATTRIBUTES.items():
-                state.setdefault(name, value)
+        if "coefs_" in state:  # a model of release 0.1.0 read no change channels
+            state.setdefault("change_channels_", False)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

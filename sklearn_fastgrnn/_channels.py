@@ -32,39 +32,33 @@ def n_cell_channels(model):
     return (2 if uses_changes(model) else 1) * int(model.n_channels_)
 
 
-def capped_change(x, previous, dtype, out=None):
-    """``|x - previous|`` (arrays) capped at ``dtype``'s maximum, in ``dtype`` (into ``out``).
+def capped_change(x, previous, out=None):
+    """``|x - previous|`` of two float arrays of one dtype, capped at its maximum
+    (into ``out``).
 
-    Inputs of ``dtype`` are subtracted in it: the difference of two floats
-    rounded once to their format is the float64 difference rounded to it
-    (float64 has more than twice float32's precision, so the double rounding
-    of the C code and the ONNX graph gives the same numbers), and an overflow
-    gives infinity, which the cap brings back. Other inputs go through float64.
+    The difference of two floats rounded once to their format is the float64
+    difference rounded to it (float64 has more than twice float32's precision,
+    so the double rounding of the C code and the ONNX graph gives the same
+    numbers), and an overflow gives infinity, which the cap brings back.
     """
-    dtype = np.dtype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # inf, then capped; NaN stays
-        if x.dtype == dtype and previous.dtype == dtype:
-            out = np.subtract(x, previous, out=out)
-        elif out is None:
-            out = np.subtract(x, previous, dtype=np.float64).astype(dtype)
-        else:
-            out[...] = np.subtract(x, previous, dtype=np.float64)
+        out = np.subtract(x, previous, out=out)
     np.abs(out, out=out)
-    np.minimum(out, np.finfo(dtype).max, out=out)
+    np.minimum(out, np.finfo(out.dtype).max, out=out)
     return out
 
 
-def with_changes(X3, dtype=None):
-    """Sequences ``X3`` (n, T, d) with their change channels: (n, T, 2 d).
+def with_changes(X3):
+    """Sequences ``X3`` (n, T, d) with their change channels: (n, T, 2 d), in
+    ``X3``'s float dtype.
 
     Each timestep holds its ``d`` values, then ``|x_t - x_{t-1}|`` of each
-    channel (0 at ``t = 0``); NaN padding stays NaN. ``dtype`` (default: that
-    of ``X3``) is the dtype of the result, whose maximum caps the changes.
+    channel (0 at ``t = 0``), capped at the dtype's maximum; NaN padding stays
+    NaN.
     """
-    dtype = np.dtype(X3.dtype if dtype is None else dtype)
-    changes = np.empty(X3.shape, dtype)
+    changes = np.empty_like(X3)
     changes[:, 0] = 0
-    capped_change(X3[:, 1:], X3[:, :-1], dtype, out=changes[:, 1:])
+    capped_change(X3[:, 1:], X3[:, :-1], out=changes[:, 1:])
     # one concatenation: writing the two halves of a new array in place, through
     # strided views of a few values each, takes twice as long
-    return np.concatenate((X3.astype(dtype, copy=False), changes), axis=2)
+    return np.concatenate((X3, changes), axis=2)

@@ -274,7 +274,7 @@ class CellStream:
         """Timestep ``x`` with its change channels (the first timestep's are 0);
         the rows ``active`` become the streams' previous timestep."""
         first = ((self.steps == 0) & (self.filled == 0))[:, None]
-        change = capped_change(x, np.where(first, x, self.previous), self.dtype)
+        change = capped_change(x, np.where(first, x, self.previous))
         if active is True:
             self.previous[...] = x
         else:

@@ -326,7 +326,7 @@ def float32_jump_case(window):
     model, X = task_model(np.random.default_rng(0), "classification", window=window,
                           change_channels=True)
     jumps = float32_jumps(X)
-    cells = with_changes(jumps, np.float32).astype(np.float64)
+    cells = with_changes(jumps).astype(np.float64)
     return model, quantize(model, X), jumps, reading_cell_values(model), cells
 
 
