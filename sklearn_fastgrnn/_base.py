@@ -35,7 +35,13 @@ from sklearn.utils.validation import (
 from . import _callbacks, _compiled_input, _losses, _scaling, _size
 from ._averaging import WeightAverage
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
-from ._channels import n_cell_channels, uses_changes, with_changes
+from ._channels import (
+    change_offsets,
+    n_cell_channels,
+    offsets_of,
+    uses_changes,
+    with_changes,
+)
 from ._compat import check_sample_weight
 from ._compiled_cell import ENGINES, make_engine
 from ._nonlinearities import NONLINEARITIES
@@ -97,13 +103,14 @@ PARAMETERS_DOC = """\
         prediction reads each sequence from its first timestep).
     change_channels : bool or "auto", default="auto"
         Give the cell, beside each input channel, its absolute change since
-        the previous timestep, ``|x_t - x_{{t-1}}|`` (0 at the first timestep):
-        ``2 * n_channels`` values per timestep. How much a series moves is
-        not linear in its values, which the cell reads through ``W``. Every
-        prediction path and export computes the change from the raw input.
-        "auto" is on when the longest training sequence has more than one
-        timestep (one timestep has no change). ``change_channels_`` is the
-        value used.
+        the previous timestep, ``c_t = |x_t - x_{{t-1}}|`` (0 at the first
+        timestep), and its logarithm ``log(c_t + change_offsets_)``:
+        ``3 * n_channels`` values per timestep. How much a series moves, and
+        its order of magnitude, are not linear in its values, which the cell
+        reads through ``W``. Every prediction path and export computes them
+        from the raw input. "auto" is on when the longest training sequence
+        has more than one timestep (one timestep has no change).
+        ``change_channels_`` is the value used.
     readout : {{"last", "mean", "max"}}, default="last"
         What the output layer reads: the state after the last real step, or
         the mean or the maximum (per hidden unit) of the states over the real
@@ -255,6 +262,11 @@ ATTRIBUTES_DOC = """\
         Timesteps the cell reads per step (``window``).
     change_channels_ : bool
         Whether the cell reads the change channels (``change_channels``).
+    change_offsets_ : ndarray of shape (n_channels_,) or None
+        What each channel's logarithm adds to the change: three tenths of the
+        median of the channel's non-zero absolute changes in the first
+        training data (1 for a channel that did not change), so that it
+        scales with the input. None without change channels.
     n_iter_ : int
         Epochs run.
     t_ : int
@@ -284,10 +296,12 @@ ATTRIBUTES_DOC = """\
         ``seconds``, and ``event`` (None, or what the stopping rule did after
         that epoch: the learning rate reduced, or training stopped).
     n_params_ : int
+        Values the model stores: the entries of ``coefs_`` and the change
+        offsets.
     model_size_bytes_ : int
         As EdgeML counts it: 4 bytes per entry, 8 per non-zero of a matrix
-        trained sparse (see the compression guide). :meth:`summary` shows it
-        per tensor.
+        trained sparse (see the compression guide), 4 per change offset.
+        :meth:`summary` shows it per tensor.
 """
 
 NOTES_DOC = """\
@@ -523,6 +537,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         if not resume or not hasattr(self, "window_"):
             self.window_ = self._resolve_window(int(lengths.max()))
             self.change_channels_ = self._resolve_change_channels(int(lengths.max()))
+            self.change_offsets_ = (
+                change_offsets(X3, weights) if self.change_channels_ else None
+            )
         else:
             self._check_resumable_channels()
         cell_input = self._cell_input(X3)
@@ -545,7 +562,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     def _cell_input(self, X3):
         """Sequences ``X3`` with the channels the cell reads (:mod:`._channels`)."""
-        return with_changes(X3) if uses_changes(self) else X3
+        return with_changes(X3, self.change_offsets_) if uses_changes(self) else X3
 
     def _check_resumable_channels(self):
         """Refuse to continue weights that read other channels than ``change_channels`` asks."""
@@ -1193,7 +1210,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         cell = CellStream(
             self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, self.readout,
-            getattr(self, "window_", 1), len(X3), dtype, uses_changes(self),
+            getattr(self, "window_", 1), len(X3), dtype,
+            offsets_of(self),
         )
         n, T, _ = X3.shape
         staged = np.full((n, T, cell.V.shape[1]), np.nan)
@@ -1239,6 +1257,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             state.setdefault(name, value)
         if "coefs_" in state:  # a model of release 0.1.0 read no change channels
             state.setdefault("change_channels_", False)
+            state.setdefault("change_offsets_", None)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

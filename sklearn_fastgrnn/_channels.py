@@ -1,25 +1,35 @@
-"""The channels the cell reads: the input's, and the absolute change of each.
+"""The channels the cell reads: the input's, and the change of each.
 
 With change channels (``change_channels_``, resolved by ``fit`` from the
 ``change_channels`` parameter) a timestep ``x_t`` of ``d`` channels reaches the
-cell as ``2 d`` values: ``x_t``, then ``|x_t - x_{t-1}|`` of every channel
-(0 at the first timestep). The cell reads its input through the linear ``W``,
-and the size of a change is not linear in the values: this channel lets a
-small model see how much a series moves, whichever way.
+cell as ``3 d`` values: ``x_t``; the absolute change ``c_t = |x_t - x_{t-1}|``
+of every channel (0 at the first timestep); and its logarithm
+``log(c_t + offset)``, ``offset`` being three tenths of the median of the
+channel's non-zero absolute changes in the training data
+(``change_offsets_``). The cell reads its input through the linear ``W``, and
+neither the size of a change nor its order of magnitude is linear in the
+values: these channels let a small model see how much a series moves,
+whichever way, and the small movements of a quiet series beside the large
+ones of a loud series.
 
 Everything after this step (the input map, the windows, ``W``'s rows, the
-int8 input format, the streaming state) counts ``2 d`` channels; only the
-input a user passes has ``d``. Every prediction path computes the change as
-:func:`with_changes` does: in float64, its magnitude capped at the largest
-value of the arithmetic dtype (so that two finite inputs of opposite sign
-near the float32 maximum give a finite change), then rounded to that dtype.
-The change is translation-free and scales with the input, so the folded
-standardisation (:mod:`~sklearn_fastgrnn._scaling`) stays exact: a model
-trained on ``a * X + b`` reads the changes of ``a * X + b`` as the other reads
-those of ``X``.
+int8 input format, the streaming state) counts ``3 d`` channels; only the
+input a user passes has ``d``. Every prediction path computes the channels as
+:func:`with_changes` does: the change in the arithmetic's dtype, its magnitude
+capped at the dtype's largest value (two finite inputs of opposite sign near
+the float32 maximum give a finite change), and the logarithm in float64, then
+rounded to that dtype. The change is translation-free and scales with the
+input, the offsets too, and the logarithm turns that scale into a shift, so
+the folded standardisation (:mod:`~sklearn_fastgrnn._scaling`) stays exact:
+a model trained on ``a * X + b`` reads the channels of ``a * X + b`` as the
+other reads those of ``X``.
 """
 
 import numpy as np
+
+#: the offset of a channel's logarithm, as a fraction of the median of its
+#: non-zero absolute changes (chosen on the accuracy suite of bench_accuracy.py)
+OFFSET_FRACTION = 0.3
 
 
 def uses_changes(model):
@@ -27,9 +37,43 @@ def uses_changes(model):
     return bool(getattr(model, "change_channels_", False))
 
 
+def offsets_of(model):
+    """The ``change_offsets_`` of a fitted ``model`` with change channels, else None."""
+    return model.change_offsets_ if uses_changes(model) else None
+
+
 def n_cell_channels(model):
     """Values the cell reads per timestep of a fitted ``model``."""
-    return (2 if uses_changes(model) else 1) * int(model.n_channels_)
+    return (3 if uses_changes(model) else 1) * int(model.n_channels_)
+
+
+def change_offsets(X3, weights=None):
+    """The offset of each channel's logarithm from training sequences ``X3`` (n, T, d).
+
+    :data:`OFFSET_FRACTION` of the median of the channel's non-zero absolute
+    changes between real timesteps, each weighted by its sequence's weight
+    (``weights``, shape (n,); None: 1 each), rounded to float32 (the exports
+    hold float32 values) and at least float32's smallest normal number; 1 for
+    a channel that never changes. The median is the lower weighted median, the
+    smallest change with at least half the weight at or below it, so that a
+    weight of 2 is a sequence given twice. Returns a float64 array of shape (d,).
+    """
+    n, T, d = X3.shape
+    changes = np.abs(np.diff(np.asarray(X3, dtype=np.float64), axis=1)).reshape(-1, d)
+    weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    weights = np.repeat(weights, T - 1)
+    offsets = np.ones(d)
+    for channel in range(d):
+        moves = changes[:, channel]
+        kept = (moves > 0) & (weights > 0)  # NaN (padding) compares False
+        if kept.any():
+            order = np.argsort(moves[kept], kind="stable")
+            total = np.cumsum(weights[kept][order])
+            middle = order[np.searchsorted(total, 0.5 * total[-1])]
+            offsets[channel] = OFFSET_FRACTION * moves[kept][middle]
+    tiny = float(np.finfo(np.float32).tiny)
+    return np.clip(offsets, tiny, float(np.finfo(np.float32).max)).astype(
+        np.float32).astype(np.float64)
 
 
 def capped_change(x, previous, out=None):
@@ -48,17 +92,34 @@ def capped_change(x, previous, out=None):
     return out
 
 
-def with_changes(X3):
-    """Sequences ``X3`` (n, T, d) with their change channels: (n, T, 2 d), in
+def log_change(change, offsets, out=None):
+    """``log(change + offsets)`` computed in float64, in ``change``'s dtype (into ``out``).
+
+    ``change`` holds capped changes (:func:`capped_change`), ``offsets`` one
+    positive value per channel (its last axis). The sum is capped at the
+    float64 maximum, so every finite change has a finite logarithm.
+    """
+    with np.errstate(over="ignore"):  # inf, then capped
+        total = np.add(change, offsets, dtype=np.float64)
+    np.minimum(total, np.finfo(np.float64).max, out=total)
+    if out is None:
+        out = np.empty_like(change)
+    np.log(total, out=total)
+    out[...] = total
+    return out
+
+
+def with_changes(X3, offsets):
+    """Sequences ``X3`` (n, T, d) with their change channels: (n, T, 3 d), in
     ``X3``'s float dtype.
 
-    Each timestep holds its ``d`` values, then ``|x_t - x_{t-1}|`` of each
-    channel (0 at ``t = 0``), capped at the dtype's maximum; NaN padding stays
-    NaN.
+    Each timestep holds its ``d`` values, then ``c_t = |x_t - x_{t-1}|`` of each
+    channel (0 at ``t = 0``), capped at the dtype's maximum, then
+    ``log(c_t + offsets)``; NaN padding stays NaN.
     """
     changes = np.empty_like(X3)
     changes[:, 0] = 0
     capped_change(X3[:, 1:], X3[:, :-1], out=changes[:, 1:])
-    # one concatenation: writing the two halves of a new array in place, through
+    # one concatenation: writing the parts of a new array in place, through
     # strided views of a few values each, takes twice as long
-    return np.concatenate((X3, changes), axis=2)
+    return np.concatenate((X3, changes, log_change(changes, offsets)), axis=2)

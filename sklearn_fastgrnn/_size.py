@@ -14,7 +14,7 @@ import math
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._channels import uses_changes
+from ._channels import offsets_of, uses_changes
 from ._sparsity import sparse_keys
 
 DENSE_BYTES = 4  # a float32 entry
@@ -68,12 +68,26 @@ def model_size_bytes(coefs, sparse=()):
 def fitted_size(model):
     """``(n_params_, model_size_bytes_)`` of a fitted model from its ``coefs_``.
 
-    ``n_params_`` counts every entry of every tensor; ``model_size_bytes_`` is
-    :func:`model_size_bytes` with the matrices the model trained sparse.
+    ``n_params_`` counts every entry of every tensor and the change offsets;
+    ``model_size_bytes_`` is :func:`model_size_bytes` with the matrices the
+    model trained sparse, and 4 bytes per change offset.
     """
     coefs = model.coefs_
     n_params = int(sum(math.prod(np.shape(value)) for value in coefs.values()))
-    return n_params, model_size_bytes(coefs, sparse_keys(model))
+    n_bytes = model_size_bytes(coefs, sparse_keys(model))
+    for row in offset_rows(model):
+        n_params += row["params"]
+        n_bytes += row["bytes"]
+    return n_params, n_bytes
+
+
+def offset_rows(model):
+    """The row of :func:`size_report` of a model's change offsets (none without)."""
+    offsets = offsets_of(model)
+    if offsets is None:
+        return []
+    return [size_row("change_offsets", np.float32(offsets), "float32",
+                     DENSE_BYTES * len(offsets))]
 
 
 def size_row(tensor, value, storage, n_bytes):
@@ -108,7 +122,7 @@ def size_report(model):
         size_row(key, value, "float32 sparse" if key in sparse else "float32",
                  tensor_bytes(value, sparse=key in sparse))
         for key, value in model.coefs_.items()
-    ]
+    ] + offset_rows(model)
 
 
 def _plural(n, word, suffix="s"):

@@ -21,11 +21,19 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import _scaling
-from ._channels import n_cell_channels, uses_changes, with_changes
+from ._channels import n_cell_channels, offsets_of, uses_changes, with_changes
 from ._losses import log_sigmoid, log_softmax
 from ._nonlinearities import scalar_sigmoid
 from ._sequences import validate_sequences, windowed
-from ._size import SCALAR_BYTES, model_size_bytes, size_report, size_row, summary, tensor_bytes
+from ._size import (
+    SCALAR_BYTES,
+    model_size_bytes,
+    offset_rows,
+    size_report,
+    size_row,
+    summary,
+    tensor_bytes,
+)
 from ._sparsity import sparse_keys
 from .classifier import FastGRNNClassifier
 from .regressor import FastGRNNRegressor
@@ -279,7 +287,7 @@ def _cell_input(model, X3):
     """Sequences ``X3`` as float32, with the change channels of a ``model`` that has them."""
     with np.errstate(over="ignore"):  # beyond float32: inf, saturated
         x = np.asarray(X3, dtype=np.float32)
-    return with_changes(x) if uses_changes(model) else x
+    return with_changes(x, model.change_offsets_) if uses_changes(model) else x
 
 
 def _input_map(maps, n_channels):
@@ -380,7 +388,10 @@ class QuantizedFastGRNN:
     readout : {"last", "mean", "max"}
     window_ : int
     change_channels_ : bool
-        Whether the cell reads each channel's change after its value.
+        Whether the cell reads each channel's change and its logarithm after
+        its value.
+    change_offsets_ : ndarray of shape (n_channels_,) or None
+        As in the source estimator: what each logarithm adds to the change.
     weights_ : dict of ndarray of int8
         The quantised tensors, keyed as ``coefs_`` (without ``zeta``, ``nu``).
     scales_ : dict of float
@@ -404,7 +415,8 @@ class QuantizedFastGRNN:
         int8 entries 1 byte each (plus the row index when sparse), ``zeta``,
         ``nu`` and each tensor's scale 4 bytes, and 4 bytes for each value of
         the input quantisation (mean and multiplier of each channel) and of a
-        regressor's output map, when they are not the identity.
+        regressor's output map, when they are not the identity, and for each
+        change offset.
 
     Notes
     -----
@@ -422,6 +434,7 @@ class QuantizedFastGRNN:
         self.readout = getattr(model, "readout", "last")
         self.window_ = int(getattr(model, "window_", 1))
         self.change_channels_ = uses_changes(model)
+        self.change_offsets_ = offsets_of(model)
         if self._task == "classifier":
             self.classes_ = np.array(model.classes_)
         self.n_outputs_ = int(np.shape(coefs["V"])[1])
@@ -468,6 +481,7 @@ class QuantizedFastGRNN:
         state.setdefault("readout", "last")
         state.setdefault("window_", 1)
         state.setdefault("change_channels_", False)
+        state.setdefault("change_offsets_", None)
         state.setdefault("n_outputs_", len(state.get("classes_", ())))
         state.setdefault("input_mean_", np.zeros(state["n_channels_"]))
         state.setdefault("input_multiplier_",
@@ -687,6 +701,7 @@ class QuantizedFastGRNN:
         ]
         rows += [size_row(key, np.float32(getattr(self, key)), "float32", SCALAR_BYTES)
                  for key in ("zeta", "nu")]
+        rows += offset_rows(self)
         n_scales = len(self.scales_)
         rows.append({"tensor": "scales", "shape": (n_scales,), "params": n_scales,
                      "nonzeros": n_scales, "storage": "float32", "bytes": SCALAR_BYTES * n_scales})
@@ -720,7 +735,7 @@ class _IntegerCellStream(CellStream):
         self.state_dtype = np.dtype(np.int64)
         self.readout, self.window = model.readout, int(model.window_)
         self.hidden_size = int(model.hidden_size)
-        self._set_channels(n_cell_channels(model), uses_changes(model))
+        self._set_channels(n_cell_channels(model), offsets_of(model))
         self.n_inputs = self.window * self.cell_channels
         self.n_streams = int(n_streams)
         self.reset()
@@ -764,7 +779,8 @@ class QuantizedStreamer(Streamer):
     integer state equals that of the exported C code's ``step`` function after
     the same timesteps. Input is read as float32, as the C code reads it
     (values beyond its range saturate, as in ``predict``). The state rows hold
-    integers: ``[h | pool | steps | filled | window of x_q | timesteps seen]``.
+    integers, but for the float32 values of the last timestep (``previous``):
+    ``[h | pool | steps | filled | window of x_q | previous | timesteps seen]``.
 
     Thread safety: a mutable object with no lock; use one per thread, or
     serialise the calls.

@@ -16,7 +16,8 @@ with its model, so a pickled streamer resumes exactly where it stopped. The
 row is ``[h | pool | steps | filled | window | previous | timesteps seen]``
 (``pool``: the sum or the maximum of the states, 0 for ``readout="last"``;
 ``window``: ``window_`` timesteps as the cell reads them, time-major, each
-``n_channels_`` values and, with ``change_channels``, their changes;
+``n_channels_`` values and, with ``change_channels``, their changes and the
+logarithms of these;
 ``previous``: with ``change_channels`` only, the raw values of the last
 timestep, which the next change is taken from): the same layout for the
 streamers of an int8 model (``QuantizedFastGRNN.streamer``, integers) and of
@@ -29,7 +30,7 @@ or serialise the calls. Several streamers of one model are independent.
 
 import numpy as np
 
-from ._channels import capped_change, uses_changes
+from ._channels import capped_change, log_change, offsets_of
 from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
 __all__ = ["Streamer"]
@@ -158,13 +159,14 @@ class CellStream:
     n_streams : int
     dtype : numpy dtype
         Arithmetic dtype (float32 or float64).
-    change_channels : bool, default=False
-        Whether the cell reads the change of every channel after its values
-        (:mod:`~sklearn_fastgrnn._channels`).
+    change_offsets : ndarray of shape (n_channels,) or None, default=None
+        The model's ``change_offsets_``: the cell reads the change of every
+        channel and its logarithm after its values
+        (:mod:`~sklearn_fastgrnn._channels`); None: the values only.
     """
 
     def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, readout, window,
-                 n_streams, dtype, change_channels=False):
+                 n_streams, dtype, change_offsets=None):
         dt = self.dtype = np.dtype(dtype)
         W, U = _effective(coefs, "W"), _effective(coefs, "U")
         gate, update = NONLINEARITIES[gate_nonlinearity], NONLINEARITIES[update_nonlinearity]
@@ -182,16 +184,18 @@ class CellStream:
         self.V, self.bias_out = np.asarray(coefs["V"], dt), np.asarray(coefs["bias_out"], dt)
         self.readout, self.window = readout, int(window)
         self.n_inputs, self.hidden_size = W.shape
-        self._set_channels(self.n_inputs // self.window, change_channels)
+        self._set_channels(self.n_inputs // self.window, change_offsets)
         self.n_streams = int(n_streams)
         self.state_dtype = dt  # of h, the pool and the window buffer
         self.reset()
 
-    def _set_channels(self, cell_channels, change_channels):
-        """``cell_channels`` values per timestep in the window; ``n_channels`` input ones."""
-        self.changes = bool(change_channels)
+    def _set_channels(self, cell_channels, change_offsets):
+        """``cell_channels`` values per timestep in the window; ``n_channels`` input
+        ones; the ``change_offsets`` of the change channels (None without)."""
+        self.changes = change_offsets is not None
+        self.change_offsets = change_offsets
         self.cell_channels = int(cell_channels)
-        self.n_channels = self.cell_channels // (2 if self.changes else 1)
+        self.n_channels = self.cell_channels // (3 if self.changes else 1)
 
     # -- state ---------------------------------------------------------------
     def reset(self, streams=None):
@@ -271,15 +275,15 @@ class CellStream:
         return out
 
     def _with_changes(self, x, active):
-        """Timestep ``x`` with its change channels (the first timestep's are 0);
-        the rows ``active`` become the streams' previous timestep."""
+        """Timestep ``x`` with its change channels (the first timestep's changes
+        are 0); the rows ``active`` become the streams' previous timestep."""
         first = ((self.steps == 0) & (self.filled == 0))[:, None]
         change = capped_change(x, np.where(first, x, self.previous))
         if active is True:
             self.previous[...] = x
         else:
             self.previous[active] = x[active]
-        return np.concatenate([x, change], axis=1)
+        return np.concatenate([x, change, log_change(change, self.change_offsets)], axis=1)
 
     def _input(self, x):
         """A timestep as the cell reads it (the int8 streamer quantises it)."""
@@ -415,7 +419,7 @@ class Streamer:
         self._cell = CellStream(
             model.coefs_, model.gate_nonlinearity, model.update_nonlinearity,
             model.readout, getattr(model, "window_", 1), n_streams, dtype,
-            uses_changes(model),
+            offsets_of(model),
         )
         self.n_timesteps_seen_ = np.zeros(self.n_streams, np.int64)
 

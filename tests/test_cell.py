@@ -23,7 +23,8 @@ LITERAL = {
 
 def literal_predict_proba(clf, X):
     """docs/design.md, "The cell", one scalar at a time, with trailing NaN steps skipped
-    (a model with ``change_channels`` reads each channel and then its absolute change)."""
+    (a model with ``change_channels`` reads each channel, then its absolute change, then
+    the logarithm of the change plus the channel's offset)."""
     c = {k: np.asarray(v, dtype=float) for k, v in clf.coefs_.items()}
     W = c["W"] if "W" in c else c["W1"] @ c["W2"]
     U = c["U"] if "U" in c else c["U1"] @ c["U2"]
@@ -39,8 +40,9 @@ def literal_predict_proba(clf, X):
             if all(math.isnan(v) for v in raw):
                 break  # padding: the state stops at the last real step
             x = list(raw)
-            if clf.change_channels:
-                x += [abs(v - p) for v, p in zip(raw, previous)]
+            if clf.change_channels_:
+                changes = [abs(v - p) for v, p in zip(raw, previous)]
+                x += changes + [math.log(c + o) for c, o in zip(changes, clf.change_offsets_)]
             previous = raw
             new_h = []
             for j in range(H):

@@ -1,5 +1,6 @@
 """Change channels (docs/design.md, "Change channels"): what the cell reads, in
-every Python path, and how ``change_channels`` resolves and continues."""
+every Python path, its offsets, and how ``change_channels`` resolves and
+continues."""
 
 import pickle
 import warnings
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
-from sklearn_fastgrnn._channels import capped_change, with_changes
+from sklearn_fastgrnn._channels import capped_change, change_offsets, with_changes
 
 from .conftest import make_sequences
 from .test_input_maps import padded_batches
@@ -20,29 +21,68 @@ F32_MAX = float(np.finfo(np.float32).max)
 
 @given(padded_batches())
 @settings(max_examples=200, deadline=None)
-def test_the_cell_reads_the_values_then_their_absolute_changes(batch):
+def test_the_cell_reads_the_values_their_absolute_changes_and_logarithms(batch):
     X, lengths, _ = batch  # (and a window size)
     d = X.shape[2]
-    cells = with_changes(X)
-    assert cells.shape == (*X.shape[:2], 2 * d) and cells.dtype == X.dtype
+    offsets = np.linspace(1e-3, 2.0, d)
+    cells = with_changes(X, offsets)
+    assert cells.shape == (*X.shape[:2], 3 * d) and cells.dtype == X.dtype
     for i, length in enumerate(lengths):
         np.testing.assert_array_equal(cells[i, :, :d], X[i])
-        np.testing.assert_array_equal(cells[i, 0, d:], 0.0)
+        np.testing.assert_array_equal(cells[i, 0, d:], np.r_[np.zeros(d), np.log(offsets)]
+                                      .astype(X.dtype))
         steps = X[i, :length]
-        np.testing.assert_array_equal(cells[i, 1:length, d:], np.abs(np.diff(steps, axis=0)))
+        changes = np.abs(np.diff(steps, axis=0))
+        np.testing.assert_array_equal(cells[i, 1:length, d : 2 * d], changes)
+        logs = np.log(changes.astype(np.float64) + offsets).astype(X.dtype)
+        np.testing.assert_array_equal(cells[i, 1:length, 2 * d :], logs)
         assert np.isnan(cells[i, length:]).all()  # padding stays padding
         # the unpadded sequence reads the same
-        np.testing.assert_array_equal(with_changes(X[i : i + 1, :length])[0], cells[i, :length])
+        np.testing.assert_array_equal(with_changes(X[i : i + 1, :length], offsets)[0],
+                                      cells[i, :length])
+
+
+def test_the_offsets_are_a_fraction_of_the_median_change_and_scale_with_the_input(rng):
+    X = rng.standard_normal((6, 9, 3))
+    X[:, :, 1] = 4.0  # a channel that never changes
+    X[:, 4, 2] = X[:, 3, 2]  # changes of 0 do not count
+    X[2, 5:] = np.nan  # padding: not a change
+    offsets = change_offsets(X)
+    real = [X[i, : 5 if i == 2 else 9] for i in range(6)]
+    changes = np.concatenate([np.abs(np.diff(s, axis=0)) for s in real])
+    assert len(changes) == 5 * 8 + 4
+    for channel in (0, 2):
+        moves = np.sort(changes[:, channel][changes[:, channel] > 0])
+        lower_median = moves[(len(moves) - 1) // 2]
+        assert offsets[channel] == pytest.approx(0.3 * lower_median, rel=1e-7)
+    # a weight of 2 is a sequence given twice, a weight of 0 no sequence
+    weights = np.array([2.0, 1.0, 0.0, 1.0, 3.0, 1.0])
+    np.testing.assert_array_equal(change_offsets(X, weights),
+                                  change_offsets(np.repeat(X, [2, 1, 0, 1, 3, 1], axis=0)))
+    assert offsets[1] == 1.0
+    assert (offsets.astype(np.float32) == offsets).all()  # what the exports hold
+    # an affine map of the input scales the offsets (the constant channel stays at 1)
+    np.testing.assert_allclose(change_offsets(-250.0 * X + 7.0)[[0, 2]],
+                               250.0 * offsets[[0, 2]], rtol=1e-7)
+    # changes below float32's range still give a positive float32 offset
+    assert change_offsets(1e-300 * X)[0] == np.finfo(np.float32).tiny
+    # a single timestep has no change
+    np.testing.assert_array_equal(change_offsets(X[:, :1]), 1.0)
 
 
 def test_a_jump_across_the_float32_range_is_capped_at_its_maximum():
     x = np.array([[[3e38], [-3e38], [-3e38], [1.0]]], dtype=np.float32)
-    cells = with_changes(x)
+    cells = with_changes(x, np.array([1e30]))
     np.testing.assert_array_equal(cells[0, :, 1], np.float32([0.0, F32_MAX, 0.0, 3e38]))
     assert cells.dtype == np.float32
+    # the logarithm is taken in float64: finite, and the offset counts
+    np.testing.assert_array_equal(
+        cells[0, :, 2], np.float32(np.log(np.float64(cells[0, :, 1]) + 1e30)))
     # in float64 the change is exact, and the float64 maximum caps it
-    np.testing.assert_array_equal(with_changes(x.astype(np.float64))[0, 1, 1],
+    np.testing.assert_array_equal(with_changes(x.astype(np.float64), np.ones(1))[0, 1, 1],
                                   2 * float(np.float32(3e38)))
+    huge = with_changes(np.array([[[1.7e308], [-1.7e308]]]), np.array([1e300]))
+    assert huge[0, 1, 1] == np.finfo(np.float64).max and np.isfinite(huge).all()
     assert capped_change(np.array([1.7e308]), np.array([-1.7e308]))[0] == (
         np.finfo(np.float64).max)
 
@@ -56,10 +96,12 @@ def test_auto_reads_changes_when_sequences_have_more_than_one_timestep(rng):
             X.reshape(40, 15), y)
         forced = FastGRNNClassifier(4, max_iter=2, random_state=0, n_timesteps=1,
                                     change_channels=True).fit(X.reshape(40, 15), y)
-    assert series.change_channels_ and series.coefs_["W"].shape == (6, 4)
+    assert series.change_channels_ and series.coefs_["W"].shape == (9, 4)
+    np.testing.assert_array_equal(series.change_offsets_, change_offsets(X))
     # one timestep has no change: a table is read without change channels
     assert not rows.change_channels_ and rows.coefs_["W"].shape == (15, 4)
-    assert forced.change_channels_ and forced.coefs_["W"].shape == (30, 4)
+    assert rows.change_offsets_ is None
+    assert forced.change_channels_ and forced.coefs_["W"].shape == (45, 4)
 
 
 @pytest.mark.parametrize("incremental", [False, True])

@@ -12,6 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import READOUTS
+from sklearn_fastgrnn._channels import with_changes
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import compile_predictor
 from sklearn_fastgrnn.export.compiled import find_compiler
@@ -378,6 +379,54 @@ def test_jumps_across_the_float32_range_compiled_and_streamed(window):
     for t in range(jumps.shape[1]):
         assert_allclose(stream.update(jumps[:, t]), staged[:, t], rtol=0, atol=1e-5)
         assert_array_equal(stream_int8.update(jumps[:, t]), python_int8.update(jumps[:, t]))
+
+
+def changes_of_every_magnitude(X):
+    """Six float32 sequences from ``X`` (n, T, 3) whose changes span 0 to the float32
+    maximum: constant; steps of 1e-6, 1 and 1e6; a mix of those in two channels with
+    +-3e38 jumps in the third; +-3e38 jumps in every channel."""
+    T = X.shape[1]
+    top = np.float32(3e38)
+    alternating = np.where(np.arange(T) % 2 == 0, 1.0, -1.0)[:, None]
+    seqs = np.empty((6, T, X.shape[2]), np.float32)
+    seqs[0] = X[0, :1]  # every change 0: the cell reads log(offset)
+    for i, size in zip((1, 2, 3), (1e-6, 1.0, 1e6)):
+        seqs[i] = X[i, :1] + 0.5 * size * alternating
+    mixed = np.resize([0.0, 1e-6, 1.0, 1e6], T)
+    seqs[4, :, 0] = X[4, 0, 0] + np.cumsum(mixed)
+    seqs[4, :, 1] = X[4, 0, 1] + np.cumsum(mixed[::-1])
+    seqs[4, :, 2] = top * alternating[:, 0]
+    seqs[5] = top * alternating
+    return seqs
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_log_change_channel_of_changes_of_every_magnitude(window):
+    # the C code's log(c + change_offsets_), summed and taken in double and
+    # rounded to float, is with_changes': the compiled predictions are
+    # predict_proba's on the float32 input, finite, and the int8 integers exact.
+    # A missing log channel or offsets off by 2 move these probabilities by 1e-3.
+    model, X = task_model(np.random.default_rng(0), "classification", window=window,
+                          change_channels=True)
+    seqs = changes_of_every_magnitude(X)
+    changes = np.abs(np.diff(seqs.astype(np.float64), axis=1))
+    assert changes.min() == 0 and 0 < changes[1].max() < 1e-5 and changes.max() > 5e38
+    expected, staged = model.predict_proba(seqs), model.staged_predict_proba(seqs)
+    assert np.isfinite(staged).all()
+    compiled = compile_predictor(model)
+    proba = compiled.predict_proba(seqs)
+    assert np.isfinite(proba).all()
+    assert_allclose(proba, expected, rtol=0, atol=1e-5)
+    stream = compiled.streamer(len(seqs))
+    cells = with_changes(seqs, model.change_offsets_).reshape(len(seqs), -1)  # float32
+    width, start = 3 * X.shape[2], 2 * model.hidden_size + 2  # cell channels; the window
+    for t in range(seqs.shape[1]):
+        assert_allclose(stream.update(seqs[:, t]), staged[:, t], rtol=0, atol=1e-5)
+        filled = (t + 1) % window  # with window 3 the state holds the cell values
+        assert_array_equal(stream.state[:, start : start + filled * width],
+                           cells[:, (t + 1 - filled) * width : (t + 1) * width])
+    q = quantize(model, X)
+    assert_array_equal(compile_predictor(q).outputs(seqs), q.quantized_outputs(seqs))
 
 
 # ------------------------------------------- every model, whole and streamed

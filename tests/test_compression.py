@@ -183,6 +183,7 @@ def test_model_size_dense_and_sparse_follow_edgeml(rng):
     expected = 8 * sum(np.count_nonzero(c[k]) for k in ("W", "U1", "U2"))
     dense = ("V", "bias_gate", "bias_update", "zeta", "nu", "bias_out")
     expected += 4 * sum(c[k].size for k in dense)
+    expected += 4 * X.shape[2]  # a float32 change offset per channel
     assert sparse.model_size_bytes_ == expected
     assert sum(r["bytes"] for r in size_report(sparse)) == expected
 
@@ -197,8 +198,9 @@ def test_model_size_int8_counts_one_byte_per_entry_plus_index_when_sparse(rng):
     sparse_bytes = 2 * (np.count_nonzero(w["U1"]) + np.count_nonzero(w["U2"]))  # value + uint8 row
     dense_bytes = sum(w[k].size for k in ("W", "V", "bias_gate", "bias_update", "bias_out"))
     scalars = 4 * 2 + 4 * len(w)  # zeta, nu and one scale per int8 tensor
-    # the input quantisation: a mean and a multiplier per channel and per change channel
-    maps = 4 * 2 * 2 * X.shape[2]
+    # the input quantisation: a mean and a multiplier per channel, per change channel and
+    # per logarithm of a change; and a change offset per channel
+    maps = 4 * 2 * 3 * X.shape[2] + 4 * X.shape[2]
     assert q.sparse_keys_ == ("U1", "U2")
     assert q.model_size_bytes_ == sparse_bytes + dense_bytes + scalars + maps
     # without an input map (scale_input=False) the input is x * 2**Fx: nothing stored
@@ -288,14 +290,19 @@ def literal_quantized_outputs(q, X):
         x = float(np.float32(value))
         return _sat16(round((x - float(q.input_mean_[c])) * float(q.input_multiplier_[c])))
 
-    def with_changes(real):  # each channel, then |x_t - x_{t-1}| of the float32 inputs
+    def with_changes(real):  # each channel, |x_t - x_{t-1}| of the float32 inputs, its log
         if not q.change_channels_:
             return real
         previous = real[:1] + real[:-1]
-        return [x + [float(np.float32(abs(float(np.float32(v)) - float(np.float32(p)))))
-                     for v, p in zip(x, before)] for x, before in zip(real, previous)]
+        cells = []
+        for x, before in zip(real, previous):
+            changes = [float(np.float32(abs(float(np.float32(v)) - float(np.float32(p)))))
+                       for v, p in zip(x, before)]
+            logs = [float(np.float32(math.log(c + o))) for c, o in zip(changes, q.change_offsets_)]
+            cells.append(x + changes + logs)
+        return cells
 
-    H, d, k = len(w["bias_gate"]), q.n_channels_ * (2 if q.change_channels_ else 1), q.window_
+    H, d, k = len(w["bias_gate"]), q.n_channels_ * (3 if q.change_channels_ else 1), q.window_
     b = {key: [requantize(x, key) for x in w[key]]
          for key in ("bias_gate", "bias_update", "bias_out")}
     gate, update = _INTEGER[q.gate_nonlinearity], _INTEGER[q.update_nonlinearity]
@@ -401,14 +408,15 @@ def test_quantized_tensors_and_multipliers_are_what_the_docstring_says(rng):
         np.testing.assert_allclose(values * scale, trained[key], atol=scale / 2 + 1e-6)
     # x_q = sat16(rint((x - mean_c) * multiplier_c)), the standardised input in Q(Fx)
     bits = q.frac_bits_
-    standardised = (with_changes(X.astype(np.float32)) - maps.input_mean) / maps.input_scale
+    cells = with_changes(X.astype(np.float32), clf.change_offsets_)
+    standardised = (cells - maps.input_mean) / maps.input_scale
     assert bits["input"] == math.floor(math.log2(32767 / (2 * np.abs(standardised).max())))
     np.testing.assert_array_equal(q.input_mean_, maps.input_mean.astype(np.float32))
     np.testing.assert_allclose(q.input_multiplier_, 2.0 ** bits["input"] / maps.input_scale,
                                rtol=2**-24)
     assert q.input_multiplier_.dtype == np.float64  # float32 values
     np.testing.assert_array_equal(q.input_multiplier_.astype(np.float32), q.input_multiplier_)
-    cells = with_changes(X[:4].astype(np.float32))  # what the cell reads
+    cells = with_changes(X[:4].astype(np.float32), clf.change_offsets_)  # what the cell reads
     xq = q.quantize_input(cells)
     np.testing.assert_array_equal(xq, np.clip(np.rint(
         (cells.astype(np.float64) - q.input_mean_) * q.input_multiplier_), -32767, 32767))
@@ -474,10 +482,12 @@ def test_int8_digits_model_predicts_like_the_float_model():
     np.testing.assert_allclose(q.predict_proba(X_test).sum(axis=1), 1.0)
     assert np.abs(q.predict_proba(X_test) - clf.predict_proba(X_test)).max() < 0.1
     # the int8 tensors are 3.5 times smaller; the input quantisation adds a
-    # float32 mean and multiplier per channel and change channel (4 * 2 * 16 bytes)
-    maps = next(r["bytes"] for r in size_report(q) if r["tensor"] == "maps")
-    assert maps == 4 * 2 * 2 * X.shape[2]
-    assert q.model_size_bytes_ - maps < clf.model_size_bytes_ / 3.5
+    # float32 mean and multiplier per channel, change and logarithm (4 * 2 * 24
+    # bytes), both models a float32 offset per channel
+    rows = {r["tensor"]: r["bytes"] for r in size_report(q)}
+    assert rows["maps"] == 4 * 2 * 3 * X.shape[2]
+    assert rows["change_offsets"] == 4 * X.shape[2]
+    assert q.model_size_bytes_ - rows["maps"] < clf.model_size_bytes_ / 3.5
 
 
 def test_quantized_model_reads_the_classifier_layouts_and_pickles(rng):

@@ -221,11 +221,11 @@ def test_sparse_matrices_are_stored_sparse_and_the_code_is_self_contained(tmp_pa
             *["<float.h>"] * change_channels, "<math.h>", "<stddef.h>", f'"{name}.h"',
             "<stdint.h>"]
         macro = re.findall(rf"#define {name.upper()}_CELL_CHANNELS (\d+)", text)
-        assert macro == (["6"] if change_channels else [])
+        assert macro == (["9"] if change_channels else [])
         assert not re.search(r"\b(malloc|calloc|realloc|free|alloca)\b", text)
         nonzeros = int(np.count_nonzero(model.weights_["U1"] if name == "i8" else clf.coefs_["U1"]))
         assert f"static const uint8_t {name}_U1_row[{nonzeros}]" in text
-        rows = 6 if change_channels else 3  # W reads the cell channels
+        rows = 9 if change_channels else 3  # W reads the cell channels
         assert f"{name}_U[" not in text and f"{name}_W[{rows * 8}]" in text  # W is dense
 
 
@@ -326,7 +326,7 @@ def float32_jump_case(window):
     model, X = task_model(np.random.default_rng(0), "classification", window=window,
                           change_channels=True)
     jumps = float32_jumps(X)
-    cells = with_changes(jumps).astype(np.float64)
+    cells = with_changes(jumps, model.change_offsets_).astype(np.float64)
     return model, quantize(model, X), jumps, reading_cell_values(model), cells
 
 
@@ -435,6 +435,14 @@ def test_export_refuses_what_it_can_not_write(tmp_path, data):
     reg.coefs_ = {**reg.coefs_, "V": reg.coefs_["V"][:, :1]}
     with pytest.raises(ValueError, match="n_outputs_ is 2, but coefs_.'V'. has 1 columns"):
         export_c(reg, tmp_path)
+    changes = FastGRNNClassifier(4, max_iter=2, random_state=0, change_channels=True).fit(X, y)
+    q = quantize(changes, X)
+    for offsets in (None, [1.0, 1.0], [1.0, 0.0, 1.0], [1.0, np.nan, 1.0]):
+        for model in (changes, q):  # the C code holds one positive offset per channel
+            damaged = copy.copy(model)
+            damaged.change_offsets_ = None if offsets is None else np.array(offsets)
+            with pytest.raises(ValueError, match="change_offsets_ must hold one positive"):
+                export_c(damaged, tmp_path)
     assert not any(tmp_path.iterdir())
 
 

@@ -250,7 +250,8 @@ def test_stacked_weights_follow_new_coefs(models):
             fresh = Predictor(estimator.coefs_, estimator.gate_nonlinearity,
                               estimator.update_nonlinearity, np.float64, estimator.readout,
                               estimator.engine, make_engine)
-            expected = log_softmax(fresh.outputs(with_changes(Xs), np.full(len(Xs), 6)))
+            cells = with_changes(Xs, estimator.change_offsets_)
+            expected = log_softmax(fresh.outputs(cells, np.full(len(Xs), 6)))
             assert_array_equal(estimator.predict_log_proba(Xs), expected)
 
     check(clf)

@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor, _scaling
-from sklearn_fastgrnn._channels import with_changes
+from sklearn_fastgrnn._channels import change_offsets, with_changes
 from sklearn_fastgrnn._sequences import edge_extended, windowed
 from sklearn_fastgrnn._training import TrainingData, TrainingRun
 
@@ -86,18 +86,19 @@ def test_shifted_training_windows_are_the_windows_of_a_later_start(batch, data):
 def test_a_window_is_the_cell_reading_regrouped_input(rng):
     X, y = make_sequences(rng, n=30, T=6, d=2)
     # without input scaling: standardising 2 channels is not standardising 12;
-    # the regrouped model reads the values and changes (2 + 2 channels) as input
+    # the regrouped model reads the values, changes and their logarithms (3 x 2
+    # channels) as input
     windowed_fit = FastGRNNClassifier(hidden_size=5, max_iter=3, random_state=0, window=3,
                                       scale_input=False, shift_windows=False)
     regrouped_fit = FastGRNNClassifier(hidden_size=5, max_iter=3, random_state=0, window=1,
                                        scale_input=False, change_channels=False)
-    regrouped = with_changes(X).reshape(30, 2, 12)
+    regrouped = with_changes(X, change_offsets(X)).reshape(30, 2, 18)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         windowed_fit.fit(X, y)
         regrouped_fit.fit(regrouped, y)
     assert_same_coefs(windowed_fit, regrouped_fit)
-    assert windowed_fit.window_ == 3 and windowed_fit.coefs_["W"].shape == (12, 5)
+    assert windowed_fit.window_ == 3 and windowed_fit.coefs_["W"].shape == (18, 5)
     np.testing.assert_array_equal(
         windowed_fit.predict_proba(X), regrouped_fit.predict_proba(regrouped)
     )

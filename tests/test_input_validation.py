@@ -184,8 +184,8 @@ def test_unknown_nonlinearity(fitted):
 
 @pytest.mark.parametrize(
     "params, match",
-    [({"w_rank": 7},  # 3 channels and their changes
-      r"w_rank=7 is larger than allowed: W is \(6, 6\).*at most 6\."),
+    [({"w_rank": 7},  # 3 channels, their changes and the changes' logarithms
+      r"w_rank=7 is larger than allowed: W is \(9, 6\).*at most 6\."),
      ({"u_rank": 7}, r"u_rank=7 is larger than allowed.*hidden_size = 6")],
 )
 def test_rank_larger_than_allowed(fitted, params, match):

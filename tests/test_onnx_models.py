@@ -147,6 +147,39 @@ def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, reado
     assert_close(est, got, want, tol=1e-4)
 
 
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("kind", ["softmax", "squared_error"])
+def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window):
+    """No change, changes of 1e-6 to 1e6 and a ±3e38 jump: both graphs read
+    ``log(change + change_offsets_)`` as predict does, finite."""
+    X_mag = np.zeros((5, T, D), np.float32)
+    X_mag[0, :, 1] = 1e-6 * np.arange(T)
+    X_mag[0, :, 2] = np.cumsum([0.0, 1e-5, 1e-3, 0.1, 1.0, -10.0, 0.01])
+    X_mag[1, :, 0] = [0.0, 1e-6, 1.0, 1e6, -1e6, 1.0, 0.0]
+    X_mag[1, :, 1] = [1.0, 1.0 + 2**-20, 1.0, 0.5, 0.5, 0.0, 1e-6]
+    X_mag[2, :, 2] = [0.0, 3e38, -3e38, -3e38, 1.0, 0.0, 1e-6]
+    X_mag[3] = 1e-3 * np.arange(T * D).reshape(T, D) ** 2
+    X_mag[4, :, 0] = [1e6, 0.0, 1e-6, 0.0, np.nan, np.nan, np.nan]  # padding after
+    X_mag[4, :4, 1:] = 0.25
+    X_mag[4, 4:] = np.nan
+    est = model(data, kind, readout, window, change_channels=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = expected(est, X_mag)
+        streamer = est.streamer(5, dtype="float32")
+        stream_want = [streamer.update(X_mag[:, t]) for t in range(T)]
+    assert np.isfinite(want[0]).all()
+    got = session(est).run(None, {"X": X_mag})
+    assert np.isfinite(got[0]).all()
+    assert_close(est, got, want)
+    run = session(est, step=True)
+    state = np.zeros(streamer.state.shape)
+    for t in range(T):
+        *got, state = run.run(None, {"x": X_mag[:, t], "state": state})
+        assert np.isfinite(got[0]).all()
+        assert_close(est, got, with_labels(est, stream_want[t]))
+
+
 @pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
@@ -318,7 +351,7 @@ def test_step_graph_interface(data, change_channels):
     inputs = {i.name: i for i in proto.graph.input}
     assert list(inputs) == ["x", "state"]
     layout = state_layout(est)
-    cell_channels, n_previous = (2 * D, D) if change_channels else (D, 0)
+    cell_channels, n_previous = (3 * D, D) if change_channels else (D, 0)
     window_end = 2 * 6 + 2 + 3 * cell_channels
     assert layout["window"] == [2 * 6 + 2, window_end]
     assert layout["n_timesteps_seen"] == window_end + n_previous

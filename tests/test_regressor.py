@@ -80,7 +80,7 @@ def test_warm_start_continues_exactly_through_the_folded_target_map(rng):
     # coefs_ set by hand (as from a weights file): training resumes from them
     rebuilt = small(warm_start=True, max_iter=1)
     for name in ("coefs_", "n_features_in_", "n_timesteps_", "n_channels_", "n_outputs_",
-                 "out_activation_", "change_channels_"):
+                 "out_activation_", "change_channels_", "change_offsets_"):
         setattr(rebuilt, name, getattr(once, name))
     before = r2_score(100 * y + 7, rebuilt.predict(X))
     rebuilt.fit(X, 100 * y + 7)

@@ -44,7 +44,7 @@ def test_a_regressor_summary_counts_its_tensors(rng):
     X, _ = make_sequences(rng, n=30, d=2)
     reg = FastGRNNRegressor(4, max_iter=1, w_rank=1, random_state=0).fit(X, X[:, :, 0])
     lines = reg.summary().splitlines()
-    assert [line.split()[0] for line in lines[2:-2]] == list(reg.coefs_)
+    assert [line.split()[0] for line in lines[2:-2]] == [*reg.coefs_, "change_offsets"]
     v_line = next(line for line in lines if line.split()[0] == "V")
     assert v_line.split()[1] == f"4x{X.shape[1]}"  # one output per timestep's target
     assert lines[-1] == f"model size: {reg.model_size_bytes_} bytes = " \

@@ -234,8 +234,9 @@ def test_history_and_fitted_attributes(rng):
                                      "learning_rate", "seconds", "event"}
     assert clf.loss_ == clf.loss_curve_[-1] == clf.history_[-1]["train_loss"]
     H, d, C = 6, 3, 3
-    # W reads the 3 channels and their changes
-    assert clf.n_params_ == 2 * d * H + H * H + H * C + 2 * H + 2 + C
+    # W reads the 3 channels, their changes and the changes' logarithms; an offset
+    # per channel
+    assert clf.n_params_ == 3 * d * H + H * H + H * C + 2 * H + 2 + C + d
     assert clf.model_size_bytes_ == 4 * clf.n_params_
     assert clf.coefs_["zeta"].shape == () and clf.coefs_["nu"].shape == ()
 

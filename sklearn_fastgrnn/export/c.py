@@ -39,10 +39,12 @@ or a state has taken ``INT32_MAX`` cell steps, and otherwise 0 (``name_label``
 and the single-label ``name_predict``: the class index).
 
 A model with change channels (``change_channels_``) reads each timestep as
-``NAME_CELL_CHANNELS = 2 * NAME_N_CHANNELS`` values: ``x``, then
-``|x - x_previous|`` of each channel (0 at the first timestep after
-``name_init``), computed in double, capped at ``FLT_MAX`` and rounded to float,
-as :func:`~sklearn_fastgrnn._channels.with_changes` does in float32.
+``NAME_CELL_CHANNELS = 3 * NAME_N_CHANNELS`` values: ``x``; then the change
+``c = |x - x_previous|`` of each channel (0 at the first timestep after
+``name_init``), computed in double, capped at ``FLT_MAX`` and rounded to float;
+then ``log(c + offset)``, with the channel's offset of ``change_offsets_``
+(a ``double`` table of the source), summed and taken in double and rounded to
+float, as :func:`~sklearn_fastgrnn._channels.with_changes` does in float32.
 ``name_step`` computes them from the raw timestep and keeps that in the state
 (``previous``); the windows hold the expanded timesteps, and the int8 code
 quantises every cell channel with its own mean and multiplier.
@@ -69,7 +71,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import compression
 from .._cell import READOUTS
-from .._channels import n_cell_channels, uses_changes
+from .._channels import n_cell_channels, offsets_of, uses_changes
 from .._files import write_all_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._size import index_bytes
@@ -222,6 +224,7 @@ def check_model(model, consequence="export_c refuses it"):
     else:
         check_is_fitted(model, "coefs_")
         check_fitted_model(model, consequence)
+    _check_offsets(model, consequence)
     activation = getattr(model, "out_activation_", "softmax")
     if activation not in READ_OUTS:
         raise ValueError(
@@ -231,6 +234,23 @@ def check_model(model, consequence="export_c refuses it"):
     if getattr(model, "readout", "last") not in READOUTS:
         raise ValueError(
             f"readout={model.readout!r} is not one of {list(READOUTS)}: {consequence}."
+        )
+
+
+def _check_offsets(model, consequence):
+    """Refuse a model with change channels whose ``change_offsets_`` is not one
+    positive finite value per channel (the C code holds them in a table)."""
+    if not uses_changes(model):
+        return
+    offsets = getattr(model, "change_offsets_", None)
+    values = None if offsets is None else np.asarray(offsets)
+    if (values is None or values.shape != (int(model.n_channels_),)
+            or values.dtype.kind not in "fiu"
+            or not (np.isfinite(values) & (values > 0)).all()):
+        raise ValueError(
+            f"change_offsets_ must hold one positive finite value per channel "
+            f"({model.n_channels_}), got {offsets!r}: the model is damaged; "
+            f"{consequence}."
         )
 
 
@@ -452,10 +472,12 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
         cell_reads = cell_macro = ""
         if self.changes:
             cell_reads = (
-                f" * The cell reads each timestep as {N}_CELL_CHANNELS values: x, then\n"
-                f" * |x - the previous x| of each channel, in double, capped at FLT_MAX and\n"
-                f" * rounded to float (0 at the first timestep after {n}_init); {n}_step\n"
-                f" * computes them and keeps the previous x in the state.\n"
+                f" * The cell reads each timestep as {N}_CELL_CHANNELS values: x; then the\n"
+                f" * change c = |x - the previous x| of each channel, in double, capped at\n"
+                f" * FLT_MAX and rounded to float (0 at the first timestep after {n}_init);\n"
+                f" * then log(c + offset), the channel's offset (change_offsets_) added and\n"
+                f" * the logarithm taken in double, rounded to float. {n}_step computes\n"
+                f" * them and keeps the previous x in the state.\n"
             )
             cell_macro = f"#define {N}_CELL_CHANNELS {self.cell_channels}\n"
         return f"""/* {n}.h: a FastGRNN model (sklearn_fastgrnn {__version__}).
@@ -616,16 +638,26 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
 }}"""
 
     def changes_code(self):
-        """The static ``with_changes`` of a model with change channels, else nothing."""
+        """The offsets and the static ``with_changes`` of a model with change
+        channels, else nothing."""
         if not self.changes:
             return ""
         n, D = self.name, self.macros["D"]
         first = "state->steps == 0" + (" && state->filled == 0" if self.window > 1 else "")
+        # float32 values held exactly as doubles (repr: digits that read back as
+        # the same double); the sum with a change is taken in double, as
+        # _channels.log_change does
+        offsets = _array("double", self.sym("change_offsets"),
+                         np.asarray(offsets_of(self.model), dtype=np.float64),
+                         lambda v: repr(float(v)))
         return f"""
-/* Timestep x as the cell reads it, into in: x, then |x - the previous timestep|
-   of each channel, in double, capped at FLT_MAX and rounded to float (0 at the
-   first timestep since {n}_init), as sklearn_fastgrnn._channels.with_changes;
-   x becomes the previous timestep */
+/* the offset of each channel's logarithm (change_offsets_) */
+{offsets}
+/* Timestep x as the cell reads it, into in: x; then c = |x - the previous
+   timestep| of each channel, in double, capped at FLT_MAX and rounded to float
+   (0 at the first timestep since {n}_init); then log(c + offset) in double,
+   rounded to float; as sklearn_fastgrnn._channels.with_changes. x becomes the
+   previous timestep */
 static void with_changes({n}_state *state, const float *x, {self.state_ctype} *in)
 {{
     const int first = {first};
@@ -633,8 +665,10 @@ static void with_changes({n}_state *state, const float *x, {self.state_ctype} *i
     for (j = 0; j < {D}; ++j) {{
         double change = first ? 0.0 : fabs((double)x[j] - (double)state->previous[j]);
         float capped = change > FLT_MAX ? FLT_MAX : (float)change;
+        float logarithm = (float)log((double)capped + {n}_change_offsets[j]);
         in[j] = {self.read_input("x[j]", "j")};
         in[{D} + j] = {self.read_input("capped", f"{D} + j")};
+        in[2 * {D} + j] = {self.read_input("logarithm", f"2 * {D} + j")};
         state->previous[j] = x[j];
     }}
 }}
@@ -890,6 +924,7 @@ class _FloatWriter(_Writer):
         # where the whole sum does not; its float32 value then saturates the cell.
         # The cell reads the values of `in`: with change channels a change (up
         # to FLT_MAX) may be twice the largest input, and `largest` covers it
+        # (a logarithm lies within +-90)
         w_decl, w_code = self.chain("W", "in", "pre")
         _, w_code_d = self.chain("W", "xd", "pre_d", variant="_d", mid="mid_d")
         w_code, w_code_d = (_indent(code, 4) for code in (w_code, w_code_d))

@@ -10,9 +10,11 @@ the Python engine):
 1. the scaler of a Pipeline, if any: ``(X - mean) / scale`` per channel
    (``SequenceScaler``) or per (timestep, channel) column (``StandardScaler``);
 2. with ``change_channels``, each timestep followed by the change channels
-   ``|x_t - x_{t-1}|`` (0 at the first timestep) of the scaled input, capped at
-   the float32 maximum and rounded to float32 (:mod:`~sklearn_fastgrnn._channels`):
-   the cell channels, ``2 * channels`` per timestep (else ``channels``);
+   ``c_t = |x_t - x_{t-1}|`` (0 at the first timestep) of the scaled input,
+   capped at the float32 maximum and rounded to float32, then by
+   ``log(c_t + change_offsets_)``, computed in float64 and rounded to float32
+   (:mod:`~sklearn_fastgrnn._channels`): the cell channels, ``3 * channels``
+   per timestep (else ``channels``);
 3. the padding mask: a timestep is real up to the last one with a non-NaN
    channel (of ``X``), so the state stops at the last real step as in the
    Python engine;
@@ -62,7 +64,7 @@ INPUT_NAME = "X"
 STEP_INPUT, STATE_INPUT, STATE_OUTPUT = "x", "state", "new_state"
 STATE_LAYOUT_DOC = """\
 One row per stream, float64, ``2 * H + k * c + p + 3`` values (``H`` the hidden
-size, ``k`` the window, ``d`` the input channels, ``c`` the cell channels: ``2 d``
+size, ``k`` the window, ``d`` the input channels, ``c`` the cell channels: ``3 d``
 with ``change_channels``, else ``d``; ``p``: ``d`` with ``change_channels``, else
 0), as ``Streamer.state``: ``[h (H) | pool (H) | steps | filled | window (k * c)
 | previous (p) | n_timesteps_seen]``: the hidden state; the sum (readout
@@ -196,16 +198,21 @@ def _input_term(g, est, x):
     return g.cast(xw, TP.FLOAT, "x_W_float")
 
 
-def _with_changes(g, x, previous):
+def _with_changes(g, x, previous, offsets):
     """Float64 timesteps ``x`` (last axis: the channels) followed by their change
     channels ``|x - previous|``, capped at the float32 maximum and rounded to
-    float32, as :func:`~sklearn_fastgrnn._channels.capped_change`."""
+    float32, and ``log(change + offsets)``, computed in float64 and rounded to
+    float32, as :func:`~sklearn_fastgrnn._channels.with_changes`."""
     TP = g.onnx.TensorProto
     change = g.op("Abs", [g.op("Sub", [x, previous])], "change")
     cap = g.const("float32_max", np.finfo(np.float32).max, np.float64)
     change = g.cast(g.op("Min", [change, cap], "change_capped"), TP.FLOAT, "change_float")
-    return g.op("Concat", [x, g.cast(change, TP.DOUBLE, "change_double")], "cell_channels",
-                axis=-1)
+    change = g.cast(change, TP.DOUBLE, "change_double")
+    # a capped change plus a float32 offset is far below the float64 maximum
+    total = g.op("Add", [change, g.const("change_offsets", offsets, np.float64)], "change_offset")
+    log = g.cast(g.op("Log", [total], "log_change"), TP.FLOAT, "log_change_float")
+    return g.op("Concat", [x, change, g.cast(log, TP.DOUBLE, "log_change_double")],
+                "cell_channels", axis=-1)
 
 
 def _all_nan(g, x, d):
@@ -330,7 +337,7 @@ def _sequence_graph(onnx, est, scaler, g):
                            "first_twice", mode="edge")
         previous = g.op("Slice", [first_twice, g.ints("zero", [0]), g.ints("minus_one", [-1]),
                                   g.ints("axis1", [1])], "previous_timestep")
-        x = _with_changes(g, x, previous)
+        x = _with_changes(g, x, previous, est.change_offsets_)
     # padding: real timesteps run up to the last one with a non-NaN channel
     step_real = g.cast(g.op("Not", [_all_nan(g, INPUT_NAME, d)]), TP.FLOAT, "step_real")
     last_real = g.op("ArgMax", [step_real], "last_real", axis=1, keepdims=1,
@@ -455,7 +462,8 @@ def _step_graph(onnx, est, scaler, g):
         first = g.op("And", [g.op("Equal", [steps, zero]), g.op("Equal", [filled, zero])],
                      "first_timestep")
         new_previous = [g.where(active, x, previous, "previous_new")]
-        x = _with_changes(g, x, g.where(first, x, previous, "previous_or_own"))
+        x = _with_changes(g, x, g.where(first, x, previous, "previous_or_own"),
+                          est.change_offsets_)
     position = g.ints("positions", np.arange(k).reshape(1, k, 1))
     to_3d = g.ints("axis2", [2])
     filled_i = g.cast(filled, TP.INT64, "filled_int")
@@ -526,8 +534,9 @@ def _description(est, step):
         what = (f"{kind}. Input X: float32 (batch, time, channels), trailing all-NaN "
                 "timesteps are padding.")
     if n_cell_channels(est) > est.n_channels_:
-        what += (" The cell reads each channel and its absolute change since the "
-                 "previous timestep" + (", which the state keeps." if step else "."))
+        what += (" The cell reads each channel, its absolute change since the previous "
+                 "timestep" + (", which the state keeps," if step else "") + " and the "
+                 "logarithm of the change plus the channel's offset.")
     if out_activation(est) in ("softmax", "logistic"):
         return what + " Outputs: probabilities (batch, n_outputs), label."
     return what + " Outputs: predictions."

@@ -377,6 +377,9 @@ def _encode_estimator(est):
         "n_features_in": int(est.n_features_in_),
         "window": int(est.window_),
         "change_channels": uses_changes(est),
+        "change_offsets": (
+            est.change_offsets_.tolist() if uses_changes(est) else None
+        ),
         "feature_names_in": (
             est.feature_names_in_.tolist() if hasattr(est, "feature_names_in_") else None
         ),
@@ -729,6 +732,20 @@ def _load_outputs(meta, est, key, version):
     return n_outputs
 
 
+def _change_offsets(meta, role, n_channels):
+    """The ``change_offsets_`` stored at ``role.input``: ``n_channels`` positive floats."""
+    field = role + ".input.change_offsets"
+    values = meta.get(field, (list,))
+    if len(values) != n_channels or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+        for v in values
+    ):
+        raise meta.error(
+            f"{field} must be {n_channels} positive finite numbers, one per channel."
+        )
+    return np.array(values, dtype=np.float64)
+
+
 def _load_estimator(meta, tensors, version):
     """The fitted estimator described at ``classifier`` or ``regressor``, with its
     tensors."""
@@ -752,6 +769,7 @@ def _load_estimator(meta, tensors, version):
     # files written before the change channels have none
     est.change_channels_ = bool(meta.get(role + ".input.change_channels", (bool,),
                                          optional=True))
+    est.change_offsets_ = _change_offsets(meta, role, d) if est.change_channels_ else None
     names = meta.get(role + ".input.feature_names_in", (list,), optional=True)
     if names is not None:
         if len(names) != n_features or not all(isinstance(n, str) for n in names):
