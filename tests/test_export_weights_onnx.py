@@ -63,6 +63,7 @@ def assert_same_model(loaded, model, X):
     for name in ("n_features_in_", "n_timesteps_", "n_channels_", "n_params_",
                  "model_size_bytes_"):
         assert getattr(got, name) == getattr(clf, name)
+    np.testing.assert_array_equal(got.change_offsets_, clf.change_offsets_)
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
@@ -233,6 +234,7 @@ def test_weights_round_trip_of_regressors_and_multilabel(safetensors, data, padd
     for name in ("out_activation_", "n_outputs_", "window_", "n_timesteps_", "n_channels_",
                  "n_features_in_", "n_params_", "model_size_bytes_"):
         assert getattr(got, name) == getattr(est, name), name
+    np.testing.assert_array_equal(got.change_offsets_, est.change_offsets_)
     for key, value in est.coefs_.items():
         assert got.coefs_[key].dtype == value.dtype
         np.testing.assert_array_equal(got.coefs_[key], value)
@@ -306,6 +308,14 @@ def _write_edited(tmp_path, tensors, meta, tensor_edit=None, meta_edits=()):
         (None, [("regressor.params.readout", "median")], "hyper-parameters in regressor.params"),
         ({"bias_out": np.full(2, np.inf)}, [], "'bias_out' contains NaN or inf"),
         (None, [("pipeline.0.attributes.n_features_in_", 20)], "the regressor reads 18"),
+        (None, [("regressor.input.change_offsets", KeyError)],
+         "no field 'regressor.input.change_offsets'"),
+        (None, [("regressor.input.change_offsets", [1.0])],
+         "regressor.input.change_offsets must be 3 positive finite numbers"),
+        (None, [("regressor.input.change_offsets", [1.0, 0.0, 2.0])],
+         "regressor.input.change_offsets must be 3 positive finite numbers"),
+        (None, [("regressor.input.change_offsets", [1.0, True, 2.0])],
+         "regressor.input.change_offsets must be 3 positive finite numbers"),
     ],
 )
 def test_load_rejects_malformed_regressor_files(saved_regressor, tmp_path, tensor_edit,
@@ -360,6 +370,15 @@ def test_exports_refuse_what_the_loader_would(data, tmp_path):
     multilabel.classes_ = np.array([1, 2])
     with pytest.raises(ValueError, match="classes_ must be arange"):
         save_weights(multilabel, tmp_path / "m.st")
+    assert reg.change_channels_  # its change offsets damaged: one per channel, positive
+    for offsets in (None, np.ones(reg.n_channels_ + 1), np.full(reg.n_channels_, np.inf)):
+        damaged = copy.deepcopy(reg)
+        damaged.change_offsets_ = offsets
+        with pytest.raises(ValueError, match="change_offsets_ must hold one positive finite "
+                                             "value per channel .*load_weights would"):
+            save_weights(damaged, tmp_path / "m.st")
+        with pytest.raises(ValueError, match="change_offsets_ must hold .*to_onnx refuses"):
+            to_onnx(damaged)
     assert not list(tmp_path.iterdir())
 
 

@@ -80,7 +80,7 @@ from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from ..regressor import FastGRNNRegressor
-from .weights import check_fitted_model
+from .weights import check_fitted_model, check_offsets
 
 __all__ = ["export_c"]
 
@@ -221,10 +221,10 @@ def check_model(model, consequence="export_c refuses it"):
     readout or output activation the C code does not know)."""
     if isinstance(model, QuantizedFastGRNN):
         _check_quantized(model)
+        check_offsets(model, consequence)
     else:
         check_is_fitted(model, "coefs_")
         check_fitted_model(model, consequence)
-    _check_offsets(model, consequence)
     activation = getattr(model, "out_activation_", "softmax")
     if activation not in READ_OUTS:
         raise ValueError(
@@ -234,23 +234,6 @@ def check_model(model, consequence="export_c refuses it"):
     if getattr(model, "readout", "last") not in READOUTS:
         raise ValueError(
             f"readout={model.readout!r} is not one of {list(READOUTS)}: {consequence}."
-        )
-
-
-def _check_offsets(model, consequence):
-    """Refuse a model with change channels whose ``change_offsets_`` is not one
-    positive finite value per channel (the C code holds them in a table)."""
-    if not uses_changes(model):
-        return
-    offsets = getattr(model, "change_offsets_", None)
-    values = None if offsets is None else np.asarray(offsets)
-    if (values is None or values.shape != (int(model.n_channels_),)
-            or values.dtype.kind not in "fiu"
-            or not (np.isfinite(values) & (values > 0)).all()):
-        raise ValueError(
-            f"change_offsets_ must hold one positive finite value per channel "
-            f"({model.n_channels_}), got {offsets!r}: the model is damaged; "
-            f"{consequence}."
         )
 
 

@@ -302,10 +302,11 @@ def check_fitted_model(est, consequence):
     Checks what a weights file's loader checks: ``coefs_`` holds the tensors
     that the hyper-parameters and the outputs (``classes_`` or ``n_outputs_``)
     describe, with those shapes, every value is finite and at most
-    ``MAX_ABS_WEIGHT`` in magnitude, and ``out_activation_`` is one the
-    estimator (and its ``loss``) has. Every export (weights file, ONNX, C) and
-    the command line's model loading run it, so that a damaged or diverged
-    model is refused instead of predicting NaN.
+    ``MAX_ABS_WEIGHT`` in magnitude, ``out_activation_`` is one the
+    estimator (and its ``loss``) has, and the change offsets are valid
+    (:func:`check_offsets`). Every export (weights file, ONNX, C) and the
+    command line's model loading run it, so that a damaged or diverged model
+    is refused instead of predicting NaN.
 
     Parameters
     ----------
@@ -355,6 +356,24 @@ def check_fitted_model(est, consequence):
                 f"coefs_[{key!r}] {problem}: {consequence}. The model diverged or was "
                 "damaged; retrain it (smaller learning_rate_init, or alpha)."
             )
+    check_offsets(est, consequence)
+
+
+def check_offsets(model, consequence):
+    """Refuse a model with change channels whose ``change_offsets_`` is not one
+    positive finite value per channel (every export holds them)."""
+    if not uses_changes(model):
+        return
+    offsets = getattr(model, "change_offsets_", None)
+    values = None if offsets is None else np.asarray(offsets)
+    if (values is None or values.shape != (int(model.n_channels_),)
+            or values.dtype.kind not in "fiu"
+            or not (np.isfinite(values) & (values > 0)).all()):
+        raise ValueError(
+            f"change_offsets_ must hold one positive finite value per channel "
+            f"({model.n_channels_}), got {offsets!r}: the model is damaged; "
+            f"{consequence}."
+        )
 
 
 def _role(est):
