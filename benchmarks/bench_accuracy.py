@@ -250,9 +250,9 @@ def train_gru(X_train, targets, n_outputs, loss, chance, seed, hidden_size=32):
     params = list(gru.parameters()) + list(head.parameters())
     matrices = [p for name, p in list(gru.named_parameters()) + list(head.named_parameters())
                 if "weight" in name]
-    alpha = FastGRNNClassifier().alpha
     optimizer = torch.optim.Adam(params, lr=0.01)
     n = len(Xt)
+    alpha = FastGRNNClassifier()._resolve_alpha(n)  # the default penalty for n sequences
     batch = base_module.resolve_batch_size("auto", n)
     steps = math.ceil(n / batch)
     patience = patience_epochs(10, steps, base_module.AUTO_MIN_PATIENCE_STEPS)

@@ -6,7 +6,8 @@ Trains a small FastGRNN on the digits read as sequences (8 timesteps: the rows
 of the image, top to bottom, each 8 pixels), then runs the cell by hand in
 NumPy on one test digit, from the fitted ``coefs_``, where ``x_t`` is a row's
 8 pixels followed by their absolute changes from the row above (the change
-channels, 0 for the first row):
+channels, 0 for the first row) and the logarithms of those changes (each plus
+the pixel's offset, ``change_offsets_``):
 
 .. math::
 
@@ -43,16 +44,18 @@ print(f"test accuracy {clf.score(X_test, y_test):.3f} (hidden_size=16)")
 # The cell, step by step
 # ----------------------
 # ``coefs_`` holds the weights with row vectors: ``x_t @ W`` is
-# ``(2 * n_channels,) @ (2 * n_channels, hidden_size)``, the channels and then
-# their changes (``change_channels_``). ``zeta`` and ``nu`` are stored raw,
-# before the sigmoid.
+# ``(3 * n_channels,) @ (3 * n_channels, hidden_size)``, the channels, their
+# changes and the logarithms of the changes plus ``change_offsets_``
+# (``change_channels_``). ``zeta`` and ``nu`` are stored raw, before the
+# sigmoid.
 
 w = clf.coefs_
 x = X_test[0]                                  # (8 timesteps, 8 channels)
 changes = np.abs(np.diff(x, axis=0, prepend=x[:1]))  # 0 for the first row
+logs = np.log(changes + clf.change_offsets_)
 h = np.zeros(clf.hidden_size)
 gates, states, probas = [], [], []
-for x_t in np.concatenate([x, changes], axis=1):   # (8 timesteps, 16 values)
+for x_t in np.concatenate([x, changes, logs], axis=1):   # (8 timesteps, 24 values)
     pre = x_t @ w["W"] + h @ w["U"]
     z = expit(pre + w["bias_gate"])
     c = np.tanh(pre + w["bias_update"])

@@ -57,6 +57,8 @@ from .streaming import CellStream, Streamer
 
 # The "auto" defaults, each chosen on the accuracy suite of benchmarks/bench_accuracy.py
 # (docs/training.md gives the measurements).
+AUTO_ALPHA_SCALE = 1.0  # alpha="auto": this over the number of training sequences ...
+AUTO_ALPHA_MAX = 5e-3  # ... at most this (from 200 sequences down)
 AUTO_BATCH_FRACTION = 0.1  # batch_size="auto": a tenth of the data ...
 AUTO_BATCH_RANGE = (8, 64)  # ... clipped to this range
 AUTO_MIN_PATIENCE_STEPS = 500  # n_iter_no_change="auto": at least this many steps,
@@ -166,9 +168,12 @@ PARAMETERS_DOC = """\
         SGD only.
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
         Adam only.
-    alpha : float, default=5e-3
-        L2 penalty (see the loss above). 5e-3 measured best on the accuracy
-        suite with the change channels (1e-3 to 1e-2 tried, 6 seeds).
+    alpha : float or "auto", default="auto"
+        L2 penalty (see the loss above). "auto" is ``1 / n_samples`` for the
+        ``n_samples`` sequences of the first training call, at most 5e-3
+        (reached at 200 sequences): the less data, the stronger the prior,
+        as a penalty on the sum of the losses would give. ``alpha_`` is the
+        value used.
     clip_grad_norm : float or None, default=5.0
         Mini-batch gradients are scaled down to this global L2 norm; None
         disables clipping.
@@ -259,6 +264,8 @@ ATTRIBUTES_DOC = """\
         Sequence shape seen in ``fit``.
     window_ : int
         Timesteps the cell reads per step (``window``).
+    alpha_ : float
+        The L2 penalty of the last training call (``alpha``).
     change_channels_ : bool
         Whether the cell reads the change channels (``change_channels``).
     change_offsets_ : ndarray of shape (n_channels_,) or None
@@ -382,7 +389,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "beta_1": [Interval(Real, 0, 1, closed="left")],
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "clip_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "weight_averaging": [Interval(Real, 0, 1, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -541,6 +548,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             )
         else:
             self._check_resumable_channels()
+        if self.alpha != "auto" or not resume or not hasattr(self, "alpha_"):
+            self.alpha_ = self._resolve_alpha(len(X3))
         cell_input = self._cell_input(X3)
         self._update_maps(cell_input, targets, weights, incremental, resume)
         timesteps = self._mapped_input(cell_input, dtype)
@@ -573,6 +582,12 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 f"(change_channels_={fitted}). Set change_channels={fitted} or "
                 "'auto', or warm_start=False to train from scratch."
             )
+
+    def _resolve_alpha(self, n_samples):
+        """``alpha`` for ``n_samples`` training sequences ("auto": see AUTO_ALPHA_*)."""
+        if self.alpha == "auto":
+            return min(AUTO_ALPHA_MAX, AUTO_ALPHA_SCALE / n_samples)
+        return float(self.alpha)
 
     def _resolve_window(self, n_steps):
         """``window`` for sequences of at most ``n_steps`` real timesteps."""

@@ -115,7 +115,7 @@ class TrainingRun:
         compiled = self.engine.name == "compiled"
         self._batch_loss = compiled_loss(loss) if compiled else loss
         self._penalty_and_clip = PenaltyAndClip(
-            layout.n_weights, estimator.alpha, estimator.clip_grad_norm, compiled
+            layout.n_weights, estimator.alpha_, estimator.clip_grad_norm, compiled
         )
         self.val = val
         self.scorer = None

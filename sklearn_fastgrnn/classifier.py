@@ -91,7 +91,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
-        alpha=5e-3,
+        alpha="auto",
         clip_grad_norm=5.0,
         weight_averaging=0.9,
         batch_size="auto",

@@ -226,6 +226,32 @@ def test_verbose_prints_a_line_per_epoch(rng, capsys):
     assert "[====" in out and "val_score" in out
 
 
+def test_auto_alpha_is_one_over_the_sequences_at_most_5e_3(rng):
+    X, y = make_sequences(rng, n=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for n, expected in ((50, 5e-3), (200, 5e-3), (400, 1 / 400)):
+            auto = FastGRNNClassifier(6, max_iter=3, random_state=0).fit(X[:n], y[:n])
+            explicit = FastGRNNClassifier(6, max_iter=3, random_state=0,
+                                          alpha=expected).fit(X[:n], y[:n])
+            assert auto.alpha_ == expected and explicit.alpha_ == expected
+            assert_same_coefs(auto, explicit)  # the penalty trained with
+        other = FastGRNNClassifier(6, max_iter=3, random_state=0, alpha=1e-3).fit(X, y)
+        assert not np.array_equal(other.coefs_["W"], auto.coefs_["W"])
+        # warm_start and partial_fit go on with the first call's penalty; a
+        # number given later is used
+        more = FastGRNNClassifier(6, max_iter=2, random_state=0, warm_start=True)
+        more.fit(X[:400], y[:400]).fit(X[:50], y[:50])
+        assert more.alpha_ == 1 / 400
+        more.partial_fit(X[:20], y[:20])
+        assert more.alpha_ == 1 / 400
+        more.set_params(alpha=0.02).fit(X[:50], y[:50])
+        assert more.alpha_ == 0.02
+        fresh = FastGRNNClassifier(6, random_state=0).partial_fit(X[:20], y[:20],
+                                                                  classes=np.unique(y))
+    assert fresh.alpha_ == 5e-3
+
+
 def test_history_and_fitted_attributes(rng):
     X, y = make_sequences(rng)
     clf = small(max_iter=3, tol=0).fit(X, y)
