@@ -627,12 +627,10 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
             return ""
         n, D = self.name, self.macros["D"]
         first = "state->steps == 0" + (" && state->filled == 0" if self.window > 1 else "")
-        # float32 values held exactly as doubles (repr: digits that read back as
-        # the same double); the sum with a change is taken in double, as
-        # _channels.log_change does
-        offsets = _array("double", self.sym("change_offsets"),
-                         np.asarray(offsets_of(self.model), dtype=np.float64),
-                         lambda v: repr(float(v)))
+        # float32 values (4 bytes each, as model_size_bytes_ counts them); the
+        # sum with a change is taken in double, as _channels.log_change does
+        offsets = _array("float", self.sym("change_offsets"), offsets_of(self.model),
+                         _float_literal)
         return f"""
 /* the offset of each channel's logarithm (change_offsets_) */
 {offsets}
@@ -648,7 +646,7 @@ static void with_changes({n}_state *state, const float *x, {self.state_ctype} *i
     for (j = 0; j < {D}; ++j) {{
         double change = first ? 0.0 : fabs((double)x[j] - (double)state->previous[j]);
         float capped = change > FLT_MAX ? FLT_MAX : (float)change;
-        float logarithm = (float)log((double)capped + {n}_change_offsets[j]);
+        float logarithm = (float)log((double)capped + (double){n}_change_offsets[j]);
         in[j] = {self.read_input("x[j]", "j")};
         in[{D} + j] = {self.read_input("capped", f"{D} + j")};
         in[2 * {D} + j] = {self.read_input("logarithm", f"2 * {D} + j")};
