@@ -159,6 +159,7 @@ def summary(model):
         are not the last state and one timestep per step.
     """
     rows = size_report(model)
+    width = max(12, *(len(r["tensor"]) for r in rows))
     extras = []
     if uses_changes(model):
         extras.append("change channels")
@@ -170,18 +171,18 @@ def summary(model):
         f"{type(model).__name__}: {model.gate_nonlinearity} gate, "
         f"{model.update_nonlinearity} update, "
         + ", ".join([*extras, outputs_words(model)]),
-        f"{'tensor':<12} {'shape':<10} {'params':>7} {'non-zeros':>9}  "
+        f"{'tensor':<{width}} {'shape':<10} {'params':>7} {'non-zeros':>9}  "
         f"{'storage':<15} {'bytes':>7}",
     ]
     for r in rows:
         shape = "x".join(map(str, r["shape"])) or "scalar"
         lines.append(
-            f"{r['tensor']:<12} {shape:<10} {r['params']:>7} {r['nonzeros']:>9}  "
+            f"{r['tensor']:<{width}} {shape:<10} {r['params']:>7} {r['nonzeros']:>9}  "
             f"{r['storage']:<15} {r['bytes']:>7}"
         )
     params = sum(r["params"] for r in rows if r["tensor"] != "scales")
     nonzeros = sum(r["nonzeros"] for r in rows if r["tensor"] != "scales")
     total = sum(r["bytes"] for r in rows)
-    lines.append(f"{'total':<12} {'':<10} {params:>7} {nonzeros:>9}  {'':<15} {total:>7}")
+    lines.append(f"{'total':<{width}} {'':<10} {params:>7} {nonzeros:>9}  {'':<15} {total:>7}")
     lines.append(f"model size: {total} bytes = {total / 1024:.2f} KB")
     return "\n".join(lines)
