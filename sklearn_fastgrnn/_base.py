@@ -268,7 +268,7 @@ ATTRIBUTES_DOC = """\
         The L2 penalty of the last training call (``alpha``).
     change_channels_ : bool
         Whether the cell reads the change channels (``change_channels``).
-    change_offsets_ : ndarray of shape (n_channels_,) or None
+    change_offsets_ : ndarray of shape (n_channels,) or None
         What each channel's logarithm adds to the change: three tenths of the
         median of the channel's non-zero absolute changes in the first
         training data (1 for a channel that did not change), so that it

@@ -390,7 +390,7 @@ class QuantizedFastGRNN:
     change_channels_ : bool
         Whether the cell reads each channel's change and its logarithm after
         its value.
-    change_offsets_ : ndarray of shape (n_channels_,) or None
+    change_offsets_ : ndarray of shape (n_channels,) or None
         As in the source estimator: what each logarithm adds to the change.
     weights_ : dict of ndarray of int8
         The quantised tensors, keyed as ``coefs_`` (without ``zeta``, ``nu``).
