@@ -61,16 +61,23 @@ def change_offsets(X3, weights=None):
     n, T, d = X3.shape
     changes = np.abs(np.diff(np.asarray(X3, dtype=np.float64), axis=1)).reshape(-1, d)
     weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    equal = bool((weights == weights[0]).all())
     weights = np.repeat(weights, T - 1)
     offsets = np.ones(d)
     for channel in range(d):
         moves = changes[:, channel]
         kept = (moves > 0) & (weights > 0)  # NaN (padding) compares False
-        if kept.any():
-            order = np.argsort(moves[kept], kind="stable")
+        moves = moves[kept]
+        if not moves.size:
+            continue
+        if equal:  # the ((m - 1) // 2)-th smallest of m: a partition, not a sort
+            middle = (moves.size - 1) // 2
+            offsets[channel] = OFFSET_FRACTION * np.partition(moves, middle)[middle]
+        else:
+            order = np.argsort(moves, kind="stable")
             total = np.cumsum(weights[kept][order])
             middle = order[np.searchsorted(total, 0.5 * total[-1])]
-            offsets[channel] = OFFSET_FRACTION * moves[kept][middle]
+            offsets[channel] = OFFSET_FRACTION * moves[middle]
     tiny = float(np.finfo(np.float32).tiny)
     return np.clip(offsets, tiny, float(np.finfo(np.float32).max)).astype(
         np.float32).astype(np.float64)

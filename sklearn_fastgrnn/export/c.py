@@ -43,7 +43,7 @@ A model with change channels (``change_channels_``) reads each timestep as
 ``c = |x - x_previous|`` of each channel (0 at the first timestep after
 ``name_init``), computed in double, capped at ``FLT_MAX`` and rounded to float;
 then ``log(c + offset)``, with the channel's offset of ``change_offsets_``
-(a ``double`` table of the source), summed and taken in double and rounded to
+(a ``float`` table of the source), summed and taken in double and rounded to
 float, as :func:`~sklearn_fastgrnn._channels.with_changes` does in float32.
 ``name_step`` computes them from the raw timestep and keeps that in the state
 (``previous``); the windows hold the expanded timesteps, and the int8 code
