@@ -132,19 +132,30 @@ def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, reado
     X_jump[2, 4:] = np.nan  # padding after a jump
     X_jump[3, :, 2] = np.linspace(-3e38, 3e38, T)  # steps of 1e38
     est = model(data, kind, readout, window, change_channels=True)
+    got = both_graphs_follow_predict(est, X_jump, tol=1e-4)
+    assert_close(est, got, expected(est, X_jump), tol=1e-4)
+
+
+def both_graphs_follow_predict(est, X, tol=1e-5):
+    """Assert that the sequence graph gives ``predict``'s answers on float32
+    ``X``, and the step graph the float32 streamer's after every timestep, all
+    finite; the step graph's last answers."""
+    n, steps, _ = X.shape
     with np.errstate(over="ignore", invalid="ignore"):
-        want = expected(est, X_jump)
-        streamer = est.streamer(4, dtype="float32")
-        stream_want = [streamer.update(X_jump[:, t]) for t in range(T)]
+        want = expected(est, X)
+        streamer = est.streamer(n, dtype="float32")
+        stream_want = [streamer.update(X[:, t]) for t in range(steps)]
     assert np.isfinite(want[0]).all()
-    assert_close(est, session(est).run(None, {"X": X_jump}), want, tol=1e-4)
+    got = session(est).run(None, {"X": X})
+    assert np.isfinite(got[0]).all()
+    assert_close(est, got, want, tol=tol)
     run = session(est, step=True)
     state = np.zeros(streamer.state.shape)
-    for t in range(T):
-        *got, state = run.run(None, {"x": X_jump[:, t], "state": state})
+    for t in range(steps):
+        *got, state = run.run(None, {"x": X[:, t], "state": state})
         assert np.isfinite(got[0]).all()
-        assert_close(est, got, with_labels(est, stream_want[t]), tol=1e-4)
-    assert_close(est, got, want, tol=1e-4)
+        assert_close(est, got, with_labels(est, stream_want[t]), tol=tol)
+    return got
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -164,20 +175,7 @@ def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window
     X_mag[4, :4, 1:] = 0.25
     X_mag[4, 4:] = np.nan
     est = model(data, kind, readout, window, change_channels=True)
-    with np.errstate(over="ignore", invalid="ignore"):
-        want = expected(est, X_mag)
-        streamer = est.streamer(5, dtype="float32")
-        stream_want = [streamer.update(X_mag[:, t]) for t in range(T)]
-    assert np.isfinite(want[0]).all()
-    got = session(est).run(None, {"X": X_mag})
-    assert np.isfinite(got[0]).all()
-    assert_close(est, got, want)
-    run = session(est, step=True)
-    state = np.zeros(streamer.state.shape)
-    for t in range(T):
-        *got, state = run.run(None, {"x": X_mag[:, t], "state": state})
-        assert np.isfinite(got[0]).all()
-        assert_close(est, got, with_labels(est, stream_want[t]))
+    both_graphs_follow_predict(est, X_mag)
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
