@@ -103,16 +103,18 @@ def log_change(change, offsets, out=None):
     """``log(change + offsets)`` computed in float64, in ``change``'s dtype (into ``out``).
 
     ``change`` holds capped changes (:func:`capped_change`), ``offsets`` one
-    positive value per channel (its last axis). The sum is capped at the
-    float64 maximum, so every finite change has a finite logarithm.
+    positive value per channel (its last axis). A float64 sum is capped at the
+    float64 maximum, so every finite change has a finite logarithm (a float32
+    change plus a float32 offset cannot overflow float64).
     """
     with np.errstate(over="ignore"):  # inf, then capped
         total = np.add(change, offsets, dtype=np.float64)
-    np.minimum(total, np.finfo(np.float64).max, out=total)
+    if change.dtype == np.float64:
+        np.minimum(total, np.finfo(np.float64).max, out=total)
     if out is None:
         out = np.empty_like(change)
-    np.log(total, out=total)
-    out[...] = total
+    # the logarithm in float64, rounded to out's dtype as it is written
+    np.log(total, out=out, casting="same_kind")
     return out
 
 
