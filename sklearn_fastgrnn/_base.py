@@ -1271,6 +1271,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             state.setdefault(name, value)
         if "coefs_" in state:  # a model of release 0.1.0 read no change channels
             state.setdefault("change_channels_", False)
+            if state["change_channels_"] and state.get("change_offsets_") is None:
+                raise ValueError(
+                    f"This {type(self).__name__} reads change channels but has no "
+                    "change_offsets_: it was pickled by a development build of "
+                    f"sklearn_fastgrnn (version {version}) from before the changes' "
+                    "logarithms. Retrain it with this version."
+                )
             state.setdefault("change_offsets_", None)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:

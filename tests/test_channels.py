@@ -161,3 +161,17 @@ def test_a_regressor_reads_change_channels_too(rng):
                                           change_channels=flag).fit(X[:60], y[:60])
                   .score(X[60:], y[60:]) for flag in (False, True)}
     assert scores[True] > 0.95 and scores[True] > scores[False] + 0.05
+
+
+def test_a_pickle_with_change_channels_but_no_offsets_is_refused_clearly(rng):
+    X, y = make_sequences(rng, n=30, T=5, d=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = FastGRNNClassifier(4, max_iter=2, random_state=0).fit(X, y)
+    state = clf.__getstate__()
+    del state["change_offsets_"]  # as a development build before the logarithms wrote it
+    with pytest.raises(ValueError, match="reads change channels but has no change_offsets_: "
+                                         "it was pickled by a development build"):
+        FastGRNNClassifier.__new__(FastGRNNClassifier).__setstate__(state)
+    loaded = pickle.loads(pickle.dumps(clf))  # a complete model loads as it was
+    np.testing.assert_array_equal(loaded.change_offsets_, clf.change_offsets_)
