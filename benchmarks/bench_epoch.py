@@ -69,6 +69,7 @@ from sklearn_fastgrnn._cell import (
     predict_outputs,
     to_time_major,
 )
+from sklearn_fastgrnn._channels import cell_values
 from sklearn_fastgrnn._compiled_adam import compiled_step
 from sklearn_fastgrnn._compiled_cell import (
     _COMPILE_FLAGS,
@@ -258,7 +259,7 @@ def bench_inference(repeats, T=32, d=4, H=32, n_throughput=10_000):
     one_tm = torch.from_numpy(np.ascontiguousarray(one.transpose(1, 0, 2)))
     lengths = np.full(1, T)
     gate, update = clf.gate_nonlinearity, clf.update_nonlinearity
-    cells = clf._cell_input(one)  # what the engine reads: values and changes
+    cells = cell_values(clf, one)  # what the engine reads: values, changes, logarithms
 
     def torch_proba(x):
         with torch.no_grad():

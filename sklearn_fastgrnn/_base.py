@@ -36,11 +36,11 @@ from . import _callbacks, _compiled_input, _losses, _scaling, _size
 from ._averaging import WeightAverage
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
 from ._channels import (
+    cell_values,
     change_offsets,
     n_cell_channels,
     offsets_of,
     uses_changes,
-    with_changes,
 )
 from ._compat import check_sample_weight
 from ._compiled_cell import ENGINES, make_engine
@@ -550,7 +550,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self._check_resumable_channels()
         if self.alpha != "auto" or not resume or not hasattr(self, "alpha_"):
             self.alpha_ = self._resolve_alpha(len(X3))
-        cell_input = self._cell_input(X3)
+        cell_input = cell_values(self, X3)
         self._update_maps(cell_input, targets, weights, incremental, resume)
         timesteps = self._mapped_input(cell_input, dtype)
         X3, cell_lengths = windowed(timesteps, lengths, self.window_)
@@ -568,9 +568,6 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return n_steps > 1
         return bool(self.change_channels)
 
-    def _cell_input(self, X3):
-        """Sequences ``X3`` with the channels the cell reads (:mod:`._channels`)."""
-        return with_changes(X3, self.change_offsets_) if uses_changes(self) else X3
 
     def _check_resumable_channels(self):
         """Refuse to continue weights that read other channels than ``change_channels`` asks."""
@@ -801,7 +798,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 "cannot be scored. Give some validation sequences a positive weight."
             )
         X3_val, lengths_val = windowed(
-            self._mapped_input(self._cell_input(X3_val), dtype, "X_val"), lengths_val,
+            self._mapped_input(cell_values(self, X3_val), dtype, "X_val"), lengths_val,
             self.window_,
         )
         return ValidationSet(X_val, X3_val, lengths_val, self._map_targets(targets), weights)
@@ -1160,7 +1157,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         else:
             X3, lengths = valid
         self._check_nonlinearities()
-        X3, lengths = windowed(self._cell_input(X3), lengths, getattr(self, "window_", 1))
+        X3, lengths = windowed(cell_values(self, X3), lengths, getattr(self, "window_", 1))
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         predictor = predictor_for(
             self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype,

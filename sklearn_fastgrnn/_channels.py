@@ -27,6 +27,10 @@ other reads those of ``X``.
 
 import numpy as np
 
+#: the values the cell reads of each input channel with change channels: the
+#: value, its change and the change's logarithm
+PARTS = 3
+
 #: the offset of a channel's logarithm, as a fraction of the median of its
 #: non-zero absolute changes (chosen on the accuracy suite of bench_accuracy.py)
 OFFSET_FRACTION = 0.3
@@ -44,7 +48,13 @@ def offsets_of(model):
 
 def n_cell_channels(model):
     """Values the cell reads per timestep of a fitted ``model``."""
-    return (3 if uses_changes(model) else 1) * int(model.n_channels_)
+    return (PARTS if uses_changes(model) else 1) * int(model.n_channels_)
+
+
+def cell_values(model, X3):
+    """Sequences ``X3`` as a fitted ``model``'s cell reads them: with its change
+    channels (:func:`with_changes`) when it has them, else ``X3`` itself."""
+    return with_changes(X3, model.change_offsets_) if uses_changes(model) else X3
 
 
 def change_offsets(X3, weights=None):

@@ -21,7 +21,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import _scaling
-from ._channels import n_cell_channels, offsets_of, uses_changes, with_changes
+from ._channels import cell_values, n_cell_channels, offsets_of, uses_changes
 from ._losses import log_sigmoid, log_softmax
 from ._nonlinearities import scalar_sigmoid
 from ._sequences import validate_sequences, windowed
@@ -287,7 +287,7 @@ def _cell_input(model, X3):
     """Sequences ``X3`` as float32, with the change channels of a ``model`` that has them."""
     with np.errstate(over="ignore"):  # beyond float32: inf, saturated
         x = np.asarray(X3, dtype=np.float32)
-    return with_changes(x, model.change_offsets_) if uses_changes(model) else x
+    return cell_values(model, x)
 
 
 def _input_map(maps, n_channels):

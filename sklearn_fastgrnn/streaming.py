@@ -30,7 +30,7 @@ or serialise the calls. Several streamers of one model are independent.
 
 import numpy as np
 
-from ._channels import capped_change, log_change, offsets_of
+from ._channels import PARTS, capped_change, log_change, offsets_of
 from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
 __all__ = ["Streamer"]
@@ -195,7 +195,7 @@ class CellStream:
         self.changes = change_offsets is not None
         self.change_offsets = change_offsets
         self.cell_channels = int(cell_channels)
-        self.n_channels = self.cell_channels // (3 if self.changes else 1)
+        self.n_channels = self.cell_channels // (PARTS if self.changes else 1)
 
     # -- state ---------------------------------------------------------------
     def reset(self, streams=None):
