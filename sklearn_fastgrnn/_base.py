@@ -48,6 +48,7 @@ from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule
 from ._sequences import light_sequences, validate_sequences, windowed
 from ._sparsity import SparseTraining
+from ._statistics import lower_median
 from ._stopping import PlateauMonitor, patience_epochs
 from ._threads import one_blas_thread
 from ._training import StartState, TrainingData, TrainingRun, ValidationSet
@@ -67,7 +68,7 @@ AUTO_PLATEAU_LEVEL = 0.9  # that is above this fraction of the chance-level loss
 AUTO_MIN_STEPS = 6000  # max_iter="auto": at least this many optimiser steps ...
 AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
 AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
-AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per sequence
+AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per typical sequence
 AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
 MAX_PARAMETERS = 2**31 - 1
@@ -95,8 +96,10 @@ PARAMETERS_DOC = """\
         n_channels`` inputs, time-major), so a sequence of ``T`` steps is
         ``ceil(T / window)`` cell steps: faster to train, and less to
         remember. The last, partial window of a sequence repeats its last
-        timestep. "auto" is about ``T / 50`` for the longest training sequence
-        ``T`` (1 up to 74 steps). ``window_`` is the value used.
+        timestep. "auto" is about ``T / 50`` for the median length ``T`` of the
+        training sequences, weighted as they are (1 up to 74 steps), so
+        sequences of typical length are about 50 cell steps and longer ones
+        more. ``window_`` is the value used.
     shift_windows : bool, default=True
         With windows of several timesteps, move where they fall in each
         training epoch: every sequence starts with 0 to ``window_ - 1``
@@ -541,7 +544,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         if soft_targets is not None:
             soft = self._check_soft_targets(soft_targets, len(X3), dtype)
         if not resume or not hasattr(self, "window_"):
-            self.window_ = self._resolve_window(int(lengths.max()))
+            self.window_ = self._resolve_window(lengths, weights)
             self.change_channels_ = self._resolve_change_channels(int(lengths.max()))
             self.change_offsets_ = (
                 change_offsets(X3, weights) if self.change_channels_ else None
@@ -586,11 +589,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return min(AUTO_ALPHA_MAX, AUTO_ALPHA_SCALE / n_samples)
         return float(self.alpha)
 
-    def _resolve_window(self, n_steps):
-        """``window`` for sequences of at most ``n_steps`` real timesteps."""
+    def _resolve_window(self, lengths, weights):
+        """``window`` for training sequences of real ``lengths`` and ``weights``."""
         if self.window == "auto":
-            return max(1, round(n_steps / AUTO_WINDOW_STEPS))
-        return max(1, min(int(self.window), n_steps))
+            positive = weights > 0
+            typical = lower_median(lengths[positive], weights[positive])
+            return max(1, round(int(typical) / AUTO_WINDOW_STEPS))
+        return max(1, min(int(self.window), int(lengths.max())))
 
     def _mapped_input(self, X3, dtype, name="X"):
         """Sequences as the cell reads them in training, before windowing: mapped, cast."""

@@ -27,6 +27,8 @@ other reads those of ``X``.
 
 import numpy as np
 
+from ._statistics import lower_median
+
 #: the values the cell reads of each input channel with change channels: the
 #: value, its change and the change's logarithm
 PARTS = 3
@@ -64,30 +66,20 @@ def change_offsets(X3, weights=None):
     changes between real timesteps, each weighted by its sequence's weight
     (``weights``, shape (n,); None: 1 each), rounded to float32 (the exports
     hold float32 values) and at least float32's smallest normal number; 1 for
-    a channel that never changes. The median is the lower weighted median, the
-    smallest change with at least half the weight at or below it, so that a
-    weight of 2 is a sequence given twice. Returns a float64 array of shape (d,).
+    a channel that never changes. The median is the lower weighted median
+    (:func:`~sklearn_fastgrnn._statistics.lower_median`), so that a weight of 2
+    is a sequence given twice. Returns a float64 array of shape (d,).
     """
     n, T, d = X3.shape
     changes = np.abs(np.diff(np.asarray(X3, dtype=np.float64), axis=1)).reshape(-1, d)
     weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    equal = bool((weights == weights[0]).all())
     weights = np.repeat(weights, T - 1)
     offsets = np.ones(d)
     for channel in range(d):
         moves = changes[:, channel]
         kept = (moves > 0) & (weights > 0)  # NaN (padding) compares False
-        moves = moves[kept]
-        if not moves.size:
-            continue
-        if equal:  # the ((m - 1) // 2)-th smallest of m: a partition, not a sort
-            middle = (moves.size - 1) // 2
-            offsets[channel] = OFFSET_FRACTION * np.partition(moves, middle)[middle]
-        else:
-            order = np.argsort(moves, kind="stable")
-            total = np.cumsum(weights[kept][order])
-            middle = order[np.searchsorted(total, 0.5 * total[-1])]
-            offsets[channel] = OFFSET_FRACTION * moves[middle]
+        if kept.any():
+            offsets[channel] = OFFSET_FRACTION * lower_median(moves[kept], weights[kept])
     tiny = float(np.finfo(np.float32).tiny)
     return np.clip(offsets, tiny, float(np.finfo(np.float32).max)).astype(
         np.float32).astype(np.float64)

@@ -135,6 +135,25 @@ def test_window_auto_aims_at_about_fifty_steps(rng):
         assert clf.set_params(window=500).fit(X, y).window_ == 400  # at most T
 
 
+def test_window_auto_follows_the_typical_length_weighted_as_the_fit_is(rng):
+    # 11 sequences of 100 real steps, 9 of 1,000: the median is 100, so 2
+    # timesteps a step, whatever the longest; the longest caps an explicit window
+    X = rng.standard_normal((20, 1000, 1))
+    X[:11, 100:] = np.nan
+    y = np.arange(20) % 2
+    clf = FastGRNNClassifier(hidden_size=4, max_iter=1, window="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert clf.fit(X, y).window_ == 2
+        # weights are repetitions: three times the long ones outweigh the short
+        weights = np.where(np.arange(20) < 11, 1.0, 3.0)
+        assert clf.fit(X, y, sample_weight=weights).window_ == 20
+        repeated = np.repeat(np.arange(20), weights.astype(int))
+        assert clf.fit(X[repeated], y[repeated]).window_ == 20
+        # a weight of 0 is a sequence left out
+        assert clf.fit(X, y, sample_weight=(np.arange(20) >= 11) * 1.0).window_ == 20
+        assert clf.set_params(window=5000).fit(X, y).window_ == 1000
+
 # -------------------------------------------------------------- input maps
 @pytest.mark.parametrize("w_rank", [None, 2])
 @pytest.mark.parametrize("window", [1, 2])
