@@ -7,8 +7,9 @@ def lower_median(values, weights):
     """The lower weighted median of ``values``: the smallest value with at
     least half the total weight at or below it.
 
-    ``values`` and ``weights`` are 1-D of one length, the weights positive, so
-    that a weight of 2 is a value given twice. Equal weights take a partition
+    ``values`` and ``weights`` are 1-D of one length, not empty, the weights
+    positive, in any unit: weights in proportion to whole numbers pick what
+    the values repeated that many times pick. Equal weights take a partition
     (the ``(m - 1) // 2``-th smallest of ``m``), not a sort.
     """
     if (weights == weights[0]).all():
@@ -16,4 +17,8 @@ def lower_median(values, weights):
         return np.partition(values, middle)[middle]
     order = np.argsort(values, kind="stable")
     total = np.cumsum(weights[order])
-    return values[order[np.searchsorted(total, 0.5 * total[-1])]]
+    # a running sum of m floats is off by up to about m roundings of its total
+    # (weights of 0.1 add up to 0.6000000000000001): within that of half the
+    # total counts as half, so weights in any unit pick what their repetitions do
+    slack = values.size * np.finfo(np.float64).eps * total[-1]
+    return values[order[np.searchsorted(total, 0.5 * total[-1] - slack)]]

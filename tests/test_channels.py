@@ -8,10 +8,12 @@ import warnings
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn._channels import capped_change, change_offsets, with_changes
+from sklearn_fastgrnn._statistics import lower_median
 
 from .conftest import make_sequences
 from .test_input_maps import padded_batches
@@ -40,6 +42,19 @@ def test_the_cell_reads_the_values_their_absolute_changes_and_logarithms(batch):
         # the unpadded sequence reads the same
         np.testing.assert_array_equal(with_changes(X[i : i + 1, :length], offsets)[0],
                                       cells[i, :length])
+
+
+@given(st.lists(st.tuples(st.integers(-5, 5), st.integers(1, 4)), min_size=1, max_size=30),
+       st.sampled_from([1.0, 0.1, 3.0]))
+@settings(max_examples=300, deadline=None)
+def test_the_lower_median_counts_a_weight_as_repetitions(pairs, unit):
+    values = np.array([v for v, _ in pairs], dtype=float)
+    counts = np.array([c for _, c in pairs])
+    repeated = np.sort(np.repeat(values, counts))
+    expected = repeated[(len(repeated) - 1) // 2]
+    # weights in any unit (0.1 does not add up exactly), equal or not
+    assert lower_median(values, unit * counts) == expected
+    assert lower_median(repeated, np.full(len(repeated), unit)) == expected
 
 
 def test_the_offsets_are_a_fraction_of_the_median_change_and_scale_with_the_input(rng):
