@@ -44,17 +44,18 @@ def test_the_cell_reads_the_values_their_absolute_changes_and_logarithms(batch):
                                       cells[i, :length])
 
 
-@given(st.lists(st.tuples(st.integers(-5, 5), st.integers(1, 4)), min_size=1, max_size=30),
-       st.sampled_from([1.0, 0.1, 3.0]))
+@given(st.lists(st.tuples(st.integers(-5, 5), st.integers(1, 4)), min_size=1, max_size=300),
+       st.sampled_from([1.0, 0.1, 3.0]), st.sampled_from([np.float64, np.float32]))
 @settings(max_examples=300, deadline=None)
-def test_the_lower_median_counts_a_weight_as_repetitions(pairs, unit):
+def test_the_lower_median_counts_a_weight_as_repetitions(pairs, unit, dtype):
     values = np.array([v for v, _ in pairs], dtype=float)
     counts = np.array([c for _, c in pairs])
     repeated = np.sort(np.repeat(values, counts))
     expected = repeated[(len(repeated) - 1) // 2]
-    # weights in any unit (0.1 does not add up exactly), equal or not
-    assert lower_median(values, unit * counts) == expected
-    assert lower_median(repeated, np.full(len(repeated), unit)) == expected
+    # weights in any unit (0.1 does not add up exactly) and float dtype (the
+    # fit's weights are in the training dtype), equal or not
+    assert lower_median(values, (unit * counts).astype(dtype)) == expected
+    assert lower_median(repeated, np.full(len(repeated), unit, dtype=dtype)) == expected
 
 
 def test_the_offsets_are_a_fraction_of_the_median_change_and_scale_with_the_input(rng):
