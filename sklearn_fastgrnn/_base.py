@@ -571,7 +571,6 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             return n_steps > 1
         return bool(self.change_channels)
 
-
     def _check_resumable_channels(self):
         """Refuse to continue weights that read other channels than ``change_channels`` asks."""
         fitted = uses_changes(self)

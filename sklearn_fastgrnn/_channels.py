@@ -71,7 +71,9 @@ def change_offsets(X3, weights=None):
     is a sequence given twice. Returns a float64 array of shape (d,).
     """
     n, T, d = X3.shape
-    changes = np.abs(np.diff(np.asarray(X3, dtype=np.float64), axis=1)).reshape(-1, d)
+    # the differences in float64, without a float64 copy of X3 first
+    changes = np.subtract(X3[:, 1:], X3[:, :-1], dtype=np.float64).reshape(-1, d)
+    np.abs(changes, out=changes)
     weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     weights = np.repeat(weights, T - 1)
     offsets = np.ones(d)
