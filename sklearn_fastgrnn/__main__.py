@@ -818,6 +818,7 @@ def _info(args):
     print(f"cell: hidden_size={clf.hidden_size}, gate={clf.gate_nonlinearity}, "
           f"update={clf.update_nonlinearity}, readout={getattr(clf, 'readout', 'last')}, "
           f"window={getattr(clf, 'window_', 1)}, "
+          f"window_phases={getattr(clf, 'window_phases_', 1)}, "
           f"change_channels={uses_changes(clf)}")
     print(f"parameters: {clf.n_params_}")
     if hasattr(clf, "n_iter_"):  # a quantised or weights-file model has no history

@@ -46,7 +46,7 @@ from ._compat import check_sample_weight
 from ._compiled_cell import ENGINES, make_engine
 from ._nonlinearities import NONLINEARITIES
 from ._optimizers import SGD, Adam, LearningRateSchedule
-from ._sequences import light_sequences, validate_sequences, windowed
+from ._sequences import light_sequences, phase_shifts, validate_sequences, windowed
 from ._sparsity import SparseTraining
 from ._statistics import lower_median
 from ._stopping import PlateauMonitor, patience_epochs
@@ -69,17 +69,19 @@ AUTO_MIN_STEPS = 6000  # max_iter="auto": at least this many optimiser steps ...
 AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
 AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
 AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per typical sequence
+AUTO_PHASES = 4  # window_phases="auto": at most this many phases of the windows
 AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
 MAX_PARAMETERS = 2**31 - 1
 _INTEGER_PARAMS = (
     "hidden_size", "n_timesteps", "w_rank", "u_rank", "lr_decay_step", "batch_size",
-    "max_iter", "n_iter_no_change", "iht_interval", "window",
+    "max_iter", "n_iter_no_change", "iht_interval", "window", "window_phases",
 )
 # What a model of release 0.1.0 (which had none of these parameters) did: a model
 # file of that release without them is read with these values.
 LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
-                 "shift_windows": False, "weight_averaging": 0.0, "change_channels": False}
+                 "shift_windows": False, "weight_averaging": 0.0, "change_channels": False,
+                 "window_phases": 1}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -104,8 +106,16 @@ PARAMETERS_DOC = """\
         With windows of several timesteps, move where they fall in each
         training epoch: every sequence starts with 0 to ``window_ - 1``
         (at random) copies of its first timestep, so that the model does not
-        learn the place of the window boundaries (a data augmentation;
-        prediction reads each sequence from its first timestep).
+        learn the place of the window boundaries (a data augmentation).
+    window_phases : int or "auto", default="auto"
+        How many places of the window boundaries prediction reads each
+        sequence with: phase ``j`` reads it after ``(j * window_) //
+        window_phases_`` copies of its first timestep, as ``shift_windows``
+        does in training, and the model's readout is the mean of the phases'
+        readouts (a mean of their outputs, with no new weight). Prediction
+        and a streamer's state cost ``window_phases_`` times one phase's.
+        "auto" is ``min(window_, 4)`` with ``shift_windows``, else 1; an
+        integer is capped at ``window_``. ``window_phases_`` is the value used.
     change_channels : bool or "auto", default="auto"
         Give the cell, beside each input channel, its absolute change since
         the previous timestep, ``c_t = |x_t - x_{{t-1}}|`` (0 at the first
@@ -267,6 +277,9 @@ ATTRIBUTES_DOC = """\
         Sequence shape seen in ``fit``.
     window_ : int
         Timesteps the cell reads per step (``window``).
+    window_phases_ : int
+        Places of the window boundaries prediction averages over
+        (``window_phases``).
     alpha_ : float
         The L2 penalty of the last training call (``alpha``).
     change_channels_ : bool
@@ -418,6 +431,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "window": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "scale_input": ["boolean"],
         "shift_windows": ["boolean"],
+        "window_phases": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "change_channels": ["boolean", StrOptions({"auto"})],
         "engine": [StrOptions(set(ENGINES))],
     }
@@ -551,6 +565,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             )
         else:
             self._check_resumable_channels()
+        self.window_phases_ = self._resolve_phases()
         if self.alpha != "auto" or not resume or not hasattr(self, "alpha_"):
             self.alpha_ = self._resolve_alpha(len(X3))
         cell_input = cell_values(self, X3)
@@ -595,6 +610,12 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             typical = lower_median(lengths[positive], weights[positive])
             return max(1, round(int(typical) / AUTO_WINDOW_STEPS))
         return max(1, min(int(self.window), int(lengths.max())))
+
+    def _resolve_phases(self):
+        """``window_phases`` for the fitted ``window_``."""
+        if self.window_phases == "auto":
+            return min(self.window_, AUTO_PHASES) if self.shift_windows else 1
+        return min(int(self.window_phases), self.window_)
 
     def _mapped_input(self, X3, dtype, name="X"):
         """Sequences as the cell reads them in training, before windowing: mapped, cast."""
@@ -1161,14 +1182,21 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         else:
             X3, lengths = valid
         self._check_nonlinearities()
-        X3, lengths = windowed(cell_values(self, X3), lengths, getattr(self, "window_", 1))
+        cells = cell_values(self, X3)
+        window = getattr(self, "window_", 1)
         dtype = np.float32 if X3.dtype == np.float32 else np.float64
         predictor = predictor_for(
             self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype,
             self.readout, self.engine, make_engine,
         )
+        shifts = phase_shifts(window, getattr(self, "window_phases_", 1))
         with np.errstate(over="ignore", invalid="ignore"):
-            outputs = predictor.outputs(X3, lengths)
+            # the mean of the phases' outputs: their readouts' through the output layer
+            outputs = predictor.outputs(*windowed(cells, lengths, window))
+            for shift in shifts[1:]:
+                outputs += predictor.outputs(*windowed(cells, lengths, window, shift))
+            if len(shifts) > 1:
+                outputs /= len(shifts)
         if not np.isfinite(outputs).all():
             self._warn_not_finite(outputs, lengths)
         return outputs
@@ -1226,7 +1254,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         cell = CellStream(
             self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, self.readout,
             getattr(self, "window_", 1), len(X3), dtype,
-            offsets_of(self),
+            offsets_of(self), getattr(self, "window_phases_", 1),
         )
         n, T, _ = X3.shape
         staged = np.full((n, T, cell.V.shape[1]), np.nan)
@@ -1280,6 +1308,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                     "logarithms. Retrain it with this version."
                 )
             state.setdefault("change_offsets_", None)
+            state.setdefault("window_phases_", 1)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

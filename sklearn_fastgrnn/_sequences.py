@@ -257,7 +257,7 @@ def sequence_lengths(X):
     return lengths.astype(np.int64)
 
 
-def windowed(X, lengths, window):
+def windowed(X, lengths, window, shift=0):
     """Sequences of windows: each cell step reads ``window`` consecutive timesteps.
 
     Step ``j`` of the result is ``[x_{jk}, x_{jk+1}, ..., x_{jk+k-1}]`` (``k =
@@ -266,7 +266,9 @@ def windowed(X, lengths, window):
     of a sequence is filled by repeating its last real timestep (an edge fill:
     it commutes with any per-channel affine map of the input, so standardising
     before or after windowing is the same); the windows after it are NaN
-    padding.
+    padding. With a ``shift`` ``s``, every sequence is first preceded by ``s``
+    copies of its first timestep (one phase of the windows: see
+    :func:`phase_shifts`), so it is ``ceil((L + s) / k)`` steps.
 
     Parameters
     ----------
@@ -276,25 +278,41 @@ def windowed(X, lengths, window):
         Real length of each sequence.
     window : int
         Timesteps per window (1 returns ``X`` and ``lengths`` as they are).
+    shift : int, default=0
+        Copies of the first timestep before each sequence, ``0 <= shift < window``.
 
     Returns
     -------
-    X_windows : ndarray of shape (n, ceil(T / window), window * d)
+    X_windows : ndarray of shape (n, ceil((T + shift) / window), window * d)
     lengths_windows : ndarray of shape (n,)
     """
     if window == 1:
         return X, lengths
     n, T, d = X.shape
-    steps = -(-T // window)
-    step_lengths = -(-lengths // window)
-    if T == steps * window and (step_lengths * window == lengths).all():
+    steps = -(-(T + shift) // window)
+    step_lengths = -(-(lengths + shift) // window)
+    if not shift and T == steps * window and (step_lengths * window == lengths).all():
         return X.reshape(n, steps, window * d), step_lengths  # no partial window
     t = np.arange(steps * window)
-    source = np.minimum(t[None, :], lengths[:, None] - 1)
+    source = np.clip(t[None, :] - shift, 0, lengths[:, None] - 1)
     out = np.take_along_axis(X, source[:, :, None], axis=1)
     out[t[None, :] >= (step_lengths * window)[:, None]] = np.nan
     return out.reshape(n, steps, window * d), step_lengths
 
+
+def phase_shifts(window, phases):
+    """The shifts of ``phases`` phases of windows of ``window`` timesteps.
+
+    Phase ``j`` reads every sequence after ``s_j = (j * window) // phases``
+    copies of its first timestep (:func:`windowed`), so the phases' windows
+    start at ``phases`` different places, spread evenly; ``s_0 = 0``.
+    Prediction averages the readouts of the phases.
+
+    Returns
+    -------
+    ndarray of int of shape (phases,)
+    """
+    return np.arange(phases) * window // phases
 
 
 def edge_extended(X, lengths, pad, n_steps):

@@ -155,8 +155,8 @@ def summary(model):
     str
         The first line names the model, its non-linearities, its outputs
         (classes, labels of a multilabel classifier, or a regressor's outputs
-        and loss), its change channels, and its readout and window when they
-        are not the last state and one timestep per step.
+        and loss), its change channels, and its readout and window (and its
+        phases) when they are not the last state and one timestep per step.
     """
     rows = size_report(model)
     width = max(12, *(len(r["tensor"]) for r in rows))
@@ -166,7 +166,9 @@ def summary(model):
     if getattr(model, "readout", "last") != "last":
         extras.append(f"{model.readout} readout")
     if getattr(model, "window_", 1) != 1:
-        extras.append(f"windows of {model.window_} timesteps")
+        phases = getattr(model, "window_phases_", 1)
+        extras.append(f"windows of {model.window_} timesteps"
+                      + (f" read in {phases} phases" if phases > 1 else ""))
     lines = [
         f"{type(model).__name__}: {model.gate_nonlinearity} gate, "
         f"{model.update_nonlinearity} update, "

@@ -69,6 +69,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         n_timesteps=None,
         window="auto",
         shift_windows=True,
+        window_phases="auto",
         change_channels="auto",
         readout="last",
         scale_input=True,
@@ -118,6 +119,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.n_timesteps = n_timesteps
         self.window = window
         self.shift_windows = shift_windows
+        self.window_phases = window_phases
         self.change_channels = change_channels
         self.readout = readout
         self.scale_input = scale_input

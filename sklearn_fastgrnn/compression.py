@@ -24,7 +24,7 @@ from . import _scaling
 from ._channels import cell_values, n_cell_channels, offsets_of, uses_changes
 from ._losses import log_sigmoid, log_softmax
 from ._nonlinearities import scalar_sigmoid
-from ._sequences import validate_sequences, windowed
+from ._sequences import phase_shifts, validate_sequences, windowed
 from ._size import (
     SCALAR_BYTES,
     model_size_bytes,
@@ -387,6 +387,10 @@ class QuantizedFastGRNN:
     n_outputs_ : int
     readout : {"last", "mean", "max"}
     window_ : int
+    window_phases_ : int
+        Places of the window boundaries the readout averages over, as in the
+        source estimator: the int8 readouts of the phases are summed and
+        divided by their number, rounded half up (as the mean readout).
     change_channels_ : bool
         Whether the cell reads each channel's change and its logarithm after
         its value.
@@ -433,6 +437,7 @@ class QuantizedFastGRNN:
         self.out_activation_ = getattr(model, "out_activation_", "softmax")
         self.readout = getattr(model, "readout", "last")
         self.window_ = int(getattr(model, "window_", 1))
+        self.window_phases_ = int(getattr(model, "window_phases_", 1))
         self.change_channels_ = uses_changes(model)
         self.change_offsets_ = offsets_of(model)
         if self._task == "classifier":
@@ -480,6 +485,7 @@ class QuantizedFastGRNN:
         state.setdefault("out_activation_", "softmax")
         state.setdefault("readout", "last")
         state.setdefault("window_", 1)
+        state.setdefault("window_phases_", 1)
         state.setdefault("change_channels_", False)
         state.setdefault("change_offsets_", None)
         state.setdefault("n_outputs_", len(state.get("classes_", ())))
@@ -606,7 +612,17 @@ class QuantizedFastGRNN:
         X : array-like of shape (n_samples, n_timesteps, n_channels) or (n_samples, m)
         """
         _, X3, lengths = validate_sequences(self, X, reset=False)
-        X3, lengths = windowed(_cell_input(self, X3), lengths, self.window_)
+        cells = _cell_input(self, X3)
+        shifts = phase_shifts(self.window_, self.window_phases_)
+        readouts = [self._readout(*windowed(cells, lengths, self.window_, shift))
+                    for shift in shifts]
+        if len(readouts) == 1:
+            return self.output_layer(readouts[0])
+        return self.output_layer(div_round(sum(readouts), len(readouts)))
+
+    def _readout(self, X3, lengths):
+        """The integer readouts (Q12, int64, (n, H)) of windows ``X3`` of real
+        ``lengths`` cell steps."""
         xq = self.quantize_input(X3)
         h = np.zeros((len(xq), self.hidden_size), dtype=np.int64)
         # the pool of a max readout starts below every state (|h| <= 32767)
@@ -620,10 +636,10 @@ class QuantizedFastGRNN:
             elif self.readout == "max":
                 pool = np.where(live, np.maximum(pool, h_new), pool)
         if self.readout == "mean":
-            h = div_round(pool, lengths[:, None])
-        elif self.readout == "max":
-            h = pool
-        return self.output_layer(h)
+            return div_round(pool, lengths[:, None])
+        if self.readout == "max":
+            return pool
+        return h
 
     def quantized_logits(self, X):
         """:meth:`quantized_outputs` of a classifier: its integer logits (Q12)."""
@@ -735,7 +751,8 @@ class _IntegerCellStream(CellStream):
         self.state_dtype = np.dtype(np.int64)
         self.readout, self.window = model.readout, int(model.window_)
         self.hidden_size = int(model.hidden_size)
-        self._set_channels(n_cell_channels(model), offsets_of(model))
+        self._set_channels(n_cell_channels(model), offsets_of(model),
+                           getattr(model, "window_phases_", 1))
         self.n_inputs = self.window * self.cell_channels
         self.n_streams = int(n_streams)
         self.reset()
@@ -749,22 +766,26 @@ class _IntegerCellStream(CellStream):
     def _mean(self, pool, steps):
         return div_round(pool, steps[:, None])
 
+    def _phase_mean(self, readouts):
+        return div_round(sum(readouts), len(readouts))
+
     def _output_layer(self, r):
         return self.model.output_layer(r)
 
     def set_state(self, state):
-        H = self.hidden_size
-        steps = state[:, 2 * H]
-        pool_bound = INT16_MAX * (np.maximum(steps, 1) if self.readout == "mean"
-                                  else np.ones_like(steps))
-        if (np.abs(state[:, :H]) > INT16_MAX).any() or (
-                np.abs(state[:, H:2 * H]) > pool_bound[:, None]).any() or (
-                np.abs(state[:, 2 * H + 2 : state.shape[1] - self.n_previous]) > INT16_MAX
-        ).any():
-            raise ValueError(
-                "state holds values beyond the int16 range of the int8 model's state: "
-                "it was not made by the state of a streamer of this model."
-            )
+        H, size = self.hidden_size, self.block_size
+        for j in range(len(self.shifts)):
+            block = state[:, j * size : (j + 1) * size]
+            steps = block[:, 2 * H]
+            pool_bound = INT16_MAX * (np.maximum(steps, 1) if self.readout == "mean"
+                                      else np.ones_like(steps))
+            if (np.abs(block[:, :H]) > INT16_MAX).any() or (
+                    np.abs(block[:, H:2 * H]) > pool_bound[:, None]).any() or (
+                    np.abs(block[:, 2 * H + 2 :]) > INT16_MAX).any():
+                raise ValueError(
+                    "state holds values beyond the int16 range of the int8 model's "
+                    "state: it was not made by the state of a streamer of this model."
+                )
         super().set_state(state)
 
 

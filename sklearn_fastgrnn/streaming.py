@@ -13,7 +13,10 @@ timestep repeated) for that answer, and committed to the state only when full.
 The state of every stream is one row of :attr:`Streamer.state`, which can be
 read and written (to move streams between processes), and a streamer pickles
 with its model, so a pickled streamer resumes exactly where it stopped. The
-row is ``[h | pool | steps | filled | window | previous | timesteps seen]``
+row is ``[block_0 | ... | block_{p-1} | previous | timesteps seen]``, one block
+``[h | pool | steps | filled | window]`` per phase of the windows (``p =
+window_phases_``: phase ``j`` reads the stream after ``s_j`` copies of its
+first timestep, and the readout is the mean of the phases')
 (``pool``: the sum or the maximum of the states, 0 for ``readout="last"``;
 ``window``: ``window_`` timesteps as the cell reads them, time-major, each
 ``n_channels_`` values and, with ``change_channels``, their changes and the
@@ -32,6 +35,7 @@ import numpy as np
 
 from ._channels import PARTS, capped_change, log_change, offsets_of
 from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
+from ._sequences import phase_shifts
 
 __all__ = ["Streamer"]
 
@@ -107,36 +111,46 @@ def check_timestep(x, n_streams, n_channels, dtype, overflow="raise"):
     return xc, one, True if active.all() else active
 
 
-def check_state(value, n_streams, hidden_size, window, n_channels, *, n_previous=0,
-                integer=False, max_steps=None, bound=None):
+def check_state(value, n_streams, hidden_size, window, n_channels, *, phases=1,
+                n_previous=0, integer=False, max_steps=None, bound=None):
     """Rows of a streamer's ``state``, checked (float64, shape (n_streams, width)).
 
-    ``n_channels``: the values of one timestep in the window; ``n_previous``:
+    ``n_channels``: the values of one timestep in the window; ``phases``: the
+    phase blocks of the row (the model's ``window_phases_``); ``n_previous``:
     the raw values of the last timestep (``change_channels``), or 0;
     ``integer``: every value but those must be an integer (an int8 model's state);
     ``max_steps``: the largest count of cell steps the state can hold;
     ``bound``: the largest magnitude of a state value (a float32 state).
     """
     H, k = hidden_size, window
-    width = 2 * H + 2 + k * n_channels + n_previous + 1
+    block = 2 * H + 2 + k * n_channels
+    width = phases * block + n_previous + 1
     value = np.asarray(value, dtype=np.float64)
     if value.shape != (n_streams, width):
         raise ValueError(
             f"state must have shape ({n_streams}, {width}), as the state attribute "
             f"returns it; got {value.shape}."
         )
-    counts = value[:, 2 * H : 2 * H + 2]
+    starts = np.arange(phases) * block + 2 * H
+    counts = value[:, np.concatenate([starts, starts + 1])].reshape(-1, 2, phases)
+    steps, filled = counts[:, 0], counts[:, 1]
     seen = value[:, -1]
     counted = np.delete(value, np.s_[width - 1 - n_previous : width - 1], axis=1)
     bad = (
         not np.isfinite(value).all()
         or (counts < 0).any() or (counts != np.round(counts)).any()
-        or (counts[:, 1] >= k).any()
+        or (filled >= k).any()
         or (seen < 0).any() or (seen != np.round(seen)).any()
-        or (max_steps is not None and (counts[:, 0] > max_steps).any())
+        or (max_steps is not None and (steps > max_steps).any())
         or (integer and (counted != np.round(counted)).any())
         or (bound is not None and (np.abs(value) > bound).any())
     )
+    if not bad and phases > 1:
+        # phase j has read the timesteps of phase 0 and, once there is one,
+        # its shift's copies of the first
+        read = steps * k + filled
+        shifts = phase_shifts(k, phases)
+        bad = (read != np.where(read[:, :1] > 0, read[:, :1] + shifts, 0)).any()
     if bad:
         raise ValueError(
             "state holds non-finite or out-of-range values or invalid counts: it "
@@ -147,6 +161,10 @@ def check_state(value, n_streams, hidden_size, window, n_channels, *, n_previous
 
 class CellStream:
     """The cell's state for ``n_streams`` streams: the arithmetic of :class:`Streamer`.
+
+    Each stream has one block of state per phase of the windows (see
+    ``window_phases``): phase ``j`` reads the stream after ``s_j`` copies of
+    its first timestep, and the readout is the mean of the phases' readouts.
 
     Parameters
     ----------
@@ -163,10 +181,12 @@ class CellStream:
         The model's ``change_offsets_``: the cell reads the change of every
         channel and its logarithm after its values
         (:mod:`~sklearn_fastgrnn._channels`); None: the values only.
+    phases : int, default=1
+        The model's ``window_phases_``.
     """
 
     def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, readout, window,
-                 n_streams, dtype, change_offsets=None):
+                 n_streams, dtype, change_offsets=None, phases=1):
         dt = self.dtype = np.dtype(dtype)
         W, U = _effective(coefs, "W"), _effective(coefs, "U")
         gate, update = NONLINEARITIES[gate_nonlinearity], NONLINEARITIES[update_nonlinearity]
@@ -184,38 +204,41 @@ class CellStream:
         self.V, self.bias_out = np.asarray(coefs["V"], dt), np.asarray(coefs["bias_out"], dt)
         self.readout, self.window = readout, int(window)
         self.n_inputs, self.hidden_size = W.shape
-        self._set_channels(self.n_inputs // self.window, change_offsets)
+        self._set_channels(self.n_inputs // self.window, change_offsets, phases)
         self.n_streams = int(n_streams)
         self.state_dtype = dt  # of h, the pool and the window buffer
         self.reset()
 
-    def _set_channels(self, cell_channels, change_offsets):
+    def _set_channels(self, cell_channels, change_offsets, phases):
         """``cell_channels`` values per timestep in the window; ``n_channels`` input
-        ones; the ``change_offsets`` of the change channels (None without)."""
+        ones; the ``change_offsets`` of the change channels (None without); the
+        shifts of the ``phases``."""
         self.changes = change_offsets is not None
         self.change_offsets = change_offsets
         self.cell_channels = int(cell_channels)
         self.n_channels = self.cell_channels // (PARTS if self.changes else 1)
+        self.shifts = phase_shifts(self.window, int(phases))
 
     # -- state ---------------------------------------------------------------
     def reset(self, streams=None):
         """Start ``streams`` (indices; None for all) from an empty sequence."""
         if streams is None:
-            n, H, dt = self.n_streams, self.hidden_size, self.state_dtype
+            p, n, H, dt = len(self.shifts), self.n_streams, self.hidden_size, self.state_dtype
             k, d = self.window, self.cell_channels
-            self.h = np.zeros((n, H), dt)
-            self.pool = np.zeros((n, H), dt)  # sum of the states, or their maximum
-            self.steps = np.zeros(n, np.int64)  # cell steps committed
-            self.buffer = np.zeros((n, k, d), dt)  # the window being filled
-            self.filled = np.zeros(n, np.int64)  # its timesteps so far
+            # one block per phase: axis 0
+            self.h = np.zeros((p, n, H), dt)
+            self.pool = np.zeros((p, n, H), dt)  # sum of the states, or their maximum
+            self.steps = np.zeros((p, n), np.int64)  # cell steps committed
+            self.buffer = np.zeros((p, n, k, d), dt)  # the window being filled
+            self.filled = np.zeros((p, n), np.int64)  # its timesteps so far
             # the raw last timestep (change channels; a width of 0 without)
             self.previous = np.zeros((n, self.n_previous), self.dtype)
             return
-        self.h[streams] = 0
-        self.pool[streams] = 0
-        self.steps[streams] = 0
-        self.buffer[streams] = 0
-        self.filled[streams] = 0
+        self.h[:, streams] = 0
+        self.pool[:, streams] = 0
+        self.steps[:, streams] = 0
+        self.buffer[:, streams] = 0
+        self.filled[:, streams] = 0
         self.previous[streams] = 0
 
     @property
@@ -224,30 +247,40 @@ class CellStream:
         return self.n_channels if self.changes else 0
 
     @property
+    def block_size(self):
+        """Values of one phase's block ``[h | pool | steps | filled | window]``."""
+        return 2 * self.hidden_size + 2 + self.window * self.cell_channels
+
+    @property
     def state_size(self):
         """Values in one stream's row of :meth:`get_state`."""
-        return 2 * self.hidden_size + 2 + self.window * self.cell_channels + self.n_previous
+        return len(self.shifts) * self.block_size + self.n_previous
 
     def get_state(self):
-        """Every stream's state as one row: ``[h | pool | steps | filled | window |
-        previous]``."""
+        """Every stream's state as one row: ``[block_0 | ... | block_{p-1} |
+        previous]``, a block ``[h | pool | steps | filled | window]`` per phase."""
         n = self.n_streams
-        return np.concatenate([
-            self.h.astype(np.float64), self.pool.astype(np.float64),
-            self.steps[:, None].astype(np.float64), self.filled[:, None].astype(np.float64),
-            self.buffer.reshape(n, -1).astype(np.float64), self.previous.astype(np.float64),
-        ], axis=1)
+        blocks = []
+        for j in range(len(self.shifts)):
+            blocks += [
+                self.h[j].astype(np.float64), self.pool[j].astype(np.float64),
+                self.steps[j, :, None].astype(np.float64),
+                self.filled[j, :, None].astype(np.float64),
+                self.buffer[j].reshape(n, -1).astype(np.float64),
+            ]
+        return np.concatenate([*blocks, self.previous.astype(np.float64)], axis=1)
 
     def set_state(self, state):
         """Set every stream's state from rows of :meth:`get_state` (checked by
         :func:`check_state`)."""
-        H = self.hidden_size
-        self.h[...] = state[:, :H]
-        self.pool[...] = state[:, H : 2 * H]
-        self.steps[...] = state[:, 2 * H]
-        self.filled[...] = state[:, 2 * H + 1]
-        window = state[:, 2 * H + 2 : state.shape[1] - self.n_previous]
-        self.buffer[...] = window.reshape(self.buffer.shape)
+        H, size = self.hidden_size, self.block_size
+        for j in range(len(self.shifts)):
+            block = state[:, j * size : (j + 1) * size]
+            self.h[j] = block[:, :H]
+            self.pool[j] = block[:, H : 2 * H]
+            self.steps[j] = block[:, 2 * H]
+            self.filled[j] = block[:, 2 * H + 1]
+            self.buffer[j] = block[:, 2 * H + 2 :].reshape(self.buffer[j].shape)
         self.previous[...] = state[:, state.shape[1] - self.n_previous :]
 
     # -- arithmetic ------------------------------------------------------------
@@ -274,11 +307,10 @@ class CellStream:
         out += z
         return out
 
-    def _with_changes(self, x, active):
-        """Timestep ``x`` with its change channels (the first timestep's changes
-        are 0); the rows ``active`` become the streams' previous timestep."""
-        first = ((self.steps == 0) & (self.filled == 0))[:, None]
-        change = capped_change(x, np.where(first, x, self.previous))
+    def _with_changes(self, x, first, active):
+        """Timestep ``x`` with its change channels (0 at a stream's ``first``
+        timestep); the rows ``active`` become the streams' previous timestep."""
+        change = capped_change(x, np.where(first[:, None], x, self.previous))
         if active is True:
             self.previous[...] = x
         else:
@@ -292,6 +324,15 @@ class CellStream:
     def _mean(self, pool, steps):
         """The mean of ``steps`` (>= 1) states whose sum is ``pool``."""
         return pool / steps[:, None].astype(self.dtype)
+
+    def _phase_mean(self, readouts):
+        """The readout of the model: the mean of the phases' ``readouts``, summed
+        in their order."""
+        total = readouts[0] + readouts[1]
+        for r in readouts[2:]:
+            total += r
+        total /= total.dtype.type(len(readouts))
+        return total
 
     def _output_layer(self, r):
         """The outputs ``r @ V + bias_out`` of the readouts ``r``."""
@@ -308,54 +349,72 @@ class CellStream:
             return self._mean(pool, np.maximum(steps, 1))
         return np.where((steps > 0)[:, None], pool, 0).astype(self.state_dtype, copy=False)
 
-    def _commit(self, rows, h_new):
-        """Make ``h_new`` the state of the streams ``rows`` (one more cell step)."""
+    def _commit(self, j, rows, h_new):
+        """Make ``h_new`` the state of phase ``j`` of the streams ``rows`` (one more
+        cell step)."""
+        pool, steps = self.pool[j], self.steps[j]
         if self.readout == "mean":
-            self.pool[rows] += h_new
+            pool[rows] += h_new
         elif self.readout == "max":
-            first = self.steps[rows] == 0
-            self.pool[rows] = np.where(first[:, None], h_new, np.maximum(self.pool[rows], h_new))
-        self.h[rows] = h_new
-        self.steps[rows] += 1
+            first = steps[rows] == 0
+            pool[rows] = np.where(first[:, None], h_new, np.maximum(pool[rows], h_new))
+        self.h[j, rows] = h_new
+        steps[rows] += 1
 
     def push(self, x, active=None):
         """Add one timestep ``x`` (n_streams, n_channels) to every stream.
 
         ``active``: True when every row is a timestep, a mask of the rows that
         are, or None to take the rows that are not all NaN (a row of NaN adds
-        nothing to its stream).
+        nothing to its stream). At a stream's first timestep, phase ``j``
+        reads it ``s_j`` more times first.
         """
         if active is None:
             active = ~np.isnan(x).all(axis=1)
             active = True if active.all() else active
+        first = (self.steps[0] == 0) & (self.filled[0] == 0)
         if self.changes:
-            x = self._with_changes(x, active)
+            x = self._with_changes(x, first, active)
         x = self._input(x)
+        starting = None
+        for j, shift in enumerate(self.shifts):
+            if shift and starting is None:
+                starting = first if active is True else first & active
+                starting = starting if starting.any() else False
+            if shift and starting is not False:
+                for _ in range(shift):
+                    self._push_phase(j, x, True if starting.all() else starting)
+            self._push_phase(j, x, active)
+
+    def _push_phase(self, j, x, active):
+        """Add the timestep ``x`` to phase ``j`` of the streams ``active`` (see
+        :meth:`push`)."""
         k = self.window
+        buffer, filled = self.buffer[j], self.filled[j]
         if active is True:  # every stream: slices, not index arrays
             if k == 1:
-                self._commit(slice(None), self._cell(self.h, x))
+                self._commit(j, slice(None), self._cell(self.h[j], x))
                 return
-            filled = int(self.filled[0])
-            if (self.filled == filled).all():
-                self.buffer[:, filled] = x
-                self.filled += 1
-                if filled + 1 == k:
-                    window = self.buffer.reshape(self.n_streams, -1)
-                    self._commit(slice(None), self._cell(self.h, window))
-                    self.filled[:] = 0
+            f = int(filled[0])
+            if (filled == f).all():
+                buffer[:, f] = x
+                filled += 1
+                if f + 1 == k:
+                    window = buffer.reshape(self.n_streams, -1)
+                    self._commit(j, slice(None), self._cell(self.h[j], window))
+                    filled[:] = 0
                 return
             active = np.ones(self.n_streams, bool)
         rows = np.flatnonzero(active)
         if not rows.size:
             return
-        self.buffer[rows, self.filled[rows]] = x[rows]
-        self.filled[rows] += 1
-        full = rows[self.filled[rows] == k]
+        buffer[rows, filled[rows]] = x[rows]
+        filled[rows] += 1
+        full = rows[filled[rows] == k]
         if full.size:
-            window = self.buffer[full].reshape(len(full), -1)
-            self._commit(full, self._cell(self.h[full], window))
-            self.filled[full] = 0
+            window = buffer[full].reshape(len(full), -1)
+            self._commit(j, full, self._cell(self.h[j, full], window))
+            filled[full] = 0
 
     def outputs(self):
         """The outputs ``readout @ V + bias_out`` of every stream now, (n_streams, n_outputs).
@@ -363,12 +422,19 @@ class CellStream:
         A stream with a partly filled window gets the outputs of its sequence
         so far: the window completed with its last timestep, not committed.
         """
-        h, pool, steps = self.h, self.pool, self.steps
-        partial = np.flatnonzero(self.filled > 0) if self.window > 1 else ()
+        readouts = [self._readout(j) for j in range(len(self.shifts))]
+        r = readouts[0] if len(readouts) == 1 else self._phase_mean(readouts)
+        return self._output_layer(r)
+
+    def _readout(self, j):
+        """The readout of phase ``j`` of every stream now (see :meth:`outputs`)."""
+        h, pool, steps = self.h[j], self.pool[j], self.steps[j]
+        filled = self.filled[j]
+        partial = np.flatnonzero(filled > 0) if self.window > 1 else ()
         if len(partial):
             h, pool, steps = h.copy(), pool.copy(), steps.copy()
-            buffer = self.buffer[partial]  # a copy: fill the rest with the last step
-            filled = self.filled[partial]
+            buffer = self.buffer[j, partial]  # a copy: fill the rest with the last step
+            filled = filled[partial]
             k = np.arange(self.window)
             last = buffer[np.arange(len(partial)), filled - 1]
             buffer = np.where((k[None, :] >= filled[:, None])[:, :, None], last[:, None, :],
@@ -382,7 +448,7 @@ class CellStream:
                                          np.maximum(pool[partial], h_new))
             h[partial] = h_new
             steps[partial] += 1
-        return self._output_layer(self._pooled(pool, steps, h))
+        return self._pooled(pool, steps, h)
 
 
 class Streamer:
@@ -419,7 +485,7 @@ class Streamer:
         self._cell = CellStream(
             model.coefs_, model.gate_nonlinearity, model.update_nonlinearity,
             model.readout, getattr(model, "window_", 1), n_streams, dtype,
-            offsets_of(model),
+            offsets_of(model), getattr(model, "window_phases_", 1),
         )
         self.n_timesteps_seen_ = np.zeros(self.n_streams, np.int64)
 
@@ -475,7 +541,8 @@ class Streamer:
     def state(self, value):
         cell = self._cell
         value = check_state(value, self.n_streams, cell.hidden_size, cell.window,
-                            cell.cell_channels, n_previous=cell.n_previous,
+                            cell.cell_channels, phases=len(cell.shifts),
+                            n_previous=cell.n_previous,
                             **self._state_limits())
         cell.set_state(value[:, :-1])
         self.n_timesteps_seen_[...] = value[:, -1].astype(np.int64)

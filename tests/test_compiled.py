@@ -12,13 +12,22 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import READOUTS
-from sklearn_fastgrnn._channels import with_changes
+from sklearn_fastgrnn._channels import n_cell_channels, with_changes
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import compile_predictor
 from sklearn_fastgrnn.export.compiled import find_compiler
 
 from .conftest import TASKS, make_sequences, task_model
-from .test_export_c import CASES, CHANGES, IDS, float32_jump_case
+from .test_export_c import (
+    CASES,
+    CHANGES,
+    IDS,
+    PHASES,
+    definition_shifts,
+    float32_jump_case,
+    phase_outputs,
+    quantized_phase_outputs,
+)
 
 COMPILER = find_compiler()
 pytestmark = pytest.mark.skipif(
@@ -438,20 +447,37 @@ def assert_close(got, expected, regressor, tol=1e-5):
     np.testing.assert_allclose(got, expected, rtol=tol if regressor else 0.0, atol=tol)
 
 
+def filled_windows(state, model):
+    """Streamer ``state`` rows with the window timesteps past each block's
+    ``filled`` count zeroed: what is left of earlier windows (and with window 1
+    the C state has no window, the Python streamer's last timestep)."""
+    state = state.copy()
+    H, k, d = model.hidden_size, model.window_, n_cell_channels(model)
+    block = 2 * H + 2 + k * d
+    for j in range(model.window_phases_):
+        start = j * block + 2 * H
+        for row in state:
+            row[start + 2 + int(row[start + 1]) * d : start + 2 + k * d] = 0.0
+    return state
+
+
 @CHANGES
-@pytest.mark.parametrize("window", [1, 3])
+@PHASES
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_model_compiled_and_streamed(task, readout, window, change_channels):
+def test_every_model_compiled_and_streamed(task, readout, window, phases, change_channels):
     model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window,
-                          change_channels=change_channels)
+                          window_phases=phases, change_channels=change_channels)
     q = quantize(model, X)
     X_test = X[:6].copy()
     for i, length in enumerate(LENGTHS):
         X_test[i, length:] = np.nan
     compiled, compiled_int8 = compile_predictor(model), compile_predictor(q)
     regressor = task in ("regression", "poisson")
-    # whole sequences, float32 and float64 input
+    # whole sequences, float32 and float64 input; with window phases the outputs of
+    # their definition (the mean of the phases' outputs)
+    assert_close(compiled.outputs(X_test), phase_outputs(model, X_test), regressor)
+    assert_array_equal(compiled_int8.outputs(X_test), quantized_phase_outputs(q, X_test))
     for Xc in (X_test, X_test.astype(np.float32)):
         assert_close(compiled.outputs(Xc), model._raw_outputs(Xc), regressor)
         predicted, expected = compiled.predict(Xc), model.predict(Xc)
@@ -469,10 +495,13 @@ def test_every_model_compiled_and_streamed(task, readout, window, change_channel
         assert_array_equal(compiled_int8.logits(X_test), q.quantized_outputs(X_test))
     else:
         assert not hasattr(compiled, "predict_proba") and not hasattr(compiled, "logits")
-    # three interleaved streams (stream 2 pauses), compared after every step
+    # three interleaved streams (stream 2 pauses), compared after every step: their
+    # predictions, and their states row for row (a block per window phase)
     streams = [model.streamer(3), compiled.streamer(3), q.streamer(3), compiled_int8.streamer(3)]
     for stream, reference in ((streams[1], streams[0]), (streams[3], streams[2])):
         assert_close(stream.predictions(), reference.predictions(), regressor)
+    width = phases * (2 * model.hidden_size + 2 + window * n_cell_channels(model))
+    assert streams[1].state.shape == (3, width + model.n_channels_ * change_channels + 1)
     fed = [0, 0, 0]
     for tick in range(12):
         x = np.full((3, X.shape[2]), np.nan)
@@ -483,6 +512,10 @@ def test_every_model_compiled_and_streamed(task, readout, window, change_channel
         python, c, python_int8, c_int8 = (stream.update(x) for stream in streams)
         assert_close(c, python, regressor)
         assert_array_equal(c_int8, python_int8)
+        # float32 in C: the state within 1e-5 (relative: the window holds inputs of ~10)
+        rows = [filled_windows(stream.state, model) for stream in streams]
+        assert_allclose(rows[1], rows[0], rtol=1e-6, atol=1e-5)
+        assert_array_equal(rows[3], rows[2])
     for stream in streams:
         assert_array_equal(stream.n_timesteps_seen_, LENGTHS[:3])
     final = model.predict(X_test[:3]) if regressor else model.predict_proba(X_test[:3])
@@ -496,12 +529,12 @@ def test_every_model_compiled_and_streamed(task, readout, window, change_channel
 
 
 @CHANGES
-@pytest.mark.parametrize("window", [1, 3])
+@PHASES
 @pytest.mark.parametrize("quantized", [False, True], ids=["float", "int8"])
 def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
-        quantized, window, change_channels):
+        quantized, window, phases, change_channels):
     model, X = task_model(np.random.default_rng(0), "classification", readout="mean",
-                          window=window, change_channels=change_channels)
+                          window=window, window_phases=phases, change_channels=change_channels)
     if quantized:
         model = quantize(model, X)
     assert_same = assert_array_equal if quantized else partial(assert_allclose, atol=1e-5)
@@ -518,6 +551,17 @@ def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
         assert_array_equal(copy.update(X[:2, t]), expected)
         assert_same(python.update(X[:2, t]), expected)
     assert_array_equal(copy.state, stream.state)
+    # a block per window phase: after 7 timesteps phase j has read 7 + s_j
+    H = model.hidden_size
+    block = 2 * H + 2 + window * n_cell_channels(model)
+    for j, shift in enumerate(definition_shifts(model)):
+        counts = stream.state[:, j * block + 2 * H : j * block + 2 * H + 2]
+        assert_array_equal(counts, [[(7 + shift) // window, (7 + shift) % window]] * 2)
+    if phases > 1:  # a phase a cell step ahead of its shift: no state of a stream
+        bad = copy.state
+        bad[1, block + 2 * H] += 1
+        with pytest.raises(ValueError, match="invalid counts"):
+            stream.state = bad
     d = X.shape[2]
     if change_channels:  # the row ends with the last timestep as given, then the count
         assert_array_equal(stream.state[:, -1 - d : -1], X[:2, 6].astype(np.float32))
@@ -599,3 +643,28 @@ def test_compiled_streamers_in_threads_are_independent():
         threaded = list(pool.map(run, range(8)))
     for i in range(8):
         assert_array_equal(np.array(threaded[i]), np.array(run(i)))
+
+
+@pytest.mark.parametrize("phases", [1, 3])
+def test_a_stream_with_a_phase_at_int32_max_cell_steps_takes_no_more(phases):
+    # the last phase (the largest shift) has taken the most cell steps; with
+    # phases, it alone is at the limit
+    model, X = task_model(np.random.default_rng(0), "classification", window=3,
+                          window_phases=phases, max_iter=2)
+    stream = compile_predictor(model).streamer(2)
+    H, k = model.hidden_size, 3
+    block = 2 * H + 2 + k * n_cell_channels(model)
+    state = stream.state
+    shifts = definition_shifts(model)
+    for j, shift in enumerate(shifts):  # read: timesteps, copies of the first among them
+        read = k * (2**31 - 1) - shifts[-1] + shift
+        state[1, j * block + 2 * H : j * block + 2 * H + 2] = read // k, read % k
+    stream.state = state
+    before = stream.state
+    assert (before[1, 2 * H] < 2**31 - 1) == (phases > 1)
+    with pytest.raises(ValueError, match="Stream 1 has taken 2147483647 cell steps"):
+        stream.update(X[:2, 0])
+    assert_array_equal(stream.state, before)  # nothing changed, in no stream
+    stream.update(np.stack([X[0, 0], np.full(X.shape[2], np.nan)]))  # stream 1 pauses
+    assert_array_equal(stream.state[1], before[1])
+    assert_array_equal(stream.n_timesteps_seen_, [1, 0])

@@ -307,9 +307,7 @@ def literal_quantized_outputs(q, X):
          for key in ("bias_gate", "bias_update", "bias_out")}
     gate, update = _INTEGER[q.gate_nonlinearity], _INTEGER[q.update_nonlinearity]
     sz, sn = q.sigmoid_zeta_q15_, q.sigmoid_nu_q15_
-    out = []
-    for seq in X:
-        real = with_changes([list(x) for x in seq if not all(math.isnan(v) for v in x)])
+    def readout(real):  # the readout of one phase of the windows
         states = []
         h = [0] * H
         for start in range(0, len(real), k):
@@ -326,9 +324,18 @@ def literal_quantized_outputs(q, X):
             h = new_h
             states.append(h)
         L = len(states)
-        r = {"last": h,
-             "mean": [(2 * sum(s[j] for s in states) + L) // (2 * L) for j in range(H)],
-             "max": [max(s[j] for s in states) for j in range(H)]}[q.readout]
+        return {"last": h,
+                "mean": [(2 * sum(s[j] for s in states) + L) // (2 * L) for j in range(H)],
+                "max": [max(s[j] for s in states) for j in range(H)]}[q.readout]
+
+    p = q.window_phases_
+    out = []
+    for seq in X:
+        real = with_changes([list(x) for x in seq if not all(math.isnan(v) for v in x)])
+        # phase j reads the sequence after (j k) // p copies of its first timestep;
+        # the readout is their mean, rounded half up
+        phases = [readout([real[0]] * (j * k // p) + real) for j in range(p)]
+        r = [(2 * sum(rs[i] for rs in phases) + p) // (2 * p) for i in range(H)]
         out.append([a + c for a, c in zip(product(r, "V"), b["bias_out"])])
     assert d == len(q.input_mean_)
     return np.array(out)
@@ -342,7 +349,7 @@ CASES = [
          w_rank=2, u_rank=3, sparsity_w=0.6, sparsity_u=0.5, readout="mean", window=2,
          task="multilabel"),
     dict(gate_nonlinearity="tanh", update_nonlinearity="relu", u_rank=2, readout="max",
-         window=3, task="regression"),
+         window=3, window_phases=2, task="regression"),
     dict(gate_nonlinearity="relu", update_nonlinearity="sigmoid", sparsity_u=0.4,
          readout="mean", task="poisson"),
 ]

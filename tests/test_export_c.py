@@ -16,7 +16,7 @@ from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import READOUTS
 from sklearn_fastgrnn._channels import n_cell_channels, with_changes
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
-from sklearn_fastgrnn.compression import QuantizedFastGRNN, quantize
+from sklearn_fastgrnn.compression import QuantizedFastGRNN, div_round, quantize
 from sklearn_fastgrnn.export.c import READ_OUTS, export_c
 
 from .conftest import TASKS, make_sequences, task_model
@@ -231,6 +231,58 @@ def test_sparse_matrices_are_stored_sparse_and_the_code_is_self_contained(tmp_pa
 
 LENGTHS = (7, 4, 1, 7, 5, 2)  # of the test sequences: padded, and one of a single timestep
 
+# windows and window phases: one phase (the code of a model without phases), and
+# p = 2 and p = k phases (shifts 0, 1 and 0, 1, 2: the last commits a cell step at
+# a stream's first timestep)
+PHASES = pytest.mark.parametrize("window, phases", [(1, 1), (3, 1), (3, 2), (3, 3)],
+                                 ids=["window1", "window3", "window3-phases2",
+                                      "window3-phases3"])
+
+
+def shifted(X, shift):
+    """``X`` (n, T, d) with ``shift`` copies of each sequence's first timestep before it."""
+    return np.concatenate([np.repeat(X[:, :1], shift, axis=1), X], axis=1)
+
+
+def one_phase(model):
+    """A copy of ``model`` (float or int8) that reads its input in one phase."""
+    twin = copy.copy(model)
+    twin.window_phases_ = 1
+    return twin
+
+
+def definition_shifts(model):
+    """The shifts of the window phases, ``s_j = (j * k) // p``, as the spec defines them."""
+    k, p = model.window_, model.window_phases_
+    return [(j * k) // p for j in range(p)]
+
+
+def phase_outputs(model, X):
+    """The outputs of a float ``model`` with window phases by their definition: the
+    mean of the outputs of its phases, phase j a one-phase model reading each
+    sequence after s_j copies of its first timestep (whose changes are 0, so
+    the cell reads s_j copies of its first cell timestep)."""
+    twin = one_phase(model)
+    return np.mean([twin._raw_outputs(shifted(X, s)) for s in definition_shifts(model)],
+                   axis=0)
+
+
+def quantized_phase_outputs(q, X):
+    """The integer outputs of an int8 ``q`` by the definition: ``div_round`` of the
+    sum of its phases' integer readouts by p, through the output layer."""
+    twin = one_phase(q)
+    twin.output_layer = lambda r: r  # its quantized_outputs are then its readouts
+    readouts = [twin.quantized_outputs(shifted(X, s)) for s in definition_shifts(q)]
+    return q.output_layer(div_round(sum(readouts), len(readouts)))
+
+
+def prefixes(X, lengths):
+    """Every prefix ``X[i, :t]`` (t = 1 .. lengths[i]) as a NaN-padded sequence,
+    stream by stream: the sequences a streamer has seen after each step."""
+    T = X.shape[1]
+    return np.array([np.where((np.arange(T) < t)[:, None], X[i], np.nan)
+                     for i, length in enumerate(lengths) for t in range(1, length + 1)])
+
 
 def assert_close(got, expected, task, tol=1e-5):
     """Float32 C against Python: probabilities within ``tol``; a regressor's values
@@ -240,13 +292,14 @@ def assert_close(got, expected, task, tol=1e-5):
 
 
 @CHANGES
-@pytest.mark.parametrize("window", [1, 3])
+@PHASES
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, readout, window,
-                                                            change_channels):
+                                                            phases, change_channels):
     model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window,
-                          change_channels=change_channels)
+                          window_phases=phases, change_channels=change_channels)
+    assert model.window_phases_ == phases
     q = quantize(model, X)
     X_test = X[:6].copy()
     for i, length in enumerate(LENGTHS):
@@ -254,8 +307,11 @@ def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, read
     c = CModel(build_library(model, tmp_path, "f")[0], "f", model)
     ci = CModel(build_library(q, tmp_path, "i")[0], "i", q)
     kind = c.task
-    # whole sequences: the float32 code within 1e-5 of Python; the int8 code exactly
+    # whole sequences: the float32 code within 1e-5 of Python; the int8 code exactly;
+    # Python's outputs those of the definition of the window phases
     raw = model._raw_outputs(X_test)
+    np.testing.assert_allclose(raw, phase_outputs(model, X_test), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(q.quantized_outputs(X_test), quantized_phase_outputs(q, X_test))
     expected_read = model.predict_proba(X_test) if kind == "classifier" else model.predict(X_test)
     expected_read = expected_read.reshape(len(X_test), -1)
     predicted = model.predict(X_test)
@@ -278,8 +334,12 @@ def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, read
                 q.classes_[label] if q.out_activation_ == "softmax" else label,
                 q._predictions(q_outputs[i : i + 1])[0])
     # streamed: three interleaved streams, stream 2 paused for a few ticks; the C
-    # state after every step against the Python streamers
+    # state after every step against the Python streamers, and its outputs those
+    # of the definition on the sequence so far
     streams, int8_streams = model.streamer(3), q.streamer(3)
+    seen = prefixes(X_test[:3], LENGTHS[:3])
+    staged, staged_int8 = phase_outputs(model, seen), quantized_phase_outputs(q, seen)
+    starts = np.cumsum([0, *LENGTHS[:2]])  # of each stream's prefixes in seen
     states, int8_states = [c.new_state() for _ in range(3)], [ci.new_state() for _ in range(3)]
     for i in range(3):  # before any timestep
         assert_close(c.read(states[i]), streams.predictions()[i], kind)
@@ -301,6 +361,10 @@ def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, read
             np.testing.assert_array_equal(ci.outputs(int8_states[i]), expected_outputs[i])
             np.testing.assert_allclose(ci.read(int8_states[i]), expected_int8[i],
                                        rtol=1e-6, atol=1e-6)
+            if fed[i]:
+                assert_close(c.outputs(states[i]), staged[starts[i] + fed[i] - 1], kind)
+                np.testing.assert_array_equal(ci.outputs(int8_states[i]),
+                                              staged_int8[starts[i] + fed[i] - 1])
     assert fed == list(lengths)
 
 
@@ -453,3 +517,76 @@ def test_the_read_outs_cover_every_output_activation():
 
     activations = {SOFTMAX, LOGISTIC} | {activation for _, activation in LOSSES.values()}
     assert set(READ_OUTS) == activations == set(OUT_ACTIVATIONS)
+
+
+PHASES_DRIVER = r"""
+#include <stdio.h>
+#include "m.h"
+
+int main(void)
+{
+    static const float x[5 * M_N_CHANNELS] = {%s};
+    %s outputs[M_N_OUTPUTS];
+    int j;
+    printf("%%d %%d %%d\n", M_WINDOW_PHASES, (int)sizeof(m_state), (int)sizeof(m_phase));
+    for (j = 0; j < M_WINDOW_PHASES; ++j) {
+        printf("%%d\n", M_PHASE_SHIFT(j));
+    }
+    if (m_sequence_outputs(x, 5, outputs) != 0) {
+        return 1;
+    }
+    for (j = 0; j < M_N_OUTPUTS; ++j) {
+        printf("%%.17g\n", (double)outputs[j]);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("phases", [2, 4])
+def test_window_phases_in_the_header_and_the_ram_of_the_state(tmp_path, phases):
+    # window 4: shifts 0, 2 and 0, 1, 2, 3; a state is p phase blocks and the
+    # previous timestep (int8 mean readout: an int64 pool)
+    model, X = task_model(np.random.default_rng(0), "classification", readout="mean", window=4,
+                          window_phases=phases, change_channels=True, max_iter=2)
+    H, k, d = model.hidden_size, 4, model.n_channels_
+    x = X[:1, :5].astype(np.float32)  # 5 timesteps: phase j takes ceil((5 + s_j) / 4) steps
+    q = quantize(model, X)
+    cases = ((model, 4, "float", phase_outputs(model, x)[0]),
+             (q, 8, "int32_t", quantized_phase_outputs(q, x)[0]))
+    for exported, pool_bytes, ctype, expected in cases:
+        directory = tmp_path / ctype
+        _, source = export_c(exported, directory, name="m")
+        values = ", ".join(f"{v:.9e}f" for v in x.ravel())
+        (directory / "main.c").write_text(PHASES_DRIVER % (values, ctype))
+        program = directory / "main"
+        subprocess.run([gcc(), *CFLAGS, "-o", str(program), str(directory / "main.c"), source,
+                        "-lm"], check=True, capture_output=True, text=True)
+        out = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout
+        p, state_bytes, phase_bytes, *rest = out.split()
+        shifts, outputs = rest[:phases], np.array(rest[phases:], dtype=float)
+        assert int(p) == phases and list(map(int, shifts)) == definition_shifts(model)
+        if ctype == "float":  # the outputs of the definition
+            assert_close(outputs, expected, "classifier")
+        else:
+            np.testing.assert_array_equal(outputs, expected)
+        state_bytes, phase_bytes = int(state_bytes), int(phase_bytes)
+        block = 4 * H + pool_bytes * H + 8 + 4 * k * 3 * d  # h, pool, steps, filled, window
+        assert block <= phase_bytes < block + 8  # (alignment)
+        assert phases * phase_bytes + 4 * d <= state_bytes < phases * phase_bytes + 4 * d + 8
+    # one phase: the code of a model without window phases
+    one = one_phase(model)
+    header, source = export_c(one, tmp_path / "one", name="m")
+    assert "phase" not in (open(header).read() + open(source).read()).lower()
+
+
+def test_export_refuses_window_phases_the_model_can_not_have(tmp_path):
+    model, X = task_model(np.random.default_rng(0), "classification", window=3,
+                          window_phases=3, max_iter=2)
+    for fitted in (model, quantize(model, X)):
+        for phases in (0, 4, 2.0, True):
+            damaged = copy.copy(fitted)
+            damaged.window_phases_ = phases
+            with pytest.raises(ValueError, match="window_phases_ must be an integer from 1 to"):
+                export_c(damaged, tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -1,8 +1,9 @@
 """ONNX graphs of every model (softmax, multilabel, squared-error and Poisson
-regressors; readouts; windows; with and without change channels) against
-predict_proba / predict, and the step graph against the Python streamer, step by
-step."""
+regressors; readouts; windows and their phases; with and without change channels)
+against predict_proba / predict, and the step graph against the Python streamer,
+step by step."""
 
+import copy
 import json
 import warnings
 
@@ -22,7 +23,8 @@ pytest.importorskip("onnx")
 
 KINDS = ["softmax", "multilabel", "squared_error", "poisson"]
 READOUTS = ["last", "mean", "max"]
-WINDOWS = [1, 3]
+# (window, window_phases): one phase, and p = 2 and p = k phases of windows of 3
+WINDOWS = [(1, 1), (3, 1), (3, 2), (3, 3)]
 CHANGES = [False, True]  # change_channels
 N, T, D = 48, 7, 3  # T = 7: the last window of 3 is partial
 
@@ -45,13 +47,14 @@ def data():
 MODELS = {}
 
 
-def model(data, kind, readout, window, **extra):
-    """A fitted model of ``kind`` (cached: fitting is most of the cost)."""
-    key = (kind, readout, window, tuple(sorted(extra.items())))
+def model(data, kind, readout, window, phases=1, **extra):
+    """A fitted model of ``kind`` reading ``phases`` phases of its windows (cached:
+    fitting is most of the cost)."""
+    key = (kind, readout, window, phases, tuple(sorted(extra.items())))
     if key not in MODELS:
         _, padded, targets = data
         params = {"hidden_size": 6, "max_iter": 3, "random_state": 0, "readout": readout,
-                  "window": window, **extra}
+                  "window": window, "window_phases": phases, **extra}
         if kind in ("softmax", "multilabel"):
             est = FastGRNNClassifier(**params)
         else:
@@ -89,13 +92,14 @@ def assert_close(est, got, want, tol=1e-5):
 
 # ------------------------------------------------------------- sequence graph
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("window", "phases"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sequence_graph_reproduces_the_model(data, kind, readout, window, change_channels):
+def test_sequence_graph_reproduces_the_model(data, kind, readout, window, phases,
+                                            change_channels):
     X, padded, _ = data
-    est = model(data, kind, readout, window, change_channels=change_channels)
-    assert est.window_ == window
+    est = model(data, kind, readout, window, phases, change_channels=change_channels)
+    assert (est.window_, est.window_phases_) == (window, phases)
     run = session(est)
     for Z in (X, padded, X[:, :4], padded[:, :5], 30 * padded - 7):  # time is free
         Z = Z.astype(np.float32)
@@ -103,26 +107,27 @@ def test_sequence_graph_reproduces_the_model(data, kind, readout, window, change
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("window", "phases"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["softmax", "squared_error"])
 def test_sequence_graph_on_inputs_near_the_float32_maximum(data, kind, readout, window,
-                                                           change_channels):
+                                                           phases, change_channels):
     rng = np.random.default_rng(1)
     top = np.finfo(np.float32).max
     X_big = (rng.choice([-1.0, 1.0], (40, T, D)) * top * rng.uniform(0.5, 1.0, (40, T, D)))
     X_big = pad(X_big, rng.integers(1, T + 1, 40)).astype(np.float32)
-    est = model(data, kind, readout, window, change_channels=change_channels)
+    est = model(data, kind, readout, window, phases, change_channels=change_channels)
     with np.errstate(over="ignore", invalid="ignore"):
         want = expected(est, X_big)
     assert np.isfinite(want[0]).all()
     assert_close(est, session(est).run(None, {"X": X_big}), want, tol=1e-4)
 
 
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("window", "phases"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["softmax", "squared_error"])
-def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, readout, window):
+def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, readout, window,
+                                                                phases):
     """+3e38 then -3e38: a change of 6e38, beyond float32, capped at its maximum as
     predict caps it (not infinite, which W would turn into NaN), in both graphs."""
     top = np.float32(3e38)
@@ -131,7 +136,7 @@ def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, reado
     X_jump[1, :, 1] = -top
     X_jump[2, 4:] = np.nan  # padding after a jump
     X_jump[3, :, 2] = np.linspace(-3e38, 3e38, T)  # steps of 1e38
-    est = model(data, kind, readout, window, change_channels=True)
+    est = model(data, kind, readout, window, phases, change_channels=True)
     got = both_graphs_follow_predict(est, X_jump, tol=1e-4)
     assert_close(est, got, expected(est, X_jump), tol=1e-4)
 
@@ -158,10 +163,10 @@ def both_graphs_follow_predict(est, X, tol=1e-5):
     return got
 
 
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("window", "phases"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["softmax", "squared_error"])
-def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window):
+def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window, phases):
     """No change, changes of 1e-6 to 1e6 and a ±3e38 jump: both graphs read
     ``log(change + change_offsets_)`` as predict does, finite."""
     X_mag = np.zeros((5, T, D), np.float32)
@@ -174,29 +179,77 @@ def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window
     X_mag[4, :, 0] = [1e6, 0.0, 1e-6, 0.0, np.nan, np.nan, np.nan]  # padding after
     X_mag[4, :4, 1:] = 0.25
     X_mag[4, 4:] = np.nan
-    est = model(data, kind, readout, window, change_channels=True)
+    est = model(data, kind, readout, window, phases, change_channels=True)
     both_graphs_follow_predict(est, X_mag)
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("window", "phases"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["multilabel", "squared_error"])
-def test_sequence_graph_on_long_sequences(data, kind, readout, window, change_channels):
+def test_sequence_graph_on_long_sequences(data, kind, readout, window, phases,
+                                          change_channels):
     """400 timesteps (time is free at run time): within the 1e-5 documented for
     float32 over long sequences (docs/export.md)."""
     rng = np.random.default_rng(2)
     X_long = pad(rng.standard_normal((20, 400, D)), rng.integers(300, 401, 20))
     X_long = X_long.astype(np.float32)
-    est = model(data, kind, readout, window, change_channels=change_channels)
+    est = model(data, kind, readout, window, phases, change_channels=change_channels)
     assert_close(est, session(est).run(None, {"X": X_long}), expected(est, X_long))
+
+
+# (window, window_phases): shifts (0, 1), (0, 1, 2), (0, 2) and (0, 1, 2, 3)
+PHASE_CASES = [(3, 2), (3, 3), (4, 2), (5, 4)]
+
+
+def one_phase(est):
+    """A copy of ``est`` reading its windows in one phase, from the first timestep."""
+    single = copy.deepcopy(est)
+    single.window_phases_ = 1
+    return single
+
+
+def shifted(X, shift):
+    """Each sequence of ``X`` after ``shift`` copies of its first timestep."""
+    return np.concatenate([np.repeat(X[:, :1], shift, axis=1), X], axis=1)
+
+
+@pytest.mark.parametrize("change_channels", CHANGES)
+@pytest.mark.parametrize(("window", "phases"), PHASE_CASES)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_the_phases_are_the_shifted_sequences_averaged(data, readout, window, phases,
+                                                       change_channels):
+    """The definition, without the phases' code: with the identity output of a
+    squared-error regressor, p phases predict the mean of what one phase
+    predicts for each sequence after ``s_j = j * k // p`` copies of its first
+    timestep; the step graph, the mean of one-phase streamers that read the
+    first timestep ``s_j`` more times."""
+    _, padded, _ = data
+    est = model(data, "squared_error", readout, window, phases,
+                change_channels=change_channels)
+    single, shifts = one_phase(est), [j * window // phases for j in range(phases)]
+    Z = padded[:12].astype(np.float32)  # lengths 1 to 7
+    want = np.mean([single.predict(shifted(Z, shift)) for shift in shifts], axis=0)
+    assert np.abs(want - single.predict(Z)).max() > 1e-3  # the phases matter here
+    (got,) = session(est).run(None, {"X": Z})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    run, state = session(est, step=True), np.zeros((len(Z), state_layout(est)["size"]))
+    streamers = [single.streamer(len(Z), dtype="float32") for _ in shifts]
+    for streamer, shift in zip(streamers, shifts):
+        for _ in range(shift):
+            streamer.update(Z[:, 0])
+    for t in range(T):  # rows of NaN after a sequence's end
+        want = np.mean([streamer.update(Z[:, t]) for streamer in streamers], axis=0)
+        got, state = run.run(None, {"x": Z[:, t], "state": state})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("readout", READOUTS)
-def test_padding_gives_the_unpadded_sequence_exactly(data, readout, change_channels):
+@pytest.mark.parametrize("phases", [1, 3])
+def test_padding_gives_the_unpadded_sequence_exactly(data, phases, readout, change_channels):
     X, _, _ = data
-    est = model(data, "softmax", readout, 3, change_channels=change_channels)
+    est = model(data, "softmax", readout, 3, phases, change_channels=change_channels)
     run = session(est)
     base = X[:6].astype(np.float32)
     reference = run.run(None, {"X": base})[0]
@@ -210,12 +263,13 @@ def test_padding_gives_the_unpadded_sequence_exactly(data, readout, change_chann
 
 def test_outputs_names_shapes_and_metadata(data):
     X, _, targets = data
-    multilabel = model(data, "multilabel", "mean", 3)
+    multilabel = model(data, "multilabel", "mean", 3, 3)
     proto = to_onnx(multilabel)
     assert [o.name for o in proto.graph.output] == ["probabilities", "label"]
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["out_activation"] == "logistic" and props["n_outputs"] == "3"
     assert props["readout"] == "mean" and props["window"] == "3"
+    assert props["window_phases"] == "3"  # named only when there are several
     assert json.loads(props["classes"]) == [0, 1, 2]
     proba, label = session(multilabel).run(None, {"X": X.astype(np.float32)})
     assert proba.shape == label.shape == (N, 3)
@@ -223,7 +277,8 @@ def test_outputs_names_shapes_and_metadata(data):
     one = model(data, "poisson", "last", 1)
     proto = to_onnx(one)
     assert [o.name for o in proto.graph.output] == ["predictions"]
-    assert {p.key: p.value for p in proto.metadata_props}["estimator"] == "FastGRNNRegressor"
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["estimator"] == "FastGRNNRegressor" and "window_phases" not in props
     (pred,) = session(one).run(None, {"X": X.astype(np.float32)})
     assert pred.shape == (N,) and (pred > 0).all()  # exp of the outputs
     two = FastGRNNRegressor(4, max_iter=2, random_state=0, window=2).fit(
@@ -277,12 +332,13 @@ def stream_inputs(X, lengths, n_steps, seed):
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize(("window", "phases"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_step_graph_follows_the_streamer(data, kind, readout, window, change_channels):
+def test_step_graph_follows_the_streamer(data, kind, readout, window, phases,
+                                         change_channels):
     X, _, _ = data
-    est = model(data, kind, readout, window, change_channels=change_channels)
+    est = model(data, kind, readout, window, phases, change_channels=change_channels)
     run = session(est, step=True)
     n_streams = 5
     lengths = np.array([7, 1, 4, 6, 3])  # fixed and padded sequences
@@ -301,9 +357,10 @@ def test_step_graph_follows_the_streamer(data, kind, readout, window, change_cha
 
 @pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("readout", READOUTS)
-def test_a_state_moves_between_python_and_onnx_runtime(data, readout, change_channels):
+@pytest.mark.parametrize("phases", [1, 2])
+def test_a_state_moves_between_python_and_onnx_runtime(data, phases, readout, change_channels):
     X, _, _ = data
-    est = model(data, "softmax", readout, 3, change_channels=change_channels)
+    est = model(data, "softmax", readout, 3, phases, change_channels=change_channels)
     run = session(est, step=True)
     inputs = stream_inputs(X[:4], [7, 7, 5, 2], 10, seed=0)
     streamer = est.streamer(4, dtype="float32")
@@ -375,3 +432,52 @@ def test_step_graph_interface(data, change_channels):
         to_onnx(make_pipeline(StandardScaler(), FastGRNNClassifier(3, n_timesteps=T,
                                                                    max_iter=1)).fit(
             X.reshape(N, -1), np.arange(N) % 2), step=True)
+
+
+@pytest.mark.parametrize("change_channels", CHANGES)
+def test_the_state_of_window_phases(data, change_channels):
+    """One block ``[h | pool | steps | filled | window]`` per phase, then
+    ``previous`` and the timesteps seen; at a stream's first timestep phase
+    ``j`` reads it ``s_j + 1`` times (phase 2 of windows of 3 takes a cell
+    step), and a row of NaN before it changes nothing."""
+    X, _, _ = data
+    est = model(data, "squared_error", "mean", 3, 3, change_channels=change_channels)
+    H, k, c = 6, 3, 3 * D if change_channels else D
+    block = 2 * H + 2 + k * c
+    layout = state_layout(est)
+    phases = layout["phases"]
+    for j, phase in enumerate(phases):
+        start = j * block
+        assert phase == {"shift": j, "h": [start, start + H], "pool": [start + H, start + 2 * H],
+                         "steps": start + 2 * H, "filled": start + 2 * H + 1,
+                         "window": [start + 2 * H + 2, start + block]}
+        assert all(layout[key] == phases[0][key] for key in phase if key != "shift")
+    n_previous = D if change_channels else 0
+    assert layout["size"] == 3 * block + n_previous + 1 == est.streamer().state.shape[1]
+    assert layout.get("previous") == ([3 * block, 3 * block + D] if change_channels else None)
+    assert layout["n_timesteps_seen"] == layout["size"] - 1
+    props = {p.key: p.value for p in to_onnx(est, step=True).metadata_props}
+    assert props["window_phases"] == "3" and json.loads(props["state_layout"]) == layout
+
+    run = session(est, step=True)
+    zeros = np.zeros((2, layout["size"]))
+    _, state = run.run(None, {"x": np.full((2, D), np.nan, np.float32), "state": zeros})
+    np.testing.assert_array_equal(state, zeros)
+    x = X[:2, 0].astype(np.float32)
+    _, state = run.run(None, {"x": x, "state": zeros})
+    row = x.astype(np.float64)  # the first cell-input row: no change yet
+    if change_channels:
+        log_offsets = np.log(est.change_offsets_).astype(np.float32)
+        row = np.column_stack([row, np.zeros((2, D)), np.broadcast_to(log_offsets, (2, D))])
+    for j, phase in enumerate(phases):
+        np.testing.assert_array_equal(state[:, phase["steps"]], (j + 1) // k)
+        np.testing.assert_array_equal(state[:, phase["filled"]], (j + 1) % k)
+        window = state[:, slice(*phase["window"])].reshape(2, k, c)
+        np.testing.assert_allclose(window[:, : j + 1], np.repeat(row[:, None], j + 1, axis=1),
+                                   rtol=1e-6)
+        assert (state[:, slice(*phase["h"])] != 0).any() == (j == 2)
+    np.testing.assert_array_equal(state[:, -1], 1)
+    too_many = copy.deepcopy(est)
+    too_many.window_phases_ = 4
+    with pytest.raises(ValueError, match="window_phases_"):
+        to_onnx(too_many)

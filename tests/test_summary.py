@@ -23,7 +23,10 @@ def _first_line(estimator, X, y):
      "FastGRNNClassifier: sigmoid gate, tanh update, change channels, 3 classes"),
     (lambda: FastGRNNClassifier(4, max_iter=1, readout="mean", window=2), "labels",
      "FastGRNNClassifier: sigmoid gate, tanh update, change channels, mean readout, "
-     "windows of 2 timesteps, 2 labels (multilabel)"),
+     "windows of 2 timesteps read in 2 phases, 2 labels (multilabel)"),
+    (lambda: FastGRNNClassifier(4, max_iter=1, window=3, window_phases=1), "classes",
+     "FastGRNNClassifier: sigmoid gate, tanh update, change channels, "
+     "windows of 3 timesteps, 3 classes"),
     (lambda: FastGRNNRegressor(4, max_iter=1), "one",
      "FastGRNNRegressor: sigmoid gate, tanh update, change channels, 1 output "
      "(squared_error loss)"),

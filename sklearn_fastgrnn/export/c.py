@@ -49,6 +49,18 @@ float, as :func:`~sklearn_fastgrnn._channels.with_changes` does in float32.
 (``previous``); the windows hold the expanded timesteps, and the int8 code
 quantises every cell channel with its own mean and multiplier.
 
+A model with window phases (``window_phases_ = p > 1``) reads every stream in
+``p`` phases, phase ``j`` after ``NAME_PHASE_SHIFT(j) = (j * NAME_WINDOW) /
+NAME_WINDOW_PHASES`` copies of its first timestep (the header defines both
+macros): ``name_state`` holds a ``name_phase`` per phase (``h``, ``pool``,
+``steps``, ``filled``, ``window``) and the previous timestep once; at the
+first timestep after ``name_init`` phase ``j`` takes that timestep ``s_j + 1``
+times, after it every phase takes every timestep, and the outputs are those of
+the mean of the phases' readouts: summed in phase order and divided by ``p``
+(float), or ``div_round`` of their int64 sum by ``p`` (int8, as
+``QuantizedFastGRNN``). A model with one phase gets the code of a model
+without phases.
+
 A fitted :class:`~sklearn_fastgrnn.FastGRNNClassifier` or
 :class:`~sklearn_fastgrnn.FastGRNNRegressor` is written with float32 weights
 and float32 arithmetic. A :class:`~sklearn_fastgrnn.compression.QuantizedFastGRNN`
@@ -62,8 +74,10 @@ Thread safety: the code has no global state (only constant tables): every
 function may run in several threads at once, each on its own state.
 """
 
+import numbers
 import os
 import re
+import textwrap
 from typing import NamedTuple
 
 import numpy as np
@@ -74,6 +88,7 @@ from .._cell import READOUTS
 from .._channels import n_cell_channels, offsets_of, uses_changes
 from .._files import write_all_atomically
 from .._nonlinearities import scalar_sigmoid
+from .._sequences import phase_shifts
 from .._size import index_bytes
 from .._sparsity import sparse_keys
 from .._version import __version__
@@ -174,7 +189,7 @@ def export_c(model, directory, *, name="fastgrnn"):
     model : FastGRNNClassifier, FastGRNNRegressor or QuantizedFastGRNN
         Fitted; a QuantizedFastGRNN (from
         :func:`~sklearn_fastgrnn.compression.quantize`) gives integer-only code.
-        Any readout, input window and output activation.
+        Any readout, input window, window phases and output activation.
     directory : str or path-like
         Created if missing.
     name : str, default="fastgrnn"
@@ -245,6 +260,14 @@ def _check_quantized(q):
             raise ValueError(f"weights_[{key!r}] of the QuantizedFastGRNN is "
                              f"{np.asarray(value).dtype}, not int8: the model is damaged; "
                              "quantize the model again.")
+    phases = getattr(q, "window_phases_", 1)
+    if not (isinstance(phases, numbers.Integral) and not isinstance(phases, bool)
+            and 1 <= phases <= q.window_):
+        raise ValueError(
+            f"window_phases_ must be an integer from 1 to window_ ({q.window_}), got "
+            f"{phases!r}: export_c refuses it. The model is damaged; quantize the model "
+            "again."
+        )
     V = q.weights_[q.chain_keys("V")[-1]]
     if hasattr(q, "classes_") and np.shape(V)[-1] != len(q.classes_):
         raise ValueError(
@@ -277,6 +300,12 @@ def _array(ctype, name, values, fmt=str):
     return f"static const {ctype} {name}[{len(items)}] = {{\n{body}\n}};\n"
 
 
+def _members(fields):
+    """The member lines of a struct of ``(ctype, field, length, comment)`` fields."""
+    return "\n".join(f"    {ctype} {field}{f'[{length}]' if length else ''}; /* {comment} */"
+                     for ctype, field, length, comment in fields)
+
+
 def _indent(code, spaces):
     """``code`` with every line but the first indented by ``spaces`` more."""
     return code.replace("\n", "\n" + " " * spaces)
@@ -286,12 +315,13 @@ class _Writer:
     """The parts of the source that the float32 and int8 variants share.
 
     Subclasses give the C types (``value_ctype`` of matrix entries, ``state_ctype``
-    of ``h`` and of the window, ``out_ctype`` of the outputs), the arrays, the
+    of ``h`` and of the window, ``out_ctype`` of the outputs, ``total_ctype`` of
+    the sum of the window phases' readouts), the arrays, the
     ``cell`` function, the conversion of an input value (``read_input``), the
     mean of the pool and the output layer.
     """
 
-    value_ctype = value_format = out_ctype = state_ctype = description = None
+    value_ctype = value_format = out_ctype = state_ctype = total_ctype = description = None
 
     def __init__(self, model, name):
         self.model = model
@@ -303,6 +333,9 @@ class _Writer:
         self.n_channels = int(model.n_channels_)
         self.changes = uses_changes(model)
         self.cell_channels = n_cell_channels(model)
+        # window phases: phase j reads the input after shifts[j] copies of its first timestep
+        self.phases = int(getattr(model, "window_phases_", 1))
+        self.shifts = [int(s) for s in phase_shifts(self.window, self.phases)]
         self.used = set()  # product helpers the chains need
 
     # -- names and macros ------------------------------------------------------
@@ -315,7 +348,8 @@ class _Writer:
         # D: the channels of the input; CD: the values of a timestep as the cell reads it
         cell = f"{N}_CELL_CHANNELS" if self.changes else f"{N}_N_CHANNELS"
         return {"H": f"{N}_HIDDEN_SIZE", "D": f"{N}_N_CHANNELS", "CD": cell,
-                "K": f"{N}_WINDOW", "C": f"{N}_N_OUTPUTS", "IN": f"({N}_WINDOW * {cell})"}
+                "K": f"{N}_WINDOW", "C": f"{N}_N_OUTPUTS", "IN": f"({N}_WINDOW * {cell})",
+                "P": f"{N}_WINDOW_PHASES"}
 
     @property
     def pool_ctype(self):
@@ -445,10 +479,30 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
             classes = f"#define {N}_N_CLASSES {len(model.classes_)}\n"
         else:
             outputs, classes = f" * {self.n_outputs} output(s).\n", ""
-        struct = "\n".join(
-            f"    {ctype} {field}{f'[{length}]' if length else ''}; /* {comment} */"
-            for ctype, field, length, comment in self.state_fields()
-        )
+        fields = self.state_fields()
+        struct = _members(fields)
+        phase_type = phase_macros = phases = ""
+        if self.phases > 1:
+            # every field but previous is a phase's: the state holds a block per phase
+            block = [field for field in fields if field[1] != "previous"]
+            shared = [field for field in fields if field[1] == "previous"]
+            phase_type = f"""/* The state of phase j of a stream, which reads the stream after
+   {N}_PHASE_SHIFT(j) copies of its first timestep. */
+typedef struct {{
+{_members(block)}
+}} {n}_phase;
+
+"""
+            struct = _members([(f"{n}_phase", "phase", f"{N}_WINDOW_PHASES",
+                               "the phases, from phase 0"), *shared])
+            phase_macros = (f"#define {N}_WINDOW_PHASES {self.phases}\n"
+                            f"#define {N}_PHASE_SHIFT(j) ((j) * {N}_WINDOW / {N}_WINDOW_PHASES)\n")
+            phases = "".join(f" * {line}\n" for line in textwrap.wrap(
+                f"Window phases: {self.phases}. Phase j reads the input after "
+                f"{N}_PHASE_SHIFT(j) copies of its first timestep "
+                f"({', '.join(map(str, self.shifts))}), and the outputs are those of "
+                f"the mean of the phases' readouts. The state holds a block per phase "
+                f"({n}_phase).", 76))
         returns = (f" ({n}_label and {n}_predict: the class index)"
                    if self.read_out.predict == "label" else "")
         description = self.read_out.description[0].upper() + self.read_out.description[1:]
@@ -468,7 +522,7 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
  * {description}.
  * {self.description}
  * Readout: {self.readout}; a cell step reads {self.window} timestep(s).
-{cell_reads}{outputs} *
+{phases}{cell_reads}{outputs} *
  * Streaming: {n}_init(&state) once, {n}_step(&state, x) for each timestep
  * (x: {N}_N_CHANNELS values) as it arrives, a read-out of the state when
  * needed. Whole sequences: x[t * {N}_N_CHANNELS + c] for t < length
@@ -484,10 +538,10 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
 
 #define {N}_N_CHANNELS {self.n_channels}
 {cell_macro}#define {N}_WINDOW {self.window}
-#define {N}_N_OUTPUTS {self.n_outputs}
+{phase_macros}#define {N}_N_OUTPUTS {self.n_outputs}
 {classes}#define {N}_HIDDEN_SIZE {self.hidden_size}
 
-/* The state of one stream: set by {n}_init, advanced by {n}_step. */
+{phase_type}/* The state of one stream: set by {n}_init, advanced by {n}_step. */
 typedef struct {{
 {struct}
 }} {n}_state;
@@ -500,18 +554,16 @@ typedef struct {{
     # -- the step API ----------------------------------------------------------
     def state_code(self):
         """``init``, ``step`` and ``outputs``, on the subclass's ``cell``."""
+        if self.phases > 1:
+            return self.phases_state_code()
         n, m, k = self.name, self.macros, self.window
-        H, D, CD, IN = m["H"], m["D"], m["CD"], m["IN"]
+        H, CD, IN = m["H"], m["CD"], m["IN"]
         pooled = self.readout != "last"
         init_window = f"""
     state->filled = 0;
     for (j = 0; j < {IN}; ++j) {{
         state->window[j] = 0;
     }}""" if k > 1 else ""
-        init_previous = f"""
-    for (j = 0; j < {D}; ++j) {{
-        state->previous[j] = 0;
-    }}""" if self.changes else ""
         # x goes to the cell as it is: no conversion, no change channels
         as_given = not self.changes and self.read_input("x[j]", "j") == "x[j]"
         if k > 1:
@@ -530,50 +582,8 @@ typedef struct {{
             feed = f"""{_indent(self.store_timestep("in"), 4)}
     cell(state->h, in, state->h);"""
         locals_step = "" if k > 1 or as_given else f"    {self.state_ctype} in[{CD}];\n"
-        commit = ""
-        if self.readout == "mean":
-            commit = f"""
-    for (j = 0; j < {H}; ++j) {{
-        state->pool[j] += state->h[j];
-    }}"""
-        elif self.readout == "max":
-            commit = f"""
-    for (j = 0; j < {H}; ++j) {{
-        if (state->steps == 0 || state->h[j] > state->pool[j]) {{
-            state->pool[j] = state->h[j];
-        }}
-    }}"""
-        # the readout r of the committed steps, or of those and a completed window
-        committed = {
-            "last": "r[j] = state->h[j];",
-            "mean": f"r[j] = state->steps > 0 ? {self.mean('state->pool[j]', 'state->steps')} : 0;",
-            "max": "r[j] = state->steps > 0 ? state->pool[j] : 0;",
-        }[self.readout]
-        read = f"""for (j = 0; j < {H}; ++j) {{
-        {committed}
-    }}"""
-        locals_out = ""
-        if k > 1:
-            completed = {
-                "last": "r[j] = h[j];",
-                "mean": "r[j] = " + self.mean("state->pool[j] + h[j]",
-                                              "(int64_t)state->steps + 1") + ";",
-                "max": "r[j] = state->steps == 0 || h[j] > state->pool[j] ? h[j] : "
-                       "state->pool[j];",
-            }[self.readout]
-            locals_out = f"    {self.state_ctype} h[{H}], in[{IN}];\n    int filled;\n"
-            read = f"""filled = state->filled;
-    if (filled > 0) {{ /* the window completed with its last timestep, not committed */
-        for (j = 0; j < {IN}; ++j) {{
-            in[j] = state->window[j < filled * {CD} ? j : (filled - 1) * {CD} + j % {CD}];
-        }}
-        cell(state->h, in, h);
-        for (j = 0; j < {H}; ++j) {{
-            {completed}
-        }}
-    }} else {{
-        {_indent(read, 4)}
-    }}"""
+        commit = self.commit_code("state")
+        locals_out, read = self.readout_code("state")
         init_pool = "\n        state->pool[j] = 0;" if pooled else ""
         index = "    int j;\n" if re.search(r"\bj\b", feed + commit) else ""
         return f"""{self.changes_code()}
@@ -586,7 +596,7 @@ void {n}_init({n}_state *state)
     for (j = 0; j < {H}; ++j) {{
         state->h[j] = 0;{init_pool}
     }}
-    state->steps = 0;{init_window}{init_previous}
+    state->steps = 0;{init_window}{self.init_previous()}
 }}
 
 int {n}_step({n}_state *state, const float *x)
@@ -612,6 +622,178 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
 }}
 """
 
+    def phases_state_code(self):
+        """``init``, ``step`` and ``outputs`` of a model with window phases: a block
+        of state per phase (``name_phase``, of a window > 1), the readout the mean
+        of the phases' readouts."""
+        n, N, m, k = self.name, self.NAME, self.macros, self.window
+        H, CD, IN, P = m["H"], m["CD"], m["IN"], m["P"]
+        T = self.state_ctype
+        init_pool = "\n            phase->pool[j] = 0;" if self.readout != "last" else ""
+        locals_out, read = self.readout_code("phase")
+        store = self.store_timestep("row")
+        index = "    int j;\n" if re.search(r"\bj\b", store) else ""
+        return f"""{self.changes_code()}
+/* Timestep row, as the cell reads it, into the window of a phase: a full
+   window is one cell step */
+static void push({n}_phase *phase, const {T} *row)
+{{
+    {T} *slot = phase->window + (size_t)phase->filled * {CD};
+    int j;
+    for (j = 0; j < {CD}; ++j) {{
+        slot[j] = row[j];
+    }}
+    if (++phase->filled < {k}) {{
+        return;
+    }}
+    phase->filled = 0;
+    cell(phase->h, phase->window, phase->h);{self.commit_code("phase")}
+    phase->steps += 1;
+}}
+
+/* The readout r of a phase: of its committed steps, and of its partly filled
+   window completed with its last timestep (not committed) */
+static void phase_readout(const {n}_phase *phase, {T} *r)
+{{
+{locals_out}    int j;
+    {read}
+}}
+
+void {n}_init({n}_state *state)
+{{
+    int b, j;
+    if (state == NULL) {{
+        return;
+    }}
+    for (b = 0; b < {P}; ++b) {{
+        {n}_phase *phase = state->phase + b;
+        for (j = 0; j < {H}; ++j) {{
+            phase->h[j] = 0;{init_pool}
+        }}
+        phase->steps = 0;
+        phase->filled = 0;
+        for (j = 0; j < {IN}; ++j) {{
+            phase->window[j] = 0;
+        }}
+    }}{self.init_previous()}
+}}
+
+int {n}_step({n}_state *state, const float *x)
+{{
+    {T} row[{CD}];
+    int b, copies, first;
+{index}    if (state == NULL || x == NULL) {{
+        return -1;
+    }}
+    for (b = 0; b < {P}; ++b) {{
+        if (state->phase[b].steps == INT32_MAX) {{
+            return -1;
+        }}
+    }}
+    first = {self.first_timestep()};
+    {_indent(store, 4)}
+    for (b = 0; b < {P}; ++b) {{
+        /* the first timestep since {n}_init goes in {N}_PHASE_SHIFT(b) more times */
+        for (copies = first ? {N}_PHASE_SHIFT(b) : 0; copies >= 0; --copies) {{
+            push(state->phase + b, row);
+        }}
+    }}
+    return 0;
+}}
+
+int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
+{{
+    {T} r[{H}];
+    {self.total_ctype} total[{H}];
+    int b, j;
+    if (state == NULL || outputs == NULL) {{
+        return -1;
+    }}
+    for (j = 0; j < {H}; ++j) {{
+        total[j] = 0;
+    }}
+    for (b = 0; b < {P}; ++b) {{ /* the mean of the phases' readouts, summed in order */
+        phase_readout(state->phase + b, r);
+        for (j = 0; j < {H}; ++j) {{
+            total[j] += r[j];
+        }}
+    }}
+    for (j = 0; j < {H}; ++j) {{
+        r[j] = {self.mean("total[j]", P)};
+    }}
+    output_layer(r, outputs);
+    return 0;
+}}
+"""
+
+    def init_previous(self):
+        """The statements of ``init`` that clear the previous timestep (change channels)."""
+        return f"""
+    for (j = 0; j < {self.macros["D"]}; ++j) {{
+        state->previous[j] = 0;
+    }}""" if self.changes else ""
+
+    def first_timestep(self):
+        """C expression: ``state`` has taken no timestep since ``init``."""
+        if self.phases > 1:  # phase 0 reads the input without copies
+            return "state->phase[0].steps == 0 && state->phase[0].filled == 0"
+        return "state->steps == 0" + (" && state->filled == 0" if self.window > 1 else "")
+
+    def commit_code(self, s):
+        """C statements of the readout pool after a cell step of ``s`` (the state or a
+        phase: a pointer with ``h``, ``pool`` and ``steps``), ``steps`` not yet counted."""
+        H = self.macros["H"]
+        if self.readout == "mean":
+            return f"""
+    for (j = 0; j < {H}; ++j) {{
+        {s}->pool[j] += {s}->h[j];
+    }}"""
+        if self.readout == "max":
+            return f"""
+    for (j = 0; j < {H}; ++j) {{
+        if ({s}->steps == 0 || {s}->h[j] > {s}->pool[j]) {{
+            {s}->pool[j] = {s}->h[j];
+        }}
+    }}"""
+        return ""
+
+    def readout_code(self, s):
+        """The locals and statements writing into ``r`` the readout of ``s`` (the
+        state or a phase): of its committed steps, or of those and its partly filled
+        window completed with its last timestep."""
+        m = self.macros
+        H, CD, IN = m["H"], m["CD"], m["IN"]
+        committed = {
+            "last": f"r[j] = {s}->h[j];",
+            "mean": f"r[j] = {s}->steps > 0 ? {self.mean(f'{s}->pool[j]', f'{s}->steps')} : 0;",
+            "max": f"r[j] = {s}->steps > 0 ? {s}->pool[j] : 0;",
+        }[self.readout]
+        read = f"""for (j = 0; j < {H}; ++j) {{
+        {committed}
+    }}"""
+        if self.window == 1:
+            return "", read
+        completed = {
+            "last": "r[j] = h[j];",
+            "mean": "r[j] = " + self.mean(f"{s}->pool[j] + h[j]",
+                                          f"(int64_t){s}->steps + 1") + ";",
+            "max": f"r[j] = {s}->steps == 0 || h[j] > {s}->pool[j] ? h[j] : {s}->pool[j];",
+        }[self.readout]
+        locals_out = f"    {self.state_ctype} h[{H}], in[{IN}];\n    int filled;\n"
+        read = f"""filled = {s}->filled;
+    if (filled > 0) {{ /* the window completed with its last timestep, not committed */
+        for (j = 0; j < {IN}; ++j) {{
+            in[j] = {s}->window[j < filled * {CD} ? j : (filled - 1) * {CD} + j % {CD}];
+        }}
+        cell({s}->h, in, h);
+        for (j = 0; j < {H}; ++j) {{
+            {completed}
+        }}
+    }} else {{
+        {_indent(read, 4)}
+    }}"""
+        return locals_out, read
+
     def store_timestep(self, target):
         """C statements writing timestep ``x`` into ``target`` as the cell reads it."""
         if self.changes:
@@ -626,7 +808,7 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
         if not self.changes:
             return ""
         n, D = self.name, self.macros["D"]
-        first = "state->steps == 0" + (" && state->filled == 0" if self.window > 1 else "")
+        first = self.first_timestep()
         # float32 values (4 bytes each, as model_size_bytes_ counts them); the
         # sum with a change is taken in double, as _channels.log_change does
         offsets = _array("float", self.sym("change_offsets"), offsets_of(self.model),
@@ -865,7 +1047,7 @@ int {n}_predict(const float *x, int length, float *y)
 
 
 class _FloatWriter(_Writer):
-    value_ctype, out_ctype, state_ctype = "float", "float", "float"
+    value_ctype, out_ctype, state_ctype, total_ctype = "float", "float", "float", "float"
     value_format = staticmethod(_float_literal)
     description = ("float32 weights and arithmetic (the input term in double for inputs "
                    "near the float32 maximum).")
@@ -990,7 +1172,7 @@ static void output_layer(const float *r, float *outputs)
 
 
 class _QuantizedWriter(_Writer):
-    value_ctype, out_ctype, state_ctype = "int8_t", "int32_t", "int32_t"
+    value_ctype, out_ctype, state_ctype, total_ctype = "int8_t", "int32_t", "int32_t", "int64_t"
     value_format = str
     description = (
         "int8 weights, integer-only arithmetic (sklearn_fastgrnn.compression."
@@ -1093,7 +1275,7 @@ static int64_t div_round(int64_t a, int64_t b)
     }
     return quotient;
 }
-""" if self.readout == "mean" else ""
+""" if self.readout == "mean" or self.phases > 1 else ""
         return f"""/* {n}.c: generated by sklearn_fastgrnn {__version__}; see {n}.h.
  *
  * The integer arithmetic of sklearn_fastgrnn.compression.QuantizedFastGRNN:

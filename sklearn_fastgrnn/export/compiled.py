@@ -45,8 +45,8 @@ _BATCH_SOURCE = """/* {n}_batch.c: {n}.c applied to n NaN-padded sequences of T 
 
 #include "{n}.c"
 
-#define WIDTH (2 * {H} + 2 + {window_previous}) /* a row of the state, as streaming.py lays it */
-
+#define WIDTH ({width}) /* a row of the state, as streaming.py lays it */
+{limit_helper}
 /* Steps before the trailing all-NaN padding, or -1 when NaN or inf is
    anywhere else or the sequence has no real step. */
 static int real_length(const float *x, int T)
@@ -198,7 +198,7 @@ int {n}_batch_update({n}_state *states, int n, const float *x, int64_t *seen, vo
     int i, kind;
     for (i = 0; i < n; ++i) {{
         kind = check_row_f(x + (size_t)i * {D});
-        if (kind < 0 || (kind == 0 && states[i].steps == INT32_MAX)) {{
+        if (kind < 0 || (kind == 0 && {at_limit})) {{
             return i + 1;
         }}
     }}
@@ -217,7 +217,7 @@ int {n}_batch_update_d({n}_state *states, int n, const double *x, int64_t *seen,
     int i, k, kind;
     for (i = 0; i < n; ++i) {{
         kind = check_row_d(x + (size_t)i * {D});
-        if (kind < 0 || (kind == 0 && states[i].steps == INT32_MAX)) {{
+        if (kind < 0 || (kind == 0 && {at_limit})) {{
             return i + 1;
         }}
     }}
@@ -232,7 +232,10 @@ int {n}_batch_update_d({n}_state *states, int n, const double *x, int64_t *seen,
     }}
     return {n}_batch_read(states, n, out);
 }}
+"""
 
+# the state rows of a model with one window phase
+_STATE_ROWS = """
 void {n}_batch_get_state(const {n}_state *states, int n, double *rows)
 {{
     int i, j;
@@ -262,6 +265,53 @@ void {n}_batch_set_state({n}_state *states, int n, const double *rows)
             state->h[j] = ({state_type})row[j];{set_pool}
         }}
         state->steps = (int32_t)row[2 * {H}];{set_window}{set_previous}
+    }}
+}}
+"""
+
+
+# the state rows of a model with window phases: a block per phase (BLOCK values),
+# then the previous timestep
+_PHASE_STATE_ROWS = """
+void {n}_batch_get_state(const {n}_state *states, int n, double *rows)
+{{
+    int i, b, j;
+    for (i = 0; i < n; ++i) {{
+        const {n}_state *state = states + i;
+        double *row = rows + (size_t)i * WIDTH;
+        for (b = 0; b < {P}; ++b, row += BLOCK) {{
+            const {n}_phase *phase = state->phase + b;
+            for (j = 0; j < {H}; ++j) {{
+                row[j] = (double)phase->h[j];
+                row[{H} + j] = {get_pool};
+            }}
+            row[2 * {H}] = (double)phase->steps;
+            row[2 * {H} + 1] = (double)phase->filled;
+            for (j = 0; j < {K} * {CD}; ++j) {{
+                row[2 * {H} + 2 + j] = (double)phase->window[j];
+            }}
+        }}{get_previous}
+    }}
+}}
+
+/* rows checked by the caller (streaming.check_state) */
+void {n}_batch_set_state({n}_state *states, int n, const double *rows)
+{{
+    int i, b, j;
+    for (i = 0; i < n; ++i) {{
+        {n}_state *state = states + i;
+        const double *row = rows + (size_t)i * WIDTH;
+        for (b = 0; b < {P}; ++b, row += BLOCK) {{
+            {n}_phase *phase = state->phase + b;
+            for (j = 0; j < {H}; ++j) {{
+                phase->h[j] = ({state_type})row[j];{set_pool}
+            }}
+            phase->steps = (int32_t)row[2 * {H}];
+            phase->filled = (int32_t)row[2 * {H} + 1];
+            for (j = 0; j < {K} * {CD}; ++j) {{
+                phase->window[j] = ({state_type})row[2 * {H} + 2 + j];
+            }}
+        }}{set_previous}
     }}
 }}
 """
@@ -298,32 +348,71 @@ def _batch_source(writer):
     else:
         stream_read = f"""        value_of(o, (float *)out + (size_t)i * {m["C"]});"""
     pooled, windowed = writer.readout != "last", writer.window > 1
-    # the raw previous timestep of a model with change channels, after the window
-    previous = f"2 * {m['H']} + 2 + {m['K']} * {m['CD']} + j"
+    H, D, CD, K, P = m["H"], m["D"], m["CD"], m["K"], m["P"]
+    previous_width = f" + {D}" if writer.changes else ""
+    width = f"2 * {H} + 2 + {K} * {CD}{previous_width}"
+    limit_helper, at_limit = "", "states[i].steps == INT32_MAX"
+    if writer.phases > 1:  # a block per phase in a row
+        width, at_limit = f"{P} * BLOCK{previous_width}", "at_limit(states + i)"
+        limit_helper = f"""#define BLOCK (2 * {H} + 2 + {K} * {CD}) /* a phase's block of a row */
+
+/* 1 when a phase of the state has taken INT32_MAX cell steps (it takes no more) */
+static int at_limit(const {n}_state *state)
+{{
+    int b;
+    for (b = 0; b < {P}; ++b) {{
+        if (state->phase[b].steps == INT32_MAX) {{
+            return 1;
+        }}
+    }}
+    return 0;
+}}
+"""
     text = _BATCH_SOURCE.format(
-        n=n, H=m["H"], D=m["D"], CD=m["CD"], K=m["K"], C=m["C"], out=out,
-        window_previous=f"{m['K']} * {m['CD']}" + (f" + {m['D']}" if writer.changes else ""),
-        proba_kind=proba_kind, predict_kind=predict_kind, stream_read=stream_read,
-        state_type=writer.state_ctype,
-        get_pool="(double)state->pool[j]" if pooled else "0.0",
-        get_filled="(double)state->filled" if windowed else "0.0",
-        get_window="(double)state->window[j]" if windowed else "0.0",
-        set_pool=(f"\n            state->pool[j] = ({writer.pool_ctype})row[{m['H']} + j];"
-                  if pooled else ""),
-        set_window=(f"""
-        state->filled = (int32_t)row[2 * {m["H"]} + 1];
-        for (j = 0; j < {m["K"]} * {m["CD"]}; ++j) {{
-            state->window[j] = ({writer.state_ctype})row[2 * {m["H"]} + 2 + j];
+        n=n, H=H, D=D, C=m["C"], out=out, width=width, limit_helper=limit_helper,
+        at_limit=at_limit, proba_kind=proba_kind, predict_kind=predict_kind,
+        stream_read=stream_read,
+    )
+    if writer.phases > 1:
+        # after the blocks, row points at the raw previous timestep (change channels)
+        text += _PHASE_STATE_ROWS.format(
+            n=n, H=H, K=K, CD=CD, P=P, state_type=writer.state_ctype,
+            get_pool="(double)phase->pool[j]" if pooled else "0.0",
+            set_pool=(f"\n                phase->pool[j] = ({writer.pool_ctype})row[{H} + j];"
+                      if pooled else ""),
+            get_previous=f"""
+        for (j = 0; j < {D}; ++j) {{
+            row[j] = (double)state->previous[j];
+        }}""" if writer.changes else "",
+            set_previous=f"""
+        for (j = 0; j < {D}; ++j) {{
+            state->previous[j] = (float)row[j];
+        }}""" if writer.changes else "",
+        )
+    else:
+        # the raw previous timestep of a model with change channels, after the window
+        previous = f"2 * {H} + 2 + {K} * {CD} + j"
+        text += _STATE_ROWS.format(
+            n=n, H=H, D=D, CD=CD, K=K, state_type=writer.state_ctype,
+            get_pool="(double)state->pool[j]" if pooled else "0.0",
+            get_filled="(double)state->filled" if windowed else "0.0",
+            get_window="(double)state->window[j]" if windowed else "0.0",
+            set_pool=(f"\n            state->pool[j] = ({writer.pool_ctype})row[{H} + j];"
+                      if pooled else ""),
+            set_window=(f"""
+        state->filled = (int32_t)row[2 * {H} + 1];
+        for (j = 0; j < {K} * {CD}; ++j) {{
+            state->window[j] = ({writer.state_ctype})row[2 * {H} + 2 + j];
         }}""" if windowed else ""),
-        get_previous=f"""
-        for (j = 0; j < {m["D"]}; ++j) {{
+            get_previous=f"""
+        for (j = 0; j < {D}; ++j) {{
             row[{previous}] = (double)state->previous[j];
         }}""" if writer.changes else "",
-        set_previous=f"""
-        for (j = 0; j < {m["D"]}; ++j) {{
+            set_previous=f"""
+        for (j = 0; j < {D}; ++j) {{
             state->previous[j] = (float)row[{previous}];
         }}""" if writer.changes else "",
-    )
+        )
     if not floats:  # the copy loop of batch_read needs its index
         text = text.replace("    int i, bad = 0;\n", "    int i, k, bad = 0;\n")
     return text
@@ -575,7 +664,10 @@ class CompiledStreamer:
     predictions exactly those of ``QuantizedFastGRNN.streamer``). Input is read
     as float32; values beyond its range are an error. :attr:`state` has the
     row layout of the Python streamers, so a state moves between them (a
-    float64 state is rounded to float32 here).
+    float64 state is rounded to float32 here): ``[block_0 | ... | block_{p-1} |
+    previous | timesteps seen]``, a block ``[h | pool | steps | filled |
+    window]`` of each window phase (one without phases) read from and written
+    to its ``name_phase``.
 
     Pickling stores the model and the state, rebuilds the library when loaded
     and resumes exactly where the stream stopped.
@@ -595,6 +687,7 @@ class CompiledStreamer:
         self.n_streams = check_n_streams(n_streams)
         writer = predictor._writer
         self._hidden_size, self._window = int(writer.hidden_size), writer.window
+        self._phases = writer.phases  # a block of state per window phase
         self._channels, self._cell_channels = writer.n_channels, writer.cell_channels
         # the raw values of the last timestep the state keeps (change channels)
         self._n_previous = writer.n_channels if writer.changes else 0
@@ -719,9 +812,9 @@ class CompiledStreamer:
     def state(self, value):
         # every value within float32 (the previous timestep is float32 in C too)
         value = check_state(value, self.n_streams, self._hidden_size, self._window,
-                            self._cell_channels, n_previous=self._n_previous,
-                            integer=self._quantized, max_steps=_INT32_MAX,
-                            bound=_FLOAT32_MAX)
+                            self._cell_channels, phases=self._phases,
+                            n_previous=self._n_previous, integer=self._quantized,
+                            max_steps=_INT32_MAX, bound=_FLOAT32_MAX)
         if self._quantized:
             # the int8 model's own bounds of h, the pool and the window
             self.model.streamer(self.n_streams)._cell.set_state(value[:, :-1])
@@ -731,8 +824,8 @@ class CompiledStreamer:
 
     @property
     def _state_width(self):
-        return (2 * self._hidden_size + 2 + self._window * self._cell_channels
-                + self._n_previous + 1)
+        block = 2 * self._hidden_size + 2 + self._window * self._cell_channels
+        return self._phases * block + self._n_previous + 1
 
     # -- pickling ------------------------------------------------------------
     def __getstate__(self):

@@ -27,7 +27,12 @@ the Python engine):
    keeping the previous state at padded steps, and the running sum (readout
    ``"mean"``) or maximum (``"max"``) of the states over the real steps;
 7. the readout (the last state, the sum divided by the real cell steps, or
-   the maximum), ``outputs = readout @ V + bias_out`` and the model's head:
+   the maximum); with ``window_phases_ = p > 1``, steps 4 to 7 read every
+   sequence in ``p`` phases, phase ``j`` after ``s_j`` copies of its first
+   cell-input timestep (:func:`~sklearn_fastgrnn._sequences.phase_shifts`),
+   stacked along the batch axis, and the readout is the mean of the phases'
+   (summed in phase order, divided by ``p``); then
+   ``outputs = readout @ V + bias_out`` and the model's head:
    ``softmax`` and the label of the largest output (a classifier),
    ``sigmoid`` and ``outputs > 0`` (a multilabel classifier), the outputs or
    their ``exp`` (a regressor, ``loss="squared_error"`` or ``"poisson"``).
@@ -42,7 +47,10 @@ per call, on the window being filled completed with its last timestep; ``Where``
 commits the result to the state only when the window is full, and the
 predictions read it whenever the window holds a timestep. With
 ``change_channels`` the state also holds the stream's last timestep, which the
-next change is taken from.
+next change is taken from. With ``window_phases_ = p > 1`` the state row holds
+one block per phase, read as ``p`` rows per stream: at a stream's first timestep
+phase ``j`` takes ``s_j`` copies of it before it, and the predictions read the
+mean of the phases' readouts.
 """
 
 import json
@@ -53,6 +61,7 @@ from sklearn.preprocessing import StandardScaler
 from .._channels import n_cell_channels
 from .._files import write_atomically
 from .._nonlinearities import scalar_sigmoid
+from .._sequences import phase_shifts
 from .._version import __version__
 from ..preprocessing import SequenceScaler
 from .weights import check_fitted_model, check_scaler, out_activation, unpack_model
@@ -67,13 +76,20 @@ One row per stream, float64, ``2 * H + k * c + p + 3`` values (``H`` the hidden
 size, ``k`` the window, ``d`` the input channels, ``c`` the cell channels: ``3 d``
 with ``change_channels``, else ``d``; ``p``: ``d`` with ``change_channels``, else
 0), as ``Streamer.state``: ``[h (H) | pool (H) | steps | filled | window (k * c)
-| previous (p) | n_timesteps_seen]``: the hidden state; the sum (readout
-"mean") or maximum ("max") of the committed states (zeros for "last"); the cell
-steps committed; the timesteps of the window being filled (0 to k - 1); that
-window, time-major, each timestep as the cell reads it (only its first
-``filled`` timesteps count); the last timestep received (as the estimator
+| previous (p) | n_timesteps_seen]`` (with ``P = window_phases_ > 1``, ``P``
+blocks ``[h | pool | steps | filled | window]``, one per phase, before
+``previous``: ``P * (2 * H + 2 + k * c) + p + 1`` values): the hidden state; the
+sum (readout "mean") or maximum ("max") of the committed states (zeros for
+"last"); the cell steps committed; the timesteps of the window being filled (0
+to k - 1); that window, time-major, each timestep as the cell reads it (only its
+first ``filled`` timesteps count); the last timestep received (as the estimator
 receives it: scaled), which the next change is taken from; the timesteps
 received. Zeros are the state of an empty sequence."""
+
+
+def _window_phases(est):
+    """The phases of the windows a fitted estimator averages (1 when it has none)."""
+    return int(getattr(est, "window_phases_", 1))
 
 
 def _import_onnx():
@@ -322,6 +338,54 @@ def _scan_body(onnx, est, counter):
     )
 
 
+def _phase_windows(g, x, last_real, batch, T, k, c, shifts):
+    """The cell input ``x`` (batch, T, c) of every phase, windowed and stacked.
+
+    Phase ``j`` reads timestep ``u`` as row ``clamp(u - s_j, 0, L - 1)`` of its
+    sequence (``L - 1 = last_real``): ``s_j`` copies of the first row before it
+    and its last real row repeated after it, to ``ceil((T + max(s)) / k)``
+    windows for every phase. The phases are stacked phase-major along the batch
+    axis. Returns the windows (phases * batch, windows, k * c), the last real
+    window of each row (phases * batch, 1, 1), the number of windows (1,) and
+    the stacked batch size (1,).
+    """
+    phases = len(shifts)
+    rows = g.op("Mul", [batch, g.ints("phases", [phases])], "phase_rows")
+    # each row's shift: phase j's batch rows take s_j
+    shift = g.op("Expand", [g.ints("shifts", np.reshape(shifts, (phases, 1, 1, 1))),
+                            g.op("Concat", [g.ints("phases", [phases]), batch,
+                                            g.ints("ones2", [1, 1])], axis=0)])
+    shift = g.op("Reshape", [shift, g.ints("shape_r11", [-1, 1, 1])], "row_shift")
+    last_row = g.op("Tile", [last_real, g.ints("phase_tiles", [phases, 1, 1])], "last_row")
+    window = g.ints("k", [k])
+    n_steps = g.op("Div", [g.op("Add", [T, g.ints("shift_k_1", [max(shifts) + k - 1])]),
+                           window], "n_windows")
+    timesteps = g.op("Range", [g.const("start", 0, np.int64),
+                               g.op("Squeeze", [g.op("Mul", [n_steps, window]),
+                                                g.ints("axis0", [0])]),
+                               g.const("delta", 1, np.int64)])
+    timesteps = g.op("Reshape", [timesteps, g.ints("shape_1_T_1", [1, -1, 1])])
+    source = g.op("Max", [g.op("Min", [g.op("Sub", [timesteps, shift]), last_row]),
+                          g.ints("zero", [0])], "phase_source")  # (rows, windows * k, 1)
+    x = g.op("Tile", [x, g.ints("phase_tiles", [phases, 1, 1])], "x_phases")
+    x = g.op("GatherElements", [x, g.op("Expand", [source, g.ints("shape_11c", [1, 1, c])])],
+             "phase_timesteps", axis=1)
+    x = g.op("Reshape", [x, g.ints("shape_windows", [0, -1, k * c])], "windows")
+    last_window = g.op("Div", [g.op("Add", [last_row, shift]), g.const("k_scalar", k, np.int64)],
+                       "last_real_window")
+    return x, last_window, n_steps, rows
+
+
+def _phase_mean(g, r, axis, phases):
+    """The mean of the readouts ``r`` over its ``axis`` of the ``phases`` phases:
+    ``(r_0 + ... + r_{p-1}) / p``, summed in that order."""
+    total = None
+    for j in range(phases):
+        r_j = g.op("Gather", [r, g.const("phase", j, np.int64)], f"readout_{j}", axis=axis)
+        total = r_j if total is None else g.op("Add", [total, r_j], "readout_sum")
+    return g.op("Div", [total, g.const("n_phases", phases)], "phase_mean")
+
+
 def _sequence_graph(onnx, est, scaler, g):
     """Nodes of the sequence graph; returns its inputs and outputs."""
     TP = onnx.TensorProto
@@ -345,7 +409,11 @@ def _sequence_graph(onnx, est, scaler, g):
     shape = g.op("Shape", [INPUT_NAME])
     batch = g.op("Slice", [shape, g.ints("s0", [0]), g.ints("s1", [1])], "batch")
     T = g.op("Slice", [shape, g.ints("s1", [1]), g.ints("s2", [2])], "T")
-    if k > 1:  # windows of k timesteps, the last one edge-filled (_sequences.windowed)
+    phases = _window_phases(est)
+    if phases > 1:  # every phase's windows, stacked: (phases * batch, windows, k * c)
+        x, last_real, n_steps, batch = _phase_windows(g, x, last_real, batch, T, k, c,
+                                                      phase_shifts(k, phases))
+    elif k > 1:  # windows of k timesteps, the last one edge-filled (_sequences.windowed)
         index = g.op("Expand", [last_real, g.op("Concat", [batch, g.ints("one", [1]),
                                                           g.ints("d", [c])], axis=0)])
         last = g.op("GatherElements", [x, index], "last_timestep", axis=1)
@@ -393,6 +461,8 @@ def _sequence_graph(onnx, est, scaler, g):
             r = g.op("Div", [pool, g.cast(count, TP.FLOAT)], "mean_state")
         else:
             r = pool
+    if phases > 1:  # rows phase-major: phase j's sequences are rows j * batch ...
+        r = _phase_mean(g, g.op("Reshape", [r, g.ints("shape_pbH", [phases, -1, H])]), 0, phases)
     outputs = g.op("Add", [g.op("MatMul", [r, g.const("V", coefs["V"])]),
                            g.const("bias_out", coefs["bias_out"])], "outputs")
     graph_outputs = _head(g, est, outputs)
@@ -416,14 +486,27 @@ def state_layout(model):
         ``size`` (values per row) and, per part, its column: ``h``, ``pool``,
         ``window`` and (``change_channels`` only) ``previous`` as ``[start,
         stop)`` pairs, ``steps``, ``filled`` and ``n_timesteps_seen`` as column
-        indices.
+        indices. With ``window_phases_ = p > 1`` the row starts with one block
+        ``[h | pool | steps | filled | window]`` per phase: ``phases`` lists
+        them, each with its ``shift`` and its parts' columns, and ``h`` to
+        ``window`` are those of phase 0 (there is no ``phases`` for one phase).
     """
     est, _, _ = unpack_model(model)
     H, d, c = est.coefs_["V"].shape[0], est.n_channels_, n_cell_channels(est)
-    window_end = 2 * H + 2 + int(getattr(est, "window_", 1)) * c
+    k, phases = int(getattr(est, "window_", 1)), _window_phases(est)
+    block_size = 2 * H + 2 + k * c
+
+    def block(start):
+        return {"h": [start, start + H], "pool": [start + H, start + 2 * H],
+                "steps": start + 2 * H, "filled": start + 2 * H + 1,
+                "window": [start + 2 * H + 2, start + block_size]}
+
+    window_end = phases * block_size
     seen = window_end + (d if c > d else 0)  # after the last timestep, for the changes
-    layout = {"size": seen + 1, "h": [0, H], "pool": [H, 2 * H], "steps": 2 * H,
-              "filled": 2 * H + 1, "window": [2 * H + 2, window_end]}
+    layout = {"size": seen + 1, **block(0)}
+    if phases > 1:
+        layout["phases"] = [{"shift": int(shift), **block(j * block_size)}
+                            for j, shift in enumerate(phase_shifts(k, phases))]
     if seen > window_end:
         layout["previous"] = [window_end, seen]
     layout["n_timesteps_seen"] = seen
@@ -432,53 +515,96 @@ def state_layout(model):
 
 def _step_graph(onnx, est, scaler, g):
     """Nodes of the step graph (one timestep of ``Streamer.update``); returns its
-    inputs and outputs."""
+    inputs and outputs.
+
+    With ``window_phases_ = p > 1`` the blocks of the state are read as ``batch
+    * p`` rows (row ``i * p + j``: phase ``j`` of stream ``i``), each stepped as
+    the one block of a single phase, and the readouts are averaged over phases.
+    """
     TP = onnx.TensorProto
     layout = state_layout(est)
     d, k = est.n_channels_, int(getattr(est, "window_", 1))
-    c = n_cell_channels(est)
+    c, H = n_cell_channels(est), est.coefs_["V"].shape[0]
+    phases = _window_phases(est)
+    block_size = 2 * H + 2 + k * c  # one phase's [h | pool | steps | filled | window]
     state = STATE_INPUT
+    # the rows the cell steps: a stream's state, or one row per (stream, phase)
+    rows = state if phases == 1 else g.op(
+        "Reshape", [g.op("Slice", [state, g.ints("start", [0]),
+                                   g.ints("stop", [phases * block_size]),
+                                   g.ints("axis1", [1])], "blocks"),
+                    g.ints("shape_rows", [-1, block_size])], "phase_rows")
 
-    def part(name):
+    def part(name, source=rows):  # phase 0's columns are those of a block in a row
         where = layout[name]
         start, stop = where if isinstance(where, list) else (where, where + 1)
-        return g.op("Slice", [state, g.ints("start", [start]), g.ints("stop", [stop]),
+        return g.op("Slice", [source, g.ints("start", [start]), g.ints("stop", [stop]),
                               g.ints("axis1", [1])], name)
 
     def as_float(x):
         return g.cast(x, TP.FLOAT)
 
+    def per_phase(x, width, hint):  # (batch, width) -> (batch * p, width), stream-major
+        x = g.op("Expand", [g.op("Unsqueeze", [x, g.ints("axis1", [1])]),
+                            g.ints("shape_1p1", [1, phases, 1])])
+        return g.op("Reshape", [x, g.ints("shape_rows", [-1, width])], hint)
+
     h, pool = as_float(part("h")), as_float(part("pool"))
-    steps, filled, seen = part("steps"), part("filled"), part("n_timesteps_seen")
+    steps, filled, seen = part("steps"), part("filled"), part("n_timesteps_seen", state)
     buffer = g.op("Reshape", [part("window"), g.ints("shape_bkd", [0, k, c])], "buffer")
 
     x = g.cast(STEP_INPUT, TP.DOUBLE, "x_double")
     x = _scale(g, scaler, est, x) if scaler is not None else x
     active = g.op("Not", [_all_nan(g, STEP_INPUT, d)], "active")  # (batch, 1)
+    if phases > 1:  # a stream's first timestep since a reset: phase 0 has read nothing
+        zero = g.const("zero", 0.0, np.float64)
+        first = g.op("And", [g.op("Equal", [part("steps", state), zero]),
+                             g.op("Equal", [part("filled", state), zero])], "first_timestep")
     new_previous = []
     if c > d:  # the change from the previous timestep; 0 for the first since a reset
-        previous = part("previous")
-        zero = g.const("zero", 0.0, np.float64)
-        first = g.op("And", [g.op("Equal", [steps, zero]), g.op("Equal", [filled, zero])],
-                     "first_timestep")
+        previous = part("previous", state)
+        if phases == 1:
+            zero = g.const("zero", 0.0, np.float64)
+            first = g.op("And", [g.op("Equal", [steps, zero]), g.op("Equal", [filled, zero])],
+                         "first_timestep")
         new_previous = [g.where(active, x, previous, "previous_new")]
         x = _with_changes(g, x, g.where(first, x, previous, "previous_or_own"),
                           est.change_offsets_)
     position = g.ints("positions", np.arange(k).reshape(1, k, 1))
     to_3d = g.ints("axis2", [2])
     filled_i = g.cast(filled, TP.INT64, "filled_int")
-    write = g.op("And", [g.op("Equal", [position, g.op("Unsqueeze", [filled_i, to_3d])]),
-                         g.op("Unsqueeze", [active, to_3d])], "write")
+    if phases == 1:
+        write = g.op("And", [g.op("Equal", [position, g.op("Unsqueeze", [filled_i, to_3d])]),
+                             g.op("Unsqueeze", [active, to_3d])], "write")
+    else:  # the timestep once, and at the stream's first s_j copies of it before
+        x = per_phase(x, c, "x_phases")
+        starting = g.cast(g.op("And", [first, active]), TP.DOUBLE, "starting")
+        copies = g.op("Mul", [g.op("Unsqueeze", [starting, to_3d]),
+                              g.const("shifts", np.reshape(phase_shifts(k, phases),
+                                                           (1, phases, 1)), np.float64)])
+        taken = g.op("Add", [per_phase(g.cast(active, TP.DOUBLE), 1, "active_rows"),
+                             g.op("Reshape", [copies, g.ints("shape_rows", [-1, 1])])],
+                     "taken")  # (batch * p, 1): 0, 1 or s_j + 1
+        until = g.op("Add", [filled_i, g.cast(taken, TP.INT64)], "filled_until")
+        write = g.op("And", [
+            g.op("GreaterOrEqual", [position, g.op("Unsqueeze", [filled_i, to_3d])]),
+            g.op("Less", [position, g.op("Unsqueeze", [until, to_3d])])], "write")
     buffer = g.where(write, g.op("Unsqueeze", [x, g.ints("axis1", [1])]), buffer, "buffer_new")
-    filled = g.op("Add", [filled, g.cast(active, TP.DOUBLE)], "filled_now")  # 0 to k
+    if phases == 1:
+        taken = g.cast(active, TP.DOUBLE)
+    filled = g.op("Add", [filled, taken], "filled_now")  # 0 to k
     filled_i = g.cast(filled, TP.INT64, "filled_now_int")
     # the window completed with its last timestep, as predict completes a sequence's
     last_index = g.op("Max", [g.op("Sub", [filled_i, g.ints("one", [1])]), g.ints("zero", [0])])
-    shape = g.op("Shape", [STEP_INPUT])
-    batch = g.op("Slice", [shape, g.ints("s0", [0]), g.ints("s1", [1])], "batch")
-    index = g.op("Expand", [g.op("Unsqueeze", [last_index, to_3d]),
-                            g.op("Concat", [batch, g.ints("one", [1]), g.ints("d", [c])],
-                                 axis=0)])
+    if phases == 1:
+        shape = g.op("Shape", [STEP_INPUT])
+        batch = g.op("Slice", [shape, g.ints("s0", [0]), g.ints("s1", [1])], "batch")
+        index = g.op("Expand", [g.op("Unsqueeze", [last_index, to_3d]),
+                                g.op("Concat", [batch, g.ints("one", [1]), g.ints("d", [c])],
+                                     axis=0)])
+    else:  # broadcast over the rows
+        index = g.op("Expand", [g.op("Unsqueeze", [last_index, to_3d]),
+                                g.ints("shape_11c", [1, 1, c])])
     last = g.op("GatherElements", [buffer, index], "last_timestep", axis=1)
     inside = g.op("Less", [position, g.op("Unsqueeze", [filled_i, to_3d])])
     window = g.op("Reshape", [g.where(inside, buffer, last),
@@ -486,22 +612,25 @@ def _step_graph(onnx, est, scaler, g):
     h_step = _cell(g, est, h, _input_term(g, est, window))
     pool_step = _pooled(g, est.readout, pool, h_step) if est.readout != "last" else pool
     if est.readout == "max":  # the first step's state is the maximum
-        first = g.op("Equal", [steps, g.const("zero", 0.0, np.float64)])
-        pool_step = g.where(first, h_step, pool_step, "pool_first")
+        first_step = g.op("Equal", [steps, g.const("zero", 0.0, np.float64)])
+        pool_step = g.where(first_step, h_step, pool_step, "pool_first")
 
     # commit a full window; read the state with the window so far
     full = g.op("Equal", [filled_i, g.ints("k", [k])], "full")
     pending = g.op("Greater", [filled_i, g.ints("zero", [0])], "pending")
-    new_parts = [
+    new_blocks = [
         g.cast(g.where(full, h_step, h), TP.DOUBLE),
         g.cast(g.where(full, pool_step, pool), TP.DOUBLE),
         g.op("Add", [steps, g.cast(full, TP.DOUBLE)], "steps_new"),
         g.where(full, g.const("zero", 0.0, np.float64), filled, "filled_new"),
         g.op("Reshape", [buffer, g.ints("shape_window", [0, k * c])]),
-        *new_previous,
-        g.op("Add", [seen, g.cast(active, TP.DOUBLE)], "seen_new"),
     ]
-    g.op("Concat", new_parts, axis=1, output=STATE_OUTPUT)
+    seen_new = g.op("Add", [seen, g.cast(active, TP.DOUBLE)], "seen_new")
+    if phases > 1:  # back to one row per stream
+        new_blocks = [g.op("Reshape", [g.op("Concat", new_blocks, axis=1),
+                                       g.ints("shape_blocks", [-1, phases * block_size])],
+                           "blocks_new")]
+    g.op("Concat", [*new_blocks, *new_previous, seen_new], axis=1, output=STATE_OUTPUT)
     if est.readout == "last":
         r = g.where(pending, h_step, h, "h_read")
     else:
@@ -513,6 +642,9 @@ def _step_graph(onnx, est, scaler, g):
         else:  # before any step the readout is 0
             r = g.where(g.op("Greater", [steps_read, g.const("zero", 0.0, np.float64)]),
                         pool_read, g.const("zero", 0.0), "max_state")
+    if phases > 1:
+        r = _phase_mean(g, g.op("Reshape", [r, g.ints("shape_bpH", [-1, phases, H])]), 1,
+                        phases)
     outputs = g.op("Add", [g.op("MatMul", [r, g.const("V", est.coefs_["V"])]),
                            g.const("bias_out", est.coefs_["bias_out"])], "outputs")
     graph_outputs = _head(g, est, outputs)
@@ -595,6 +727,12 @@ def to_onnx(model, path=None, *, step=False):
     probabilities or predictions for that row only (onnxruntime then labels it
     ``classes_[0]``).
 
+    With ``window_phases_ = p > 1`` both graphs read every sequence in ``p``
+    phases of the windows and average the phases' readouts, as ``predict``
+    averages their outputs (equal up to float32 rounding); the step graph's
+    state then holds one block per phase (:func:`state_layout`), and the
+    metadata property ``window_phases`` is ``p`` (absent for one phase).
+
     The step graph's state rows are :attr:`Streamer.state
     <sklearn_fastgrnn.streaming.Streamer.state>` rows (:func:`state_layout`):
     zeros start every stream, a row of NaN in ``x`` leaves that stream as it
@@ -642,6 +780,8 @@ def to_onnx(model, path=None, *, step=False):
         "gate_nonlinearity": est.gate_nonlinearity,
         "update_nonlinearity": est.update_nonlinearity,
     }
+    if _window_phases(est) > 1:  # absent: one phase
+        props["window_phases"] = str(_window_phases(est))
     if hasattr(est, "classes_"):
         props["classes"] = json.dumps(np.asarray(est.classes_).tolist())
     if step:

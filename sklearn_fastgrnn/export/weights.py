@@ -303,10 +303,11 @@ def check_fitted_model(est, consequence):
     that the hyper-parameters and the outputs (``classes_`` or ``n_outputs_``)
     describe, with those shapes, every value is finite and at most
     ``MAX_ABS_WEIGHT`` in magnitude, ``out_activation_`` is one the
-    estimator (and its ``loss``) has, and the change offsets are valid
-    (:func:`check_offsets`). Every export (weights file, ONNX, C) and the
-    command line's model loading run it, so that a damaged or diverged model
-    is refused instead of predicting NaN.
+    estimator (and its ``loss``) has, ``window_phases_`` is from 1 to
+    ``window_``, and the change offsets are valid (:func:`check_offsets`).
+    Every export (weights file, ONNX, C) and the command line's model loading
+    run it, so that a damaged or diverged model is refused instead of
+    predicting NaN.
 
     Parameters
     ----------
@@ -338,6 +339,14 @@ def check_fitted_model(est, consequence):
     problem = _outputs_problem(est)
     if problem:
         raise ValueError(f"{problem}: {consequence}. Set it back or refit.")
+    phases = getattr(est, "window_phases_", 1)
+    if not (isinstance(phases, numbers.Integral) and not isinstance(phases, bool)
+            and 1 <= phases <= getattr(est, "window_", 1)):
+        raise ValueError(
+            f"window_phases_ must be an integer from 1 to window_ "
+            f"({getattr(est, 'window_', 1)}), got {phases!r}: {consequence}. Set it "
+            "back or refit."
+        )
     try:
         shapes = est._layout().shapes
     except (TypeError, ValueError) as exc:
@@ -395,6 +404,7 @@ def _encode_estimator(est):
         "n_channels": int(est.n_channels_),
         "n_features_in": int(est.n_features_in_),
         "window": int(est.window_),
+        "window_phases": int(getattr(est, "window_phases_", 1)),
         "change_channels": uses_changes(est),
         "change_offsets": (
             est.change_offsets_.tolist() if uses_changes(est) else None
@@ -785,6 +795,10 @@ def _load_estimator(meta, tensors, version):
     # version 1 (release 0.1.0) had no window; a file of a later version names it
     if version > 1 or meta.get(role + ".input.window", (int,), optional=True) is not None:
         est.window_ = meta.positive_int(role + ".input.window")
+    # files written before the window phases read one
+    est.window_phases_ = 1
+    if meta.get(role + ".input.window_phases", (int,), optional=True) is not None:
+        est.window_phases_ = meta.positive_int(role + ".input.window_phases", est.window_)
     # files written before the change channels have none
     est.change_channels_ = bool(meta.get(role + ".input.change_channels", (bool,),
                                          optional=True))
