@@ -317,11 +317,12 @@ def with_labels(est, predictions):
 
 def stream_inputs(X, lengths, n_steps, seed):
     """Timesteps of several streams: each its own sequence, NaN (nothing new)
-    after its end and now and then before it (an interleaved stream waiting)."""
+    after its end and now and then before it (an interleaved stream waiting);
+    at least ``n_steps`` of them, and on until every stream has ended."""
     rng = np.random.default_rng(seed)
     steps = []
     position = np.zeros(len(X), int)
-    for _ in range(n_steps):
+    while len(steps) < n_steps or (position < lengths).any():
         x = np.full((len(X), X.shape[2]), np.nan)
         for i in range(len(X)):
             if position[i] < lengths[i] and rng.random() < 0.75:
