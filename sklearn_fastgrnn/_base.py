@@ -1189,14 +1189,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self, self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, dtype,
             self.readout, self.engine, make_engine,
         )
-        shifts = phase_shifts(window, getattr(self, "window_phases_", 1))
+        phases = getattr(self, "window_phases_", 1)
         with np.errstate(over="ignore", invalid="ignore"):
-            # the mean of the phases' outputs: their readouts' through the output layer
             outputs = predictor.outputs(*windowed(cells, lengths, window))
-            for shift in shifts[1:]:
-                outputs += predictor.outputs(*windowed(cells, lengths, window, shift))
-            if len(shifts) > 1:
-                outputs /= len(shifts)
+            if phases > 1:  # the mean of the phases' outputs (of their readouts)
+                for shift in phase_shifts(window, phases)[1:]:
+                    outputs += predictor.outputs(*windowed(cells, lengths, window, shift))
+                outputs /= phases
         if not np.isfinite(outputs).all():
             self._warn_not_finite(outputs, lengths)
         return outputs

@@ -31,6 +31,8 @@ Thread safety: a streamer is a mutable object with no lock: use one per thread,
 or serialise the calls. Several streamers of one model are independent.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ._channels import PARTS, capped_change, log_change, offsets_of
@@ -159,6 +161,16 @@ def check_state(value, n_streams, hidden_size, window, n_channels, *, phases=1,
     return value
 
 
+class Block(NamedTuple):
+    """Views of one phase's state in a :class:`CellStream` (every stream's)."""
+
+    h: np.ndarray  # (n_streams, H)
+    pool: np.ndarray  # (n_streams, H): sum or maximum of the states
+    steps: np.ndarray  # (n_streams,): cell steps committed
+    buffer: np.ndarray  # (n_streams, window, cell channels): the window being filled
+    filled: np.ndarray  # (n_streams,): its timesteps so far
+
+
 class CellStream:
     """The cell's state for ``n_streams`` streams: the arithmetic of :class:`Streamer`.
 
@@ -233,6 +245,9 @@ class CellStream:
             self.filled = np.zeros((p, n), np.int64)  # its timesteps so far
             # the raw last timestep (change channels; a width of 0 without)
             self.previous = np.zeros((n, self.n_previous), self.dtype)
+            # each phase's views (h, pool, steps, buffer, filled), made once
+            self._blocks = [Block(self.h[j], self.pool[j], self.steps[j], self.buffer[j],
+                                  self.filled[j]) for j in range(p)]
             return
         self.h[:, streams] = 0
         self.pool[:, streams] = 0
@@ -349,16 +364,16 @@ class CellStream:
             return self._mean(pool, np.maximum(steps, 1))
         return np.where((steps > 0)[:, None], pool, 0).astype(self.state_dtype, copy=False)
 
-    def _commit(self, j, rows, h_new):
-        """Make ``h_new`` the state of phase ``j`` of the streams ``rows`` (one more
-        cell step)."""
-        pool, steps = self.pool[j], self.steps[j]
+    def _commit(self, block, rows, h_new):
+        """Make ``h_new`` the state of the phase ``block`` of the streams ``rows``
+        (one more cell step)."""
+        pool, steps = block.pool, block.steps
         if self.readout == "mean":
             pool[rows] += h_new
         elif self.readout == "max":
             first = steps[rows] == 0
             pool[rows] = np.where(first[:, None], h_new, np.maximum(pool[rows], h_new))
-        self.h[j, rows] = h_new
+        block.h[rows] = h_new
         steps[rows] += 1
 
     def push(self, x, active=None):
@@ -372,28 +387,31 @@ class CellStream:
         if active is None:
             active = ~np.isnan(x).all(axis=1)
             active = True if active.all() else active
-        first = (self.steps[0] == 0) & (self.filled[0] == 0)
+        blocks = self._blocks
+        if self.changes or len(blocks) > 1:  # a stream's first timestep: phase 0 is empty
+            first = (blocks[0].steps == 0) & (blocks[0].filled == 0)
         if self.changes:
             x = self._with_changes(x, first, active)
         x = self._input(x)
-        starting = None
-        for j, shift in enumerate(self.shifts):
-            if shift and starting is None:
-                starting = first if active is True else first & active
-                starting = starting if starting.any() else False
-            if shift and starting is not False:
+        self._push_phase(blocks[0], x, active)
+        if len(blocks) == 1:
+            return
+        starting = first if active is True else first & active
+        copies = (True if starting.all() else starting) if starting.any() else None
+        for block, shift in zip(blocks[1:], self.shifts[1:]):
+            if copies is not None:
                 for _ in range(shift):
-                    self._push_phase(j, x, True if starting.all() else starting)
-            self._push_phase(j, x, active)
+                    self._push_phase(block, x, copies)
+            self._push_phase(block, x, active)
 
-    def _push_phase(self, j, x, active):
-        """Add the timestep ``x`` to phase ``j`` of the streams ``active`` (see
-        :meth:`push`)."""
+    def _push_phase(self, block, x, active):
+        """Add the timestep ``x`` to the phase ``block`` of the streams ``active``
+        (see :meth:`push`)."""
         k = self.window
-        buffer, filled = self.buffer[j], self.filled[j]
+        buffer, filled = block.buffer, block.filled
         if active is True:  # every stream: slices, not index arrays
             if k == 1:
-                self._commit(j, slice(None), self._cell(self.h[j], x))
+                self._commit(block, slice(None), self._cell(block.h, x))
                 return
             f = int(filled[0])
             if (filled == f).all():
@@ -401,7 +419,7 @@ class CellStream:
                 filled += 1
                 if f + 1 == k:
                     window = buffer.reshape(self.n_streams, -1)
-                    self._commit(j, slice(None), self._cell(self.h[j], window))
+                    self._commit(block, slice(None), self._cell(block.h, window))
                     filled[:] = 0
                 return
             active = np.ones(self.n_streams, bool)
@@ -413,7 +431,7 @@ class CellStream:
         full = rows[filled[rows] == k]
         if full.size:
             window = buffer[full].reshape(len(full), -1)
-            self._commit(j, full, self._cell(self.h[j, full], window))
+            self._commit(block, full, self._cell(block.h[full], window))
             filled[full] = 0
 
     def outputs(self):
@@ -422,18 +440,18 @@ class CellStream:
         A stream with a partly filled window gets the outputs of its sequence
         so far: the window completed with its last timestep, not committed.
         """
-        readouts = [self._readout(j) for j in range(len(self.shifts))]
-        r = readouts[0] if len(readouts) == 1 else self._phase_mean(readouts)
-        return self._output_layer(r)
+        blocks = self._blocks
+        if len(blocks) == 1:
+            return self._output_layer(self._readout(blocks[0]))
+        return self._output_layer(self._phase_mean([self._readout(b) for b in blocks]))
 
-    def _readout(self, j):
-        """The readout of phase ``j`` of every stream now (see :meth:`outputs`)."""
-        h, pool, steps = self.h[j], self.pool[j], self.steps[j]
-        filled = self.filled[j]
+    def _readout(self, block):
+        """The readout of the phase ``block`` of every stream now (see :meth:`outputs`)."""
+        h, pool, steps, filled = block.h, block.pool, block.steps, block.filled
         partial = np.flatnonzero(filled > 0) if self.window > 1 else ()
         if len(partial):
             h, pool, steps = h.copy(), pool.copy(), steps.copy()
-            buffer = self.buffer[j, partial]  # a copy: fill the rest with the last step
+            buffer = block.buffer[partial]  # a copy: fill the rest with the last step
             filled = filled[partial]
             k = np.arange(self.window)
             last = buffer[np.arange(len(partial)), filled - 1]
