@@ -13,19 +13,21 @@ timestep repeated) for that answer, and committed to the state only when full.
 The state of every stream is one row of :attr:`Streamer.state`, which can be
 read and written (to move streams between processes), and a streamer pickles
 with its model, so a pickled streamer resumes exactly where it stopped. The
-row is ``[block_0 | ... | block_{p-1} | previous | timesteps seen]``, one block
-``[h | pool | steps | filled | window]`` per phase of the windows (``p =
-window_phases_``: phase ``j`` reads the stream after ``s_j`` copies of its
-first timestep, and the readout is the mean of the phases')
-(``pool``: the sum or the maximum of the states, 0 for ``readout="last"``;
-``window``: ``window_`` timesteps as the cell reads them, time-major, each
-``n_channels_`` values and, with ``change_channels``, their changes and the
-logarithms of these;
-``previous``: with ``change_channels`` only, the raw values of the last
-timestep, which the next change is taken from): the same layout for the
-streamers of an int8 model (``QuantizedFastGRNN.streamer``, integers) and of
-the compiled C code (``compile_predictor(model).streamer``), so a state moves
-between them.
+row is ``[block_0 | ... | block_{p-1} | previous | timesteps seen]``:
+
+- one block ``[h | pool | steps | filled | window]`` per phase of the windows
+  (``p = window_phases_``; phase ``j`` reads the stream after ``s_j`` copies
+  of its first timestep, and the readout is the mean of the phases');
+- ``pool``: the sum or the maximum of the states, 0 for ``readout="last"``;
+- ``window``: ``window_`` timesteps as the cell reads them, time-major, each
+  ``n_channels_`` values and, with ``change_channels``, their changes and the
+  logarithms of these;
+- ``previous``: with ``change_channels`` only, the raw values of the last
+  timestep, which the next change is taken from.
+
+The streamers of an int8 model (``QuantizedFastGRNN.streamer``, integers) and
+of the compiled C code (``compile_predictor(model).streamer``) have the same
+layout, so a state moves between them.
 
 Thread safety: a streamer is a mutable object with no lock: use one per thread,
 or serialise the calls. Several streamers of one model are independent.
