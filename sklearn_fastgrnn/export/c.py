@@ -74,7 +74,6 @@ Thread safety: the code has no global state (only constant tables): every
 function may run in several threads at once, each on its own state.
 """
 
-import numbers
 import os
 import re
 import textwrap
@@ -95,7 +94,7 @@ from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from ..regressor import FastGRNNRegressor
-from .weights import check_fitted_model, check_offsets
+from .weights import check_fitted_model, check_offsets, check_phases
 
 __all__ = ["export_c"]
 
@@ -260,14 +259,7 @@ def _check_quantized(q):
             raise ValueError(f"weights_[{key!r}] of the QuantizedFastGRNN is "
                              f"{np.asarray(value).dtype}, not int8: the model is damaged; "
                              "quantize the model again.")
-    phases = getattr(q, "window_phases_", 1)
-    if not (isinstance(phases, numbers.Integral) and not isinstance(phases, bool)
-            and 1 <= phases <= q.window_):
-        raise ValueError(
-            f"window_phases_ must be an integer from 1 to window_ ({q.window_}), got "
-            f"{phases!r}: export_c refuses it. The model is damaged; quantize the model "
-            "again."
-        )
+    check_phases(q, "export_c refuses it. The model is damaged; quantize the model again")
     V = q.weights_[q.chain_keys("V")[-1]]
     if hasattr(q, "classes_") and np.shape(V)[-1] != len(q.classes_):
         raise ValueError(

@@ -339,14 +339,7 @@ def check_fitted_model(est, consequence):
     problem = _outputs_problem(est)
     if problem:
         raise ValueError(f"{problem}: {consequence}. Set it back or refit.")
-    phases = getattr(est, "window_phases_", 1)
-    if not (isinstance(phases, numbers.Integral) and not isinstance(phases, bool)
-            and 1 <= phases <= getattr(est, "window_", 1)):
-        raise ValueError(
-            f"window_phases_ must be an integer from 1 to window_ "
-            f"({getattr(est, 'window_', 1)}), got {phases!r}: {consequence}. Set it "
-            "back or refit."
-        )
+    check_phases(est, f"{consequence}. Set it back or refit")
     try:
         shapes = est._layout().shapes
     except (TypeError, ValueError) as exc:
@@ -366,6 +359,18 @@ def check_fitted_model(est, consequence):
                 "damaged; retrain it (smaller learning_rate_init, or alpha)."
             )
     check_offsets(est, consequence)
+
+
+def check_phases(model, consequence):
+    """Refuse a model whose ``window_phases_`` is not an integer from 1 to its
+    ``window_`` (every export reads that many phases)."""
+    phases, window = getattr(model, "window_phases_", 1), getattr(model, "window_", 1)
+    if not (isinstance(phases, numbers.Integral) and not isinstance(phases, bool)
+            and 1 <= phases <= window):
+        raise ValueError(
+            f"window_phases_ must be an integer from 1 to window_ ({window}), got "
+            f"{phases!r}: {consequence}."
+        )
 
 
 def check_offsets(model, consequence):
