@@ -819,6 +819,7 @@ def _info(args):
           f"update={clf.update_nonlinearity}, readout={getattr(clf, 'readout', 'last')}, "
           f"window={getattr(clf, 'window_', 1)}, "
           f"window_phases={getattr(clf, 'window_phases_', 1)}, "
+          f"envelope_width={getattr(clf, 'envelope_width_', 0)}, "
           f"change_channels={uses_changes(clf)}")
     print(f"parameters: {clf.n_params_}")
     if hasattr(clf, "n_iter_"):  # a quantised or weights-file model has no history

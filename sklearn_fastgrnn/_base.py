@@ -36,8 +36,10 @@ from . import _callbacks, _compiled_input, _losses, _scaling, _size
 from ._averaging import WeightAverage
 from ._cell import READOUTS, ParameterLayout, init_parameters, predictor_for
 from ._channels import (
+    base_values,
     cell_values,
     change_offsets,
+    envelope_width,
     n_cell_channels,
     offsets_of,
     uses_changes,
@@ -70,18 +72,21 @@ AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
 AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
 AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per typical sequence
 AUTO_PHASES = 4  # window_phases="auto": at most this many phases of the windows
+AUTO_ENVELOPE_WINDOW = 4  # envelope_width="auto": windows of at least this many timesteps
+AUTO_RANK_DIVISOR = 4  # w_rank="auto": hidden_size // this with envelope channels
 AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
 MAX_PARAMETERS = 2**31 - 1
 _INTEGER_PARAMS = (
     "hidden_size", "n_timesteps", "w_rank", "u_rank", "lr_decay_step", "batch_size",
     "max_iter", "n_iter_no_change", "iht_interval", "window", "window_phases",
+    "envelope_width",
 )
 # What a model of release 0.1.0 (which had none of these parameters) did: a model
 # file of that release without them is read with these values.
 LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
                  "shift_windows": False, "weight_averaging": 0.0, "change_channels": False,
-                 "window_phases": 1}
+                 "window_phases": 1, "envelope_width": 0}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -126,6 +131,15 @@ PARAMETERS_DOC = """\
         from the raw input. "auto" is on when the longest training sequence
         has more than one timestep (one timestep has no change).
         ``change_channels_`` is the value used.
+    envelope_width : int or "auto", default="auto"
+        Give the cell, beside each input channel, its largest and smallest
+        value over the last ``envelope_width_`` timesteps (fewer at the start
+        of a sequence), before the change channels, which are then taken of
+        all three: ``9 * n_channels`` values per timestep with both. A window
+        reads its timesteps at fixed places, and a peak moves between them
+        from one sequence to the next; the envelope holds it for
+        ``envelope_width_`` timesteps wherever it fell. "auto" is
+        {envelope_auto}; 0 or 1 is none. ``envelope_width_`` is the value used.
     readout : {{"last", "mean", "max"}}, default="last"
         What the output layer reads: the state after the last real step, or
         the mean or the maximum (per hidden unit) of the states over the real
@@ -145,9 +159,14 @@ PARAMETERS_DOC = """\
         and raw input trains as well as standardised input.
     gate_nonlinearity, update_nonlinearity : str, default="sigmoid", "tanh"
         One of "sigmoid", "tanh", "relu", "quant_sigmoid", "quant_tanh".
-    w_rank, u_rank : int or None, default=None
-        Rank of ``W = W1 @ W2`` (at most ``min(n_channels, hidden_size)``) and
-        ``U = U1 @ U2`` (at most ``hidden_size``); None for full rank.
+    w_rank : int, "auto" or None, default="auto"
+        Rank of ``W = W1 @ W2``, at most ``min(d, hidden_size)`` (``d`` the
+        values the cell reads a step: ``window_`` times the channels, with the
+        change and envelope channels); None for full rank. "auto" is
+        ``hidden_size // 4`` (at least 1) with envelope channels, whose wide
+        input it keeps small and regular, else full rank.
+    u_rank : int or None, default=None
+        Rank of ``U = U1 @ U2`` (at most ``hidden_size``); None for full rank.
     init : {{"chrono", "edgeml"}}, default="chrono"
         Initial weights. "edgeml" is EdgeML's: every matrix ``0.1 * N(0, 1)``,
         both biases 1. "chrono" (the default) differs in two places. The gate
@@ -282,13 +301,16 @@ ATTRIBUTES_DOC = """\
         (``window_phases``).
     alpha_ : float
         The L2 penalty of the last training call (``alpha``).
+    envelope_width_ : int
+        Timesteps of the envelope channels, 0 without them (``envelope_width``).
     change_channels_ : bool
         Whether the cell reads the change channels (``change_channels``).
-    change_offsets_ : ndarray of shape (n_channels,) or None
+    change_offsets_ : ndarray of shape (n_channels,) or (3 * n_channels,) or None
         What each channel's logarithm adds to the change: three tenths of the
         median of the channel's non-zero absolute changes in the first
         training data (1 for a channel that did not change), so that it
-        scales with the input. None without change channels.
+        scales with the input; with envelope channels, one for each value,
+        largest and smallest of each channel. None without change channels.
     n_iter_ : int
         Epochs run.
     t_ : int
@@ -389,7 +411,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "n_timesteps": [Interval(Integral, 1, None, closed="left"), None],
         "gate_nonlinearity": [StrOptions(set(NONLINEARITIES))],
         "update_nonlinearity": [StrOptions(set(NONLINEARITIES))],
-        "w_rank": [Interval(Integral, 1, None, closed="left"), None],
+        "w_rank": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "u_rank": [Interval(Integral, 1, None, closed="left"), None],
         "init": [StrOptions({"chrono", "edgeml"})],
         "zeta_init": [Interval(Real, None, None, closed="neither")],
@@ -433,6 +455,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "shift_windows": ["boolean"],
         "window_phases": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "change_channels": ["boolean", StrOptions({"auto"})],
+        "envelope_width": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "engine": [StrOptions(set(ENGINES))],
     }
 
@@ -462,6 +485,9 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     # ------------------------------------------------------------ task hooks
     #: Whether ``y`` is converted to numbers when validated (regression).
     _numeric_targets = False
+    #: Whether ``envelope_width="auto"`` gives envelope channels to windows of
+    #: at least AUTO_ENVELOPE_WINDOW timesteps (chosen per task by its benchmark).
+    _auto_envelope = True
 
     def _encode_targets(self, y, classes, incremental, resume):
         """Validate ``y``, set the fitted target attributes, return the targets."""
@@ -559,12 +585,15 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             soft = self._check_soft_targets(soft_targets, len(X3), dtype)
         if not resume or not hasattr(self, "window_"):
             self.window_ = self._resolve_window(lengths, weights)
+            self.envelope_width_ = self._resolve_envelope()
             self.change_channels_ = self._resolve_change_channels(int(lengths.max()))
             self.change_offsets_ = (
-                change_offsets(X3, weights) if self.change_channels_ else None
+                change_offsets(base_values(self, X3), weights) if self.change_channels_
+                else None
             )
         else:
             self._check_resumable_channels()
+            self._check_resumable_envelope()
         self.window_phases_ = self._resolve_phases()
         if self.alpha != "auto" or not resume or not hasattr(self, "alpha_"):
             self.alpha_ = self._resolve_alpha(len(X3))
@@ -594,6 +623,26 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 f"Cannot continue training with change_channels={self.change_channels}: "
                 f"the fitted weights read {'' if fitted else 'no '}change channels "
                 f"(change_channels_={fitted}). Set change_channels={fitted} or "
+                "'auto', or warm_start=False to train from scratch."
+            )
+
+    def _resolve_envelope(self):
+        """``envelope_width`` for the fitted ``window_`` (0: no envelope channels)."""
+        if self.envelope_width == "auto":
+            on = self._auto_envelope and self.window_ >= AUTO_ENVELOPE_WINDOW
+            return self.window_ if on else 0
+        return int(self.envelope_width) if int(self.envelope_width) >= 2 else 0
+
+    def _check_resumable_envelope(self):
+        """Refuse to continue weights that read other envelope channels than asked."""
+        fitted = envelope_width(self)
+        if self.envelope_width != "auto" and (
+            self.envelope_width if int(self.envelope_width) >= 2 else 0
+        ) != fitted:
+            raise ValueError(
+                f"Cannot continue training with envelope_width={self.envelope_width}: "
+                f"the fitted weights read envelopes of {fitted} timesteps "
+                f"(envelope_width_={fitted}). Set envelope_width={fitted} or "
                 "'auto', or warm_start=False to train from scratch."
             )
 
@@ -706,13 +755,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     # --------------------------------------------------------------- training
     def _layout(self):
         d, H = self.window_ * n_cell_channels(self), self._int("hidden_size")
-        w_rank, u_rank = self._int("w_rank"), self._int("u_rank")
+        w_rank, u_rank = self._resolve_w_rank(d, H), self._int("u_rank")
         if w_rank is not None and w_rank > min(d, H):
             raise ValueError(
                 f"w_rank={w_rank} is larger than allowed: W is ({d}, {H}) (window_ "
                 f"times the channels the cell reads, by hidden_size), so its rank is "
                 f"at most {min(d, H)}. "
-                "Use a smaller w_rank or None for full rank."
+                "Use a smaller w_rank, or None for full rank."
             )
         if u_rank is not None and u_rank > H:
             raise ValueError(
@@ -731,6 +780,15 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 "are typical."
             )
         return ParameterLayout(d, H, n_outputs, w_rank, u_rank)
+
+    def _resolve_w_rank(self, d, H):
+        """``w_rank`` for ``W`` of shape (d, H) ("auto": see AUTO_RANK_DIVISOR)."""
+        if self.w_rank != "auto":
+            return self._int("w_rank")
+        if not envelope_width(self):
+            return None
+        rank = max(1, H // AUTO_RANK_DIVISOR)
+        return rank if rank < min(d, H) else None
 
     def _new_optimizer(self, n_params, dtype):
         if self.solver == "adam":
@@ -1253,7 +1311,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         cell = CellStream(
             self.coefs_, self.gate_nonlinearity, self.update_nonlinearity, self.readout,
             getattr(self, "window_", 1), len(X3), dtype,
-            offsets_of(self), getattr(self, "window_phases_", 1),
+            offsets_of(self), getattr(self, "window_phases_", 1), envelope_width(self),
         )
         n, T, _ = X3.shape
         staged = np.full((n, T, cell.V.shape[1]), np.nan)
@@ -1308,6 +1366,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 )
             state.setdefault("change_offsets_", None)
             state.setdefault("window_phases_", 1)
+            state.setdefault("envelope_width_", 0)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

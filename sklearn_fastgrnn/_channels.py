@@ -23,6 +23,17 @@ input, the offsets too, and the logarithm turns that scale into a shift, so
 the folded standardisation (:mod:`~sklearn_fastgrnn._scaling`) stays exact:
 a model trained on ``a * X + b`` reads the channels of ``a * X + b`` as the
 other reads those of ``X``.
+
+With envelope channels (``envelope_width_ = w >= 2``, resolved by ``fit``
+from ``envelope_width``) each input channel first becomes three: its value,
+and its largest and smallest value over the last ``w`` timesteps (the
+timesteps there are, at the start of a sequence). A window of the cell reads
+``W`` times its values at fixed places, and a peak or a trough moves between
+those places from one sequence to the next; the envelope holds it for ``w``
+timesteps wherever it fell, and its changes say when it came and went. The
+change channels are then taken of all three, so the cell reads ``9 d``
+values a timestep. A maximum commutes with any increasing affine map, so the
+folded standardisation stays exact (for ``a > 0``).
 """
 
 import numpy as np
@@ -38,6 +49,21 @@ PARTS = 3
 OFFSET_FRACTION = 0.3
 
 
+#: the values of each input channel with envelope channels: the value, and its
+#: largest and smallest value over the last ``envelope_width_`` timesteps
+ENVELOPE_PARTS = 3
+
+
+def envelope_width(model):
+    """The ``envelope_width_`` of a fitted ``model``: 0 without envelope channels."""
+    return int(getattr(model, "envelope_width_", 0))
+
+
+def n_base_channels(model):
+    """Values per timestep of a fitted ``model`` before its change channels."""
+    return (ENVELOPE_PARTS if envelope_width(model) else 1) * int(model.n_channels_)
+
+
 def uses_changes(model):
     """Whether a fitted ``model`` reads change channels (models of release 0.1.0 do not)."""
     return bool(getattr(model, "change_channels_", False))
@@ -50,13 +76,60 @@ def offsets_of(model):
 
 def n_cell_channels(model):
     """Values the cell reads per timestep of a fitted ``model``."""
-    return (PARTS if uses_changes(model) else 1) * int(model.n_channels_)
+    return (PARTS if uses_changes(model) else 1) * n_base_channels(model)
+
+
+def base_values(model, X3):
+    """Sequences ``X3`` with a fitted ``model``'s envelope channels
+    (:func:`with_envelope`) when it has them, else ``X3`` itself."""
+    return with_envelope(X3, envelope_width(model))
 
 
 def cell_values(model, X3):
-    """Sequences ``X3`` as a fitted ``model``'s cell reads them: with its change
-    channels (:func:`with_changes`) when it has them, else ``X3`` itself."""
-    return with_changes(X3, model.change_offsets_) if uses_changes(model) else X3
+    """Sequences ``X3`` as a fitted ``model``'s cell reads them: with its
+    envelope channels, then the change channels (:func:`with_changes`) of
+    those when it has them."""
+    base = base_values(model, X3)
+    return with_changes(base, model.change_offsets_) if uses_changes(model) else base
+
+
+def running_extreme(X3, width, ufunc):
+    """``ufunc`` (``np.maximum`` or ``np.minimum``) of each channel of ``X3``
+    (n, T, d) over the last ``width`` timesteps, the current one included (the
+    timesteps there are, at the start). NaN padding at the end stays NaN.
+
+    By doubling spans: the extreme over ``2 s`` timesteps is that of two spans of
+    ``s``, and over ``width`` that of two overlapping spans of the largest power
+    of two ``s <= width``, so it costs ``log2(width)`` passes. The result is
+    exact: an extreme rounds nothing.
+    """
+    out, span = X3, 1
+    while 2 * span <= width:
+        out = _extreme_of_spans(out, span, ufunc)
+        span *= 2
+    if width > span:
+        out = _extreme_of_spans(out, width - span, ufunc)
+    return out if out is not X3 else X3.copy()
+
+
+def _extreme_of_spans(spans, lag, ufunc):
+    """``ufunc`` of ``spans[:, t]`` and ``spans[:, t - lag]`` (``spans[:, t]`` for ``t < lag``)."""
+    out = spans.copy()
+    ufunc(spans[:, lag:], spans[:, :-lag], out=out[:, lag:])
+    return out
+
+
+def with_envelope(X3, width):
+    """Sequences ``X3`` (n, T, d) with their envelope channels: (n, T, 3 d), in
+    ``X3``'s dtype: the ``d`` values of each timestep, then the largest of
+    each channel over the last ``width`` timesteps, then the smallest
+    (:func:`running_extreme`). ``width`` below 2 returns ``X3`` itself."""
+    if width < 2:
+        return X3
+    return np.concatenate(
+        (X3, running_extreme(X3, width, np.maximum), running_extreme(X3, width, np.minimum)),
+        axis=2,
+    )
 
 
 def change_offsets(X3, weights=None):

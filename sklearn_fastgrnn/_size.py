@@ -155,12 +155,15 @@ def summary(model):
     str
         The first line names the model, its non-linearities, its outputs
         (classes, labels of a multilabel classifier, or a regressor's outputs
-        and loss), its change channels, and its readout and window (and its
-        phases) when they are not the last state and one timestep per step.
+        and loss), its envelope and change channels, and its readout and
+        window (and its phases) when they are not the last state and one
+        timestep per step.
     """
     rows = size_report(model)
     width = max(12, *(len(r["tensor"]) for r in rows))
     extras = []
+    if getattr(model, "envelope_width_", 0):
+        extras.append(f"envelopes of {model.envelope_width_} timesteps")
     if uses_changes(model):
         extras.append("change channels")
     if getattr(model, "readout", "last") != "last":

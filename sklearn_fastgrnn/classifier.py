@@ -70,13 +70,14 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         window="auto",
         shift_windows=True,
         window_phases="auto",
+        envelope_width="auto",
         change_channels="auto",
         readout="last",
         scale_input=True,
         engine="auto",
         gate_nonlinearity="sigmoid",
         update_nonlinearity="tanh",
-        w_rank=None,
+        w_rank="auto",
         u_rank=None,
         init="chrono",
         zeta_init=1.0,
@@ -120,6 +121,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.window = window
         self.shift_windows = shift_windows
         self.window_phases = window_phases
+        self.envelope_width = envelope_width
         self.change_channels = change_channels
         self.readout = readout
         self.scale_input = scale_input
@@ -653,4 +655,5 @@ FastGRNNClassifier.__doc__ = docstring(
     "(a class of a single sequence stays in training; a multilabel ``y``,\n        "
     "or one where no class has two sequences, is split at random)",
     quality="accuracy",
+    envelope_auto="``window_`` for windows of at least 4 timesteps, else 0\n        (no envelope)",
 )

@@ -21,7 +21,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import _scaling
-from ._channels import cell_values, n_cell_channels, offsets_of, uses_changes
+from ._channels import cell_values, envelope_width, n_cell_channels, offsets_of, uses_changes
 from ._losses import log_sigmoid, log_softmax
 from ._nonlinearities import scalar_sigmoid
 from ._sequences import phase_shifts, validate_sequences, windowed
@@ -391,10 +391,13 @@ class QuantizedFastGRNN:
         Places of the window boundaries the readout averages over, as in the
         source estimator: the int8 readouts of the phases are summed and
         divided by their number, rounded half up (as the mean readout).
+    envelope_width_ : int
+        Timesteps of the envelope channels, as in the source estimator (0
+        without).
     change_channels_ : bool
         Whether the cell reads each channel's change and its logarithm after
         its value.
-    change_offsets_ : ndarray of shape (n_channels,) or None
+    change_offsets_ : ndarray or None
         As in the source estimator: what each logarithm adds to the change.
     weights_ : dict of ndarray of int8
         The quantised tensors, keyed as ``coefs_`` (without ``zeta``, ``nu``).
@@ -438,6 +441,7 @@ class QuantizedFastGRNN:
         self.readout = getattr(model, "readout", "last")
         self.window_ = int(getattr(model, "window_", 1))
         self.window_phases_ = int(getattr(model, "window_phases_", 1))
+        self.envelope_width_ = envelope_width(model)
         self.change_channels_ = uses_changes(model)
         self.change_offsets_ = offsets_of(model)
         if self._task == "classifier":
@@ -486,6 +490,7 @@ class QuantizedFastGRNN:
         state.setdefault("readout", "last")
         state.setdefault("window_", 1)
         state.setdefault("window_phases_", 1)
+        state.setdefault("envelope_width_", 0)
         state.setdefault("change_channels_", False)
         state.setdefault("change_offsets_", None)
         state.setdefault("n_outputs_", len(state.get("classes_", ())))
@@ -752,7 +757,7 @@ class _IntegerCellStream(CellStream):
         self.readout, self.window = model.readout, int(model.window_)
         self.hidden_size = int(model.hidden_size)
         self._set_channels(n_cell_channels(model), offsets_of(model),
-                           getattr(model, "window_phases_", 1))
+                           getattr(model, "window_phases_", 1), envelope_width(model))
         self.n_inputs = self.window * self.cell_channels
         self.n_streams = int(n_streams)
         self.reset()
@@ -800,8 +805,9 @@ class QuantizedStreamer(Streamer):
     integer state equals that of the exported C code's ``step`` function after
     the same timesteps. Input is read as float32, as the C code reads it
     (values beyond its range saturate, as in ``predict``). The state rows hold
-    integers, but for the float32 values of the last timestep (``previous``):
-    ``[h | pool | steps | filled | window of x_q | previous | timesteps seen]``.
+    integers, but for the float32 values of the last timestep (``previous``)
+    and of the envelope's ``history``: ``[h | pool | steps | filled | window of
+    x_q | previous | history | timesteps seen]``.
 
     Thread safety: a mutable object with no lock; use one per thread, or
     serialise the calls.

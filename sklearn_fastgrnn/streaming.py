@@ -13,7 +13,7 @@ timestep repeated) for that answer, and committed to the state only when full.
 The state of every stream is one row of :attr:`Streamer.state`, which can be
 read and written (to move streams between processes), and a streamer pickles
 with its model, so a pickled streamer resumes exactly where it stopped. The
-row is ``[block_0 | ... | block_{p-1} | previous | timesteps seen]``:
+row is ``[block_0 | ... | block_{p-1} | previous | history | timesteps seen]``:
 
 - one block ``[h | pool | steps | filled | window]`` per phase of the windows
   (``p = window_phases_``; phase ``j`` reads the stream after ``s_j`` copies
@@ -22,8 +22,12 @@ row is ``[block_0 | ... | block_{p-1} | previous | timesteps seen]``:
 - ``window``: ``window_`` timesteps as the cell reads them, time-major, each
   ``n_channels_`` values and, with ``change_channels``, their changes and the
   logarithms of these;
-- ``previous``: with ``change_channels`` only, the raw values of the last
-  timestep, which the next change is taken from.
+- ``previous``: with ``change_channels`` only, the values of the last
+  timestep the next change is taken from: its raw values and, with envelope
+  channels, its envelope (largest, then smallest values);
+- ``history``: with envelope channels only, the raw values of the last
+  ``envelope_width_ - 1`` timesteps, oldest first (at a stream's first
+  timestep, copies of it).
 
 The streamers of an int8 model (``QuantizedFastGRNN.streamer``, integers) and
 of the compiled C code (``compile_predictor(model).streamer``) have the same
@@ -37,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._channels import PARTS, capped_change, log_change, offsets_of
+from ._channels import ENVELOPE_PARTS, PARTS, capped_change, envelope_width, log_change, offsets_of
 from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 from ._sequences import phase_shifts
 
@@ -116,19 +120,20 @@ def check_timestep(x, n_streams, n_channels, dtype, overflow="raise"):
 
 
 def check_state(value, n_streams, hidden_size, window, n_channels, *, phases=1,
-                n_previous=0, integer=False, max_steps=None, bound=None):
+                n_raw=0, integer=False, max_steps=None, bound=None):
     """Rows of a streamer's ``state``, checked (float64, shape (n_streams, width)).
 
     ``n_channels``: the values of one timestep in the window; ``phases``: the
-    phase blocks of the row (the model's ``window_phases_``); ``n_previous``:
-    the raw values of the last timestep (``change_channels``), or 0;
+    phase blocks of the row (the model's ``window_phases_``); ``n_raw``: the
+    values after the blocks (``previous`` and ``history``), which are the
+    input's and need not be integers;
     ``integer``: every value but those must be an integer (an int8 model's state);
     ``max_steps``: the largest count of cell steps the state can hold;
     ``bound``: the largest magnitude of a state value (a float32 state).
     """
     H, k = hidden_size, window
     block = 2 * H + 2 + k * n_channels
-    width = phases * block + n_previous + 1
+    width = phases * block + n_raw + 1
     value = np.asarray(value, dtype=np.float64)
     if value.shape != (n_streams, width):
         raise ValueError(
@@ -139,7 +144,7 @@ def check_state(value, n_streams, hidden_size, window, n_channels, *, phases=1,
     counts = value[:, np.concatenate([starts, starts + 1])].reshape(-1, 2, phases)
     steps, filled = counts[:, 0], counts[:, 1]
     seen = value[:, -1]
-    counted = np.delete(value, np.s_[width - 1 - n_previous : width - 1], axis=1)
+    counted = np.delete(value, np.s_[width - 1 - n_raw : width - 1], axis=1)
     bad = (
         not np.isfinite(value).all()
         or (counts < 0).any() or (counts != np.round(counts)).any()
@@ -197,10 +202,12 @@ class CellStream:
         (:mod:`~sklearn_fastgrnn._channels`); None: the values only.
     phases : int, default=1
         The model's ``window_phases_``.
+    envelope : int, default=0
+        The model's ``envelope_width_`` (0: no envelope channels).
     """
 
     def __init__(self, coefs, gate_nonlinearity, update_nonlinearity, readout, window,
-                 n_streams, dtype, change_offsets=None, phases=1):
+                 n_streams, dtype, change_offsets=None, phases=1, envelope=0):
         dt = self.dtype = np.dtype(dtype)
         W, U = _effective(coefs, "W"), _effective(coefs, "U")
         gate, update = NONLINEARITIES[gate_nonlinearity], NONLINEARITIES[update_nonlinearity]
@@ -218,19 +225,21 @@ class CellStream:
         self.V, self.bias_out = np.asarray(coefs["V"], dt), np.asarray(coefs["bias_out"], dt)
         self.readout, self.window = readout, int(window)
         self.n_inputs, self.hidden_size = W.shape
-        self._set_channels(self.n_inputs // self.window, change_offsets, phases)
+        self._set_channels(self.n_inputs // self.window, change_offsets, phases, envelope)
         self.n_streams = int(n_streams)
         self.state_dtype = dt  # of h, the pool and the window buffer
         self.reset()
 
-    def _set_channels(self, cell_channels, change_offsets, phases):
+    def _set_channels(self, cell_channels, change_offsets, phases, envelope):
         """``cell_channels`` values per timestep in the window; ``n_channels`` input
         ones; the ``change_offsets`` of the change channels (None without); the
-        shifts of the ``phases``."""
+        shifts of the ``phases``; the timesteps of the ``envelope`` (0 without)."""
         self.changes = change_offsets is not None
         self.change_offsets = change_offsets
         self.cell_channels = int(cell_channels)
-        self.n_channels = self.cell_channels // (PARTS if self.changes else 1)
+        self.envelope = int(envelope)
+        self.n_base = self.cell_channels // (PARTS if self.changes else 1)
+        self.n_channels = self.n_base // (ENVELOPE_PARTS if self.envelope else 1)
         self.shifts = phase_shifts(self.window, int(phases))
 
     # -- state ---------------------------------------------------------------
@@ -245,8 +254,10 @@ class CellStream:
             self.steps = np.zeros((p, n), np.int64)  # cell steps committed
             self.buffer = np.zeros((p, n, k, d), dt)  # the window being filled
             self.filled = np.zeros((p, n), np.int64)  # its timesteps so far
-            # the raw last timestep (change channels; a width of 0 without)
+            # the last timestep's base values (change channels; a width of 0 without)
             self.previous = np.zeros((n, self.n_previous), self.dtype)
+            # the raw values of the last envelope - 1 timesteps, oldest first
+            self.history = np.zeros((n, max(self.envelope - 1, 0), self.n_channels), self.dtype)
             # each phase's views (h, pool, steps, buffer, filled), made once
             self._blocks = [Block(self.h[j], self.pool[j], self.steps[j], self.buffer[j],
                                   self.filled[j]) for j in range(p)]
@@ -257,11 +268,17 @@ class CellStream:
         self.buffer[:, streams] = 0
         self.filled[:, streams] = 0
         self.previous[streams] = 0
+        self.history[streams] = 0
 
     @property
     def n_previous(self):
-        """Raw values of the last timestep the state keeps (for the change channels)."""
-        return self.n_channels if self.changes else 0
+        """Base values of the last timestep the state keeps (for the change channels)."""
+        return self.n_base if self.changes else 0
+
+    @property
+    def n_raw(self):
+        """Values of the row after the blocks: ``previous`` and ``history``."""
+        return self.n_previous + max(self.envelope - 1, 0) * self.n_channels
 
     @property
     def block_size(self):
@@ -271,11 +288,12 @@ class CellStream:
     @property
     def state_size(self):
         """Values in one stream's row of :meth:`get_state`."""
-        return len(self.shifts) * self.block_size + self.n_previous
+        return len(self.shifts) * self.block_size + self.n_raw
 
     def get_state(self):
         """Every stream's state as one row: ``[block_0 | ... | block_{p-1} |
-        previous]``, a block ``[h | pool | steps | filled | window]`` per phase."""
+        previous | history]``, a block ``[h | pool | steps | filled | window]``
+        per phase."""
         n = self.n_streams
         blocks = []
         for j in range(len(self.shifts)):
@@ -285,7 +303,8 @@ class CellStream:
                 self.filled[j, :, None].astype(np.float64),
                 self.buffer[j].reshape(n, -1).astype(np.float64),
             ]
-        return np.concatenate([*blocks, self.previous.astype(np.float64)], axis=1)
+        return np.concatenate([*blocks, self.previous.astype(np.float64),
+                               self.history.reshape(n, -1).astype(np.float64)], axis=1)
 
     def set_state(self, state):
         """Set every stream's state from rows of :meth:`get_state` (checked by
@@ -298,7 +317,9 @@ class CellStream:
             self.steps[j] = block[:, 2 * H]
             self.filled[j] = block[:, 2 * H + 1]
             self.buffer[j] = block[:, 2 * H + 2 :].reshape(self.buffer[j].shape)
-        self.previous[...] = state[:, state.shape[1] - self.n_previous :]
+        end = state.shape[1] - (self.n_raw - self.n_previous)
+        self.previous[...] = state[:, end - self.n_previous : end]
+        self.history[...] = state[:, end:].reshape(self.history.shape)
 
     # -- arithmetic ------------------------------------------------------------
     def _cell(self, h, x):
@@ -333,6 +354,18 @@ class CellStream:
         else:
             self.previous[active] = x[active]
         return np.concatenate([x, change, log_change(change, self.change_offsets)], axis=1)
+
+    def _with_envelope(self, x, first, active):
+        """Timestep ``x`` with its envelope channels (the history read as copies
+        of ``x`` at a stream's ``first`` timestep); the rows ``active`` move
+        their history on by ``x``."""
+        history = np.where(first[:, None, None], x[:, None, :], self.history)
+        span = np.concatenate([history, x[:, None, :]], axis=1)
+        if active is True:
+            self.history[...] = span[:, 1:]
+        else:
+            self.history[active] = span[active, 1:]
+        return np.concatenate([x, span.max(axis=1), span.min(axis=1)], axis=1)
 
     def _input(self, x):
         """A timestep as the cell reads it (the int8 streamer quantises it)."""
@@ -390,8 +423,11 @@ class CellStream:
             active = ~np.isnan(x).all(axis=1)
             active = True if active.all() else active
         blocks = self._blocks
-        if self.changes or len(blocks) > 1:  # a stream's first timestep: phase 0 is empty
+        if self.changes or self.envelope or len(blocks) > 1:
+            # a stream's first timestep: phase 0 is empty
             first = (blocks[0].steps == 0) & (blocks[0].filled == 0)
+        if self.envelope:
+            x = self._with_envelope(x, first, active)
         if self.changes:
             x = self._with_changes(x, first, active)
         x = self._input(x)
@@ -505,7 +541,7 @@ class Streamer:
         self._cell = CellStream(
             model.coefs_, model.gate_nonlinearity, model.update_nonlinearity,
             model.readout, getattr(model, "window_", 1), n_streams, dtype,
-            offsets_of(model), getattr(model, "window_phases_", 1),
+            offsets_of(model), getattr(model, "window_phases_", 1), envelope_width(model),
         )
         self.n_timesteps_seen_ = np.zeros(self.n_streams, np.int64)
 
@@ -562,7 +598,7 @@ class Streamer:
         cell = self._cell
         value = check_state(value, self.n_streams, cell.hidden_size, cell.window,
                             cell.cell_channels, phases=len(cell.shifts),
-                            n_previous=cell.n_previous,
+                            n_raw=cell.n_raw,
                             **self._state_limits())
         cell.set_state(value[:, :-1])
         self.n_timesteps_seen_[...] = value[:, -1].astype(np.int64)

@@ -996,7 +996,7 @@ def test_regression_train_predict_info_export(rng, tmp_path, capsys):
     main(["info", "--model", str(tmp_path / "r.joblib")])
     out = capsys.readouterr().out
     assert "task: regression, 1 output, loss=squared_error" in out and "classes" not in out
-    assert "readout=last, window=1, window_phases=1, change_channels=True" in out
+    assert "readout=last, window=1, window_phases=1, envelope_width=0, change_channels=True" in out
     assert ("FastGRNNRegressor: sigmoid gate, tanh update, change channels, 1 output "
             "(squared_error loss)") in out
     for fmt in ("safetensors", "onnx"):

@@ -22,11 +22,17 @@ from .test_export_c import (
     CASES,
     CHANGES,
     IDS,
-    PHASES,
+    JUMP_CASES,
+    WINDOWS,
     definition_shifts,
     float32_jump_case,
+    peaked_sequences,
     phase_outputs,
+    plain_base_values,
+    plain_cell_values,
     quantized_phase_outputs,
+    reading_cell_values,
+    windows_model,
 )
 
 COMPILER = find_compiler()
@@ -369,11 +375,11 @@ def test_inputs_near_the_float32_maximum_in_several_channels(w_rank, change_chan
         assert_allclose(compile_predictor(clf).predict_proba(X_big), expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("window", [1, 2])
-def test_jumps_across_the_float32_range_compiled_and_streamed(window):
+@JUMP_CASES
+def test_jumps_across_the_float32_range_compiled_and_streamed(window, envelope):
     # timesteps of opposite signs near the float32 maximum: the changes, capped at
     # FLT_MAX, are with_changes' float32 values; no NaN
-    model, q, jumps, reference, cells = float32_jump_case(window)
+    model, q, jumps, reference, cells = float32_jump_case(window, envelope)
     compiled, compiled_int8 = compile_predictor(model), compile_predictor(q)
     proba = compiled.predict_proba(jumps)
     assert_allclose(proba, reference.predict_proba(cells), rtol=0, atol=1e-5)
@@ -461,13 +467,23 @@ def filled_windows(state, model):
     return state
 
 
+def raw_width(model):
+    """Values of a state row between the blocks and the timesteps seen, by the
+    spec: the base values of the last timestep (change channels), the last
+    ``envelope_width_ - 1`` timesteps (envelope channels)."""
+    d, w = model.n_channels_, model.envelope_width_
+    base = 3 * d if w else d
+    return base * model.change_channels_ + (w - 1) * d * bool(w)
+
+
 @CHANGES
-@PHASES
+@WINDOWS
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("task", TASKS)
-def test_every_model_compiled_and_streamed(task, readout, window, phases, change_channels):
-    model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window,
-                          window_phases=phases, change_channels=change_channels)
+def test_every_model_compiled_and_streamed(task, readout, window, phases, envelope,
+                                           change_channels):
+    model, X = windows_model(task, window, phases, envelope, readout=readout,
+                             change_channels=change_channels)
     q = quantize(model, X)
     X_test = X[:6].copy()
     for i, length in enumerate(LENGTHS):
@@ -501,7 +517,7 @@ def test_every_model_compiled_and_streamed(task, readout, window, phases, change
     for stream, reference in ((streams[1], streams[0]), (streams[3], streams[2])):
         assert_close(stream.predictions(), reference.predictions(), regressor)
     width = phases * (2 * model.hidden_size + 2 + window * n_cell_channels(model))
-    assert streams[1].state.shape == (3, width + model.n_channels_ * change_channels + 1)
+    assert streams[1].state.shape == (3, width + raw_width(model) + 1)
     fed = [0, 0, 0]
     for tick in range(12):
         x = np.full((3, X.shape[2]), np.nan)
@@ -529,12 +545,12 @@ def test_every_model_compiled_and_streamed(task, readout, window, phases, change
 
 
 @CHANGES
-@PHASES
+@WINDOWS
 @pytest.mark.parametrize("quantized", [False, True], ids=["float", "int8"])
 def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
-        quantized, window, phases, change_channels):
-    model, X = task_model(np.random.default_rng(0), "classification", readout="mean",
-                          window=window, window_phases=phases, change_channels=change_channels)
+        quantized, window, phases, envelope, change_channels):
+    model, X = windows_model("classification", window, phases, envelope, readout="mean",
+                             change_channels=change_channels)
     if quantized:
         model = quantize(model, X)
     assert_same = assert_array_equal if quantized else partial(assert_allclose, atol=1e-5)
@@ -562,9 +578,13 @@ def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
         bad[1, block + 2 * H] += 1
         with pytest.raises(ValueError, match="invalid counts"):
             stream.state = bad
-    d = X.shape[2]
-    if change_channels:  # the row ends with the last timestep as given, then the count
-        assert_array_equal(stream.state[:, -1 - d : -1], X[:2, 6].astype(np.float32))
+    # the row ends with the base values of the last timestep (change channels),
+    # then the last envelope_width_ - 1 timesteps as given (envelope), then the count
+    raw = stream.state[:, -1 - raw_width(model) : -1]
+    seen = X[:2, :7].astype(np.float32)
+    previous = plain_base_values(seen, envelope)[:, 6] if envelope else seen[:, 6]
+    history = seen[:, 7 - max(envelope - 1, 0) :].reshape(2, -1)
+    assert_array_equal(raw, np.hstack([previous] * change_channels + [history]))
     back = compiled.streamer(2)
     back.state = python.state  # and back; the next change is taken from that state
     assert_same(back.update(X[2:4, 0]), python.update(X[2:4, 0]))
@@ -668,3 +688,55 @@ def test_a_stream_with_a_phase_at_int32_max_cell_steps_takes_no_more(phases):
     stream.update(np.stack([X[0, 0], np.full(X.shape[2], np.nan)]))  # stream 1 pauses
     assert_array_equal(stream.state[1], before[1])
     assert_array_equal(stream.n_timesteps_seen_, [1, 0])
+
+
+@CHANGES
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "int8"])
+def test_the_compiled_envelope_and_its_state_are_those_of_a_plain_loop(quantized,
+                                                                     change_channels):
+    # the envelope's timesteps and extremes by the definition, without the
+    # package's helpers: whole sequences, and the raw values of the state row
+    # (previous: base values; history: the last 3 timesteps, oldest first,
+    # copies of the first at the start) after every tick of paused streams
+    model, X = windows_model("classification", 3, 2, 4, change_channels=change_channels, T=9)
+    if quantized:
+        model = quantize(model, X)
+    lengths = (9, 6, 1, 2)
+    seqs = peaked_sequences(X, lengths)
+    compiled = compile_predictor(model)
+    twin, cells = reading_cell_values(model), plain_cell_values(model, seqs)
+    if quantized:
+        assert_array_equal(compiled.outputs(seqs), twin.quantized_outputs(cells))
+    else:
+        assert_allclose(compiled.outputs(seqs), twin._raw_outputs(cells), rtol=1e-5, atol=1e-5)
+    stream, python = compiled.streamer(4), model.streamer(4)
+    fed = [0] * 4
+    for tick in range(12):
+        x = np.full((4, X.shape[2]), np.nan)
+        for i in range(4):
+            if (i != 1 or tick not in (0, 3, 4)) and fed[i] < lengths[i]:
+                x[i] = seqs[i, fed[i]]
+                fed[i] += 1
+        assert_close(stream.update(x), python.update(x), regressor=False)
+        raw = stream.state[:, -1 - raw_width(model) : -1]
+        for i in range(4):
+            if not fed[i]:  # zeros before the first timestep
+                assert_array_equal(raw[i], 0.0)
+                continue
+            seen = seqs[i, : fed[i]].astype(np.float32)
+            base = plain_base_values(seen[None], 4)[0, -1]
+            history = seen[[max(t, 0) for t in range(fed[i] - 3, fed[i])]].ravel()
+            assert_array_equal(raw[i], np.hstack([base] * change_channels + [history]))
+    assert fed == list(lengths)
+    # a reset stream, and a state whose history is not the stream's (phase 0 has
+    # read nothing): its next timestep is a first one, as in a fresh streamer
+    stream.reset(0)
+    assert_array_equal(stream.state[0, :-1], 0.0)
+    state = stream.state
+    state[0, -1 - raw_width(model) : -1] = 1e6
+    stream.state = python.state = state
+    fresh = compiled.streamer(4)
+    for t in range(3):
+        assert_array_equal(stream.update(seqs[:, t])[0], fresh.update(seqs[:, t])[0])
+        assert_array_equal(stream.state[0], fresh.state[0])
+        assert_close(python.update(seqs[:, t])[0], fresh.predictions()[0], regressor=False)

@@ -2,9 +2,11 @@
 
 import copy
 import ctypes
+import itertools
 import re
 import shutil
 import subprocess
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn._cell import READOUTS
-from sklearn_fastgrnn._channels import n_cell_channels, with_changes
+from sklearn_fastgrnn._channels import cell_values, n_cell_channels, with_changes
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn.compression import QuantizedFastGRNN, div_round, quantize
 from sklearn_fastgrnn.export.c import READ_OUTS, export_c
@@ -169,11 +171,13 @@ CHANGES = pytest.mark.parametrize("change_channels", [False, True],
 
 
 def reading_cell_values(model):
-    """A copy of a float ``model`` without change channels whose input is the cell
-    values of ``model`` (``with_changes``): the model's arithmetic on given cell
-    values, for a reference on changes computed elsewhere."""
+    """A copy of a float or int8 ``model`` without change or envelope channels
+    whose input is the cell values of ``model`` (``with_changes`` of its base
+    values): the model's arithmetic on given cell values, for a reference on
+    channels computed elsewhere."""
     twin = copy.deepcopy(model)
     twin.change_channels = twin.change_channels_ = False
+    twin.envelope_width = twin.envelope_width_ = 0
     twin.n_channels_ = n_cell_channels(model)
     twin.n_features_in_ = twin.n_timesteps_ * twin.n_channels_
     return twin
@@ -231,12 +235,26 @@ def test_sparse_matrices_are_stored_sparse_and_the_code_is_self_contained(tmp_pa
 
 LENGTHS = (7, 4, 1, 7, 5, 2)  # of the test sequences: padded, and one of a single timestep
 
-# windows and window phases: one phase (the code of a model without phases), and
-# p = 2 and p = k phases (shifts 0, 1 and 0, 1, 2: the last commits a cell step at
-# a stream's first timestep)
-PHASES = pytest.mark.parametrize("window, phases", [(1, 1), (3, 1), (3, 2), (3, 3)],
-                                 ids=["window1", "window3", "window3-phases2",
-                                      "window3-phases3"])
+# windows, window phases and envelope channels: one phase (the code of a model
+# without phases), and p = 2 and p = k phases (shifts 0, 1 and 0, 1, 2: the last
+# commits a cell step at a stream's first timestep); envelopes as wide as the
+# window and narrower (a low-rank W: w_rank="auto" with envelope channels)
+WINDOWS = pytest.mark.parametrize(
+    "window, phases, envelope",
+    [(1, 1, 0), (3, 1, 0), (3, 2, 0), (3, 3, 0), (3, 2, 3), (4, 1, 4), (5, 3, 2)],
+    ids=["window1", "window3", "window3-phases2", "window3-phases3",
+         "window3-phases2-envelope3", "window4-envelope4", "window5-phases3-envelope2"],
+)
+
+
+def windows_model(task, window, phases, envelope, **params):
+    """:func:`task_model` with ``window``, ``phases`` and ``envelope`` (its width),
+    checked: with an envelope, ``w_rank="auto"`` gives a low-rank ``W``."""
+    model, X = task_model(np.random.default_rng(0), task, window=window,
+                          window_phases=phases, envelope_width=envelope, **params)
+    assert (model.window_phases_, model.envelope_width_) == (phases, envelope)
+    assert ("W1" in model.coefs_) == bool(envelope)
+    return model, X
 
 
 def shifted(X, shift):
@@ -260,8 +278,9 @@ def definition_shifts(model):
 def phase_outputs(model, X):
     """The outputs of a float ``model`` with window phases by their definition: the
     mean of the outputs of its phases, phase j a one-phase model reading each
-    sequence after s_j copies of its first timestep (whose changes are 0, so
-    the cell reads s_j copies of its first cell timestep)."""
+    sequence after s_j copies of its first timestep (whose changes are 0 and
+    whose envelope is that timestep, so the cell reads s_j copies of its first
+    cell timestep)."""
     twin = one_phase(model)
     return np.mean([twin._raw_outputs(shifted(X, s)) for s in definition_shifts(model)],
                    axis=0)
@@ -292,14 +311,13 @@ def assert_close(got, expected, task, tol=1e-5):
 
 
 @CHANGES
-@PHASES
+@WINDOWS
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_model_in_c_float_and_int8_whole_and_streamed(tmp_path, task, readout, window,
-                                                            phases, change_channels):
-    model, X = task_model(np.random.default_rng(0), task, readout=readout, window=window,
-                          window_phases=phases, change_channels=change_channels)
-    assert model.window_phases_ == phases
+                                                            phases, envelope, change_channels):
+    model, X = windows_model(task, window, phases, envelope, readout=readout,
+                             change_channels=change_channels)
     q = quantize(model, X)
     X_test = X[:6].copy()
     for i, length in enumerate(LENGTHS):
@@ -382,23 +400,29 @@ def float32_jumps(X):
     return jumps
 
 
-def float32_jump_case(window):
-    """A fitted model with change channels, its int8 model, :func:`float32_jumps`,
-    and the reference on them: a model reading the capped float32 cell values of
-    ``with_changes`` in float64 (as the C code sums the input term near the
-    float32 maximum), and those cell values."""
+def float32_jump_case(window, envelope=0):
+    """A fitted model with change channels (and envelope channels of width
+    ``envelope``), its int8 model, :func:`float32_jumps`, and the reference on
+    them: a model reading the capped float32 cell values of ``with_changes`` in
+    float64 (as the C code sums the input term near the float32 maximum), and
+    those cell values."""
     model, X = task_model(np.random.default_rng(0), "classification", window=window,
-                          change_channels=True)
+                          change_channels=True, envelope_width=envelope)
     jumps = float32_jumps(X)
-    cells = with_changes(jumps, model.change_offsets_).astype(np.float64)
+    cells = cell_values(model, jumps).astype(np.float64)
     return model, quantize(model, X), jumps, reading_cell_values(model), cells
 
 
-@pytest.mark.parametrize("window", [1, 2])
-def test_jumps_across_the_float32_range_in_c_float_and_int8(tmp_path, window):
+# the envelope of the jumps: +-3e38 in both extremes, changes of 6e38 between them
+JUMP_CASES = pytest.mark.parametrize("window, envelope", [(1, 0), (2, 0), (2, 3)],
+                                     ids=["window1", "window2", "window2-envelope3"])
+
+
+@JUMP_CASES
+def test_jumps_across_the_float32_range_in_c_float_and_int8(tmp_path, window, envelope):
     # the C code takes each change in double, capped at FLT_MAX: the float32 cell
     # values of with_changes; no NaN where the reference has none
-    model, q, jumps, reference, cells = float32_jump_case(window)
+    model, q, jumps, reference, cells = float32_jump_case(window, envelope)
     expected, staged = reference.predict_proba(cells), reference.staged_predict_proba(cells)
     assert np.isfinite(staged).all()
     c = CModel(build_library(model, tmp_path, "f")[0], "f", model)
@@ -528,6 +552,11 @@ int main(void)
     static const float x[5 * M_N_CHANNELS] = {%s};
     %s outputs[M_N_OUTPUTS];
     int j;
+#ifdef M_ENVELOPE_WIDTH
+    printf("%%d %%d\n", M_ENVELOPE_WIDTH, M_CELL_CHANNELS);
+#else
+    printf("0 %%d\n", M_CELL_CHANNELS);
+#endif
     printf("%%d %%d %%d\n", M_WINDOW_PHASES, (int)sizeof(m_state), (int)sizeof(m_phase));
     for (j = 0; j < M_WINDOW_PHASES; ++j) {
         printf("%%d\n", M_PHASE_SHIFT(j));
@@ -543,13 +572,18 @@ int main(void)
 """
 
 
+@pytest.mark.parametrize("envelope", [0, 3], ids=["no_envelope", "envelope3"])
 @pytest.mark.parametrize("phases", [2, 4])
-def test_window_phases_in_the_header_and_the_ram_of_the_state(tmp_path, phases):
-    # window 4: shifts 0, 2 and 0, 1, 2, 3; a state is p phase blocks and the
-    # previous timestep (int8 mean readout: an int64 pool)
+def test_window_phases_in_the_header_and_the_ram_of_the_state(tmp_path, phases, envelope):
+    # window 4: shifts 0, 2 and 0, 1, 2, 3; a state is p phase blocks, the
+    # base values of the previous timestep and the envelope's history (int8
+    # mean readout: an int64 pool)
     model, X = task_model(np.random.default_rng(0), "classification", readout="mean", window=4,
-                          window_phases=phases, change_channels=True, max_iter=2)
+                          window_phases=phases, change_channels=True, max_iter=2,
+                          envelope_width=envelope)
     H, k, d = model.hidden_size, 4, model.n_channels_
+    base = 3 * d if envelope else d  # x, and its largest and smallest values
+    raw_bytes = 4 * base + 4 * (envelope - 1) * d * bool(envelope)  # previous, history
     x = X[:1, :5].astype(np.float32)  # 5 timesteps: phase j takes ceil((5 + s_j) / 4) steps
     q = quantize(model, X)
     cases = ((model, 4, "float", phase_outputs(model, x)[0]),
@@ -563,7 +597,8 @@ def test_window_phases_in_the_header_and_the_ram_of_the_state(tmp_path, phases):
         subprocess.run([gcc(), *CFLAGS, "-o", str(program), str(directory / "main.c"), source,
                         "-lm"], check=True, capture_output=True, text=True)
         out = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout
-        p, state_bytes, phase_bytes, *rest = out.split()
+        width, cell_channels, p, state_bytes, phase_bytes, *rest = out.split()
+        assert (int(width), int(cell_channels)) == (envelope, 3 * base)
         shifts, outputs = rest[:phases], np.array(rest[phases:], dtype=float)
         assert int(p) == phases and list(map(int, shifts)) == definition_shifts(model)
         if ctype == "float":  # the outputs of the definition
@@ -571,9 +606,9 @@ def test_window_phases_in_the_header_and_the_ram_of_the_state(tmp_path, phases):
         else:
             np.testing.assert_array_equal(outputs, expected)
         state_bytes, phase_bytes = int(state_bytes), int(phase_bytes)
-        block = 4 * H + pool_bytes * H + 8 + 4 * k * 3 * d  # h, pool, steps, filled, window
+        block = 4 * H + pool_bytes * H + 8 + 4 * k * 3 * base  # h, pool, steps, filled, window
         assert block <= phase_bytes < block + 8  # (alignment)
-        assert phases * phase_bytes + 4 * d <= state_bytes < phases * phase_bytes + 4 * d + 8
+        assert 0 <= state_bytes - phases * phase_bytes - raw_bytes < 8
     # one phase: the code of a model without window phases
     one = one_phase(model)
     header, source = export_c(one, tmp_path / "one", name="m")
@@ -588,5 +623,117 @@ def test_export_refuses_window_phases_the_model_can_not_have(tmp_path):
             damaged = copy.copy(fitted)
             damaged.window_phases_ = phases
             with pytest.raises(ValueError, match="window_phases_ must be an integer from 1 to"):
+                export_c(damaged, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------ envelope channels
+def plain_base_values(X, width):
+    """The base values of sequences ``X`` (n, T, d) by the definition, in a plain
+    loop without the package's helpers: each timestep's ``d`` values, then the
+    largest, then the smallest of each channel over the last ``width``
+    timesteps (those there are at the start). NaN padding stays NaN."""
+    n, T, d = X.shape
+    base = np.full((n, T, 3 * d), np.nan, X.dtype)
+    for i in range(n):
+        for t in range(T):
+            if np.isnan(X[i, t]).all():
+                continue
+            for c in range(d):
+                last = [X[i, u, c] for u in range(max(0, t - width + 1), t + 1)]
+                base[i, t, c] = X[i, t, c]
+                base[i, t, d + c] = max(last)
+                base[i, t, 2 * d + c] = min(last)
+    return base
+
+
+def plain_cell_values(model, X):
+    """The cell values of ``model`` (float or int8) on ``X`` (float32), its
+    envelope by :func:`plain_base_values`: the input of
+    :func:`reading_cell_values`."""
+    base = plain_base_values(np.asarray(X, np.float32), model.envelope_width_)
+    return with_changes(base, model.change_offsets_) if model.change_channels_ else base
+
+
+def peaked_sequences(X, lengths):
+    """Sequences of ``X`` (as float32) with a peak and a trough each, cut to
+    ``lengths`` by NaN padding: envelopes that differ from the values."""
+    peaked = X[: len(lengths)].astype(np.float32).astype(np.float64)
+    for i, length in enumerate(lengths):
+        peaked[i, length // 2, i % peaked.shape[2]] += 25.0
+        peaked[i, length - 1, (i + 1) % peaked.shape[2]] -= 25.0
+        peaked[i, length:] = np.nan
+    return peaked
+
+
+@CHANGES
+@pytest.mark.parametrize("window, phases, envelope", [(1, 1, 3), (4, 2, 4), (2, 1, 5)],
+                         ids=["window1-envelope3", "window4-phases2-envelope4",
+                              "window2-envelope5"])
+def test_the_c_envelope_is_that_of_a_plain_loop_float_and_int8(tmp_path, window, phases,
+                                                               envelope, change_channels):
+    # the reference: each model's arithmetic on cell values whose envelope a plain
+    # loop computes; the C code computes it in its step function
+    model, X = windows_model("classification", window, phases, envelope,
+                             change_channels=change_channels, T=9)
+    q = quantize(model, X)
+    lengths = (9, 6, 1, 2, 5, 9)  # NaN-padded, shorter than the envelope too
+    seqs = peaked_sequences(X, lengths)
+    for fitted, name in ((model, "f"), (q, "i")):
+        c = CModel(build_library(fitted, tmp_path, name)[0], name, fitted)
+        twin = reading_cell_values(fitted)
+        cells = plain_cell_values(fitted, seqs)
+        if name == "f":
+            expected = twin._raw_outputs(cells)
+            staged = twin._raw_outputs(prefixes(cells, lengths))
+            same = partial(assert_close, task="classifier")
+        else:  # the int8 integers exactly
+            expected = twin.quantized_outputs(cells)
+            staged = twin.quantized_outputs(prefixes(cells, lengths))
+            same = np.testing.assert_array_equal
+        starts = np.cumsum([0, *lengths])
+        for i, length in enumerate(lengths):
+            same(c.sequence(seqs[i, :length])[0], expected[i])
+            state = c.new_state()
+            for t in range(length):
+                c.step(state, seqs[i, t])
+                same(c.outputs(state), staged[starts[i] + t])
+
+
+def test_the_header_has_envelope_channels_only_with_an_envelope(tmp_path):
+    # the width, the history and the base values of previous; none of it without
+    texts = {}
+    for envelope, changes in itertools.product((0, 4), (False, True)):
+        model, X = task_model(np.random.default_rng(0), "classification", window=4,
+                              window_phases=2, envelope_width=envelope,
+                              change_channels=changes, max_iter=2)
+        for fitted, kind in ((model, "float"), (quantize(model, X), "int8")):
+            header, source = export_c(fitted, tmp_path / f"{envelope}{changes}{kind}", name="m")
+            texts[envelope, changes, kind] = open(header).read(), open(source).read()
+    for (envelope, changes, kind), (header, source) in texts.items():
+        cell_channels = 3 * (3 if envelope else 1) * (3 if changes else 1)
+        macros = dict(re.findall(r"#define M_(\w+) (\d+)\n", header))
+        assert macros.get("ENVELOPE_WIDTH") == ("4" if envelope else None)
+        assert macros.get("CELL_CHANNELS") == (str(cell_channels) if cell_channels > 3 else None)
+        members = re.findall(r"\n    float (previous|history)\[([^\]]+)\];", header)
+        previous = ("previous", "3 * M_N_CHANNELS" if envelope else "M_N_CHANNELS")
+        history = ("history", "(M_ENVELOPE_WIDTH - 1) * M_N_CHANNELS")
+        assert members == [previous] * changes + [history] * bool(envelope)
+        if not envelope:
+            assert not re.search("envelope|history", header + source, re.IGNORECASE)
+        else:
+            assert ("static void with_envelope(" in source
+                    and re.findall(r"#include\s*(\S+)", source)[:1] == (
+                        ["<float.h>"] if changes else ["<math.h>"]))
+
+
+def test_export_refuses_an_envelope_the_model_can_not_have(tmp_path):
+    model, X = task_model(np.random.default_rng(0), "classification", window=4,
+                          envelope_width=4, max_iter=2)
+    for fitted in (model, quantize(model, X)):
+        for width in (1, -2, 4.0, True, None):
+            damaged = copy.copy(fitted)
+            damaged.envelope_width_ = width
+            with pytest.raises(ValueError, match="envelope_width_ must be 0"):
                 export_c(damaged, tmp_path)
     assert not any(tmp_path.iterdir())

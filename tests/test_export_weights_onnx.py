@@ -547,10 +547,11 @@ def test_onnx_on_a_trained_digits_model(ort):
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-6)
 
 
+@pytest.mark.parametrize("envelope", [0, 3])
 @pytest.mark.parametrize("change_channels", [False, True])
-def test_onnx_padding_stops_the_state(ort, data, change_channels):
+def test_onnx_padding_stops_the_state(ort, data, change_channels, envelope):
     X, y = data
-    clf = fit(X, y, change_channels=change_channels)
+    clf = fit(X, y, change_channels=change_channels, envelope_width=envelope)
     long = np.concatenate([X[:5], np.full((5, 4, 3), np.nan)], axis=1)
     padded_proba, _ = run_onnx(ort, clf, long)
     for i in range(5):
@@ -569,21 +570,40 @@ def test_onnx_string_and_bool_labels(ort, data):
     assert label.dtype == np.bool_
 
 
+@pytest.mark.parametrize("envelope", [0, 2])
 @pytest.mark.parametrize("change_channels", [False, True])
 @pytest.mark.parametrize("scaler", ["sequence", "standard"])
-def test_onnx_pipelines_with_scalers(ort, data, padded, scaler, change_channels):
+def test_onnx_pipelines_with_scalers(ort, data, padded, scaler, change_channels, envelope):
     X, y = data
     n, T, d = X.shape
     X2 = 4 * padded.reshape(n, T * d) - 7  # 2D rows of T time-major steps, unscaled
     model = make_fastgrnn_pipeline(scaler, hidden_size=8, n_timesteps=T, max_iter=4,
-                                   random_state=0, change_channels=change_channels).fit(X2, y)
+                                   random_state=0, change_channels=change_channels,
+                                   envelope_width=envelope).fit(X2, y)
     assert_onnx_matches(ort, model, X2.reshape(n, T, d), X2)
     sklearn_pipeline = make_pipeline(
         StandardScaler() if scaler == "standard" else SequenceScaler(n_timesteps=T),
         FastGRNNClassifier(8, n_timesteps=T, max_iter=4, random_state=0, w_rank=2,
-                           change_channels=change_channels),
+                           change_channels=change_channels, envelope_width=envelope),
     ).fit(X2, y)
     assert_onnx_matches(ort, sklearn_pipeline, X2.reshape(n, T, d), X2)
+
+
+@pytest.mark.parametrize("change_channels", [False, True])
+def test_onnx_of_a_loaded_envelope_model(ort, safetensors, data, padded, tmp_path,
+                                         change_channels):
+    """A weights file keeps the envelope: the loaded model has the same graphs,
+    which say the envelope's width."""
+    X, y = data
+    clf = fit(X, y, window=4, change_channels=change_channels)
+    assert (clf.envelope_width_, "W1" in clf.coefs_) == (4, True)  # "auto": window_, low rank
+    save_weights(clf, tmp_path / "m.st")
+    loaded = load_weights(tmp_path / "m.st")
+    for step in (False, True):
+        proto = to_onnx(loaded, step=step)
+        assert proto.SerializeToString() == to_onnx(clf, step=step).SerializeToString()
+        assert {p.key: p.value for p in proto.metadata_props}["envelope_width"] == "4"
+    assert_onnx_matches(ort, loaded, padded, padded)
 
 
 def test_onnx_sequence_scaler_on_3d_sequences(ort, data, padded):

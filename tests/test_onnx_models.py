@@ -1,7 +1,7 @@
 """ONNX graphs of every model (softmax, multilabel, squared-error and Poisson
-regressors; readouts; windows and their phases; with and without change channels)
-against predict_proba / predict, and the step graph against the Python streamer,
-step by step."""
+regressors; readouts; windows and their phases; with and without envelope and
+change channels) against predict_proba / predict, and the step graph against the
+Python streamer, step by step."""
 
 import copy
 import json
@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn._channels import n_base_channels, n_cell_channels
 from sklearn_fastgrnn.export import state_layout, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler
 
@@ -23,8 +24,10 @@ pytest.importorskip("onnx")
 
 KINDS = ["softmax", "multilabel", "squared_error", "poisson"]
 READOUTS = ["last", "mean", "max"]
-# (window, window_phases): one phase, and p = 2 and p = k phases of windows of 3
-WINDOWS = [(1, 1), (3, 1), (3, 2), (3, 3)]
+# (window, window_phases, envelope_width): one phase, and p = 2 and p = k phases
+# of windows of 3, without envelope channels; then envelopes of 2 to 4 timesteps
+# (with them, w_rank="auto" makes W low-rank)
+WINDOWS = [(1, 1, 0), (3, 1, 0), (3, 2, 0), (3, 3, 0), (3, 2, 3), (4, 1, 4), (5, 3, 2)]
 CHANGES = [False, True]  # change_channels
 N, T, D = 48, 7, 3  # T = 7: the last window of 3 is partial
 
@@ -47,14 +50,15 @@ def data():
 MODELS = {}
 
 
-def model(data, kind, readout, window, phases=1, **extra):
-    """A fitted model of ``kind`` reading ``phases`` phases of its windows (cached:
-    fitting is most of the cost)."""
-    key = (kind, readout, window, phases, tuple(sorted(extra.items())))
+def model(data, kind, readout, window, phases=1, envelope=0, **extra):
+    """A fitted model of ``kind`` reading ``phases`` phases of its windows and
+    envelopes of ``envelope`` timesteps (cached: fitting is most of the cost)."""
+    key = (kind, readout, window, phases, envelope, tuple(sorted(extra.items())))
     if key not in MODELS:
         _, padded, targets = data
         params = {"hidden_size": 6, "max_iter": 3, "random_state": 0, "readout": readout,
-                  "window": window, "window_phases": phases, **extra}
+                  "window": window, "window_phases": phases, "envelope_width": envelope,
+                  **extra}
         if kind in ("softmax", "multilabel"):
             est = FastGRNNClassifier(**params)
         else:
@@ -92,14 +96,15 @@ def assert_close(est, got, want, tol=1e-5):
 
 # ------------------------------------------------------------- sequence graph
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize(("window", "phases"), WINDOWS)
+@pytest.mark.parametrize(("window", "phases", "envelope"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sequence_graph_reproduces_the_model(data, kind, readout, window, phases,
+def test_sequence_graph_reproduces_the_model(data, kind, readout, window, phases, envelope,
                                             change_channels):
     X, padded, _ = data
-    est = model(data, kind, readout, window, phases, change_channels=change_channels)
-    assert (est.window_, est.window_phases_) == (window, phases)
+    est = model(data, kind, readout, window, phases, envelope, change_channels=change_channels)
+    assert (est.window_, est.window_phases_, est.envelope_width_) == (window, phases, envelope)
+    assert ("W1" in est.coefs_) == (envelope > 0)  # w_rank="auto"
     run = session(est)
     for Z in (X, padded, X[:, :4], padded[:, :5], 30 * padded - 7):  # time is free
         Z = Z.astype(np.float32)
@@ -107,27 +112,30 @@ def test_sequence_graph_reproduces_the_model(data, kind, readout, window, phases
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize(("window", "phases"), WINDOWS)
+@pytest.mark.parametrize(("window", "phases", "envelope"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["softmax", "squared_error"])
 def test_sequence_graph_on_inputs_near_the_float32_maximum(data, kind, readout, window,
-                                                           phases, change_channels):
+                                                           phases, envelope, change_channels):
     rng = np.random.default_rng(1)
     top = np.finfo(np.float32).max
     X_big = (rng.choice([-1.0, 1.0], (40, T, D)) * top * rng.uniform(0.5, 1.0, (40, T, D)))
+    est = model(data, kind, readout, window, phases, envelope, change_channels=change_channels)
+    if envelope:  # W reads three times the values, and predict's float32 sum x @ W (the
+        # graph's is float64) overflows halfway at the largest: keep its partial sums finite
+        X_big /= 2 * window * n_cell_channels(est)
     X_big = pad(X_big, rng.integers(1, T + 1, 40)).astype(np.float32)
-    est = model(data, kind, readout, window, phases, change_channels=change_channels)
     with np.errstate(over="ignore", invalid="ignore"):
         want = expected(est, X_big)
     assert np.isfinite(want[0]).all()
     assert_close(est, session(est).run(None, {"X": X_big}), want, tol=1e-4)
 
 
-@pytest.mark.parametrize(("window", "phases"), WINDOWS)
+@pytest.mark.parametrize(("window", "phases", "envelope"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["softmax", "squared_error"])
 def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, readout, window,
-                                                                phases):
+                                                                phases, envelope):
     """+3e38 then -3e38: a change of 6e38, beyond float32, capped at its maximum as
     predict caps it (not infinite, which W would turn into NaN), in both graphs."""
     top = np.float32(3e38)
@@ -136,7 +144,7 @@ def test_a_jump_across_the_float32_range_gives_a_capped_change(data, kind, reado
     X_jump[1, :, 1] = -top
     X_jump[2, 4:] = np.nan  # padding after a jump
     X_jump[3, :, 2] = np.linspace(-3e38, 3e38, T)  # steps of 1e38
-    est = model(data, kind, readout, window, phases, change_channels=True)
+    est = model(data, kind, readout, window, phases, envelope, change_channels=True)
     got = both_graphs_follow_predict(est, X_jump, tol=1e-4)
     assert_close(est, got, expected(est, X_jump), tol=1e-4)
 
@@ -163,10 +171,11 @@ def both_graphs_follow_predict(est, X, tol=1e-5):
     return got
 
 
-@pytest.mark.parametrize(("window", "phases"), WINDOWS)
+@pytest.mark.parametrize(("window", "phases", "envelope"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["softmax", "squared_error"])
-def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window, phases):
+def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window, phases,
+                                                     envelope):
     """No change, changes of 1e-6 to 1e6 and a ±3e38 jump: both graphs read
     ``log(change + change_offsets_)`` as predict does, finite."""
     X_mag = np.zeros((5, T, D), np.float32)
@@ -179,27 +188,28 @@ def test_the_logarithm_of_changes_of_every_magnitude(data, kind, readout, window
     X_mag[4, :, 0] = [1e6, 0.0, 1e-6, 0.0, np.nan, np.nan, np.nan]  # padding after
     X_mag[4, :4, 1:] = 0.25
     X_mag[4, 4:] = np.nan
-    est = model(data, kind, readout, window, phases, change_channels=True)
+    est = model(data, kind, readout, window, phases, envelope, change_channels=True)
     both_graphs_follow_predict(est, X_mag)
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize(("window", "phases"), WINDOWS)
+@pytest.mark.parametrize(("window", "phases", "envelope"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", ["multilabel", "squared_error"])
-def test_sequence_graph_on_long_sequences(data, kind, readout, window, phases,
+def test_sequence_graph_on_long_sequences(data, kind, readout, window, phases, envelope,
                                           change_channels):
     """400 timesteps (time is free at run time): within the 1e-5 documented for
     float32 over long sequences (docs/export.md)."""
     rng = np.random.default_rng(2)
     X_long = pad(rng.standard_normal((20, 400, D)), rng.integers(300, 401, 20))
     X_long = X_long.astype(np.float32)
-    est = model(data, kind, readout, window, phases, change_channels=change_channels)
+    est = model(data, kind, readout, window, phases, envelope, change_channels=change_channels)
     assert_close(est, session(est).run(None, {"X": X_long}), expected(est, X_long))
 
 
-# (window, window_phases): shifts (0, 1), (0, 1, 2), (0, 2) and (0, 1, 2, 3)
-PHASE_CASES = [(3, 2), (3, 3), (4, 2), (5, 4)]
+# (window, window_phases, envelope_width): shifts (0, 1), (0, 1, 2), (0, 2) and
+# (0, 1, 2, 3), without and with envelope channels
+PHASE_CASES = [(3, 2, 0), (3, 3, 0), (4, 2, 0), (5, 4, 0), (3, 2, 3), (5, 4, 2)]
 
 
 def one_phase(est):
@@ -215,17 +225,18 @@ def shifted(X, shift):
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize(("window", "phases"), PHASE_CASES)
+@pytest.mark.parametrize(("window", "phases", "envelope"), PHASE_CASES)
 @pytest.mark.parametrize("readout", READOUTS)
-def test_the_phases_are_the_shifted_sequences_averaged(data, readout, window, phases,
+def test_the_phases_are_the_shifted_sequences_averaged(data, readout, window, phases, envelope,
                                                        change_channels):
     """The definition, without the phases' code: with the identity output of a
     squared-error regressor, p phases predict the mean of what one phase
     predicts for each sequence after ``s_j = j * k // p`` copies of its first
     timestep; the step graph, the mean of one-phase streamers that read the
-    first timestep ``s_j`` more times."""
+    first timestep ``s_j`` more times (copies of the first timestep change no
+    envelope: the envelope of the first timesteps is over the timesteps there are)."""
     _, padded, _ = data
-    est = model(data, "squared_error", readout, window, phases,
+    est = model(data, "squared_error", readout, window, phases, envelope,
                 change_channels=change_channels)
     single, shifts = one_phase(est), [j * window // phases for j in range(phases)]
     Z = padded[:12].astype(np.float32)  # lengths 1 to 7
@@ -246,10 +257,11 @@ def test_the_phases_are_the_shifted_sequences_averaged(data, readout, window, ph
 
 @pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("readout", READOUTS)
-@pytest.mark.parametrize("phases", [1, 3])
-def test_padding_gives_the_unpadded_sequence_exactly(data, phases, readout, change_channels):
+@pytest.mark.parametrize(("phases", "envelope"), [(1, 0), (3, 0), (1, 2), (3, 3)])
+def test_padding_gives_the_unpadded_sequence_exactly(data, phases, envelope, readout,
+                                                     change_channels):
     X, _, _ = data
-    est = model(data, "softmax", readout, 3, phases, change_channels=change_channels)
+    est = model(data, "softmax", readout, 3, phases, envelope, change_channels=change_channels)
     run = session(est)
     base = X[:6].astype(np.float32)
     reference = run.run(None, {"X": base})[0]
@@ -270,6 +282,7 @@ def test_outputs_names_shapes_and_metadata(data):
     assert props["out_activation"] == "logistic" and props["n_outputs"] == "3"
     assert props["readout"] == "mean" and props["window"] == "3"
     assert props["window_phases"] == "3"  # named only when there are several
+    assert "envelope_width" not in props  # named only with envelope channels
     assert json.loads(props["classes"]) == [0, 1, 2]
     proba, label = session(multilabel).run(None, {"X": X.astype(np.float32)})
     assert proba.shape == label.shape == (N, 3)
@@ -286,17 +299,24 @@ def test_outputs_names_shapes_and_metadata(data):
     (pred,) = session(two).run(None, {"X": X.astype(np.float32)})
     assert pred.shape == (N, 2)
     assert_close(two, [pred], [two.predict(X.astype(np.float32))])
+    enveloped = model(data, "softmax", "last", 4, 1, 4)
+    for step in (False, True):
+        props = {p.key: p.value for p in to_onnx(enveloped, step=step).metadata_props}
+        assert props["envelope_width"] == "4" and "window_phases" not in props
 
 
+@pytest.mark.parametrize("envelope", [0, 3])
 @pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("scaler", ["sequence", "standard"])
-def test_pipelines_ending_in_a_regressor(data, scaler, change_channels):
-    """The change channels are those of the scaled input, as the estimator gets it."""
+def test_pipelines_ending_in_a_regressor(data, scaler, change_channels, envelope):
+    """The envelope and change channels are those of the scaled input, as the
+    estimator gets it."""
     X, padded, targets = data
     X2 = (5 * padded - 2).reshape(N, -1)
     first = SequenceScaler(n_timesteps=T) if scaler == "sequence" else StandardScaler()
     pipe = make_pipeline(first, FastGRNNRegressor(5, n_timesteps=T, window=2, readout="max",
                                                   change_channels=change_channels,
+                                                  envelope_width=envelope,
                                                   max_iter=2, random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -333,13 +353,13 @@ def stream_inputs(X, lengths, n_steps, seed):
 
 
 @pytest.mark.parametrize("change_channels", CHANGES)
-@pytest.mark.parametrize(("window", "phases"), WINDOWS)
+@pytest.mark.parametrize(("window", "phases", "envelope"), WINDOWS)
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_step_graph_follows_the_streamer(data, kind, readout, window, phases,
+def test_step_graph_follows_the_streamer(data, kind, readout, window, phases, envelope,
                                          change_channels):
     X, _, _ = data
-    est = model(data, kind, readout, window, phases, change_channels=change_channels)
+    est = model(data, kind, readout, window, phases, envelope, change_channels=change_channels)
     run = session(est, step=True)
     n_streams = 5
     lengths = np.array([7, 1, 4, 6, 3])  # fixed and padded sequences
@@ -358,10 +378,11 @@ def test_step_graph_follows_the_streamer(data, kind, readout, window, phases,
 
 @pytest.mark.parametrize("change_channels", CHANGES)
 @pytest.mark.parametrize("readout", READOUTS)
-@pytest.mark.parametrize("phases", [1, 2])
-def test_a_state_moves_between_python_and_onnx_runtime(data, phases, readout, change_channels):
+@pytest.mark.parametrize(("phases", "envelope"), [(1, 0), (2, 0), (1, 3), (2, 2)])
+def test_a_state_moves_between_python_and_onnx_runtime(data, phases, envelope, readout,
+                                                       change_channels):
     X, _, _ = data
-    est = model(data, "softmax", readout, 3, phases, change_channels=change_channels)
+    est = model(data, "softmax", readout, 3, phases, envelope, change_channels=change_channels)
     run = session(est, step=True)
     inputs = stream_inputs(X[:4], [7, 7, 5, 2], 10, seed=0)
     streamer = est.streamer(4, dtype="float32")
@@ -379,12 +400,13 @@ def test_a_state_moves_between_python_and_onnx_runtime(data, phases, readout, ch
         np.testing.assert_allclose(want, expected_now, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("envelope", [0, 3])
 @pytest.mark.parametrize("change_channels", CHANGES)
-def test_step_graph_of_a_sequence_scaler_pipeline(data, change_channels):
+def test_step_graph_of_a_sequence_scaler_pipeline(data, change_channels, envelope):
     X, _, targets = data
     pipe = make_pipeline(SequenceScaler(), FastGRNNClassifier(
-        5, window=2, readout="mean", change_channels=change_channels, max_iter=2,
-        random_state=0))
+        5, window=2, readout="mean", change_channels=change_channels,
+        envelope_width=envelope, max_iter=2, random_state=0))
     pipe.fit(10 * X + 3, targets["softmax"])
     run = session(pipe, step=True)
     est, scaler = pipe[-1], pipe[0]
@@ -435,15 +457,18 @@ def test_step_graph_interface(data, change_channels):
             X.reshape(N, -1), np.arange(N) % 2), step=True)
 
 
+@pytest.mark.parametrize("envelope", [0, 2])
 @pytest.mark.parametrize("change_channels", CHANGES)
-def test_the_state_of_window_phases(data, change_channels):
+def test_the_state_of_window_phases(data, change_channels, envelope):
     """One block ``[h | pool | steps | filled | window]`` per phase, then
-    ``previous`` and the timesteps seen; at a stream's first timestep phase
-    ``j`` reads it ``s_j + 1`` times (phase 2 of windows of 3 takes a cell
-    step), and a row of NaN before it changes nothing."""
+    ``previous``, ``history`` and the timesteps seen; at a stream's first
+    timestep phase ``j`` reads it ``s_j + 1`` times (phase 2 of windows of 3
+    takes a cell step), and a row of NaN before it changes nothing."""
     X, _, _ = data
-    est = model(data, "squared_error", "mean", 3, 3, change_channels=change_channels)
-    H, k, c = 6, 3, 3 * D if change_channels else D
+    est = model(data, "squared_error", "mean", 3, 3, envelope,
+                change_channels=change_channels)
+    H, k, b = 6, 3, 3 * D if envelope else D  # b: the base values of a timestep
+    c = 3 * b if change_channels else b
     block = 2 * H + 2 + k * c
     layout = state_layout(est)
     phases = layout["phases"]
@@ -453,9 +478,13 @@ def test_the_state_of_window_phases(data, change_channels):
                          "steps": start + 2 * H, "filled": start + 2 * H + 1,
                          "window": [start + 2 * H + 2, start + block]}
         assert all(layout[key] == phases[0][key] for key in phase if key != "shift")
-    n_previous = D if change_channels else 0
-    assert layout["size"] == 3 * block + n_previous + 1 == est.streamer().state.shape[1]
-    assert layout.get("previous") == ([3 * block, 3 * block + D] if change_channels else None)
+    n_previous, n_history = b if change_channels else 0, (envelope - 1) * D if envelope else 0
+    assert layout["size"] == 3 * block + n_previous + n_history + 1
+    assert layout["size"] == est.streamer().state.shape[1]
+    previous_end = 3 * block + n_previous
+    assert layout.get("previous") == ([3 * block, previous_end] if change_channels else None)
+    assert layout.get("history") == ([previous_end, previous_end + n_history] if envelope
+                                     else None)
     assert layout["n_timesteps_seen"] == layout["size"] - 1
     props = {p.key: p.value for p in to_onnx(est, step=True).metadata_props}
     assert props["window_phases"] == "3" and json.loads(props["state_layout"]) == layout
@@ -467,9 +496,11 @@ def test_the_state_of_window_phases(data, change_channels):
     x = X[:2, 0].astype(np.float32)
     _, state = run.run(None, {"x": x, "state": zeros})
     row = x.astype(np.float64)  # the first cell-input row: no change yet
+    if envelope:  # its own largest and smallest value
+        row = np.tile(row, 3)
     if change_channels:
         log_offsets = np.log(est.change_offsets_).astype(np.float32)
-        row = np.column_stack([row, np.zeros((2, D)), np.broadcast_to(log_offsets, (2, D))])
+        row = np.column_stack([row, np.zeros((2, b)), np.broadcast_to(log_offsets, (2, b))])
     for j, phase in enumerate(phases):
         np.testing.assert_array_equal(state[:, phase["steps"]], (j + 1) // k)
         np.testing.assert_array_equal(state[:, phase["filled"]], (j + 1) % k)
@@ -482,3 +513,89 @@ def test_the_state_of_window_phases(data, change_channels):
     too_many.window_phases_ = 4
     with pytest.raises(ValueError, match="window_phases_"):
         to_onnx(too_many)
+
+
+# ----------------------------------------------------------- envelope channels
+def loop_envelope(X, width):
+    """Sequences ``X`` (n, T, d) with each timestep's values followed by the
+    largest and then the smallest value of each channel over its last ``width``
+    timesteps (those there are, at the start), by a plain loop; NaN padding
+    stays NaN."""
+    n, steps, d = X.shape
+    out = np.full((n, steps, 3 * d), np.nan)
+    for i in range(n):
+        for t in range(steps):
+            if np.isnan(X[i, t]).all():
+                continue
+            for channel in range(d):
+                recent = [X[i, s, channel] for s in range(max(0, t - width + 1), t + 1)]
+                out[i, t, channel] = X[i, t, channel]
+                out[i, t, d + channel] = max(recent)
+                out[i, t, 2 * d + channel] = min(recent)
+    return out
+
+
+def loop_history(received, width, d):
+    """The state's history of a stream that ``received`` these timesteps: the
+    last ``width - 1``, oldest first, the first repeated before them while
+    there are fewer (zeros before any)."""
+    if not received:
+        return np.zeros((width - 1) * d)
+    recent = [received[0]] * (width - 1) + received
+    return np.concatenate(recent[-(width - 1):])
+
+
+def without_envelope(est):
+    """The weights of ``est`` as a model without envelope channels whose input
+    channels are those of :func:`loop_envelope`."""
+    plain = copy.deepcopy(est)
+    plain.envelope_width_, plain.n_channels_ = 0, n_base_channels(est)
+    plain.n_features_in_ = est.n_timesteps_ * plain.n_channels_
+    plain.w_rank = est.coefs_["W1"].shape[1] if "W1" in est.coefs_ else None
+    return plain
+
+
+@pytest.mark.parametrize("change_channels", CHANGES)
+@pytest.mark.parametrize(("window", "phases", "envelope"),
+                         [case for case in WINDOWS if case[2]] + [(1, 1, 5)])
+@pytest.mark.parametrize("readout", READOUTS)
+def test_the_envelope_is_the_largest_and_smallest_of_the_last_timesteps(
+        data, readout, window, phases, envelope, change_channels):
+    """The definition, without the package's envelope code: both graphs give
+    what the model's weights give reading the envelope of a plain loop as their
+    input channels, and the step graph's state is that model's streamer's, with
+    the last timesteps received as the history between ``previous`` and the
+    timesteps seen."""
+    _, padded, _ = data
+    est = model(data, "squared_error", readout, window, phases, envelope,
+                change_channels=change_channels)
+    plain = without_envelope(est)
+    Z = padded[:12].astype(np.float32)  # lengths 1 to 7
+    lengths = (~np.isnan(Z).all(axis=2)).sum(axis=1)
+    base = loop_envelope(Z, envelope).astype(np.float32)
+    want = plain.predict(base)
+    assert np.abs(want - plain.predict(np.tile(Z, 3))).max() > 1e-3  # the envelope matters
+    (got,) = session(est).run(None, {"X": Z})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    layout = state_layout(est)
+    history = np.arange(*layout["history"])
+    assert layout["history"] == [layout["n_timesteps_seen"] - len(history),
+                                 layout["n_timesteps_seen"]] and len(history) == (envelope - 1) * D
+    run, state = session(est, step=True), np.zeros((len(Z), layout["size"]))
+    streamer = plain.streamer(len(Z), dtype="float32")
+    received = [[] for _ in Z]
+    # the same streams of the input and of its envelope: NaN rows at the same ticks
+    for x, x_base in zip(stream_inputs(Z, lengths, T + 3, seed=envelope),
+                         stream_inputs(base, lengths, T + 3, seed=envelope)):
+        want = streamer.update(x_base)
+        got, state = run.run(None, {"x": x, "state": state})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        for stream, timestep in zip(received, x.astype(np.float64)):
+            if not np.isnan(timestep).all():
+                stream.append(timestep)
+        np.testing.assert_array_equal(
+            state[:, history], [loop_history(stream, envelope, D) for stream in received])
+        np.testing.assert_allclose(np.delete(state, history, axis=1), streamer.state,
+                                   rtol=1e-5, atol=1e-6)
+

@@ -49,17 +49,29 @@ float, as :func:`~sklearn_fastgrnn._channels.with_changes` does in float32.
 (``previous``); the windows hold the expanded timesteps, and the int8 code
 quantises every cell channel with its own mean and multiplier.
 
+A model with envelope channels (``envelope_width_ = w >= 2``, the header's
+``NAME_ENVELOPE_WIDTH``) first extends each timestep ``x`` to its ``3 *
+NAME_N_CHANNELS`` base values: ``x``, then the largest and then the smallest
+value of each channel over the last ``w`` timesteps, as
+:func:`~sklearn_fastgrnn._channels.with_envelope` computes them (exactly: an
+extreme rounds nothing). ``name_step`` keeps the last ``w - 1`` timesteps as
+given in the state (``history``, oldest first; at the first timestep after
+``name_init`` they are ``w - 1`` copies of it). The change channels are then
+taken of the base values, ``previous`` holds those of the last timestep, and
+the cell reads ``NAME_CELL_CHANNELS`` values a timestep: ``9 *
+NAME_N_CHANNELS`` with change channels, else ``3 * NAME_N_CHANNELS``.
+
 A model with window phases (``window_phases_ = p > 1``) reads every stream in
 ``p`` phases, phase ``j`` after ``NAME_PHASE_SHIFT(j) = (j * NAME_WINDOW) /
 NAME_WINDOW_PHASES`` copies of its first timestep (the header defines both
 macros): ``name_state`` holds a ``name_phase`` per phase (``h``, ``pool``,
-``steps``, ``filled``, ``window``) and the previous timestep once; at the
-first timestep after ``name_init`` phase ``j`` takes that timestep ``s_j + 1``
-times, after it every phase takes every timestep, and the outputs are those of
-the mean of the phases' readouts: summed in phase order and divided by ``p``
-(float), or ``div_round`` of their int64 sum by ``p`` (int8, as
-``QuantizedFastGRNN``). A model with one phase gets the code of a model
-without phases.
+``steps``, ``filled``, ``window``) and the input values it keeps (``previous``,
+``history``) once; at the first timestep after ``name_init`` phase ``j`` takes
+that timestep ``s_j + 1`` times, after it every phase takes every timestep,
+and the outputs are those of the mean of the phases' readouts: summed in phase
+order and divided by ``p`` (float), or ``div_round`` of their int64 sum by
+``p`` (int8, as ``QuantizedFastGRNN``). A model with one phase gets the code
+of a model without phases.
 
 A fitted :class:`~sklearn_fastgrnn.FastGRNNClassifier` or
 :class:`~sklearn_fastgrnn.FastGRNNRegressor` is written with float32 weights
@@ -84,7 +96,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import compression
 from .._cell import READOUTS
-from .._channels import n_cell_channels, offsets_of, uses_changes
+from .._channels import (
+    ENVELOPE_PARTS,
+    envelope_width,
+    n_base_channels,
+    n_cell_channels,
+    offsets_of,
+    uses_changes,
+)
 from .._files import write_all_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._sequences import phase_shifts
@@ -94,7 +113,7 @@ from .._version import __version__
 from ..classifier import FastGRNNClassifier
 from ..compression import QuantizedFastGRNN
 from ..regressor import FastGRNNRegressor
-from .weights import check_fitted_model, check_offsets, check_phases
+from .weights import check_envelope, check_fitted_model, check_offsets, check_phases
 
 __all__ = ["export_c"]
 
@@ -259,7 +278,9 @@ def _check_quantized(q):
             raise ValueError(f"weights_[{key!r}] of the QuantizedFastGRNN is "
                              f"{np.asarray(value).dtype}, not int8: the model is damaged; "
                              "quantize the model again.")
-    check_phases(q, "export_c refuses it. The model is damaged; quantize the model again")
+    damaged = "export_c refuses it. The model is damaged; quantize the model again"
+    check_phases(q, damaged)
+    check_envelope(q, damaged)
     V = q.weights_[q.chain_keys("V")[-1]]
     if hasattr(q, "classes_") and np.shape(V)[-1] != len(q.classes_):
         raise ValueError(
@@ -298,6 +319,11 @@ def _members(fields):
                      for ctype, field, length, comment in fields)
 
 
+def _comment_lines(text):
+    """``text`` as lines of a block comment (`` * `` and at most 76 characters)."""
+    return "".join(f" * {line}\n" for line in textwrap.wrap(text, 76))
+
+
 def _indent(code, spaces):
     """``code`` with every line but the first indented by ``spaces`` more."""
     return code.replace("\n", "\n" + " " * spaces)
@@ -324,6 +350,10 @@ class _Writer:
         self.window = int(getattr(model, "window_", 1))
         self.n_channels = int(model.n_channels_)
         self.changes = uses_changes(model)
+        # envelope channels: the largest and smallest value of each channel over
+        # the last envelope_width timesteps (0: none)
+        self.envelope_width = envelope_width(model)
+        self.base_channels = n_base_channels(model)
         self.cell_channels = n_cell_channels(model)
         # window phases: phase j reads the input after shifts[j] copies of its first timestep
         self.phases = int(getattr(model, "window_phases_", 1))
@@ -337,11 +367,15 @@ class _Writer:
     @property
     def macros(self):
         N = self.NAME
-        # D: the channels of the input; CD: the values of a timestep as the cell reads it
-        cell = f"{N}_CELL_CHANNELS" if self.changes else f"{N}_N_CHANNELS"
-        return {"H": f"{N}_HIDDEN_SIZE", "D": f"{N}_N_CHANNELS", "CD": cell,
+        # D: the channels of the input; B: the base values of a timestep (with
+        # the envelope channels), of which the change channels are taken; CD:
+        # the values of a timestep as the cell reads it; E: the envelope's width
+        D = f"{N}_N_CHANNELS"
+        base = f"{ENVELOPE_PARTS} * {D}" if self.envelope_width else D
+        cell = f"{N}_CELL_CHANNELS" if self.cell_channels != self.n_channels else D
+        return {"H": f"{N}_HIDDEN_SIZE", "D": D, "B": base, "CD": cell,
                 "K": f"{N}_WINDOW", "C": f"{N}_N_OUTPUTS", "IN": f"({N}_WINDOW * {cell})",
-                "P": f"{N}_WINDOW_PHASES"}
+                "P": f"{N}_WINDOW_PHASES", "E": f"{N}_ENVELOPE_WIDTH"}
 
     @property
     def pool_ctype(self):
@@ -418,7 +452,12 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
 
     # -- header ----------------------------------------------------------------
     def state_fields(self):
-        """``(ctype, field, length macro, comment)`` of the state struct, in order."""
+        """``(ctype, field, length macro, comment)`` of the state struct, in order:
+        the cell's (a phase's, with window phases), then :meth:`raw_fields`."""
+        return self.cell_fields() + self.raw_fields()
+
+    def cell_fields(self):
+        """The fields of the state of the cell: with window phases, of a phase's."""
         m = self.macros
         fields = [(self.state_ctype, "h", m["H"], "the hidden state after the last cell step")]
         if self.readout != "last":
@@ -430,10 +469,29 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
                            f"reads {self.window})"))
             fields.append((self.state_ctype, "window", f"{m['K']} * {m['CD']}",
                            "the window being filled, time-major"))
-        if self.changes:
-            fields.append(("float", "previous", m["D"],
-                           "the last timestep as given: the next change is taken from it"))
         return fields
+
+    def raw_fields(self):
+        """The fields of the float input values the state keeps (one copy, with
+        window phases too): the base values of the last timestep (change
+        channels), then the last timesteps as given (envelope channels)."""
+        m, fields = self.macros, []
+        if self.changes:
+            what = ("the last timestep's base values: the next change is taken from them"
+                    if self.envelope_width else
+                    "the last timestep as given: the next change is taken from it")
+            fields.append(("float", "previous", m["B"], what))
+        if self.envelope_width:
+            fields.append(("float", "history", f"({m['E']} - 1) * {m['D']}",
+                           "the envelope's last timesteps as given, oldest first"))
+        return fields
+
+    @property
+    def n_raw(self):
+        """The values of :meth:`raw_fields`: those between the phases' blocks and
+        the timesteps seen in a streamer's state row."""
+        history = max(self.envelope_width - 1, 0) * self.n_channels
+        return self.base_channels * self.changes + history
 
     def declarations(self):
         """The public functions, as declared in the header."""
@@ -471,13 +529,11 @@ static void sparse_product_{suffix}{variant}(const {v_type} *v, const {index} *c
             classes = f"#define {N}_N_CLASSES {len(model.classes_)}\n"
         else:
             outputs, classes = f" * {self.n_outputs} output(s).\n", ""
-        fields = self.state_fields()
-        struct = _members(fields)
+        struct = _members(self.state_fields())
         phase_type = phase_macros = phases = ""
         if self.phases > 1:
-            # every field but previous is a phase's: the state holds a block per phase
-            block = [field for field in fields if field[1] != "previous"]
-            shared = [field for field in fields if field[1] == "previous"]
+            # the cell's fields are a phase's: the state holds a block per phase
+            block, shared = self.cell_fields(), self.raw_fields()
             phase_type = f"""/* The state of phase j of a stream, which reads the stream after
    {N}_PHASE_SHIFT(j) copies of its first timestep. */
 typedef struct {{
@@ -489,17 +545,34 @@ typedef struct {{
                                "the phases, from phase 0"), *shared])
             phase_macros = (f"#define {N}_WINDOW_PHASES {self.phases}\n"
                             f"#define {N}_PHASE_SHIFT(j) ((j) * {N}_WINDOW / {N}_WINDOW_PHASES)\n")
-            phases = "".join(f" * {line}\n" for line in textwrap.wrap(
+            phases = _comment_lines(
                 f"Window phases: {self.phases}. Phase j reads the input after "
                 f"{N}_PHASE_SHIFT(j) copies of its first timestep "
                 f"({', '.join(map(str, self.shifts))}), and the outputs are those of "
                 f"the mean of the phases' readouts. The state holds a block per phase "
-                f"({n}_phase).", 76))
+                f"({n}_phase).")
         returns = (f" ({n}_label and {n}_predict: the class index)"
                    if self.read_out.predict == "label" else "")
         description = self.read_out.description[0].upper() + self.read_out.description[1:]
-        cell_reads = cell_macro = ""
-        if self.changes:
+        cell_reads = cell_macro = envelope_macro = ""
+        if self.envelope_width:
+            cell_reads = _comment_lines(
+                f"Envelope channels: {n}_step extends each timestep x to "
+                f"{ENVELOPE_PARTS} * {N}_N_CHANNELS base values: x, then the largest and "
+                f"then the smallest value of each channel over the last "
+                f"{N}_ENVELOPE_WIDTH timesteps (x and the {N}_ENVELOPE_WIDTH - 1 before "
+                f"it, which the state keeps; at the first timestep after {n}_init, "
+                f"copies of it). " + (
+                    f"The cell reads each timestep as {N}_CELL_CHANNELS values: the base "
+                    f"values; then the change c = |base - the previous base| of each, in "
+                    f"double, capped at FLT_MAX and rounded to float (0 at the first "
+                    f"timestep after {n}_init); then log(c + offset), the value's offset "
+                    f"(change_offsets_) added and the logarithm taken in double, rounded "
+                    f"to float. {n}_step computes them and keeps the previous base values "
+                    f"in the state." if self.changes else
+                    f"The cell reads the base values ({N}_CELL_CHANNELS a timestep)."))
+            envelope_macro = f"#define {N}_ENVELOPE_WIDTH {self.envelope_width}\n"
+        elif self.changes:
             cell_reads = (
                 f" * The cell reads each timestep as {N}_CELL_CHANNELS values: x; then the\n"
                 f" * change c = |x - the previous x| of each channel, in double, capped at\n"
@@ -508,6 +581,7 @@ typedef struct {{
                 f" * the logarithm taken in double, rounded to float. {n}_step computes\n"
                 f" * them and keeps the previous x in the state.\n"
             )
+        if self.cell_channels != self.n_channels:
             cell_macro = f"#define {N}_CELL_CHANNELS {self.cell_channels}\n"
         return f"""/* {n}.h: a FastGRNN model (sklearn_fastgrnn {__version__}).
  *
@@ -529,7 +603,7 @@ typedef struct {{
 #include <stdint.h>
 
 #define {N}_N_CHANNELS {self.n_channels}
-{cell_macro}#define {N}_WINDOW {self.window}
+{envelope_macro}{cell_macro}#define {N}_WINDOW {self.window}
 {phase_macros}#define {N}_N_OUTPUTS {self.n_outputs}
 {classes}#define {N}_HIDDEN_SIZE {self.hidden_size}
 
@@ -556,8 +630,8 @@ typedef struct {{
     for (j = 0; j < {IN}; ++j) {{
         state->window[j] = 0;
     }}""" if k > 1 else ""
-        # x goes to the cell as it is: no conversion, no change channels
-        as_given = not self.changes and self.read_input("x[j]", "j") == "x[j]"
+        # x goes to the cell as it is: no conversion, no change or envelope channels
+        as_given = self.reads_base_as_given() and not self.envelope_width
         if k > 1:
             feed = f"""{{
         {self.state_ctype} *slot = state->window + (size_t)state->filled * {CD};
@@ -574,11 +648,12 @@ typedef struct {{
             feed = f"""{_indent(self.store_timestep("in"), 4)}
     cell(state->h, in, state->h);"""
         locals_step = "" if k > 1 or as_given else f"    {self.state_ctype} in[{CD}];\n"
+        locals_step += self.base_local()
         commit = self.commit_code("state")
         locals_out, read = self.readout_code("state")
         init_pool = "\n        state->pool[j] = 0;" if pooled else ""
         index = "    int j;\n" if re.search(r"\bj\b", feed + commit) else ""
-        return f"""{self.changes_code()}
+        return f"""{self.envelope_code()}{self.changes_code()}
 void {n}_init({n}_state *state)
 {{
     int j;
@@ -588,7 +663,7 @@ void {n}_init({n}_state *state)
     for (j = 0; j < {H}; ++j) {{
         state->h[j] = 0;{init_pool}
     }}
-    state->steps = 0;{init_window}{self.init_previous()}
+    state->steps = 0;{init_window}{self.init_raw()}
 }}
 
 int {n}_step({n}_state *state, const float *x)
@@ -625,7 +700,7 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
         locals_out, read = self.readout_code("phase")
         store = self.store_timestep("row")
         index = "    int j;\n" if re.search(r"\bj\b", store) else ""
-        return f"""{self.changes_code()}
+        return f"""{self.envelope_code()}{self.changes_code()}
 /* Timestep row, as the cell reads it, into the window of a phase: a full
    window is one cell step */
 static void push({n}_phase *phase, const {T} *row)
@@ -667,13 +742,13 @@ void {n}_init({n}_state *state)
         for (j = 0; j < {IN}; ++j) {{
             phase->window[j] = 0;
         }}
-    }}{self.init_previous()}
+    }}{self.init_raw()}
 }}
 
 int {n}_step({n}_state *state, const float *x)
 {{
     {T} row[{CD}];
-    int b, copies, first;
+{self.base_local()}    int b, copies, first;
 {index}    if (state == NULL || x == NULL) {{
         return -1;
     }}
@@ -718,12 +793,13 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
 }}
 """
 
-    def init_previous(self):
-        """The statements of ``init`` that clear the previous timestep (change channels)."""
-        return f"""
-    for (j = 0; j < {self.macros["D"]}; ++j) {{
-        state->previous[j] = 0;
-    }}""" if self.changes else ""
+    def init_raw(self):
+        """The statements of ``init`` that clear the input values the state keeps
+        (:meth:`raw_fields`: the previous timestep, the envelope's history)."""
+        return "".join(f"""
+    for (j = 0; j < {length}; ++j) {{
+        state->{field}[j] = 0;
+    }}""" for _, field, length, _ in self.raw_fields())
 
     def first_timestep(self):
         """C expression: ``state`` has taken no timestep since ``init``."""
@@ -786,21 +862,85 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
     }}"""
         return locals_out, read
 
+    def reads_base_as_given(self):
+        """Whether the cell reads the base values of a timestep as they are: no
+        conversion (float32), no change channels."""
+        return not self.changes and self.read_input("x[j]", "j") == "x[j]"
+
+    def base_local(self):
+        """The declaration of ``base``, the base values of a timestep, when
+        :meth:`store_timestep` computes them before the cell values."""
+        if self.envelope_width and not self.reads_base_as_given():
+            return f"    float base[{self.macros['B']}];\n"
+        return ""
+
     def store_timestep(self, target):
-        """C statements writing timestep ``x`` into ``target`` as the cell reads it."""
+        """C statements writing timestep ``x`` into ``target`` as the cell reads it:
+        its base values (with its envelope channels, through the local ``base`` of
+        :meth:`base_local`), then their change channels or their conversion."""
+        if self.envelope_width and self.reads_base_as_given():
+            return f"with_envelope(state, x, {target});"
+        code, base = "", "x"
+        if self.envelope_width:
+            code, base = "with_envelope(state, x, base);\n", "base"
         if self.changes:
-            return f"with_changes(state, x, {target});"
-        return f"""for (j = 0; j < {self.macros["D"]}; ++j) {{
-    {target}[j] = {self.read_input("x[j]", "j")};
+            return code + f"with_changes(state, {base}, {target});"
+        return code + f"""for (j = 0; j < {self.macros["B"]}; ++j) {{
+    {target}[j] = {self.read_input(f"{base}[j]", "j")};
 }}"""
+
+    def envelope_code(self):
+        """The static ``with_envelope`` of a model with envelope channels, else nothing."""
+        if not self.envelope_width:
+            return ""
+        n, D, E = self.name, self.macros["D"], self.macros["E"]
+        return f"""
+/* The base values of timestep x, into base: x; then the largest, then the
+   smallest value of each channel over the last {E}
+   timesteps: x and the history, which is {E} - 1 copies of x
+   at the first timestep since {n}_init; as sklearn_fastgrnn._channels.
+   with_envelope. x then joins the history (oldest first), whose oldest
+   timestep leaves it */
+static void with_envelope({n}_state *state, const float *x, float *base)
+{{
+    float *history = state->history;
+    const int length = ({E} - 1) * {D};
+    int i, j;
+    if ({self.first_timestep()}) {{
+        for (i = 0; i < length; ++i) {{
+            history[i] = x[i % {D}];
+        }}
+    }}
+    for (j = 0; j < {D}; ++j) {{
+        float largest = x[j], smallest = x[j];
+        for (i = j; i < length; i += {D}) {{
+            largest = history[i] > largest ? history[i] : largest;
+            smallest = history[i] < smallest ? history[i] : smallest;
+        }}
+        base[j] = x[j];
+        base[{D} + j] = largest;
+        base[2 * {D} + j] = smallest;
+    }}
+    for (i = 0; i + {D} < length; ++i) {{
+        history[i] = history[i + {D}];
+    }}
+    for (j = 0; j < {D}; ++j) {{
+        history[length - {D} + j] = x[j];
+    }}
+}}
+"""
 
     def changes_code(self):
         """The offsets and the static ``with_changes`` of a model with change
         channels, else nothing."""
         if not self.changes:
             return ""
-        n, D = self.name, self.macros["D"]
+        # the change channels of the base values (x without envelope channels)
+        n, D = self.name, self.macros["B"]
         first = self.first_timestep()
+        base = (". With envelope channels x holds the base values\n"
+                "   of a timestep (with_envelope), and previous those of the last one"
+                if self.envelope_width else "")
         # float32 values (4 bytes each, as model_size_bytes_ counts them); the
         # sum with a change is taken in double, as _channels.log_change does
         offsets = _array("float", self.sym("change_offsets"), offsets_of(self.model),
@@ -812,7 +952,7 @@ int {n}_outputs(const {n}_state *state, {self.out_ctype} *outputs)
    timestep| of each channel, in double, capped at FLT_MAX and rounded to float
    (0 at the first timestep since {n}_init); then log(c + offset) in double,
    rounded to float; as sklearn_fastgrnn._channels.with_changes. x becomes the
-   previous timestep */
+   previous timestep{base} */
 static void with_changes({n}_state *state, const float *x, {self.state_ctype} *in)
 {{
     const int first = {first};

@@ -250,7 +250,7 @@ void {n}_batch_get_state(const {n}_state *states, int n, double *rows)
         row[2 * {H} + 1] = {get_filled};
         for (j = 0; j < {K} * {CD}; ++j) {{
             row[2 * {H} + 2 + j] = {get_window};
-        }}{get_previous}
+        }}{get_raw}
     }}
 }}
 
@@ -264,14 +264,14 @@ void {n}_batch_set_state({n}_state *states, int n, const double *rows)
         for (j = 0; j < {H}; ++j) {{
             state->h[j] = ({state_type})row[j];{set_pool}
         }}
-        state->steps = (int32_t)row[2 * {H}];{set_window}{set_previous}
+        state->steps = (int32_t)row[2 * {H}];{set_window}{set_raw}
     }}
 }}
 """
 
 
 # the state rows of a model with window phases: a block per phase (BLOCK values),
-# then the previous timestep
+# then the raw values (the previous timestep, the envelope's history)
 _PHASE_STATE_ROWS = """
 void {n}_batch_get_state(const {n}_state *states, int n, double *rows)
 {{
@@ -290,7 +290,7 @@ void {n}_batch_get_state(const {n}_state *states, int n, double *rows)
             for (j = 0; j < {K} * {CD}; ++j) {{
                 row[2 * {H} + 2 + j] = (double)phase->window[j];
             }}
-        }}{get_previous}
+        }}{get_raw}
     }}
 }}
 
@@ -311,10 +311,27 @@ void {n}_batch_set_state({n}_state *states, int n, const double *rows)
             for (j = 0; j < {K} * {CD}; ++j) {{
                 phase->window[j] = ({state_type})row[2 * {H} + 2 + j];
             }}
-        }}{set_previous}
+        }}{set_raw}
     }}
 }}
 """
+
+
+def _raw_copies(writer, start, to_row):
+    """C loops copying a state's raw values (its ``raw_fields``: the previous
+    timestep, the envelope's history) to a state row from index ``start`` (a C
+    expression; "" for 0), or with ``to_row`` False from the row to the state."""
+    code, offset = "", start
+    for _, field, length, _ in writer.raw_fields():
+        index = f"{offset} + j" if offset else "j"
+        copy = (f"row[{index}] = (double)state->{field}[j];" if to_row
+                else f"state->{field}[j] = (float)row[{index}];")
+        code += f"""
+        for (j = 0; j < {length}; ++j) {{
+            {copy}
+        }}"""
+        offset = f"{offset} + {length}" if offset else length
+    return code
 
 
 def _batch_source(writer):
@@ -349,11 +366,11 @@ def _batch_source(writer):
         stream_read = f"""        value_of(o, (float *)out + (size_t)i * {m["C"]});"""
     pooled, windowed = writer.readout != "last", writer.window > 1
     H, D, CD, K, P = m["H"], m["D"], m["CD"], m["K"], m["P"]
-    previous_width = f" + {D}" if writer.changes else ""
-    width = f"2 * {H} + 2 + {K} * {CD}{previous_width}"
+    raw_width = "".join(f" + {length}" for _, _, length, _ in writer.raw_fields())
+    width = f"2 * {H} + 2 + {K} * {CD}{raw_width}"
     limit_helper, at_limit = "", "states[i].steps == INT32_MAX"
     if writer.phases > 1:  # a block per phase in a row
-        width, at_limit = f"{P} * BLOCK{previous_width}", "at_limit(states + i)"
+        width, at_limit = f"{P} * BLOCK{raw_width}", "at_limit(states + i)"
         limit_helper = f"""#define BLOCK (2 * {H} + 2 + {K} * {CD}) /* a phase's block of a row */
 
 /* 1 when a phase of the state has taken INT32_MAX cell steps (it takes no more) */
@@ -374,24 +391,18 @@ static int at_limit(const {n}_state *state)
         stream_read=stream_read,
     )
     if writer.phases > 1:
-        # after the blocks, row points at the raw previous timestep (change channels)
+        # after the blocks, row points at the raw values (previous, history)
         text += _PHASE_STATE_ROWS.format(
             n=n, H=H, K=K, CD=CD, P=P, state_type=writer.state_ctype,
             get_pool="(double)phase->pool[j]" if pooled else "0.0",
             set_pool=(f"\n                phase->pool[j] = ({writer.pool_ctype})row[{H} + j];"
                       if pooled else ""),
-            get_previous=f"""
-        for (j = 0; j < {D}; ++j) {{
-            row[j] = (double)state->previous[j];
-        }}""" if writer.changes else "",
-            set_previous=f"""
-        for (j = 0; j < {D}; ++j) {{
-            state->previous[j] = (float)row[j];
-        }}""" if writer.changes else "",
+            get_raw=_raw_copies(writer, "", to_row=True),
+            set_raw=_raw_copies(writer, "", to_row=False),
         )
     else:
-        # the raw previous timestep of a model with change channels, after the window
-        previous = f"2 * {H} + 2 + {K} * {CD} + j"
+        # the raw values (previous, history) after the window
+        raw = f"2 * {H} + 2 + {K} * {CD}"
         text += _STATE_ROWS.format(
             n=n, H=H, D=D, CD=CD, K=K, state_type=writer.state_ctype,
             get_pool="(double)state->pool[j]" if pooled else "0.0",
@@ -404,14 +415,8 @@ static int at_limit(const {n}_state *state)
         for (j = 0; j < {K} * {CD}; ++j) {{
             state->window[j] = ({writer.state_ctype})row[2 * {H} + 2 + j];
         }}""" if windowed else ""),
-            get_previous=f"""
-        for (j = 0; j < {D}; ++j) {{
-            row[{previous}] = (double)state->previous[j];
-        }}""" if writer.changes else "",
-            set_previous=f"""
-        for (j = 0; j < {D}; ++j) {{
-            state->previous[j] = (float)row[{previous}];
-        }}""" if writer.changes else "",
+            get_raw=_raw_copies(writer, raw, to_row=True),
+            set_raw=_raw_copies(writer, raw, to_row=False),
         )
     if not floats:  # the copy loop of batch_read needs its index
         text = text.replace("    int i, bad = 0;\n", "    int i, k, bad = 0;\n")
@@ -665,9 +670,10 @@ class CompiledStreamer:
     as float32; values beyond its range are an error. :attr:`state` has the
     row layout of the Python streamers, so a state moves between them (a
     float64 state is rounded to float32 here): ``[block_0 | ... | block_{p-1} |
-    previous | timesteps seen]``, a block ``[h | pool | steps | filled |
-    window]`` of each window phase (one without phases) read from and written
-    to its ``name_phase``.
+    previous | history | timesteps seen]``, a block ``[h | pool | steps |
+    filled | window]`` of each window phase (one without phases) read from and
+    written to its ``name_phase``; ``previous`` (change channels) and
+    ``history`` (envelope channels) the state's members of those names.
 
     Pickling stores the model and the state, rebuilds the library when loaded
     and resumes exactly where the stream stopped.
@@ -689,8 +695,8 @@ class CompiledStreamer:
         self._hidden_size, self._window = int(writer.hidden_size), writer.window
         self._phases = writer.phases  # a block of state per window phase
         self._channels, self._cell_channels = writer.n_channels, writer.cell_channels
-        # the raw values of the last timestep the state keeps (change channels)
-        self._n_previous = writer.n_channels if writer.changes else 0
+        # the float input values after the blocks: previous, history
+        self._n_raw = writer.n_raw
         self._quantized = predictor._quantized
         self._c = predictor._c
         state_bytes = int(self._c["state_bytes"]())
@@ -810,10 +816,10 @@ class CompiledStreamer:
 
     @state.setter
     def state(self, value):
-        # every value within float32 (the previous timestep is float32 in C too)
+        # every value within float32 (previous and history are float32 in C too)
         value = check_state(value, self.n_streams, self._hidden_size, self._window,
                             self._cell_channels, phases=self._phases,
-                            n_previous=self._n_previous, integer=self._quantized,
+                            n_raw=self._n_raw, integer=self._quantized,
                             max_steps=_INT32_MAX, bound=_FLOAT32_MAX)
         if self._quantized:
             # the int8 model's own bounds of h, the pool and the window
@@ -825,7 +831,7 @@ class CompiledStreamer:
     @property
     def _state_width(self):
         block = 2 * self._hidden_size + 2 + self._window * self._cell_channels
-        return self._phases * block + self._n_previous + 1
+        return self._phases * block + self._n_raw + 1
 
     # -- pickling ------------------------------------------------------------
     def __getstate__(self):

@@ -9,12 +9,17 @@ the Python engine):
 
 1. the scaler of a Pipeline, if any: ``(X - mean) / scale`` per channel
    (``SequenceScaler``) or per (timestep, channel) column (``StandardScaler``);
-2. with ``change_channels``, each timestep followed by the change channels
-   ``c_t = |x_t - x_{t-1}|`` (0 at the first timestep) of the scaled input,
-   capped at the float32 maximum and rounded to float32, then by
+2. with ``envelope_width_ = w >= 2``, each timestep ``x_t`` of the scaled input
+   followed by the largest, then the smallest value of each channel over
+   ``x_{t-w+1}`` to ``x_t`` (the sequence read after ``w - 1`` copies of its
+   first timestep; exact in any dtype): the base values, ``3 * channels`` per
+   timestep (else the ``channels`` of ``x_t``); then, with
+   ``change_channels``, each timestep's base values followed by their change
+   channels ``c_t = |b_t - b_{t-1}|`` (0 at the first timestep), capped at the
+   float32 maximum and rounded to float32, then by
    ``log(c_t + change_offsets_)``, computed in float64 and rounded to float32
-   (:mod:`~sklearn_fastgrnn._channels`): the cell channels, ``3 * channels``
-   per timestep (else ``channels``);
+   (:mod:`~sklearn_fastgrnn._channels`): the cell channels, three times the
+   base values per timestep (else the base values);
 3. the padding mask: a timestep is real up to the last one with a non-NaN
    channel (of ``X``), so the state stops at the last real step as in the
    Python engine;
@@ -46,11 +51,14 @@ moves between Python and an ONNX runtime either way. The cell is computed once
 per call, on the window being filled completed with its last timestep; ``Where``
 commits the result to the state only when the window is full, and the
 predictions read it whenever the window holds a timestep. With
-``change_channels`` the state also holds the stream's last timestep, which the
-next change is taken from. With ``window_phases_ = p > 1`` the state row holds
-one block per phase, read as ``p`` rows per stream: at a stream's first timestep
-phase ``j`` takes ``s_j`` copies of it before it, and the predictions read the
-mean of the phases' readouts.
+``change_channels`` the state also holds the base values of the stream's last
+timestep, which the next change is taken from, and with envelope channels the
+stream's last ``envelope_width_ - 1`` timesteps, which the next envelope reads
+(at a stream's first timestep, ``envelope_width_ - 1`` copies of it). With
+``window_phases_ = p > 1`` the state row holds one block per phase, read as
+``p`` rows per stream: at a stream's first timestep phase ``j`` takes ``s_j``
+copies of it before it, and the predictions read the mean of the phases'
+readouts.
 """
 
 import json
@@ -58,7 +66,7 @@ import json
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
-from .._channels import n_cell_channels
+from .._channels import envelope_width, n_base_channels, n_cell_channels, uses_changes
 from .._files import write_atomically
 from .._nonlinearities import scalar_sigmoid
 from .._sequences import phase_shifts
@@ -72,19 +80,26 @@ OPSET = 17
 INPUT_NAME = "X"
 STEP_INPUT, STATE_INPUT, STATE_OUTPUT = "x", "state", "new_state"
 STATE_LAYOUT_DOC = """\
-One row per stream, float64, ``2 * H + k * c + p + 3`` values (``H`` the hidden
-size, ``k`` the window, ``d`` the input channels, ``c`` the cell channels: ``3 d``
-with ``change_channels``, else ``d``; ``p``: ``d`` with ``change_channels``, else
-0), as ``Streamer.state``: ``[h (H) | pool (H) | steps | filled | window (k * c)
-| previous (p) | n_timesteps_seen]`` (with ``P = window_phases_ > 1``, ``P``
-blocks ``[h | pool | steps | filled | window]``, one per phase, before
-``previous``: ``P * (2 * H + 2 + k * c) + p + 1`` values): the hidden state; the
-sum (readout "mean") or maximum ("max") of the committed states (zeros for
-"last"); the cell steps committed; the timesteps of the window being filled (0
-to k - 1); that window, time-major, each timestep as the cell reads it (only its
-first ``filled`` timesteps count); the last timestep received (as the estimator
-receives it: scaled), which the next change is taken from; the timesteps
-received. Zeros are the state of an empty sequence."""
+One row per stream, float64, ``2 * H + k * c + p + q + 3`` values (``H`` the
+hidden size, ``k`` the window, ``d`` the input channels, ``w`` the
+``envelope_width_``, ``b`` the base values of a timestep: ``3 d`` with envelope
+channels (``w >= 2``), else ``d``; ``c`` the cell channels: ``3 b`` with
+``change_channels``, else ``b``; ``p``: ``b`` with ``change_channels``, else 0;
+``q``: ``(w - 1) * d`` with envelope channels, else 0), as ``Streamer.state``:
+``[h (H) | pool (H) | steps | filled | window (k * c) | previous (p) | history
+(q) | n_timesteps_seen]`` (with ``P = window_phases_ > 1``, ``P`` blocks ``[h |
+pool | steps | filled | window]``, one per phase, before ``previous``: ``P * (2
+* H + 2 + k * c) + p + q + 1`` values): the hidden state; the sum (readout
+"mean") or maximum ("max") of the committed states (zeros for "last"); the cell
+steps committed; the timesteps of the window being filled (0 to k - 1); that
+window, time-major, each timestep as the cell reads it (only its first
+``filled`` timesteps count); the base values of the last timestep received (its
+values as the estimator receives them: scaled, then with envelope channels its
+largest and smallest values), which the next change is taken from; the last
+``w - 1`` timesteps received, oldest first, timestep-major, as the estimator
+receives them (zeros before the first; read as ``w - 1`` copies of a stream's
+first timestep), which the next envelope reads; the timesteps received. Zeros
+are the state of an empty sequence."""
 
 
 def _window_phases(est):
@@ -229,6 +244,41 @@ def _with_changes(g, x, previous, offsets):
     log = g.cast(g.op("Log", [total], "log_change"), TP.FLOAT, "log_change_float")
     return g.op("Concat", [x, change, g.cast(log, TP.DOUBLE, "log_change_double")],
                 "cell_channels", axis=-1)
+
+
+def _with_envelope(g, x, span, width):
+    """Float64 sequences ``x`` (batch, time, d) followed, at each timestep, by the
+    largest and then the smallest value of each channel over its last ``width``
+    timesteps, as :func:`~sklearn_fastgrnn._channels.with_envelope`.
+
+    ``span`` is ``x`` after the ``width - 1`` timesteps before its first (at the
+    start of a sequence, copies of its first timestep): (batch, time + width - 1,
+    d).
+    """
+    return g.op("Concat", [x, _running_extreme(g, span, width, "Max"),
+                           _running_extreme(g, span, width, "Min")], "base_values", axis=-1)
+
+
+def _running_extreme(g, span, width, extreme):
+    """``extreme`` ("Max" or "Min") of each channel of ``span`` (batch, time, d)
+    over every ``width`` consecutive timesteps: (batch, time - width + 1, d),
+    the first over timesteps 0 to ``width - 1``.
+
+    By doubling spans, as :func:`~sklearn_fastgrnn._channels.running_extreme`:
+    the extreme over ``s + lag`` timesteps (``lag <= s``) from ``t`` is that of
+    the spans of ``s`` from ``t`` and from ``t + lag``.
+    """
+    def widened(spans, lag):  # the extremes over `lag` more timesteps
+        axis = g.ints("axis1", [1])
+        earlier = g.op("Slice", [spans, g.ints("start", [0]), g.ints("stop", [-lag]), axis])
+        later = g.op("Slice", [spans, g.ints("start", [lag]),
+                               g.ints("stop", [np.iinfo(np.int64).max]), axis])
+        return g.op(extreme, [earlier, later], f"running_{extreme.lower()}")
+
+    covered = 1
+    while 2 * covered <= width:
+        span, covered = widened(span, covered), 2 * covered
+    return widened(span, width - covered) if width > covered else span
 
 
 def _all_nan(g, x, d):
@@ -396,7 +446,12 @@ def _sequence_graph(onnx, est, scaler, g):
 
     x = g.cast(INPUT_NAME, TP.DOUBLE, "X_double")
     x = _scale(g, scaler, est, x) if scaler is not None else x
-    if c > d:  # the previous timestep of each, the first its own (a change of 0)
+    width = envelope_width(est)
+    if width:  # each sequence after width - 1 copies of its first timestep
+        span = g.op("Pad", [x, g.ints("pads_time_start", [0, width - 1, 0, 0, 0, 0])],
+                    "first_repeated", mode="edge")
+        x = _with_envelope(g, x, span, width)
+    if uses_changes(est):  # the previous timestep of each, the first its own (a change of 0)
         first_twice = g.op("Pad", [x, g.ints("pads_time_start", [0, 1, 0, 0, 0, 0])],
                            "first_twice", mode="edge")
         previous = g.op("Slice", [first_twice, g.ints("zero", [0]), g.ints("minus_one", [-1]),
@@ -484,7 +539,8 @@ def state_layout(model):
     -------
     dict
         ``size`` (values per row) and, per part, its column: ``h``, ``pool``,
-        ``window`` and (``change_channels`` only) ``previous`` as ``[start,
+        ``window``, (``change_channels`` only) ``previous`` and (envelope
+        channels, ``envelope_width_ >= 2``, only) ``history`` as ``[start,
         stop)`` pairs, ``steps``, ``filled`` and ``n_timesteps_seen`` as column
         indices. With ``window_phases_ = p > 1`` the row starts with one block
         ``[h | pool | steps | filled | window]`` per phase: ``phases`` lists
@@ -502,13 +558,18 @@ def state_layout(model):
                 "window": [start + 2 * H + 2, start + block_size]}
 
     window_end = phases * block_size
-    seen = window_end + (d if c > d else 0)  # after the last timestep, for the changes
+    # the last timestep's base values, for the changes
+    previous_end = window_end + (n_base_channels(est) if uses_changes(est) else 0)
+    # the last envelope_width_ - 1 timesteps, for the envelope
+    seen = previous_end + max(envelope_width(est) - 1, 0) * d
     layout = {"size": seen + 1, **block(0)}
     if phases > 1:
         layout["phases"] = [{"shift": int(shift), **block(j * block_size)}
                             for j, shift in enumerate(phase_shifts(k, phases))]
-    if seen > window_end:
-        layout["previous"] = [window_end, seen]
+    if previous_end > window_end:
+        layout["previous"] = [window_end, previous_end]
+    if seen > previous_end:
+        layout["history"] = [previous_end, seen]
     layout["n_timesteps_seen"] = seen
     return layout
 
@@ -553,20 +614,39 @@ def _step_graph(onnx, est, scaler, g):
     steps, filled, seen = part("steps"), part("filled"), part("n_timesteps_seen", state)
     buffer = g.op("Reshape", [part("window"), g.ints("shape_bkd", [0, k, c])], "buffer")
 
+    counts = {"steps": steps, "filled": filled}  # the rows': a stream's with one phase
+
+    def first_timestep():  # a stream's first timestep since a reset: phase 0 has read nothing
+        zero = g.const("zero", 0.0, np.float64)
+
+        def is_zero(count):  # phase 0's, whose block starts a stream's row
+            return g.op("Equal", [counts[count] if phases == 1 else part(count, state), zero])
+
+        return g.op("And", [is_zero("steps"), is_zero("filled")], "first_timestep")
+
     x = g.cast(STEP_INPUT, TP.DOUBLE, "x_double")
     x = _scale(g, scaler, est, x) if scaler is not None else x
     active = g.op("Not", [_all_nan(g, STEP_INPUT, d)], "active")  # (batch, 1)
-    if phases > 1:  # a stream's first timestep since a reset: phase 0 has read nothing
-        zero = g.const("zero", 0.0, np.float64)
-        first = g.op("And", [g.op("Equal", [part("steps", state), zero]),
-                             g.op("Equal", [part("filled", state), zero])], "first_timestep")
-    new_previous = []
-    if c > d:  # the change from the previous timestep; 0 for the first since a reset
+    first = first_timestep() if phases > 1 else None
+    new_previous, new_history = [], []
+    width = envelope_width(est)
+    if width:  # the envelope over the last width - 1 timesteps and this one
+        history = part("history", state)
+        first = first_timestep() if first is None else first
+        own = g.op("Unsqueeze", [x, g.ints("axis1", [1])], "x_timestep")  # (batch, 1, d)
+        before = g.where(g.op("Unsqueeze", [first, g.ints("axis2", [2])]), own,
+                         g.op("Reshape", [history, g.ints("shape_history", [0, width - 1, d])]),
+                         "history_or_own")
+        span = g.op("Concat", [before, own], "span", axis=1)  # (batch, width, d)
+        later = g.op("Slice", [span, g.ints("start", [1]), g.ints("stop", [width]),
+                               g.ints("axis1", [1])], "history_later")
+        new_history = [g.where(active, g.op("Reshape", [later, g.ints(
+            "shape_history_row", [0, (width - 1) * d])]), history, "history_new")]
+        x = g.op("Reshape", [_with_envelope(g, own, span, width),
+                             g.ints("shape_base", [0, n_base_channels(est)])], "x_base")
+    if uses_changes(est):  # the change from the previous timestep; 0 for the first since a reset
         previous = part("previous", state)
-        if phases == 1:
-            zero = g.const("zero", 0.0, np.float64)
-            first = g.op("And", [g.op("Equal", [steps, zero]), g.op("Equal", [filled, zero])],
-                         "first_timestep")
+        first = first_timestep() if first is None else first
         new_previous = [g.where(active, x, previous, "previous_new")]
         x = _with_changes(g, x, g.where(first, x, previous, "previous_or_own"),
                           est.change_offsets_)
@@ -630,7 +710,8 @@ def _step_graph(onnx, est, scaler, g):
         new_blocks = [g.op("Reshape", [g.op("Concat", new_blocks, axis=1),
                                        g.ints("shape_blocks", [-1, phases * block_size])],
                            "blocks_new")]
-    g.op("Concat", [*new_blocks, *new_previous, seen_new], axis=1, output=STATE_OUTPUT)
+    g.op("Concat", [*new_blocks, *new_previous, *new_history, seen_new], axis=1,
+         output=STATE_OUTPUT)
     if est.readout == "last":
         r = g.where(pending, h_step, h, "h_read")
     else:
@@ -665,9 +746,15 @@ def _description(est, step):
     else:
         what = (f"{kind}. Input X: float32 (batch, time, channels), trailing all-NaN "
                 "timesteps are padding.")
-    if n_cell_channels(est) > est.n_channels_:
-        what += (" The cell reads each channel, its absolute change since the previous "
-                 "timestep" + (", which the state keeps," if step else "") + " and the "
+    width = envelope_width(est)
+    if width:
+        what += (f" Each channel is read with its largest and smallest value over the last "
+                 f"{width} timesteps" + (", of which the state keeps all but this one" if step
+                                         else "") + ".")
+    if uses_changes(est):
+        what += (" The cell reads each " + ("of these values" if width else "channel")
+                 + ", its absolute change since the previous timestep"
+                 + (", which the state keeps," if step else "") + " and the "
                  "logarithm of the change plus the channel's offset.")
     if out_activation(est) in ("softmax", "logistic"):
         return what + " Outputs: probabilities (batch, n_outputs), label."
@@ -733,6 +820,12 @@ def to_onnx(model, path=None, *, step=False):
     state then holds one block per phase (:func:`state_layout`), and the
     metadata property ``window_phases`` is ``p`` (absent for one phase).
 
+    With envelope channels (``envelope_width_ = w >= 2``) both graphs read
+    each channel with its largest and smallest value over the last ``w``
+    timesteps, the step graph's state holds the last ``w - 1`` timesteps
+    (``history`` in :func:`state_layout`), and the metadata property
+    ``envelope_width`` is ``w`` (absent without envelope channels).
+
     The step graph's state rows are :attr:`Streamer.state
     <sklearn_fastgrnn.streaming.Streamer.state>` rows (:func:`state_layout`):
     zeros start every stream, a row of NaN in ``x`` leaves that stream as it
@@ -782,6 +875,8 @@ def to_onnx(model, path=None, *, step=False):
     }
     if _window_phases(est) > 1:  # absent: one phase
         props["window_phases"] = str(_window_phases(est))
+    if envelope_width(est):  # absent: no envelope channels
+        props["envelope_width"] = str(envelope_width(est))
     if hasattr(est, "classes_"):
         props["classes"] = json.dumps(np.asarray(est.classes_).tolist())
     if step:

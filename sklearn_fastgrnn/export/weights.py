@@ -28,7 +28,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .._base import LEGACY_PARAMS
-from .._channels import uses_changes
+from .._channels import n_base_channels, uses_changes
 from .._files import write_atomically
 from .._size import fitted_size
 from .._version import __version__
@@ -304,7 +304,8 @@ def check_fitted_model(est, consequence):
     describe, with those shapes, every value is finite and at most
     ``MAX_ABS_WEIGHT`` in magnitude, ``out_activation_`` is one the
     estimator (and its ``loss``) has, ``window_phases_`` is from 1 to
-    ``window_``, and the change offsets are valid (:func:`check_offsets`).
+    ``window_``, ``envelope_width_`` is 0 or at least 2, and the change
+    offsets are valid (:func:`check_offsets`).
     Every export (weights file, ONNX, C) and the command line's model loading
     run it, so that a damaged or diverged model is refused instead of
     predicting NaN.
@@ -340,6 +341,7 @@ def check_fitted_model(est, consequence):
     if problem:
         raise ValueError(f"{problem}: {consequence}. Set it back or refit.")
     check_phases(est, f"{consequence}. Set it back or refit")
+    check_envelope(est, f"{consequence}. Set it back or refit")
     try:
         shapes = est._layout().shapes
     except (TypeError, ValueError) as exc:
@@ -373,20 +375,34 @@ def check_phases(model, consequence):
         )
 
 
+def check_envelope(model, consequence):
+    """Refuse a model whose ``envelope_width_`` is not 0 or an integer of at least
+    2 (every export computes envelopes of that many timesteps)."""
+    width = getattr(model, "envelope_width_", 0)
+    if not (isinstance(width, numbers.Integral) and not isinstance(width, bool)
+            and (width == 0 or 2 <= width <= MAX_SIZE)):
+        raise ValueError(
+            f"envelope_width_ must be 0 (no envelope) or an integer of at least 2, "
+            f"got {width!r}: {consequence}."
+        )
+
+
 def check_offsets(model, consequence):
     """Refuse a model with change channels whose ``change_offsets_`` is not one
-    positive finite value per channel (every export holds them)."""
+    positive finite value per channel the changes are taken of (every export
+    holds them)."""
     if not uses_changes(model):
         return
     offsets = getattr(model, "change_offsets_", None)
     values = None if offsets is None else np.asarray(offsets)
-    if (values is None or values.shape != (int(model.n_channels_),)
+    n_base = n_base_channels(model)
+    if (values is None or values.shape != (n_base,)
             or values.dtype.kind not in "fiu"
             or not (np.isfinite(values) & (values > 0)).all()):
         raise ValueError(
-            f"change_offsets_ must hold one positive finite value per channel "
-            f"({model.n_channels_}), got {offsets!r}: the model is damaged; "
-            f"{consequence}."
+            f"change_offsets_ must hold one positive finite value per channel the "
+            f"changes are taken of ({n_base}), got {offsets!r}: the model is "
+            f"damaged; {consequence}."
         )
 
 
@@ -410,6 +426,7 @@ def _encode_estimator(est):
         "n_features_in": int(est.n_features_in_),
         "window": int(est.window_),
         "window_phases": int(getattr(est, "window_phases_", 1)),
+        "envelope_width": int(getattr(est, "envelope_width_", 0)),
         "change_channels": uses_changes(est),
         "change_offsets": (
             est.change_offsets_.tolist() if uses_changes(est) else None
@@ -766,6 +783,20 @@ def _load_outputs(meta, est, key, version):
     return n_outputs
 
 
+def _envelope_width(meta, role):
+    """The ``envelope_width_`` stored at ``role.input`` (0 in files from before it)."""
+    field = role + ".input.envelope_width"
+    width = meta.get(field, (int,), optional=True)
+    if width is None:
+        return 0
+    if not (width == 0 or 2 <= width <= MAX_SIZE):
+        raise meta.error(
+            f"metadata field {field!r} must be 0 (no envelope) or between 2 and "
+            f"{MAX_SIZE}, got {width}."
+        )
+    return width
+
+
 def _change_offsets(meta, role, n_channels):
     """The ``change_offsets_`` stored at ``role.input``: ``n_channels`` positive floats."""
     field = role + ".input.change_offsets"
@@ -804,10 +835,13 @@ def _load_estimator(meta, tensors, version):
     est.window_phases_ = 1
     if meta.get(role + ".input.window_phases", (int,), optional=True) is not None:
         est.window_phases_ = meta.positive_int(role + ".input.window_phases", est.window_)
+    est.envelope_width_ = _envelope_width(meta, role)
     # files written before the change channels have none
     est.change_channels_ = bool(meta.get(role + ".input.change_channels", (bool,),
                                          optional=True))
-    est.change_offsets_ = _change_offsets(meta, role, d) if est.change_channels_ else None
+    est.change_offsets_ = (
+        _change_offsets(meta, role, n_base_channels(est)) if est.change_channels_ else None
+    )
     names = meta.get(role + ".input.feature_names_in", (list,), optional=True)
     if names is not None:
         if len(names) != n_features or not all(isinstance(n, str) for n in names):
