@@ -51,6 +51,26 @@ def task_model(rng, task, n=40, T=7, d=3, hidden_size=6, max_iter=6, **params):
     return model, X
 
 
+def plain_envelope(X, width):
+    """Sequences ``X`` (n, T, d) with their envelope channels by the definition,
+    in a plain loop without the package's helpers: each timestep's ``d``
+    values, then the largest, then the smallest of each channel over the last
+    ``width`` timesteps (those there are, at the start). NaN padding stays NaN;
+    ``X``'s dtype."""
+    n, T, d = X.shape
+    out = np.full((n, T, 3 * d), np.nan, X.dtype)
+    for i in range(n):
+        for t in range(T):
+            if np.isnan(X[i, t]).all():
+                continue
+            for c in range(d):
+                recent = [X[i, u, c] for u in range(max(0, t - width + 1), t + 1)]
+                out[i, t, c] = X[i, t, c]
+                out[i, t, d + c] = max(recent)
+                out[i, t, 2 * d + c] = min(recent)
+    return out
+
+
 def pad(X, lengths):
     """A float copy of ``X`` with each sequence NaN-padded after its length."""
     X = np.array(X, dtype=float)

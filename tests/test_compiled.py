@@ -17,7 +17,7 @@ from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import compile_predictor
 from sklearn_fastgrnn.export.compiled import find_compiler
 
-from .conftest import TASKS, make_sequences, task_model
+from .conftest import TASKS, make_sequences, plain_envelope, task_model
 from .test_export_c import (
     CASES,
     CHANGES,
@@ -28,7 +28,6 @@ from .test_export_c import (
     float32_jump_case,
     peaked_sequences,
     phase_outputs,
-    plain_base_values,
     plain_cell_values,
     quantized_phase_outputs,
     reading_cell_values,
@@ -582,7 +581,7 @@ def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
     # then the last envelope_width_ - 1 timesteps as given (envelope), then the count
     raw = stream.state[:, -1 - raw_width(model) : -1]
     seen = X[:2, :7].astype(np.float32)
-    previous = plain_base_values(seen, envelope)[:, 6] if envelope else seen[:, 6]
+    previous = plain_envelope(seen, envelope)[:, 6] if envelope else seen[:, 6]
     history = seen[:, 7 - max(envelope - 1, 0) :].reshape(2, -1)
     assert_array_equal(raw, np.hstack([previous] * change_channels + [history]))
     back = compiled.streamer(2)
@@ -724,7 +723,7 @@ def test_the_compiled_envelope_and_its_state_are_those_of_a_plain_loop(quantized
                 assert_array_equal(raw[i], 0.0)
                 continue
             seen = seqs[i, : fed[i]].astype(np.float32)
-            base = plain_base_values(seen[None], 4)[0, -1]
+            base = plain_envelope(seen[None], 4)[0, -1]
             history = seen[[max(t, 0) for t in range(fed[i] - 3, fed[i])]].ravel()
             assert_array_equal(raw[i], np.hstack([base] * change_channels + [history]))
     assert fed == list(lengths)

@@ -15,7 +15,7 @@ from sklearn_fastgrnn._channels import running_extreme, with_envelope
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import load_weights, save_weights
 
-from .conftest import make_sequences, pad
+from .conftest import make_sequences, pad, plain_envelope
 
 
 def fitted(estimator=FastGRNNClassifier, T=17, d=2, **params):
@@ -29,19 +29,6 @@ def fitted(estimator=FastGRNNClassifier, T=17, d=2, **params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return estimator(**params).fit(X, y), X
-
-
-def looped_envelope(X, width):
-    """The envelope by a plain loop over each timestep's span (NaN stays NaN)."""
-    n, T, d = X.shape
-    high, low = np.full_like(X, np.nan), np.full_like(X, np.nan)
-    for i in range(n):
-        for t in range(T):
-            if np.isnan(X[i, t]).any():
-                continue
-            span = X[i, max(0, t - width + 1) : t + 1]
-            high[i, t], low[i, t] = span.max(axis=0), span.min(axis=0)
-    return np.concatenate([X, high, low], axis=2)
 
 
 @settings(max_examples=80, deadline=None)
@@ -58,7 +45,7 @@ def test_the_envelope_is_the_extreme_of_each_span_of_real_timesteps(data):
     X = pad(np.array(values, dtype=np.float32).reshape(n, T, d), lengths).astype(np.float32)
     got = with_envelope(X, width)
     assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, looped_envelope(X, width))
+    np.testing.assert_array_equal(got, plain_envelope(X, width))
 
 
 def test_a_width_below_two_is_no_envelope_and_the_input_is_never_written():
@@ -105,7 +92,7 @@ def test_prediction_reads_the_envelope_of_the_raw_values(change_channels):
     plain.envelope_width_ = 0
     plain.n_channels_ = 6
     plain.n_features_in_ = plain.n_timesteps_ * 6
-    np.testing.assert_allclose(plain.predict_proba(looped_envelope(X, 4)),
+    np.testing.assert_allclose(plain.predict_proba(plain_envelope(X, 4)),
                                model.predict_proba(X), rtol=1e-12, atol=1e-14)
     other = pickle.loads(pickle.dumps(model))
     other.envelope_width_ = 3  # another width: other numbers

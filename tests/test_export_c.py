@@ -21,7 +21,7 @@ from sklearn_fastgrnn._nonlinearities import NONLINEARITIES
 from sklearn_fastgrnn.compression import QuantizedFastGRNN, div_round, quantize
 from sklearn_fastgrnn.export.c import READ_OUTS, export_c
 
-from .conftest import TASKS, make_sequences, task_model
+from .conftest import TASKS, make_sequences, plain_envelope, task_model
 
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O2"]
 
@@ -628,30 +628,11 @@ def test_export_refuses_window_phases_the_model_can_not_have(tmp_path):
 
 
 # ------------------------------------------------------------ envelope channels
-def plain_base_values(X, width):
-    """The base values of sequences ``X`` (n, T, d) by the definition, in a plain
-    loop without the package's helpers: each timestep's ``d`` values, then the
-    largest, then the smallest of each channel over the last ``width``
-    timesteps (those there are at the start). NaN padding stays NaN."""
-    n, T, d = X.shape
-    base = np.full((n, T, 3 * d), np.nan, X.dtype)
-    for i in range(n):
-        for t in range(T):
-            if np.isnan(X[i, t]).all():
-                continue
-            for c in range(d):
-                last = [X[i, u, c] for u in range(max(0, t - width + 1), t + 1)]
-                base[i, t, c] = X[i, t, c]
-                base[i, t, d + c] = max(last)
-                base[i, t, 2 * d + c] = min(last)
-    return base
-
-
 def plain_cell_values(model, X):
     """The cell values of ``model`` (float or int8) on ``X`` (float32), its
-    envelope by :func:`plain_base_values`: the input of
+    envelope by :func:`plain_envelope`: the input of
     :func:`reading_cell_values`."""
-    base = plain_base_values(np.asarray(X, np.float32), model.envelope_width_)
+    base = plain_envelope(np.asarray(X, np.float32), model.envelope_width_)
     return with_changes(base, model.change_offsets_) if model.change_channels_ else base
 
 

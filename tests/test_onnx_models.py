@@ -17,7 +17,7 @@ from sklearn_fastgrnn._channels import n_base_channels, n_cell_channels
 from sklearn_fastgrnn.export import state_layout, to_onnx
 from sklearn_fastgrnn.preprocessing import SequenceScaler
 
-from .conftest import pad
+from .conftest import pad, plain_envelope
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -516,25 +516,6 @@ def test_the_state_of_window_phases(data, change_channels, envelope):
 
 
 # ----------------------------------------------------------- envelope channels
-def loop_envelope(X, width):
-    """Sequences ``X`` (n, T, d) with each timestep's values followed by the
-    largest and then the smallest value of each channel over its last ``width``
-    timesteps (those there are, at the start), by a plain loop; NaN padding
-    stays NaN."""
-    n, steps, d = X.shape
-    out = np.full((n, steps, 3 * d), np.nan)
-    for i in range(n):
-        for t in range(steps):
-            if np.isnan(X[i, t]).all():
-                continue
-            for channel in range(d):
-                recent = [X[i, s, channel] for s in range(max(0, t - width + 1), t + 1)]
-                out[i, t, channel] = X[i, t, channel]
-                out[i, t, d + channel] = max(recent)
-                out[i, t, 2 * d + channel] = min(recent)
-    return out
-
-
 def loop_history(received, width, d):
     """The state's history of a stream that ``received`` these timesteps: the
     last ``width - 1``, oldest first, the first repeated before them while
@@ -547,7 +528,7 @@ def loop_history(received, width, d):
 
 def without_envelope(est):
     """The weights of ``est`` as a model without envelope channels whose input
-    channels are those of :func:`loop_envelope`."""
+    channels are those of :func:`plain_envelope`."""
     plain = copy.deepcopy(est)
     plain.envelope_width_, plain.n_channels_ = 0, n_base_channels(est)
     plain.n_features_in_ = est.n_timesteps_ * plain.n_channels_
@@ -572,7 +553,7 @@ def test_the_envelope_is_the_largest_and_smallest_of_the_last_timesteps(
     plain = without_envelope(est)
     Z = padded[:12].astype(np.float32)  # lengths 1 to 7
     lengths = (~np.isnan(Z).all(axis=2)).sum(axis=1)
-    base = loop_envelope(Z, envelope).astype(np.float32)
+    base = plain_envelope(Z, envelope).astype(np.float32)
     want = plain.predict(base)
     assert np.abs(want - plain.predict(np.tile(Z, 3))).max() > 1e-3  # the envelope matters
     (got,) = session(est).run(None, {"X": Z})
