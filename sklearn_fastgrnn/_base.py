@@ -636,9 +636,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     def _check_resumable_envelope(self):
         """Refuse to continue weights that read other envelope channels than asked."""
         fitted = envelope_width(self)
-        if self.envelope_width != "auto" and (
-            self.envelope_width if int(self.envelope_width) >= 2 else 0
-        ) != fitted:
+        if self.envelope_width != "auto" and self._resolve_envelope() != fitted:
             raise ValueError(
                 f"Cannot continue training with envelope_width={self.envelope_width}: "
                 f"the fitted weights read envelopes of {fitted} timesteps "
