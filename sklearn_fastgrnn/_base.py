@@ -587,17 +587,16 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self.window_ = self._resolve_window(lengths, weights)
             self.envelope_width_ = self._resolve_envelope()
             self.change_channels_ = self._resolve_change_channels(int(lengths.max()))
-            self.change_offsets_ = (
-                change_offsets(base_values(self, X3), weights) if self.change_channels_
-                else None
-            )
+            base = base_values(self, X3)
+            self.change_offsets_ = change_offsets(base, weights) if self.change_channels_ else None
         else:
             self._check_resumable_channels()
             self._check_resumable_envelope()
+            base = base_values(self, X3)
         self.window_phases_ = self._resolve_phases()
         if self.alpha != "auto" or not resume or not hasattr(self, "alpha_"):
             self.alpha_ = self._resolve_alpha(len(X3))
-        cell_input = cell_values(self, X3)
+        cell_input = cell_values(self, X3, base)
         self._update_maps(cell_input, targets, weights, incremental, resume)
         timesteps = self._mapped_input(cell_input, dtype)
         X3, cell_lengths = windowed(timesteps, lengths, self.window_)

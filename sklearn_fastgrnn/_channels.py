@@ -85,11 +85,12 @@ def base_values(model, X3):
     return with_envelope(X3, envelope_width(model))
 
 
-def cell_values(model, X3):
+def cell_values(model, X3, base=None):
     """Sequences ``X3`` as a fitted ``model``'s cell reads them: with its
     envelope channels, then the change channels (:func:`with_changes`) of
-    those when it has them."""
-    base = base_values(model, X3)
+    those when it has them. ``base``: ``X3``'s :func:`base_values`, when the
+    caller has them already."""
+    base = base_values(model, X3) if base is None else base
     return with_changes(base, model.change_offsets_) if uses_changes(model) else base
 
 
