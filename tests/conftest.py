@@ -1,5 +1,8 @@
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import _training as training_module
 from sklearn_fastgrnn._build import find_compiler
@@ -49,6 +52,22 @@ def task_model(rng, task, n=40, T=7, d=3, hidden_size=6, max_iter=6, **params):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = estimator(hidden_size, max_iter=max_iter, random_state=0, **params).fit(X, y)
     return model, X
+
+
+def padded_model(estimator, T=17, d=2, **params):
+    """``estimator`` (a class, with ``params``; hidden_size 5 and 4 epochs unless
+    given) fitted on 30 toy sequences of up to ``T`` timesteps, each NaN-padded
+    after a random length; returns the model and the sequences."""
+    rng = np.random.default_rng(0)
+    X, y = make_sequences(rng, n=30, T=T, d=d)
+    X = pad(X, rng.integers(1, T + 1, len(X)))
+    if estimator.__name__ == "FastGRNNRegressor":
+        y = np.nan_to_num(X).sum(axis=(1, 2))
+    params = {"hidden_size": 5, "max_iter": 4, "random_state": 0, "dtype": "float64",
+              **params}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator(**params).fit(X, y), X
 
 
 def plain_envelope(X, width):

@@ -15,20 +15,11 @@ from sklearn_fastgrnn._channels import running_extreme, with_envelope
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import load_weights, save_weights
 
-from .conftest import make_sequences, pad, plain_envelope
+from .conftest import make_sequences, pad, padded_model, plain_envelope
 
 
-def fitted(estimator=FastGRNNClassifier, T=17, d=2, **params):
-    rng = np.random.default_rng(0)
-    X, y = make_sequences(rng, n=30, T=T, d=d)
-    X = pad(X, rng.integers(1, T + 1, len(X)))
-    if estimator is FastGRNNRegressor:
-        y = np.nan_to_num(X).sum(axis=(1, 2))
-    params = {"hidden_size": 8, "max_iter": 4, "random_state": 0, "dtype": "float64",
-              **params}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return estimator(**params).fit(X, y), X
+def fitted(estimator=FastGRNNClassifier, **params):
+    return padded_model(estimator, **{"hidden_size": 8, **params})
 
 
 @settings(max_examples=80, deadline=None)

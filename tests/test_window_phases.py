@@ -15,19 +15,11 @@ from sklearn_fastgrnn._sequences import phase_shifts, windowed
 from sklearn_fastgrnn.compression import quantize
 from sklearn_fastgrnn.export import load_weights, save_weights
 
-from .conftest import make_sequences, pad
+from .conftest import make_sequences, pad, padded_model
 
 
 def fitted(estimator=FastGRNNClassifier, T=17, **params):
-    rng = np.random.default_rng(0)
-    X, y = make_sequences(rng, n=30, T=T, d=2)
-    X = pad(X, rng.integers(1, T + 1, len(X)))
-    if estimator is FastGRNNRegressor:
-        y = np.nan_to_num(X).sum(axis=(1, 2))
-    model = estimator(hidden_size=5, max_iter=4, random_state=0, dtype="float64", **params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X, y), X
+    return padded_model(estimator, T, **params)
 
 
 def first_copies(X, shift):
