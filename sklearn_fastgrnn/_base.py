@@ -72,7 +72,11 @@ AUTO_MIN_EPOCHS = 200  # ... and at least this many epochs
 AUTO_EARLY_STOPPING_SAMPLES = 10_000  # early_stopping="auto" is on from this size
 AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per typical sequence
 AUTO_PHASES = 4  # window_phases="auto": at most this many phases of the windows
-AUTO_ENVELOPE_WINDOW = 4  # envelope_width="auto": windows of at least this many timesteps
+AUTO_LONG_WINDOW = 4  # envelope_width, crop_fraction "auto": windows of at least this many steps
+AUTO_CROP_FRACTION = 0.3  # crop_fraction="auto": the shortest crop, with long windows
+AUTO_CROP_BUDGET = 2  # max_iter="auto" with crops: this many times the epochs
+AUTO_LR_REDUCTIONS = 2  # max_lr_reductions="auto": plateaus the adaptive rate answers,
+AUTO_CROP_LR_REDUCTIONS = 1  # ... with crops
 AUTO_RANK_DIVISOR = 4  # w_rank="auto": hidden_size // this with envelope channels
 AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
@@ -86,7 +90,7 @@ _INTEGER_PARAMS = (
 # file of that release without them is read with these values.
 LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
                  "shift_windows": False, "weight_averaging": 0.0, "change_channels": False,
-                 "window_phases": 1, "envelope_width": 0}
+                 "window_phases": 1, "envelope_width": 0, "crop_fraction": 1.0}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -112,6 +116,17 @@ PARAMETERS_DOC = """\
         training epoch: every sequence starts with 0 to ``window_ - 1``
         (at random) copies of its first timestep, so that the model does not
         learn the place of the window boundaries (a data augmentation).
+    crop_fraction : float in (0, 1] or "auto", default="auto"
+        In each training epoch, read half of the training sequences (at
+        random) as a random part of themselves: consecutive timesteps, from
+        ``crop_fraction_`` to all of the sequence's length (a data
+        augmentation: the class of a long oscillating series does not hang
+        on where it was cut). With crops, the "auto" ``learning_rate`` is
+        "adaptive" with one reduction and the "auto" ``max_iter`` twice as
+        long (the loss of the crops keeps falling, slowly), and the training
+        loss (``loss_curve_``) is the loss of the crops. 1 reads every
+        sequence whole. "auto" is {crop_auto}. ``crop_fraction_`` is the
+        value used.
     window_phases : int or "auto", default="auto"
         How many places of the window boundaries prediction reads each
         sequence with: phase ``j`` reads it after ``(j * window_) //
@@ -187,11 +202,11 @@ PARAMETERS_DOC = """\
         both stopping at the first plateau. "auto" is "adaptive" from 50
         optimiser steps an epoch (3,200 sequences at the "auto" batch size),
         where a plateau at the initial rate is often the rate's own noise,
-        and "constant" below.
+        and with crops (``crop_fraction``), "constant" otherwise.
     learning_rate_init : float, default=0.01
-    max_lr_reductions : int, default=2
+    max_lr_reductions : int or "auto", default="auto"
         Plateaus the "adaptive" rate answers by dividing the rate by 5 before
-        training stops.
+        training stops. "auto" is 1 with crops (``crop_fraction``), else 2.
     lr_decay : float, default=0.1
     lr_decay_step : int, default=50
     momentum : float, default=0.9
@@ -229,7 +244,8 @@ PARAMETERS_DOC = """\
         optimiser steps per epoch, big data the throughput of larger batches.
     max_iter : int or "auto", default="auto"
         Maximum number of epochs in ``fit``. "auto" is enough epochs for 6,000
-        optimiser steps, and at least 200.
+        optimiser steps, and at least 200; twice that with crops
+        (``crop_fraction``).
     shuffle : bool, default=True
         Shuffle the training data before each epoch.
     random_state : int, RandomState instance or None, default=None
@@ -301,6 +317,9 @@ ATTRIBUTES_DOC = """\
         (``window_phases``).
     alpha_ : float
         The L2 penalty of the last training call (``alpha``).
+    crop_fraction_ : float
+        The shortest crop of the last training call, 1.0 without crops
+        (``crop_fraction``).
     envelope_width_ : int
         Timesteps of the envelope channels, 0 without them (``envelope_width``).
     change_channels_ : bool
@@ -419,7 +438,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "solver": [StrOptions({"adam", "sgd"})],
         "learning_rate": [StrOptions({"auto", "constant", "step", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "max_lr_reductions": [Interval(Integral, 0, None, closed="left")],
+        "max_lr_reductions": [Interval(Integral, 0, None, closed="left"),
+                              StrOptions({"auto"})],
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
         "lr_decay_step": [Interval(Integral, 1, None, closed="left")],
         "momentum": [Interval(Real, 0, 1, closed="both")],
@@ -453,6 +473,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "window": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "scale_input": ["boolean"],
         "shift_windows": ["boolean"],
+        "crop_fraction": [Interval(Real, 0, 1, closed="right"), StrOptions({"auto"})],
         "window_phases": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "change_channels": ["boolean", StrOptions({"auto"})],
         "envelope_width": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
@@ -485,9 +506,10 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     # ------------------------------------------------------------ task hooks
     #: Whether ``y`` is converted to numbers when validated (regression).
     _numeric_targets = False
-    #: Whether ``envelope_width="auto"`` gives envelope channels to windows of
-    #: at least AUTO_ENVELOPE_WINDOW timesteps (chosen per task by its benchmark).
-    _auto_envelope = True
+    #: Whether ``envelope_width="auto"`` gives envelope channels, and
+    #: ``crop_fraction="auto"`` crops, to windows of at least AUTO_LONG_WINDOW
+    #: timesteps (chosen per task by its benchmark).
+    _auto_long_window = True
 
     def _encode_targets(self, y, classes, incremental, resume):
         """Validate ``y``, set the fitted target attributes, return the targets."""
@@ -594,6 +616,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self._check_resumable_envelope()
             base = base_values(self, X3)
         self.window_phases_ = self._resolve_phases()
+        self.crop_fraction_ = self._resolve_crop()
         if self.alpha != "auto" or not resume or not hasattr(self, "alpha_"):
             self.alpha_ = self._resolve_alpha(len(X3))
         cell_input = cell_values(self, X3, base)
@@ -603,10 +626,21 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         targets = self._map_targets(targets)
         if soft is not None:
             soft = self._map_targets(soft).astype(dtype, copy=False)
-        if self.window_ == 1 or not self.shift_windows:
+        shift = self.window_ > 1 and self.shift_windows
+        if not shift and self.crop_fraction_ == 1.0:
             return TrainingData(X, X3, cell_lengths, targets, weights, soft)
         return TrainingData(X, X3, cell_lengths, targets, weights, soft, timesteps, lengths,
-                            self.window_)
+                            self.window_, shift, self.crop_fraction_)
+
+    def _long_window(self):
+        """Whether "auto" gives the fitted ``window_`` envelopes and crops."""
+        return self._auto_long_window and self.window_ >= AUTO_LONG_WINDOW
+
+    def _resolve_crop(self):
+        """``crop_fraction`` for the fitted ``window_`` (1.0: no crops)."""
+        if self.crop_fraction == "auto":
+            return AUTO_CROP_FRACTION if self._long_window() else 1.0
+        return float(self.crop_fraction)
 
     def _resolve_change_channels(self, n_steps):
         """``change_channels`` for sequences of at most ``n_steps`` real timesteps."""
@@ -628,8 +662,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     def _resolve_envelope(self):
         """``envelope_width`` for the fitted ``window_`` (0: no envelope channels)."""
         if self.envelope_width == "auto":
-            on = self._auto_envelope and self.window_ >= AUTO_ENVELOPE_WINDOW
-            return self.window_ if on else 0
+            return self.window_ if self._long_window() else 0
         return int(self.envelope_width) if int(self.envelope_width) >= 2 else 0
 
     def _check_resumable_envelope(self):
@@ -794,11 +827,21 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     def _resolve_learning_rate(self, n_samples):
         """``learning_rate`` for ``n_samples`` training sequences ("auto": see
-        AUTO_ADAPTIVE_STEPS)."""
+        AUTO_ADAPTIVE_STEPS; adaptive with crops)."""
         if self.learning_rate != "auto":
             return self.learning_rate
         steps = math.ceil(n_samples / resolve_batch_size(self.batch_size, n_samples))
-        return "adaptive" if steps >= AUTO_ADAPTIVE_STEPS else "constant"
+        adaptive = steps >= AUTO_ADAPTIVE_STEPS or self.crop_fraction_ < 1.0
+        return "adaptive" if adaptive else "constant"
+
+    def _resolve_lr_reductions(self):
+        """``max_lr_reductions`` ("auto": AUTO_LR_REDUCTIONS, with crops
+        AUTO_CROP_LR_REDUCTIONS)."""
+        if self.max_lr_reductions != "auto":
+            return self._int("max_lr_reductions")
+        if self.crop_fraction_ < 1.0:
+            return AUTO_CROP_LR_REDUCTIONS
+        return AUTO_LR_REDUCTIONS
 
     def _start_state(self, layout, dtype, resume, n_steps, incremental, n_samples):
         """:class:`StartState` to train from (never shared with ``self``).
@@ -828,7 +871,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         optimizer = self._new_optimizer(layout.size, dtype)
         schedule = LearningRateSchedule(
             self._resolve_learning_rate(n_samples), self.learning_rate_init, self.lr_decay,
-            self._int("lr_decay_step"), self._int("max_lr_reductions"),
+            self._int("lr_decay_step"), self._resolve_lr_reductions(),
         )
         average = WeightAverage(self.weight_averaging) if self.weight_averaging > 0 else None
         if has_state:
@@ -1077,7 +1120,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     def _max_epochs(self, steps_per_epoch):
         if self.max_iter == "auto":
-            return max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
+            scale = AUTO_CROP_BUDGET if self.crop_fraction_ < 1.0 else 1
+            return scale * max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))
         return int(self.max_iter)
 
     def _kept_weights(self, run, kept, monitor, train, early, chance_level, last_only,
@@ -1364,6 +1408,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             state.setdefault("change_offsets_", None)
             state.setdefault("window_phases_", 1)
             state.setdefault("envelope_width_", 0)
+            state.setdefault("crop_fraction_", 1.0)
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

@@ -22,6 +22,9 @@ from ._compiled_input import time_major
 from ._compiled_loss import PenaltyAndClip, compiled_loss
 from ._sequences import edge_extended
 
+#: The share of the training sequences an epoch crops, with ``crop_fraction < 1``.
+CROP_SHARE = 0.5
+
 
 class TrainingData(NamedTuple):
     """The validated training data of one call."""
@@ -32,9 +35,11 @@ class TrainingData(NamedTuple):
     targets: np.ndarray  # encoded for the loss: class indices, or (n, n_outputs)
     weights: np.ndarray  # (n,) sample weights times class weights
     soft: object  # (n, n_outputs) teacher targets for distillation, or None
-    timesteps: object = None  # (n, T, d) before windowing, when the windows shift
+    timesteps: object = None  # (n, T, d) before windowing, when the windows move
     timestep_lengths: object = None  # (n,) their real lengths
     window: int = 1
+    shift_windows: bool = False  # each epoch starts each sequence 0 to window - 1 late
+    crop: float = 1.0  # an epoch crops sequences to parts of at least this fraction
 
 
 class ValidationSet(NamedTuple):
@@ -103,11 +108,13 @@ class TrainingRun:
         # the engine's layout; in C (the same array) with the compiled engine
         copy = time_major if self.engine.name == "compiled" else to_time_major
         self.Xa = copy(data.X3, dtype)
-        self.extended = self.shifts = None
-        if data.timesteps is not None:  # windows that shift: cut from the timesteps
+        self.extended = self.starts = None
+        if data.timesteps is not None:  # windows that move: cut from the timesteps
             k, T = data.window, data.timesteps.shape[1]
-            # the last window of a sequence started k - 1 late ends before T + 3k
-            self.extended = edge_extended(data.timesteps, data.timestep_lengths, k - 1, T + 3 * k)
+            # the last window of a sequence started k - 1 late ends before T + 3k;
+            # of a crop starting c late, before c + T + 3k
+            n_steps = T + 3 * k + (T if data.crop < 1.0 else 0)
+            self.extended = edge_extended(data.timesteps, data.timestep_lengths, k - 1, n_steps)
         self.targets = data.targets if data.soft is None else (data.targets, data.soft)
         self.loss = loss
         self.task_loss = getattr(loss, "hard", loss)
@@ -129,11 +136,27 @@ class TrainingRun:
         self._unit_batches = {} if bool((data.weights == 1).all()) else None
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
 
-    def _shift_windows(self, rng):
-        """Move where the windows fall: each sequence starts 0 to window - 1 late."""
-        k = self.data.window
-        self.shifts = rng.integers(0, k, len(self.data.timestep_lengths))
-        self.lengths = -(-(self.data.timestep_lengths + self.shifts) // k)
+    def _move_windows(self, rng):
+        """Move where the windows fall, for one epoch: each sequence is read
+        whole or, with probability CROP_SHARE, as a random part of ``crop`` to
+        all of its timesteps (``crop < 1``), and its windows start 0 to
+        ``window - 1`` timesteps early (``shift_windows``): they read the
+        timesteps before a part, or copies of the first timestep before the
+        sequence."""
+        data = self.data
+        k, lengths = data.window, data.timestep_lengths
+        n = len(lengths)
+        shifts = rng.integers(0, k, n) if data.shift_windows else np.zeros(n, np.int64)
+        starts = np.zeros(n, np.int64)
+        if data.crop < 1.0:
+            parts = np.ceil(rng.uniform(data.crop, 1.0, n) * lengths).astype(np.int64)
+            parts = np.clip(parts, 1, lengths)
+            cropped = rng.random(n) < CROP_SHARE
+            lengths = np.where(cropped, parts, lengths)
+            starts = np.where(cropped, rng.integers(0, data.timestep_lengths - parts + 1), 0)
+        # where each sequence's first window starts in self.extended
+        self.starts = k - 1 - shifts + starts
+        self.lengths = -(-(lengths + shifts) // k)
 
     def _batch(self, idx, lengths, uniform=False):
         """Time-major batch of the sequences ``idx`` (of ``lengths`` cell steps),
@@ -146,11 +169,11 @@ class TrainingRun:
             buf = np.empty((T, len(idx), self.Xa.shape[2]), self.Xa.dtype)
             buf[:, :, -1] = 1.0  # the ones column (see to_time_major)
             self._batch_buffers[len(idx)] = buf
-        if self.shifts is None:
+        if self.starts is None:
             np.take(self.Xa[:T_batch], idx, axis=1, out=buf[:T_batch])
-        else:  # windows of each sequence started shifts[i] timesteps late
+        else:  # windows moved (see _move_windows)
             k = self.data.window
-            steps = self._runs(T_batch * k)[idx, k - 1 - self.shifts[idx]]  # block copies
+            steps = self._runs(T_batch * k)[idx, self.starts[idx]]  # block copies
             buf[:T_batch, :, :-1] = steps.reshape(len(idx), T_batch, -1).transpose(1, 0, 2)
         return buf[:T_batch], (None if uniform or lengths.min() == T_batch else lengths)
 
@@ -197,7 +220,7 @@ class TrainingRun:
     def _epoch(self, flat, optimizer, lr, train, batch_size, rng):
         est = self.estimator
         if self.data.timesteps is not None:
-            self._shift_windows(rng)
+            self._move_windows(rng)
         order = rng.permutation(train) if est.shuffle else train
         # the epoch's targets, weights and lengths in its order: a batch is a slice
         targets, weights = take(self.targets, order), self.data.weights[order]

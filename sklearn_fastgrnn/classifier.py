@@ -69,6 +69,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         n_timesteps=None,
         window="auto",
         shift_windows=True,
+        crop_fraction="auto",
         window_phases="auto",
         envelope_width="auto",
         change_channels="auto",
@@ -85,7 +86,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         solver="adam",
         learning_rate="auto",
         learning_rate_init=0.01,
-        max_lr_reductions=2,
+        max_lr_reductions="auto",
         lr_decay=0.1,
         lr_decay_step=50,
         momentum=0.9,
@@ -120,6 +121,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.n_timesteps = n_timesteps
         self.window = window
         self.shift_windows = shift_windows
+        self.crop_fraction = crop_fraction
         self.window_phases = window_phases
         self.envelope_width = envelope_width
         self.change_channels = change_channels
@@ -656,4 +658,5 @@ FastGRNNClassifier.__doc__ = docstring(
     "or one where no class has two sequences, is split at random)",
     quality="accuracy",
     envelope_auto="``window_`` for windows of at least 4 timesteps, else 0\n        (no envelope)",
+    crop_auto="0.3 for windows of at least 4 timesteps, else 1.0 (no\n        crops)",
 )

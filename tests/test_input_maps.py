@@ -57,29 +57,37 @@ def test_windows_regroup_the_real_steps_and_fill_the_last_one(batch):
 
 @given(padded_batches(), st.data())
 @settings(max_examples=150, deadline=None)
-def test_shifted_training_windows_are_the_windows_of_a_later_start(batch, data):
-    """The batches of shift_windows: sequence i prefixed with shifts[i] copies of
-    its first timestep, cut into windows (what the engine receives, time-major)."""
+def test_moved_training_windows_are_the_windows_of_a_later_start(batch, data):
+    """The batches of shift_windows and crop_fraction: the part of sequence i
+    from timestep c_i, prefixed with the shifts[i] timesteps before it (copies
+    of the first timestep before the sequence's start), cut into windows (what
+    the engine receives, time-major). A part of n_i timesteps takes
+    ceil((n_i + shifts[i]) / k) windows, which read on past its end into the
+    sequence, to the sequence's end (then edge-filled)."""
     X, lengths, k = batch
     n, T, d = X.shape
     shifts = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    parts = np.array([data.draw(st.integers(1, length)) for length in lengths])
+    starts = np.array([data.draw(st.integers(0, length - part))
+                       for length, part in zip(lengths, parts)])
     timesteps = np.nan_to_num(X)  # the mapped training input; padding is never read
     run = object.__new__(TrainingRun)
-    run.data = TrainingData(None, None, None, None, None, None, timesteps, lengths, k)
+    run.data = TrainingData(None, None, None, None, None, None, timesteps, lengths, k,
+                            True, 0.5)
     run.Xa = np.zeros((-(-(T + k - 1) // k), n, k * d + 1))
     run._batch_buffers, run._run_views = {}, {}
-    run.extended = edge_extended(timesteps, lengths, k - 1, T + 3 * k)
-    run.shifts = shifts
-    run.lengths = -(-(lengths + shifts) // k)
+    run.extended = edge_extended(timesteps, lengths, k - 1, 2 * T + 3 * k)  # as __init__
+    run.starts = k - 1 - shifts + starts
+    run.lengths = -(-(parts + shifts) // k)
     idx = np.arange(n)[::-1].copy()
     batch, batch_lengths = run._batch(idx, run.lengths[idx])
     assert np.isfinite(batch).all()  # padded steps are skipped, but never NaN
     for row, i in enumerate(idx):
-        late = np.concatenate([np.repeat(timesteps[i, :1], shifts[i], axis=0),
-                               timesteps[i, : lengths[i]]])[None]
-        expected, steps = windowed(late, np.array([len(late[0])]), k)
-        assert run.lengths[i] == steps[0]
-        np.testing.assert_array_equal(batch[: steps[0], row, :-1], expected[0])
+        steps = run.lengths[i]
+        end = min(lengths[i], starts[i] + steps * k - shifts[i])  # the windows' reach
+        late = timesteps[i, np.maximum(np.arange(starts[i] - shifts[i], end), 0)][None]
+        expected, _ = windowed(late, np.array([len(late[0])]), k)
+        np.testing.assert_array_equal(batch[:steps, row, :-1], expected[0])
         assert (batch[:, row, -1] == 1).all()
 
 
