@@ -50,13 +50,13 @@ def _batches_read(monkeypatch, epochs, **params):
     original = TrainingRun._batch
 
     def spy(self, idx, batch_lengths, uniform=False):
-        Xb, _ = original(self, idx, batch_lengths, uniform)
+        Xb, padded = original(self, idx, batch_lengths, uniform)
         k = self.estimator.window_
         for j, (i, steps) in enumerate(zip(idx, batch_lengths)):
             read = Xb[:steps, j, :-1].reshape(steps * k, 2)
             assert (read[:, 1] == i).all()  # only sequence i, no padding
             rows.append((int(i), read[:, 0].astype(int)))
-        return Xb, _
+        return Xb, padded
 
     monkeypatch.setattr(TrainingRun, "_batch", spy)
     params = {"hidden_size": 4, "max_iter": epochs, "random_state": 0, "dtype": "float64",
@@ -81,7 +81,9 @@ def test_an_epoch_reads_half_of_the_sequences_as_parts_of_themselves(
         length = lengths[i]
         first = read[0]
         copies = int(np.argmax(read != first)) - 1 if (read != first).any() else len(read) - 1
-        assert copies < window  # the shift: copies of the part's first timestep
+        # a shift reads the timesteps before a part, or, at the sequence's
+        # start, copies of its first timestep
+        assert copies < window and (copies == 0 or first == 1)
         body = read[copies:]
         last = int(body.max())
         # consecutive timesteps, then the sequence's last one repeated to the
