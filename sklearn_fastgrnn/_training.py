@@ -152,8 +152,8 @@ class TrainingRun:
             parts = np.ceil(rng.uniform(data.crop, 1.0, n) * lengths).astype(np.int64)
             parts = np.clip(parts, 1, lengths)
             cropped = rng.random(n) < CROP_SHARE
+            starts = np.where(cropped, rng.integers(0, lengths - parts + 1), 0)
             lengths = np.where(cropped, parts, lengths)
-            starts = np.where(cropped, rng.integers(0, data.timestep_lengths - parts + 1), 0)
         # where each sequence's first window starts in self.extended
         self.starts = k - 1 - shifts + starts
         self.lengths = -(-(lengths + shifts) // k)
