@@ -815,7 +815,7 @@ def _info(args):
         f"{_count(clf.n_channels_, 'channel')} "
         f"({_count(clf.n_features_in_, 'feature')} in 2D)"
     )
-    print(f"cell: hidden_size={clf.hidden_size}, gate={clf.gate_nonlinearity}, "
+    print(f"cell: hidden_size={clf.hidden_size_}, gate={clf.gate_nonlinearity}, "
           f"update={clf.update_nonlinearity}, readout={getattr(clf, 'readout', 'last')}, "
           f"window={getattr(clf, 'window_', 1)}, "
           f"window_phases={getattr(clf, 'window_phases_', 1)}, "

@@ -77,6 +77,9 @@ AUTO_CROP_FRACTION = 0.3  # crop_fraction="auto": the shortest crop, with long w
 AUTO_CROP_BUDGET = 2  # max_iter="auto" with crops: this many times the epochs
 AUTO_LR_REDUCTIONS = 2  # max_lr_reductions="auto": plateaus the adaptive rate answers,
 AUTO_CROP_LR_REDUCTIONS = 1  # ... with crops
+AUTO_HIDDEN_SIZE = 32  # hidden_size="auto": this, ...
+AUTO_MANY_OUTPUTS = 10  # ... or with more outputs (classes, labels, targets) than this
+AUTO_MANY_HIDDEN_SIZE = 64  # ... this
 AUTO_RANK_DIVISOR = 4  # w_rank="auto": hidden_size // this with envelope channels
 AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
@@ -96,8 +99,10 @@ LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine":
 # The documentation of what every FastGRNN estimator shares, completed by each
 # estimator's docstring (``str.format`` fields in braces: see ``docstring``).
 PARAMETERS_DOC = """\
-    hidden_size : int, default=32
-        Size ``H`` of the hidden state.
+    hidden_size : int or "auto", default="auto"
+        Size ``H`` of the hidden state. "auto" is 32, or 64 for a model of
+        more than 10 outputs ({outputs_named}), whose readout separates many
+        classes in one state. ``hidden_size_`` is the value used.
     n_timesteps : int or None, default=None
         How a 2D ``X`` is read: None, one column per timestep of a univariate
         series; ``k``, k time-major steps of ``m / k`` channels. Ignored for 3D.
@@ -310,6 +315,8 @@ ATTRIBUTES_DOC = """\
         Defined when ``fit`` saw a DataFrame.
     n_timesteps_, n_channels_ : int
         Sequence shape seen in ``fit``.
+    hidden_size_ : int
+        Size of the hidden state (``hidden_size``).
     window_ : int
         Timesteps the cell reads per step (``window``).
     window_phases_ : int
@@ -426,7 +433,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     parameters, and the module docstring for the task hooks."""
 
     _parameter_constraints = {
-        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "hidden_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "n_timesteps": [Interval(Integral, 1, None, closed="left"), None],
         "gate_nonlinearity": [StrOptions(set(NONLINEARITIES))],
         "update_nonlinearity": [StrOptions(set(NONLINEARITIES))],
@@ -617,6 +624,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             base = base_values(self, X3)
         self.window_phases_ = self._resolve_phases()
         self.crop_fraction_ = self._resolve_crop()
+        if self.hidden_size != "auto" or not resume or not hasattr(self, "hidden_size_"):
+            self.hidden_size_ = self._resolve_hidden_size()
         if self.alpha != "auto" or not resume or not hasattr(self, "alpha_"):
             self.alpha_ = self._resolve_alpha(len(X3))
         cell_input = cell_values(self, X3, base)
@@ -641,6 +650,13 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         if self.crop_fraction == "auto":
             return AUTO_CROP_FRACTION if self._long_window() else 1.0
         return float(self.crop_fraction)
+
+    def _resolve_hidden_size(self):
+        """``hidden_size`` for the model's outputs ("auto": see AUTO_HIDDEN_SIZE)."""
+        if self.hidden_size == "auto":
+            many = self._n_outputs() > AUTO_MANY_OUTPUTS
+            return AUTO_MANY_HIDDEN_SIZE if many else AUTO_HIDDEN_SIZE
+        return int(self.hidden_size)
 
     def _resolve_change_channels(self, n_steps):
         """``change_channels`` for sequences of at most ``n_steps`` real timesteps."""
@@ -784,7 +800,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
 
     # --------------------------------------------------------------- training
     def _layout(self):
-        d, H = self.window_ * n_cell_channels(self), self._int("hidden_size")
+        d, H = self.window_ * n_cell_channels(self), self.hidden_size_
         w_rank, u_rank = self._resolve_w_rank(d, H), self._int("u_rank")
         if w_rank is not None and w_rank > min(d, H):
             raise ValueError(
@@ -1409,6 +1425,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             state.setdefault("window_phases_", 1)
             state.setdefault("envelope_width_", 0)
             state.setdefault("crop_fraction_", 1.0)
+            state.setdefault("hidden_size_", np.shape(state["coefs_"]["V"])[0])
         monitor = state.get("_monitor")
         if monitor is not None and "split_seed" in monitor.__dict__:
             # release 0.1.0 kept the seed of the validation split on the monitor

@@ -64,7 +64,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
 
     def __init__(
         self,
-        hidden_size=32,
+        hidden_size="auto",
         *,
         n_timesteps=None,
         window="auto",
@@ -659,4 +659,5 @@ FastGRNNClassifier.__doc__ = docstring(
     quality="accuracy",
     envelope_auto="``window_`` for windows of at least 4 timesteps, else 0\n        (no envelope)",
     crop_auto="0.3 for windows of at least 4 timesteps, else 1.0 (no\n        crops)",
+    outputs_named="classes, or labels of a multilabel ``y``",
 )

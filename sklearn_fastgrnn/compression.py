@@ -386,6 +386,8 @@ class QuantizedFastGRNN:
     out_activation_ : {"softmax", "logistic", "identity", "exp"}
     n_outputs_ : int
     readout : {"last", "mean", "max"}
+    hidden_size_ : int
+        Size of the hidden state.
     window_ : int
     window_phases_ : int
         Places of the window boundaries the readout averages over, as in the
@@ -452,7 +454,7 @@ class QuantizedFastGRNN:
         self.n_timesteps = model.n_timesteps
         if hasattr(model, "feature_names_in_"):
             self.feature_names_in_ = np.array(model.feature_names_in_)
-        self.hidden_size = np.shape(coefs["V"])[0]
+        self.hidden_size_ = int(np.shape(coefs["V"])[0])
         self.sparse_keys_ = sparse_keys(model)
         self.zeta, self.nu = float(coefs["zeta"]), float(coefs["nu"])
         self.sigmoid_zeta_q15_ = round_half_up(scalar_sigmoid(self.zeta) * (1 << COEF_FRAC_BITS))
@@ -491,6 +493,8 @@ class QuantizedFastGRNN:
         state.setdefault("window_", 1)
         state.setdefault("window_phases_", 1)
         state.setdefault("envelope_width_", 0)
+        if "hidden_size" in state:  # release 0.1 named it without the underscore
+            state["hidden_size_"] = int(state.pop("hidden_size"))
         state.setdefault("change_channels_", False)
         state.setdefault("change_offsets_", None)
         state.setdefault("n_outputs_", len(state.get("classes_", ())))
@@ -629,7 +633,7 @@ class QuantizedFastGRNN:
         """The integer readouts (Q12, int64, (n, H)) of windows ``X3`` of real
         ``lengths`` cell steps."""
         xq = self.quantize_input(X3)
-        h = np.zeros((len(xq), self.hidden_size), dtype=np.int64)
+        h = np.zeros((len(xq), self.hidden_size_), dtype=np.int64)
         # the pool of a max readout starts below every state (|h| <= 32767)
         pool = np.full_like(h, -INT16_MAX - 1 if self.readout == "max" else 0)
         for t in range(int(lengths.max())):
@@ -755,7 +759,7 @@ class _IntegerCellStream(CellStream):
         self.dtype = np.dtype(np.float32)  # the input is read as float32
         self.state_dtype = np.dtype(np.int64)
         self.readout, self.window = model.readout, int(model.window_)
-        self.hidden_size = int(model.hidden_size)
+        self.hidden_size = int(model.hidden_size_)
         self._set_channels(n_cell_channels(model), offsets_of(model),
                            getattr(model, "window_phases_", 1), envelope_width(model))
         self.n_inputs = self.window * self.cell_channels

@@ -29,7 +29,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
 
     def __init__(
         self,
-        hidden_size=32,
+        hidden_size="auto",
         *,
         loss="squared_error",
         n_timesteps=None,
@@ -398,4 +398,5 @@ FastGRNNRegressor.__doc__ = docstring(
         "1.0 (no crops: the target of a regression, a sum or a\n        "
         "level, often hangs on the whole sequence)"
     ),
+    outputs_named="targets",
 )

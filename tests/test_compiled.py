@@ -433,7 +433,7 @@ def test_log_change_channel_of_changes_of_every_magnitude(window):
     assert_allclose(proba, expected, rtol=0, atol=1e-5)
     stream = compiled.streamer(len(seqs))
     cells = with_changes(seqs, model.change_offsets_).reshape(len(seqs), -1)  # float32
-    width, start = 3 * X.shape[2], 2 * model.hidden_size + 2  # cell channels; the window
+    width, start = 3 * X.shape[2], 2 * model.hidden_size_ + 2  # cell channels; the window
     for t in range(seqs.shape[1]):
         assert_allclose(stream.update(seqs[:, t]), staged[:, t], rtol=0, atol=1e-5)
         filled = (t + 1) % window  # with window 3 the state holds the cell values
@@ -457,7 +457,7 @@ def filled_windows(state, model):
     ``filled`` count zeroed: what is left of earlier windows (and with window 1
     the C state has no window, the Python streamer's last timestep)."""
     state = state.copy()
-    H, k, d = model.hidden_size, model.window_, n_cell_channels(model)
+    H, k, d = model.hidden_size_, model.window_, n_cell_channels(model)
     block = 2 * H + 2 + k * d
     for j in range(model.window_phases_):
         start = j * block + 2 * H
@@ -515,7 +515,7 @@ def test_every_model_compiled_and_streamed(task, readout, window, phases, envelo
     streams = [model.streamer(3), compiled.streamer(3), q.streamer(3), compiled_int8.streamer(3)]
     for stream, reference in ((streams[1], streams[0]), (streams[3], streams[2])):
         assert_close(stream.predictions(), reference.predictions(), regressor)
-    width = phases * (2 * model.hidden_size + 2 + window * n_cell_channels(model))
+    width = phases * (2 * model.hidden_size_ + 2 + window * n_cell_channels(model))
     assert streams[1].state.shape == (3, width + raw_width(model) + 1)
     fed = [0, 0, 0]
     for tick in range(12):
@@ -567,7 +567,7 @@ def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
         assert_same(python.update(X[:2, t]), expected)
     assert_array_equal(copy.state, stream.state)
     # a block per window phase: after 7 timesteps phase j has read 7 + s_j
-    H = model.hidden_size
+    H = model.hidden_size_
     block = 2 * H + 2 + window * n_cell_channels(model)
     for j, shift in enumerate(definition_shifts(model)):
         counts = stream.state[:, j * block + 2 * H : j * block + 2 * H + 2]
@@ -593,7 +593,7 @@ def test_a_compiled_streamer_pickles_mid_stream_and_shares_the_state_layout(
     with pytest.raises(ValueError, match="state must have shape"):
         stream.state = np.zeros((3, 4))
     bad = copy.state
-    bad[1, 2 * model.hidden_size + 1] = window  # a window of k holds at most k - 1 timesteps
+    bad[1, 2 * model.hidden_size_ + 1] = window  # a window of k holds at most k - 1 timesteps
     with pytest.raises(ValueError, match="invalid counts"):
         stream.state = bad
 
@@ -671,7 +671,7 @@ def test_a_stream_with_a_phase_at_int32_max_cell_steps_takes_no_more(phases):
     model, X = task_model(np.random.default_rng(0), "classification", window=3,
                           window_phases=phases, max_iter=2)
     stream = compile_predictor(model).streamer(2)
-    H, k = model.hidden_size, 3
+    H, k = model.hidden_size_, 3
     block = 2 * H + 2 + k * n_cell_channels(model)
     state = stream.state
     shifts = definition_shifts(model)

@@ -581,7 +581,7 @@ def test_window_phases_in_the_header_and_the_ram_of_the_state(tmp_path, phases, 
     model, X = task_model(np.random.default_rng(0), "classification", readout="mean", window=4,
                           window_phases=phases, change_channels=True, max_iter=2,
                           envelope_width=envelope)
-    H, k, d = model.hidden_size, 4, model.n_channels_
+    H, k, d = model.hidden_size_, 4, model.n_channels_
     base = 3 * d if envelope else d  # x, and its largest and smallest values
     raw_bytes = 4 * base + 4 * (envelope - 1) * d * bool(envelope)  # previous, history
     x = X[:1, :5].astype(np.float32)  # 5 timesteps: phase j takes ceil((5 + s_j) / 4) steps

@@ -1313,7 +1313,7 @@ class _QuantizedWriter(_Writer):
 
     def __init__(self, model, name):
         super().__init__(model, name)
-        self.hidden_size, self.n_outputs = model.hidden_size, model.n_outputs_
+        self.hidden_size, self.n_outputs = model.hidden_size_, model.n_outputs_
         self.sparse = set(model.sparse_keys_)
 
     @property

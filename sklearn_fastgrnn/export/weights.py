@@ -296,6 +296,18 @@ def _outputs_problem(est):
     return None
 
 
+def check_hidden_size(est, consequence):
+    """Refuse a model whose ``hidden_size_`` is not a positive integer, or not
+    the integer ``hidden_size`` asks for."""
+    size = getattr(est, "hidden_size_", None)
+    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"hidden_size_ must be a positive integer, got {size!r}: "
+                         f"the model is damaged; {consequence}.")
+    if est.hidden_size != "auto" and est.hidden_size != size:
+        raise ValueError(f"hidden_size={est.hidden_size!r} was changed after fit: the "
+                         f"weights have hidden_size_={size}; {consequence}.")
+
+
 def check_fitted_model(est, consequence):
     """Raise a ValueError when a fitted estimator's weights can not predict.
 
@@ -303,7 +315,8 @@ def check_fitted_model(est, consequence):
     that the hyper-parameters and the outputs (``classes_`` or ``n_outputs_``)
     describe, with those shapes, every value is finite and at most
     ``MAX_ABS_WEIGHT`` in magnitude, ``out_activation_`` is one the
-    estimator (and its ``loss``) has, ``window_phases_`` is from 1 to
+    estimator (and its ``loss``) has, ``hidden_size_`` is the size
+    ``hidden_size`` asks for, ``window_phases_`` is from 1 to
     ``window_``, ``envelope_width_`` is 0 or at least 2, and the change
     offsets are valid (:func:`check_offsets`).
     Every export (weights file, ONNX, C) and the command line's model loading
@@ -342,6 +355,7 @@ def check_fitted_model(est, consequence):
         raise ValueError(f"{problem}: {consequence}. Set it back or refit.")
     check_phases(est, f"{consequence}. Set it back or refit")
     check_envelope(est, f"{consequence}. Set it back or refit")
+    check_hidden_size(est, f"{consequence}. Set it back or refit")
     try:
         shapes = est._layout().shapes
     except (TypeError, ValueError) as exc:
@@ -849,6 +863,10 @@ def _load_estimator(meta, tensors, version):
                 f"{role}.input.feature_names_in must be {n_features} strings."
             )
         est.feature_names_in_ = np.asarray(names, dtype=object)
+    # "auto" names no size: the weights' V has a row per hidden unit
+    V = tensors.get("V")
+    auto = est.hidden_size == "auto" and V is not None and V.ndim == 2
+    est.hidden_size_ = int(V.shape[0]) if auto else est._resolve_hidden_size()
     try:
         shapes = est._layout().shapes
     except ValueError as exc:
