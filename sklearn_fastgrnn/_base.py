@@ -100,9 +100,9 @@ LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine":
 # estimator's docstring (``str.format`` fields in braces: see ``docstring``).
 PARAMETERS_DOC = """\
     hidden_size : int or "auto", default="auto"
-        Size ``H`` of the hidden state. "auto" is 32, or 64 for a model of
-        more than 10 outputs ({outputs_named}), whose readout separates many
-        classes in one state. ``hidden_size_`` is the value used.
+        Size ``H`` of the hidden state. "auto" is 32, or 64 for more than
+        10 {outputs_named}: one state then carries many outputs.
+        ``hidden_size_`` is the value used.
     n_timesteps : int or None, default=None
         How a 2D ``X`` is read: None, one column per timestep of a univariate
         series; ``k``, k time-major steps of ``m / k`` channels. Ignored for 3D.

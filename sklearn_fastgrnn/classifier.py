@@ -659,5 +659,5 @@ FastGRNNClassifier.__doc__ = docstring(
     quality="accuracy",
     envelope_auto="``window_`` for windows of at least 4 timesteps, else 0\n        (no envelope)",
     crop_auto="0.3 for windows of at least 4 timesteps, else 1.0 (no\n        crops)",
-    outputs_named="classes, or labels of a multilabel ``y``",
+    outputs_named="classes (or labels of a multilabel\n        ``y``)",
 )
