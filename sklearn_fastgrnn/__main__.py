@@ -934,7 +934,9 @@ def _add_training(parser):
     group = parser.add_argument_group(
         "training", "FastGRNNClassifier or FastGRNNRegressor parameters; those not "
         "given keep the estimator's defaults")
-    group.add_argument("--hidden-size", type=positive, help="hidden state size")
+    group.add_argument("--hidden-size", type=_or_auto(positive), metavar="N|auto",
+                       help="hidden state size (auto: 32, or 64 for more than 10 classes "
+                       "or targets)")
     group.add_argument("--max-iter", type=_or_auto(positive), metavar="N|auto",
                        help="most epochs")
     group.add_argument("--batch-size", type=_or_auto(positive), metavar="N|auto",

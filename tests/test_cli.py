@@ -93,6 +93,7 @@ def test_info_and_export_of_a_quantized_model(rng, tmp_path, capsys):
     main(["info", "--model", str(tmp_path / "q.joblib")])
     out = capsys.readouterr().out
     assert "model: QuantizedFastGRNN" in out and "int8" in out
+    assert "cell: hidden_size=4," in out
     main(["export", "--model", str(tmp_path / "q.joblib"), "--format", "c",
           "--out", str(tmp_path / "c")])
     assert (tmp_path / "c" / "fastgrnn.c").exists()
@@ -263,11 +264,13 @@ def test_auto_values_are_passed_through():
     from sklearn_fastgrnn.__main__ import _estimator_params, build_parser
 
     args = build_parser().parse_args(["train", "--batch-size", "auto", "--max-iter", "auto",
-                                      "--no-early-stopping"])
+                                      "--hidden-size", "auto", "--no-early-stopping"])
     params = _estimator_params(args, "classification")
-    assert (params["batch_size"], params["max_iter"], params["early_stopping"]) == (
-        "auto", "auto", False)
-    assert "learning_rate_init" not in params and "hidden_size" not in params
+    assert (params["batch_size"], params["max_iter"], params["hidden_size"],
+            params["early_stopping"]) == ("auto", "auto", "auto", False)
+    assert "learning_rate_init" not in params
+    args = build_parser().parse_args(["train", "--batch-size", "auto"])
+    assert "hidden_size" not in _estimator_params(args, "classification")
 
 
 def test_csv_without_header_and_target_by_index(rng, tmp_path, capsys):
