@@ -131,10 +131,10 @@ def test_edge_shapes(rng, dtype, readout, n, T, lengths):
 
 @needs_compiler
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-@pytest.mark.parametrize("H, d", [(17, 2), (70, 1)])
+@pytest.mark.parametrize("H, d", [(17, 2), (64, 3), (70, 1)])
 def test_other_sizes(rng, dtype, H, d):
     """Hidden sizes that are not a multiple of the vector width or of the tiles,
-    and above 64 (blocks of 2 rows)."""
+    64 (the size of "auto" for many classes) and above 64 (blocks of 2 rows)."""
     lengths = np.array([12, 4, 12, 1, 7, 12, 9, 2, 11])
     for readout in READOUTS:
         layout, expected, got, exact = compare(rng, dtype, "sigmoid", "tanh", readout, (None, 4),
