@@ -87,7 +87,7 @@ def _with(model, **params):
 
 def test_pickles_from_before_the_fitted_size_read_it_off_the_weights():
     model, X = _fit(FastGRNNClassifier, np.arange(_N) % 12, hidden_size=9)
-    state = model.__getstate__()
+    state = dict(model.__getstate__())
     del state["hidden_size_"]
     old = FastGRNNClassifier.__new__(FastGRNNClassifier)
     old.__setstate__(state)
@@ -95,11 +95,12 @@ def test_pickles_from_before_the_fitted_size_read_it_off_the_weights():
     np.testing.assert_array_equal(old.predict(X), model.predict(X))
 
     int8 = quantize(model, X)
-    state = int8.__getstate__()
+    state = dict(int8.__getstate__())  # a copy: the default state is the live __dict__
     state["hidden_size"] = state.pop("hidden_size_")  # release 0.1's name
     before = type(int8).__new__(type(int8))
     before.__setstate__(state)
     assert before.hidden_size_ == 9 and not hasattr(before, "hidden_size")
+    assert int8.hidden_size_ == 9 and not hasattr(int8, "hidden_size")
     np.testing.assert_array_equal(before.predict(X), int8.predict(X))
 
 
