@@ -80,6 +80,7 @@ AUTO_CROP_LR_REDUCTIONS = 1  # ... with crops
 AUTO_HIDDEN_SIZE = 32  # hidden_size="auto": this, ...
 AUTO_MANY_OUTPUTS = 10  # ... or with more outputs (classes, labels, targets) than this
 AUTO_MANY_HIDDEN_SIZE = 64  # ... this
+AUTO_LABEL_SMOOTHING = 0.1  # label_smoothing="auto": this for more than AUTO_MANY_OUTPUTS classes
 AUTO_RANK_DIVISOR = 4  # w_rank="auto": hidden_size // this with envelope channels
 AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
@@ -432,6 +433,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     """Base of the FastGRNN estimators: see :class:`FastGRNNClassifier` for the
     parameters, and the module docstring for the task hooks."""
 
+    # the parameters a pickle or model file from before them is read with
+    _legacy_params = LEGACY_PARAMS
     _parameter_constraints = {
         "hidden_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "n_timesteps": [Interval(Integral, 1, None, closed="left"), None],
@@ -1410,7 +1413,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                     original_version=version,
                 )
             )
-        for name, value in LEGACY_PARAMS.items():
+        for name, value in self._legacy_params.items():
             state.setdefault(name, value)
         if "coefs_" in state:  # a model of release 0.1.0 read no change channels
             state.setdefault("change_channels_", False)

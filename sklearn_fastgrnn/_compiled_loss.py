@@ -29,28 +29,42 @@ _SOURCE = r"""/* sklearn-fastgrnn: the loss of a mini-batch
 #include <math.h>
 #include <stdint.h>
 
-/* sum_i w_i * -log softmax(z_i)[y_i]; g = w_i * (softmax(z_i) - onehot(y_i)) */
+/* sum_i w_i * -sum_c t_ic log softmax(z_i)[c], g = w_i * (softmax(z_i) - t_i),
+   t_i = (1 - eps) onehot(y_i) + eps / C (eps = 0: the one-hot labels) */
 #define FG_CROSS_ENTROPY(NAME, real, EXP, LOG)                                 \
 double NAME(const real *restrict z, int64_t B, int64_t C,                      \
             const int64_t *restrict y, const real *restrict w,                 \
-            real *restrict g)                                                  \
+            real *restrict g, double eps)                                      \
 {                                                                              \
     double loss = 0.0;                                                         \
+    const real share = (real)(eps / (double)C), kept = (real)(1.0 - eps);     \
     int64_t i, c;                                                              \
     for (i = 0; i < B; ++i) {                                                  \
         const real *zi = z + i * C;                                            \
         real *gi = g + i * C;                                                  \
-        real top = zi[0], total = 0;                                           \
+        real top = zi[0], total = 0, log_total;                                \
         for (c = 1; c < C; ++c) /* NaN wins, as in NumPy's max */              \
             top = (zi[c] > top || zi[c] != zi[c]) ? zi[c] : top;               \
         for (c = 0; c < C; ++c) {                                              \
             gi[c] = EXP(zi[c] - top);                                          \
             total += gi[c];                                                    \
         }                                                                      \
-        loss -= (double)w[i] * (double)((zi[y[i]] - top) - LOG(total));        \
-        for (c = 0; c < C; ++c)                                                \
-            gi[c] = gi[c] / total;                                             \
-        gi[y[i]] -= (real)1;                                                   \
+        log_total = LOG(total);                                                \
+        if (eps == 0) {                                                        \
+            loss -= (double)w[i] * (double)((zi[y[i]] - top) - log_total);     \
+            for (c = 0; c < C; ++c)                                            \
+                gi[c] = gi[c] / total;                                         \
+        } else {                                                               \
+            double spread = 0.0; /* sum_c log softmax(z_i)[c] */              \
+            for (c = 0; c < C; ++c)                                            \
+                spread += (double)((zi[c] - top) - log_total);                 \
+            loss -= (double)w[i] * ((1.0 - eps)                                \
+                    * (double)((zi[y[i]] - top) - log_total)                   \
+                    + eps / (double)C * spread);                               \
+            for (c = 0; c < C; ++c)                                            \
+                gi[c] = gi[c] / total - share;                                 \
+        }                                                                      \
+        gi[y[i]] -= kept;                                                      \
         for (c = 0; c < C; ++c)                                                \
             gi[c] *= w[i];                                                     \
     }                                                                          \
@@ -111,7 +125,7 @@ def _prepare(library):
     functions = {}
     for dtype, (c_name, _) in C_REALS.items():
         ce = getattr(library, f"fg_cross_entropy_{c_name}")
-        ce.argtypes = [pointer, size, size, pointer, pointer, pointer]
+        ce.argtypes = [pointer, size, size, pointer, pointer, pointer, ctypes.c_double]
         ce.restype = ctypes.c_double
         clip = getattr(library, f"fg_penalty_and_clip_{c_name}")
         clip.argtypes = [ctypes.POINTER(_CONTEXTS[dtype])]
@@ -127,7 +141,8 @@ LIBRARY = SharedLibrary(_SOURCE, "fastgrnn-loss", _FLAGS, "the compiled loss", _
 class _CompiledCrossEntropy(CrossEntropy):
     """A :class:`~._losses.CrossEntropy` whose call runs in C."""
 
-    def __init__(self, functions):
+    def __init__(self, functions, label_smoothing=0.0):
+        super().__init__(label_smoothing)
         self.by_dtype = {dtype: function for (dtype, name), function in functions.items()
                          if name == "cross_entropy"}
 
@@ -141,13 +156,13 @@ class _CompiledCrossEntropy(CrossEntropy):
             return super().__call__(outputs, targets, weights, doutputs)
         B, C = outputs.shape
         return function(address(outputs), B, C, address(targets), address(weights),
-                        address(doutputs))
+                        address(doutputs), self.label_smoothing)
 
 
 def compiled_loss(loss):
     """``loss`` (a loss object of :mod:`~._losses`) with its softmax
-    cross-entropy in C, alone or as the hard part of a distillation; any other
-    loss, or no C compiler, gives ``loss`` itself."""
+    cross-entropy (label smoothing included) in C, alone or as the hard part
+    of a distillation; any other loss, or no C compiler, gives ``loss`` itself."""
     distilled = isinstance(loss, Distillation)
     if type(loss.hard if distilled else loss) is not CrossEntropy:
         return loss
@@ -155,9 +170,10 @@ def compiled_loss(loss):
         functions = LIBRARY.get()
     except BuildError:
         return loss
+    hard = _CompiledCrossEntropy(functions, (loss.hard if distilled else loss).label_smoothing)
     if distilled:
-        return Distillation(_CompiledCrossEntropy(functions), loss.alpha, loss.temperature)
-    return _CompiledCrossEntropy(functions)
+        return Distillation(hard, loss.alpha, loss.temperature)
+    return hard
 
 
 class PenaltyAndClip:

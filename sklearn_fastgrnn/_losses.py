@@ -33,8 +33,11 @@ def log_sigmoid(outputs):
     return -np.logaddexp(0.0, -outputs)
 
 
-def cross_entropy(logits, y, weights, dlogits):
+def cross_entropy(logits, y, weights, dlogits, label_smoothing=0.0):
     """Weighted mean cross-entropy ``sum_i w_i * -log softmax(logits_i)[y_i]``.
+
+    With ``label_smoothing`` ``e``, the cross-entropy against the smoothed
+    target ``(1 - e) * onehot(y_i) + e / C``.
 
     Parameters
     ----------
@@ -44,7 +47,8 @@ def cross_entropy(logits, y, weights, dlogits):
     weights : ndarray of shape (B,)
         Non-negative weights summing to 1.
     dlogits : ndarray of shape (B, C)
-        Overwritten with the gradient ``w_i * (softmax(logits_i) - onehot(y_i))``.
+        Overwritten with the gradient ``w_i * (softmax(logits_i) - target_i)``.
+    label_smoothing : float in [0, 1), default=0.0
 
     Returns
     -------
@@ -52,9 +56,16 @@ def cross_entropy(logits, y, weights, dlogits):
     """
     picked = np.arange(0, logits.size, logits.shape[1]) + y  # (i, y_i), flattened
     logp = log_softmax(logits)
-    loss = -float(weights @ logp.take(picked))
+    e = label_smoothing
+    if e == 0:
+        loss = -float(weights @ logp.take(picked))
+    else:
+        C = logits.shape[1]
+        loss = -float(weights @ ((1.0 - e) * logp.take(picked) + (e / C) * logp.sum(axis=1)))
     np.exp(logp, out=dlogits)
-    dlogits.flat[picked] -= 1.0
+    if e != 0:
+        dlogits -= e / C
+    dlogits.flat[picked] -= 1.0 - e
     dlogits *= weights[:, None]
     return loss
 
@@ -103,13 +114,22 @@ def _weighted_mean(targets, weights):
 
 
 class CrossEntropy:
-    """Softmax cross-entropy of one label per sample (multi-class, C >= 2 outputs)."""
+    """Softmax cross-entropy of one label per sample (multi-class, C >= 2 outputs).
+
+    Training (the call) reads each label as ``1 - label_smoothing`` on its
+    class and ``label_smoothing / C`` on every class; :meth:`value`, the
+    baselines and the quality are those of the labels themselves (the task).
+    """
+
+    def __init__(self, label_smoothing=0.0):
+        self.label_smoothing = label_smoothing
 
     def __call__(self, outputs, targets, weights, doutputs):
-        return cross_entropy(outputs, targets, weights, doutputs)
+        return cross_entropy(outputs, targets, weights, doutputs, self.label_smoothing)
 
     def value(self, outputs, targets, weights):
-        """The loss without its gradient (``weights`` sum to 1)."""
+        """The cross-entropy of the labels, without smoothing or gradient
+        (``weights`` sum to 1)."""
         return -float(weights @ log_softmax(outputs)[np.arange(len(targets)), targets])
 
     def baseline(self, targets, weights):
@@ -146,10 +166,18 @@ class BinaryCrossEntropy:
     """Per-label sigmoid cross-entropy, summed over the labels (multilabel).
 
     ``sum_i w_i * sum_j [log(1 + exp(o_ij)) - y_ij * o_ij]``, as
-    ``MLPClassifier`` sums its binary log-loss over the labels.
+    ``MLPClassifier`` sums its binary log-loss over the labels. Training (the
+    call) reads each label as ``y (1 - label_smoothing) + label_smoothing / 2``;
+    :meth:`value`, the baselines and the quality are those of the labels.
     """
 
+    def __init__(self, label_smoothing=0.0):
+        self.label_smoothing = label_smoothing
+
     def __call__(self, outputs, targets, weights, doutputs):
+        e = self.label_smoothing
+        if e != 0:
+            targets = targets * (1.0 - e) + e / 2
         loss = self.value(outputs, targets, weights)
         np.exp(log_sigmoid(outputs), out=doutputs)
         doutputs -= targets

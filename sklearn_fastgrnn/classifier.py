@@ -14,7 +14,14 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from . import _losses
-from ._base import BaseFastGRNN, check_finite_targets, docstring
+from ._base import (
+    AUTO_LABEL_SMOOTHING,
+    AUTO_MANY_OUTPUTS,
+    LEGACY_PARAMS,
+    BaseFastGRNN,
+    check_finite_targets,
+    docstring,
+)
 from ._sequences import integer_labels
 
 # out_activation_ of a classifier: one label of several, or several labels
@@ -56,8 +63,10 @@ def _check_soft_probabilities(soft_targets, n_samples, classes, dtype):
 
 
 class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
+    _legacy_params = {**LEGACY_PARAMS, "label_smoothing": 0.0}
     _parameter_constraints = {
         **BaseFastGRNN._parameter_constraints,
+        "label_smoothing": [Interval(Real, 0, 1, closed="left"), StrOptions({"auto"})],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "distillation_temperature": [Interval(Real, 0, None, closed="neither")],
     }
@@ -107,6 +116,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         early_stopping="auto",
         scoring="loss",
         validation_fraction=0.1,
+        label_smoothing="auto",
         class_weight=None,
         warm_start=False,
         verbose=0,
@@ -159,6 +169,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.early_stopping = early_stopping
         self.scoring = scoring
         self.validation_fraction = validation_fraction
+        self.label_smoothing = label_smoothing
         self.class_weight = class_weight
         self.warm_start = warm_start
         self.verbose = verbose
@@ -303,8 +314,21 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
     def _n_outputs(self):
         return self.n_outputs_
 
+    def _training_data(self, *args, **kwargs):
+        data = super()._training_data(*args, **kwargs)
+        self.label_smoothing_ = self._resolve_label_smoothing()
+        return data
+
+    def _resolve_label_smoothing(self):
+        """``label_smoothing`` for the fitted outputs ("auto": see AUTO_LABEL_SMOOTHING)."""
+        if self.label_smoothing == "auto":
+            many = not self._multilabel and self.n_outputs_ > AUTO_MANY_OUTPUTS
+            return AUTO_LABEL_SMOOTHING if many else 0.0
+        return float(self.label_smoothing)
+
     def _task_loss(self):
-        return _losses.BinaryCrossEntropy() if self._multilabel else _losses.CrossEntropy()
+        loss = _losses.BinaryCrossEntropy if self._multilabel else _losses.CrossEntropy
+        return loss(self.label_smoothing_)
 
     def _target_weights(self, targets, weights, incremental):
         """``weights`` times the ``class_weight`` of each sample's class."""
@@ -597,6 +621,8 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
             # release 0.1.0 had no multilabel output
             state["out_activation_"] = SOFTMAX
             state["n_outputs_"] = len(state["classes_"])
+        if "coefs_" in state:  # trained before label smoothing
+            state.setdefault("label_smoothing_", 0.0)
         super().__setstate__(state)
 
 
@@ -617,8 +643,8 @@ FastGRNNClassifier.__doc__ = docstring(
     Trailing all-NaN timesteps are padding: the state stops at the last real step.
 
     The loss is the weighted mean cross-entropy of a mini-batch (``sample_weight``
-    times the ``class_weight`` of the label, normalised to sum 1 over the batch)
-    plus ``(alpha / 2) * sum(M ** 2)`` over the entries of the weight matrices
+    times the ``class_weight`` of the label, normalised to sum 1 over the batch;
+    the labels smoothed by ``label_smoothing_``) plus ``(alpha / 2) * sum(M ** 2)`` over the entries of the weight matrices
     ``M`` in {{``W`` (or ``W1``, ``W2``), ``U`` (or ``U1``, ``U2``), ``V``}}; biases,
     ``zeta`` and ``nu`` are not penalised. With ``soft_targets`` ``S`` the loss is
     ``distillation_alpha * T**2 * KL(S || softmax(logits / T)) +
@@ -630,6 +656,15 @@ FastGRNNClassifier.__doc__ = docstring(
     Parameters
     ----------
 {parameters}
+    label_smoothing : float in [0, 1) or "auto", default="auto"
+        Training reads each label ``y`` as the probabilities ``(1 -
+        label_smoothing) * onehot(y) + label_smoothing / n_classes`` (a
+        multilabel ``y``: ``y * (1 - label_smoothing) + label_smoothing / 2``
+        per label): confident logits pay off only up to a point, and the
+        probabilities are less extreme. The validation loss and the reported
+        qualities read the labels as they are. "auto" is 0.1 for more than 10 classes (one label
+        per sample), else 0: many classes of few sequences each overfit the
+        most. ``label_smoothing_`` is the value used.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, multiplied into ``sample_weight``. "balanced"
         uses ``n_samples / (n_classes * np.bincount(y))`` with both counts summing
@@ -646,6 +681,8 @@ FastGRNNClassifier.__doc__ = docstring(
         "logistic" (one sigmoid per label) after a multilabel ``y``.
     n_outputs_ : int
         Columns of the outputs (and of ``V``): the classes, or the labels.
+    label_smoothing_ : float
+        The label smoothing of the last training call (``label_smoothing``).
 {attributes}
 
     Notes

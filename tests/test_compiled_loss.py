@@ -33,23 +33,26 @@ def _batch(rng, B, C, dtype, spread):
 
 @needs_compiler
 @given(st.integers(1, 70), st.integers(2, 30), st.sampled_from([np.float32, np.float64]),
-       st.sampled_from([0.1, 3.0, 40.0]), st.integers(0, 2**32 - 1))
+       st.sampled_from([0.1, 3.0, 40.0]), st.sampled_from([0.0, 0.1, 0.7]),
+       st.integers(0, 2**32 - 1))
 @settings(max_examples=150, deadline=None)
-def test_the_cross_entropy_is_numpys_to_rounding(B, C, dtype, spread, seed):
+def test_the_cross_entropy_is_numpys_to_rounding(B, C, dtype, spread, smoothing, seed):
     logits, y, w = _batch(np.random.default_rng(seed), B, C, dtype, spread)
     expected_grad, got_grad = np.empty_like(logits), np.empty_like(logits)
-    expected = cross_entropy(logits, y, w, expected_grad)
-    got = _compiled_loss.compiled_loss(CrossEntropy())(logits, y, w, got_grad)
+    expected = cross_entropy(logits, y, w, expected_grad, smoothing)
+    got = _compiled_loss.compiled_loss(CrossEntropy(smoothing))(logits, y, w, got_grad)
     tol = TOLERANCE[dtype]
     assert got == pytest.approx(expected, rel=tol * 10, abs=tol)
     np.testing.assert_allclose(got_grad, expected_grad, rtol=tol * 10, atol=tol)
 
 
 @needs_compiler
-def test_the_cross_entropy_gradient_is_exact(rng):
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_the_cross_entropy_gradient_is_exact(rng, smoothing):
     """Five-point central differences of the C loss itself, in float64."""
     logits, y, w = _batch(rng, 7, 5, np.float64, 3.0)
-    loss = _compiled_loss.compiled_loss(CrossEntropy())
+    loss = _compiled_loss.compiled_loss(CrossEntropy(smoothing))
+    assert loss.label_smoothing == smoothing
     grad = np.empty_like(logits)
     loss(logits, y, w, grad)
     numeric, scratch, h = np.empty_like(logits), np.empty_like(logits), 1e-4
@@ -111,9 +114,10 @@ def test_other_losses_and_no_compiler_keep_the_references(rng, monkeypatch):
     distilled = Distillation(binary, 0.3, 2.0)
     assert _compiled_loss.compiled_loss(distilled) is distilled
     if find_compiler() is not None:  # the hard part of a distillation in C
-        distilled = _compiled_loss.compiled_loss(Distillation(CrossEntropy(), 0.3, 2.0))
+        distilled = _compiled_loss.compiled_loss(Distillation(CrossEntropy(0.1), 0.3, 2.0))
         assert isinstance(distilled.hard, _compiled_loss._CompiledCrossEntropy)
         assert (distilled.alpha, distilled.temperature) == (0.3, 2.0)
+        assert distilled.hard.label_smoothing == 0.1
     monkeypatch.setenv("CC", "/nonexistent/cc")
     monkeypatch.setattr(_compiled_loss.LIBRARY, "loaded", None)
     plain = CrossEntropy()

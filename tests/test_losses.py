@@ -134,3 +134,72 @@ def test_bptt_through_each_loss_is_exact(loss, rng):
         down[i] -= EPS
         numeric[i] = (value(up) - value(down)) / (2 * EPS)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def _smoothed_targets(loss, targets, K, e):
+    """The target distribution a smoothed loss trains against, written out."""
+    if isinstance(loss, _losses.CrossEntropy):
+        return (1 - e) * np.eye(K)[targets] + e / K
+    return targets * (1 - e) + e / 2
+
+
+@pytest.mark.parametrize("task", [_losses.CrossEntropy, _losses.BinaryCrossEntropy])
+@pytest.mark.parametrize("e", [0.1, 0.6])
+@pytest.mark.parametrize("distilled", [False, True])
+def test_label_smoothing_is_the_loss_of_the_smoothed_targets(task, e, distilled, rng):
+    """The smoothed loss and its exact gradient (finite differences, float64),
+    against the cross-entropy of the smoothed targets written out; ``value``
+    stays the loss of the labels themselves."""
+    B, K = 6, 4
+    loss = task(label_smoothing=e)
+    outputs = rng.standard_normal((B, K)) * 2
+    targets = _targets(loss, rng, B, K)
+    w = rng.random(B) + 0.1
+    w /= w.sum()
+    smoothed = _smoothed_targets(loss, targets, K, e)
+    if task is _losses.CrossEntropy:
+        expected = -float(w @ (smoothed * _losses.log_softmax(outputs)).sum(axis=1))
+    else:
+        expected = _losses.BinaryCrossEntropy().value(outputs, smoothed, w)
+    if distilled:
+        soft = _soft(loss, rng, B, K)
+        loss, targets = _losses.Distillation(loss, 0.3, 2.0), (targets, soft)
+        teacher = _losses.Distillation(task(), 1.0, 2.0)(
+            outputs, targets, w, np.empty_like(outputs))
+        expected = 0.7 * expected + 0.3 * teacher
+    grad = np.empty_like(outputs)
+    assert loss(outputs, targets, w, grad) == pytest.approx(expected, rel=1e-12)
+    numeric = np.empty_like(outputs)
+    for i in np.ndindex(outputs.shape):
+        up, down = outputs.copy(), outputs.copy()
+        up[i] += EPS
+        down[i] -= EPS
+        scratch = np.empty_like(outputs)
+        numeric[i] = (loss(up, targets, w, scratch) - loss(down, targets, w, scratch)) / (2 * EPS)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+    if not distilled:
+        plain = task()
+        assert loss.value(outputs, targets, w) == plain.value(outputs, targets, w)
+        assert loss.value(outputs, targets, w) != pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("task", [_losses.CrossEntropy, _losses.BinaryCrossEntropy])
+def test_no_label_smoothing_is_the_plain_loss_to_the_bit(task, rng):
+    B, K = 9, 5
+    outputs = rng.standard_normal((B, K)).astype(np.float32)
+    targets = _targets(task(), rng, B, K)
+    w = np.full(B, 1 / B, np.float32)
+    grads = [np.empty_like(outputs), np.empty_like(outputs)]
+    if task is _losses.CrossEntropy:  # the reference as it was: one-hot targets
+        logp = _losses.log_softmax(outputs)
+        expected = -float(w @ logp[np.arange(B), targets])
+        np.exp(logp, out=grads[0])
+        grads[0][np.arange(B), targets] -= 1.0
+        grads[0] *= w[:, None]
+    else:
+        expected = _losses.BinaryCrossEntropy.value(None, outputs, targets, w)
+        np.exp(_losses.log_sigmoid(outputs), out=grads[0])
+        grads[0] -= targets
+        grads[0] *= w[:, None]
+    assert task(label_smoothing=0.0)(outputs, targets, w, grads[1]) == expected
+    np.testing.assert_array_equal(grads[1], grads[0])

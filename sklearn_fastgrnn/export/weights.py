@@ -27,7 +27,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import LEGACY_PARAMS
 from .._channels import n_base_channels, uses_changes
 from .._files import write_atomically
 from .._size import fitted_size
@@ -830,7 +829,7 @@ def _load_estimator(meta, tensors, version):
     tensors."""
     kind = _estimator_kind(meta, version)
     cls, role = ESTIMATORS[kind]
-    est = _build(cls, meta, role + ".params", LEGACY_PARAMS)
+    est = _build(cls, meta, role + ".params", cls._legacy_params)
     n_outputs = _load_outputs(meta, est, role, version)
     T = meta.positive_int(role + ".input.n_timesteps")
     d = meta.positive_int(role + ".input.n_channels")
