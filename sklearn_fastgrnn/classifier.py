@@ -644,8 +644,9 @@ FastGRNNClassifier.__doc__ = docstring(
 
     The loss is the weighted mean cross-entropy of a mini-batch (``sample_weight``
     times the ``class_weight`` of the label, normalised to sum 1 over the batch;
-    the labels smoothed by ``label_smoothing_``) plus ``(alpha / 2) * sum(M ** 2)`` over the entries of the weight matrices
-    ``M`` in {{``W`` (or ``W1``, ``W2``), ``U`` (or ``U1``, ``U2``), ``V``}}; biases,
+    the labels smoothed by ``label_smoothing_``) plus ``(alpha / 2) *
+    sum(M ** 2)`` over the entries of the weight matrices ``M`` in {{``W``
+    (or ``W1``, ``W2``), ``U`` (or ``U1``, ``U2``), ``V``}}; biases,
     ``zeta`` and ``nu`` are not penalised. With ``soft_targets`` ``S`` the loss is
     ``distillation_alpha * T**2 * KL(S || softmax(logits / T)) +
     (1 - distillation_alpha) * cross-entropy``, ``T = distillation_temperature``.
