@@ -30,6 +30,17 @@ def _soft(loss, rng, B, K):
         loss, _losses.PoissonDeviance) else rng.poisson(2.0, (B, K)).astype(float)
 
 
+def _numeric_gradient(loss, outputs, targets, w):
+    """Central differences of ``loss`` with respect to each output."""
+    numeric, scratch = np.empty_like(outputs), np.empty_like(outputs)
+    for i in np.ndindex(outputs.shape):
+        up, down = outputs.copy(), outputs.copy()
+        up[i] += EPS
+        down[i] -= EPS
+        numeric[i] = (loss(up, targets, w, scratch) - loss(down, targets, w, scratch)) / (2 * EPS)
+    return numeric
+
+
 TASK_LOSSES = [_losses.CrossEntropy(), _losses.BinaryCrossEntropy(), _losses.SquaredError(),
                _losses.PoissonDeviance()]
 
@@ -53,14 +64,8 @@ def test_loss_gradient_is_exact(name, loss, distilled, rng):
     w /= w.sum()
     grad = np.empty_like(outputs)
     value = loss(outputs, targets, w, grad)
-    numeric = np.empty_like(outputs)
-    for i in np.ndindex(outputs.shape):
-        up, down = outputs.copy(), outputs.copy()
-        up[i] += EPS
-        down[i] -= EPS
-        scratch = np.empty_like(outputs)
-        numeric[i] = (loss(up, targets, w, scratch) - loss(down, targets, w, scratch)) / (2 * EPS)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(grad, _numeric_gradient(loss, outputs, targets, w),
+                               rtol=1e-6, atol=1e-9)
     if not distilled:
         assert value == pytest.approx(loss.value(outputs, targets, w), rel=1e-12)
 
@@ -169,14 +174,8 @@ def test_label_smoothing_is_the_loss_of_the_smoothed_targets(task, e, distilled,
         expected = 0.7 * expected + 0.3 * teacher
     grad = np.empty_like(outputs)
     assert loss(outputs, targets, w, grad) == pytest.approx(expected, rel=1e-12)
-    numeric = np.empty_like(outputs)
-    for i in np.ndindex(outputs.shape):
-        up, down = outputs.copy(), outputs.copy()
-        up[i] += EPS
-        down[i] -= EPS
-        scratch = np.empty_like(outputs)
-        numeric[i] = (loss(up, targets, w, scratch) - loss(down, targets, w, scratch)) / (2 * EPS)
-    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(grad, _numeric_gradient(loss, outputs, targets, w),
+                               rtol=1e-6, atol=1e-9)
     if not distilled:
         plain = task()
         assert loss.value(outputs, targets, w) == plain.value(outputs, targets, w)
