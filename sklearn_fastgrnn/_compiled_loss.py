@@ -164,13 +164,14 @@ def compiled_loss(loss):
     cross-entropy (label smoothing included) in C, alone or as the hard part
     of a distillation; any other loss, or no C compiler, gives ``loss`` itself."""
     distilled = isinstance(loss, Distillation)
-    if type(loss.hard if distilled else loss) is not CrossEntropy:
+    task = loss.hard if distilled else loss
+    if type(task) is not CrossEntropy:
         return loss
     try:
         functions = LIBRARY.get()
     except BuildError:
         return loss
-    hard = _CompiledCrossEntropy(functions, (loss.hard if distilled else loss).label_smoothing)
+    hard = _CompiledCrossEntropy(functions, task.label_smoothing)
     if distilled:
         return Distillation(hard, loss.alpha, loss.temperature)
     return hard

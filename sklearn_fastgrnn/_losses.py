@@ -54,14 +54,13 @@ def cross_entropy(logits, y, weights, dlogits, label_smoothing=0.0):
     -------
     loss : float
     """
-    picked = np.arange(0, logits.size, logits.shape[1]) + y  # (i, y_i), flattened
+    C, e = logits.shape[1], label_smoothing
+    picked = np.arange(0, logits.size, C) + y  # (i, y_i), flattened
     logp = log_softmax(logits)
-    e = label_smoothing
-    if e == 0:
-        loss = -float(weights @ logp.take(picked))
-    else:
-        C = logits.shape[1]
-        loss = -float(weights @ ((1.0 - e) * logp.take(picked) + (e / C) * logp.sum(axis=1)))
+    per_sample = logp.take(picked)
+    if e != 0:
+        per_sample = (1.0 - e) * per_sample + (e / C) * logp.sum(axis=1)
+    loss = -float(weights @ per_sample)
     np.exp(logp, out=dlogits)
     if e != 0:
         dlogits -= e / C

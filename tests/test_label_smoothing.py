@@ -125,9 +125,9 @@ def test_smoothing_changes_the_fit_and_zero_is_the_plain_loss():
 
 
 def test_the_parameter_round_trips_and_old_states_read_no_smoothing(tmp_path):
+    pytest.importorskip("safetensors")
     clf, X = _fit(np.arange(_N) % 11, label_smoothing=0.05)
     path = tmp_path / "m.safetensors"
-    pytest.importorskip("safetensors")
     save_weights(clf, path)
     loaded = load_weights(path)
     assert loaded.label_smoothing == 0.05
