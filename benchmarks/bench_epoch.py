@@ -1,7 +1,7 @@
 """Speed of FastGRNNClassifier against eager PyTorch and MLPClassifier, and of
 the compiled training engine against the NumPy one.
 
-Four measurements, all on random data with a fixed seed:
+Five measurements, all on random data with a fixed seed:
 
 1. One training epoch (n = 4096, Adam, same batch size) of
    - ours: ``FastGRNNClassifier(..., window=1, change_channels=False).partial_fit``
@@ -38,12 +38,20 @@ Four measurements, all on random data with a fixed seed:
    The PLAID-like shape has lengths drawn uniformly from [100, 1344] (the
    longest set to 1344), NaN-padded.
 
+5. The low-rank ``W`` (``--low-rank``): one epoch of the compiled engine, with
+   the loop of 4., at the default models of the suite's six sets read in
+   windows of 4 timesteps or more (``d`` = the window times 9 channels, ``w_rank``
+   = ``H // 4``, their batch size and cell steps; PLAID's lengths uniform in
+   [17, 224]), with ``W = W1 @ W2`` applied as the product and as its factors
+   (``CompiledEngine(factor_low_rank=...)``), interleaved, medians of CPU time.
+
 ``--profile`` prints where one epoch of ours spends its time (cProfile): engine
 forward and backward, loss, optimiser, batch gathering, the rest of the loop.
 
 Run ``python benchmarks/bench_epoch.py`` (3-4 minutes on 2 cores) or
 ``--quick`` for a smoke run; ``--engines`` for the engine table alone (about a
-minute; no PyTorch needed). The PyTorch table needs ``torch`` (``pip install
+minute; no PyTorch needed), ``--low-rank`` for the low-rank table alone. The
+PyTorch table needs ``torch`` (``pip install
 torch==2.13.0``).
 """
 
@@ -333,14 +341,16 @@ class EngineEpoch:
     that engine (in C with the compiled one).
     """
 
-    def __init__(self, name, X, y, lengths, H, B, seed=0, n_threads=1):
+    def __init__(self, name, X, y, lengths, H, B, seed=0, n_threads=1, w_rank=None,
+                 factor_low_rank=None):
         n, T, d = X.shape
         self.Xa, self.y, self.lengths, self.B = to_time_major(X, np.float32), y, lengths, B
-        self.layout = layout = ParameterLayout(d, H, N_CLASSES)
+        self.layout = layout = ParameterLayout(d, H, N_CLASSES, w_rank)
         self.flat = init_parameters(layout, np.random.RandomState(seed), 1.0, -4.0,
                                     np.float32, scheme="chrono", n_timesteps=T)
-        threads = {} if name == "numpy" else {"n_threads": n_threads}
-        self.engine = ENGINE_CLASSES[name](layout, "sigmoid", "tanh", np.float32, **threads)
+        options = {} if name == "numpy" else {"n_threads": n_threads,
+                                              "factor_low_rank": factor_low_rank}
+        self.engine = ENGINE_CLASSES[name](layout, "sigmoid", "tanh", np.float32, **options)
         self.optimizer = Adam(layout.size, np.float32)
         self.grad = np.empty_like(self.flat)
         compiled = name == "compiled"
@@ -380,10 +390,11 @@ class EngineEpoch:
 
 
 def timed_epoch(name, X, y, lengths, H, B, n_threads=1, clock=time.perf_counter,
-                pause=SLEEP):
+                pause=SLEEP, **low_rank):
     """Seconds of one epoch's mini-batch loop, after an untimed set-up and first
-    epoch (buffers allocated and touched: a later epoch of a fit) and a pause."""
-    epoch = EngineEpoch(name, X, y, lengths, H, B, n_threads=n_threads)
+    epoch (buffers allocated and touched: a later epoch of a fit) and a pause;
+    ``low_rank``: ``w_rank`` and ``factor_low_rank`` of :class:`EngineEpoch`."""
+    epoch = EngineEpoch(name, X, y, lengths, H, B, n_threads=n_threads, **low_rank)
     epoch.run()
     time.sleep(pause)
     start = clock()
@@ -611,6 +622,50 @@ def bench_engines(shapes, repeats, wall=False):
     return gm
 
 
+# (set, n, T, d, H, w_rank, B): the default models of the suite's sets read in
+# windows of 4 timesteps or more (d = window x 9 channels, T their cell steps)
+LOW_RANK_SHAPES = [
+    ("Coffee", 28, 48, 54, 32, 8, 8),
+    ("ArrowHead", 36, 51, 45, 32, 8, 8),
+    ("OSULeaf", 200, 48, 81, 32, 8, 20),
+    ("PLAID", 537, 224, 54, 64, 16, 54),
+    ("ACSF1", 100, 51, 261, 32, 8, 10),
+    ("PigCVP", 104, 50, 360, 64, 16, 10),
+]
+LOW_RANK_SHORTEST = {"PLAID": 17}  # variable length: the shortest (100 timesteps / 6)
+QUICK_LOW_RANK_SHAPES = [LOW_RANK_SHAPES[0], LOW_RANK_SHAPES[4]]
+
+
+def bench_low_rank(shapes, repeats, wall=False):
+    """Print the table of the low-rank W as the product and as its factors;
+    returns the geometric mean of product / factors."""
+    clock = time.perf_counter if wall else time.thread_time
+    print(f"One epoch of the compiled engine with W = W1 @ W2, float32, one BLAS thread, "
+          f"{N_CLASSES} classes; median of {repeats} interleaved runs (ms, "
+          f"{'wall' if wall else 'CPU'} time)")
+    header = (f"{'set':>10} {'n':>4} {'T':>4} {'d':>4} {'H':>3} {'r':>3} {'B':>3} | "
+              f"{'product':>8} {'factors':>8} {'speed-up':>8}")
+    print(header)
+    print("-" * len(header))
+    speedups = []
+    for name, n, T, d, H, r, B in shapes:
+        X, y, lengths = make_engine_data(n, T, d, LOW_RANK_SHORTEST.get(name))
+        times = {False: [], True: []}
+        for factor in times:  # warm-up: builds, caches
+            EngineEpoch("compiled", X, y, lengths, H, B, w_rank=r, factor_low_rank=factor).run()
+        for _ in range(repeats):
+            for factor in times:
+                times[factor].append(timed_epoch("compiled", X, y, lengths, H, B, clock=clock,
+                                                 pause=0.0, w_rank=r, factor_low_rank=factor))
+        product, factors = (statistics.median(times[factor]) for factor in (False, True))
+        speedups.append(product / factors)
+        print(f"{name:>10} {n:>4} {T:>4} {d:>4} {H:>3} {r:>3} {B:>3} | {1e3 * product:8.1f} "
+              f"{1e3 * factors:8.1f} {speedups[-1]:7.2f}x", flush=True)
+    gm = geomean(speedups)
+    print(f"geometric mean speed-up of the factors {gm:.2f}x, lowest {min(speedups):.2f}x")
+    return gm
+
+
 # (file, function) of the parts of one epoch, as cProfile names them
 # part -> (the files that define it, function name); forward and backward are
 # the engine's (the compiled one, or the NumPy one without a C compiler)
@@ -668,7 +723,9 @@ def main():
     parser.add_argument("--engines", action="store_true",
                         help="only the table of the compiled and NumPy engines")
     parser.add_argument("--skip-engines", action="store_true",
-                        help="no table of the engines")
+                        help="no tables of the engines")
+    parser.add_argument("--low-rank", action="store_true",
+                        help="only the table of the low-rank W as the product and its factors")
     parser.add_argument("--wall", action="store_true",
                         help="the engine table in wall time (default: CPU time)")
     parser.add_argument("--profile", action="store_true",
@@ -678,6 +735,10 @@ def main():
     if args.engines:
         bench_engines(QUICK_ENGINE_SHAPES if args.quick else ENGINE_SHAPES, repeats,
                       args.wall)
+        return
+    low_rank_shapes = QUICK_LOW_RANK_SHAPES if args.quick else LOW_RANK_SHAPES
+    if args.low_rank:
+        bench_low_rank(low_rank_shapes, repeats, args.wall)
         return
     if torch is None:
         raise SystemExit("The epoch table compares against PyTorch: pip install "
@@ -692,6 +753,8 @@ def main():
         print()
         bench_engines(QUICK_ENGINE_SHAPES if args.quick else ENGINE_SHAPES, repeats,
                       args.wall)
+        print()
+        bench_low_rank(low_rank_shapes, repeats, args.wall)
     if not args.skip_inference:
         bench_inference(repeats)
 

@@ -40,6 +40,12 @@ How it works:
 
   and the sums (dh Fz, dh c, dh c (1 - z) for dzeta without cancellation) are
   kept in the working dtype for at most 256 rows and added in float64;
+- a low-rank ``W = W1 @ W2`` with ``r (d + H) < d H`` (the default of a
+  classifier reading envelope channels) trains as its factors: ``fg_project``
+  makes the steps ``[x_t W1, 1]`` (``r`` inputs), the passes above run on them
+  with ``W2`` as their ``W`` (giving ``dW2``), and ``fg_factor_gradient`` sums
+  ``dW1 = x_t.T (dpre_t W2.T)`` over the real steps, in float64 every 256
+  rows. The library is built with ``d = r``; prediction reads ``W1 @ W2``;
 - ``tanh`` (and the sigmoid, as ``0.5 tanh(x / 2) + 0.5``) is the code of
   :func:`_tanh_source`, which the compiler vectorises: ``sign(x) e / (e + 2)``
   with ``e = expm1(2|x|)`` by range reduction and a Taylor series; within 2.5
@@ -769,6 +775,112 @@ void fg_backward(fg_ctx *c)
     fg_backward_steps(c);
     fg_backward_end(c);
 }
+
+/* -- the factored input product of a low-rank W = W1 @ W2 ----------------
+   Built with D the rank: the passes above read the steps [x W1, 1] and W2 as
+   their W. */
+
+/* rows i0 .. i0 + rb - 1 of out (D1 columns) = [x W1, 1], x of d_in columns
+   (rows of d_in + 1), the block's sums in registers */
+static inline __attribute__((always_inline)) void fg_project_rows(
+    const real *restrict X, int64_t i0, int rb, int64_t d_in,
+    const real *restrict W1, real *restrict out)
+{
+    real acc[4][D];
+    int64_t k;
+    int r, j;
+    for (r = 0; r < rb; ++r) {
+        FG_SIMD for (j = 0; j < D; ++j) {
+            acc[r][j] = 0;
+        }
+    }
+    for (k = 0; k < d_in; ++k) {
+        const real *restrict w = W1 + k * D;
+        for (r = 0; r < rb; ++r) {
+            const real v = X[(i0 + r) * (d_in + 1) + k];
+            FG_SIMD for (j = 0; j < D; ++j) {
+                acc[r][j] += v * w[j];
+            }
+        }
+    }
+    for (r = 0; r < rb; ++r) {
+        memcpy(out + (i0 + r) * D1, acc[r], D * sizeof(real));
+        out[(i0 + r) * D1 + D] = (real)1;
+    }
+}
+
+/* out (rows, D1) = [x W1, 1] for the rows of X (rows, d_in + 1), W1 (d_in, D) */
+void fg_project(const real *restrict X, int64_t rows, int64_t d_in,
+                const real *restrict W1, real *restrict out)
+{
+    int64_t i;
+    for (i = 0; i + 4 <= rows; i += 4) {
+        fg_project_rows(X, i, 4, d_in, W1, out);
+    }
+    for (; i < rows; ++i) {
+        fg_project_rows(X, i, 1, d_in, W1, out);
+    }
+}
+
+static void fg_flush_factor(double *restrict sums, real *restrict acc, int64_t n)
+{
+    int64_t j;
+    for (j = 0; j < n; ++j) {
+        sums[j] += (double)acc[j];
+        acc[j] = 0;
+    }
+}
+
+/* dW1 (d_in, D) after the last fg_backward of c: the sum over the real steps
+   of x_t.T (dpre_t W2.T), x_t the rows of X (T, B, d_in + 1), the caller's
+   order (c->X holds the projected steps), WT = W2.T (H, D); the sums kept in
+   the working dtype (acc) for at most FLUSH_ROWS rows, then added in double
+   (sums), d_in * D of each */
+void fg_factor_gradient(const fg_ctx *c, const real *restrict X, int64_t d_in,
+                        const real *restrict WT, double *restrict sums,
+                        real *restrict acc, real *restrict gW1)
+{
+    const int64_t B = c->B, n = d_in * D;
+    int64_t t, b, k, rows = 0;
+    int j, r;
+    for (k = 0; k < n; ++k) {
+        sums[k] = 0.0;
+        acc[k] = 0;
+    }
+    FG_FLUSH_BEGIN
+    for (t = 0; t < c->T; ++t) {
+        for (b = 0; b < c->nb[t]; ++b) {
+            const real *restrict dpre = c->DPRE + (c->off[t] + b) * H;
+            const real *restrict x = X + (t * B + c->perm[b]) * (d_in + 1);
+            real dp[D];  /* dpre_t W2.T */
+            FG_SIMD for (r = 0; r < D; ++r) {
+                dp[r] = 0;
+            }
+            for (j = 0; j < H; ++j) {
+                const real v = dpre[j];
+                FG_SIMD for (r = 0; r < D; ++r) {
+                    dp[r] += v * WT[j * D + r];
+                }
+            }
+            for (k = 0; k < d_in; ++k) {
+                const real v = x[k];
+                real *restrict a = acc + k * D;
+                FG_SIMD for (r = 0; r < D; ++r) {
+                    a[r] += v * dp[r];
+                }
+            }
+            if (++rows == FLUSH_ROWS) {
+                fg_flush_factor(sums, acc, n);
+                rows = 0;
+            }
+        }
+    }
+    fg_flush_factor(sums, acc, n);
+    FG_FLUSH_END
+    for (k = 0; k < n; ++k) {
+        gW1[k] = (real)sums[k];
+    }
+}
 """)
 
 
@@ -859,6 +971,10 @@ _FUNCTIONS = {  # name: (argument types, result type)
     "fg_backward_steps": ([ctypes.POINTER(_Context)], None),
     "fg_backward_end": ([ctypes.POINTER(_Context)], None),
     "fg_tanh_array": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None),
+    "fg_project": ([ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                    ctypes.c_void_p], None),
+    "fg_factor_gradient": ([ctypes.POINTER(_Context), ctypes.c_void_p, ctypes.c_int64,
+                            *[ctypes.c_void_p] * 4], None),
 }
 _libraries = {}  # (dtype char, H, d) -> ctypes library, or the BuildError it raised
 _libraries_lock = threading.Lock()
@@ -902,7 +1018,7 @@ class _Buffers:
     """Buffers of one batch size ``B`` for up to ``T`` steps, and their context."""
 
     def __init__(self, engine, T, B, n_parts):
-        d, H, dt = engine.layout.n_inputs, engine.layout.hidden_size, engine.dtype
+        d, H, dt = engine.step_inputs, engine.layout.hidden_size, engine.dtype
         self.T, self.B = T, B
         train = dict(
             HP=np.empty((T * B, H), dt), Z=np.empty((T * B, H), dt),
@@ -928,6 +1044,8 @@ class _Buffers:
         self.full = np.empty(B, np.int64)  # the lengths of a batch without padding
         self.full_address, self.full_T = address(self.full), None
         self.grad = None  # the gradient array whose addresses ctx holds
+        if engine.factored:  # the projected steps [x W1, 1]
+            self.projected = np.empty((T, B, engine.layout.w_rank + 1), dt)
 
     def full_lengths(self, T):
         """Lengths of a batch of ``T`` steps without padding, and their address."""
@@ -966,6 +1084,13 @@ class CompiledEngine:
     use the engine's buffers (one set per batch size) and are not thread-safe;
     :meth:`readout_state` uses its own and is.
 
+    A low-rank ``W = W1 @ W2`` whose factors cost fewer products than ``W``
+    (``r (d + H) < d H``) trains as its factors (``factored``): the projected
+    steps ``[x W1, 1]`` (``fg_project``) run through the C passes with ``W2``
+    as their ``W``, which gives ``dW2``; ``dW1 = x.T (dpre W2.T)`` over the
+    real steps is one more C loop (``fg_factor_gradient``). The same sums, in
+    another order; the NumPy engine and :meth:`readout_state` apply ``W1 @ W2``.
+
     Parameters
     ----------
     layout : ParameterLayout
@@ -977,6 +1102,9 @@ class CompiledEngine:
     n_threads : int, default=1
         Threads that share a batch's rows (each runs the whole time loop over
         its blocks of rows); 1 is what ``docs/performance.md`` measured best.
+    factor_low_rank : bool or None, default=None
+        Whether a low-rank ``W`` trains as its factors: None where they cost
+        fewer products (above), or always (True) or never (False).
 
     Raises
     ------
@@ -987,7 +1115,7 @@ class CompiledEngine:
     name = "compiled"
 
     def __init__(self, layout, gate_nonlinearity, update_nonlinearity, dtype,
-                 readout="last", n_threads=1):
+                 readout="last", n_threads=1, factor_low_rank=None):
         self.layout = layout
         self.readout = check_readout(readout)
         self.dtype = np.dtype(dtype)
@@ -1002,9 +1130,16 @@ class CompiledEngine:
         self._kinds = (_NONLINEARITY_INDEX[gate_nonlinearity],
                        _NONLINEARITY_INDEX[update_nonlinearity])
         self.n_threads = int(n_threads)
-        self._low_rank = layout.w_rank is not None or layout.u_rank is not None
-        d, H = layout.n_inputs, layout.hidden_size
-        self._library = load_library(self.dtype, H, d)
+        d, H, r = layout.n_inputs, layout.hidden_size, layout.w_rank
+        #: whether training runs on the projected steps x W1 (see above)
+        self.factored = r is not None and (
+            r * (d + H) < d * H if factor_low_rank is None else bool(factor_low_rank))
+        #: the inputs of a step in the C passes of forward and backward
+        self.step_inputs = r if self.factored else d
+        self._low_rank = (layout.w_rank is not None and not self.factored
+                          or layout.u_rank is not None)
+        self._library = load_library(self.dtype, H, d)  # readout_state
+        self._steps_library = load_library(self.dtype, H, self.step_inputs)
         self._stacker = FastGRNNEngine(  # stacked_weights, as the NumPy engine's
             layout, gate_nonlinearity, update_nonlinearity, dtype, readout
         )
@@ -1013,6 +1148,9 @@ class CompiledEngine:
         self._U_T = np.empty((H, H), self.dtype)
         self._grad_W = np.empty((d, H), self.dtype)  # dW, dU of low rank
         self._grad_U = np.empty((H, H), self.dtype)
+        if self.factored:  # W2.T and the sums of dW1, in the working dtype and double
+            self._W2_T = np.empty((H, r), self.dtype)
+            self._factor_sums = (np.empty((d, r)), np.empty((d, r), self.dtype))
         self._buffers = {}  # batch size -> _Buffers
         self._params = (None, None, None)  # (flat, views, addresses of the weights)
         self._grads = (None, None, None)  # (grad, views, addresses)
@@ -1041,8 +1179,10 @@ class CompiledEngine:
             self._check_vector(flat, "flat")
             views = self.layout.views(flat)
             lay = self.layout
+            W = (views["W"] if lay.w_rank is None
+                 else views["W2"] if self.factored else self._W)
             addresses = (
-                address(views["W"] if lay.w_rank is None else self._W),
+                address(W),
                 address(views["U"] if lay.u_rank is None else self._U),
                 address(views["bias_gate"]), address(views["bias_update"]),
                 address(views["V"]), address(views["bias_out"]),
@@ -1063,14 +1203,17 @@ class CompiledEngine:
                 )
             }
             lay = self.layout
-            addresses["gW"] = address(views["W"] if lay.w_rank is None else self._grad_W)
+            gW = (views["W"] if lay.w_rank is None
+                  else views["W2"] if self.factored else self._grad_W)
+            addresses["gW"] = address(gW)
             addresses["gU"] = address(views["U"] if lay.u_rank is None else self._grad_U)
             self._grads = (grad, views, addresses)
         return views, addresses
 
     def _low_rank_products(self, params):
-        """The effective ``W = W1 @ W2`` and ``U = U1 @ U2`` into the engine's buffers."""
-        if self.layout.w_rank is not None:
+        """The effective ``W = W1 @ W2`` (unless ``factored``) and ``U = U1 @ U2``
+        into the engine's buffers."""
+        if self.layout.w_rank is not None and not self.factored:
             np.dot(params["W1"], params["W2"], out=self._W)
         if self.layout.u_rank is not None:
             np.dot(params["U1"], params["U2"], out=self._U)
@@ -1117,12 +1260,13 @@ class CompiledEngine:
         params, addresses = self._views(flat)
         if self._low_rank:
             self._low_rank_products(params)
+        steps = self._projected(X_aug, params["W1"], buffers) if self.factored else X_aug
         ctx = buffers.ctx
         ctx.T = T
-        ctx.X, ctx.lengths = address(X_aug), lengths_address
+        ctx.X, ctx.lengths = address(steps), lengths_address
         ctx.W, ctx.U, ctx.bg, ctx.bu, ctx.V, ctx.bo = addresses
         ctx.sz, ctx.sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
-        library = self._library
+        library = self._steps_library
         if self.n_threads == 1:
             library.fg_forward(ctx)
         else:
@@ -1172,7 +1316,7 @@ class CompiledEngine:
             for name, where in addresses.items():
                 setattr(ctx, name, where)
             buffers.grad = grad
-        library = self._library
+        library = self._steps_library
         if self.n_threads == 1:
             library.fg_backward(ctx)
         else:
@@ -1183,10 +1327,29 @@ class CompiledEngine:
         if lay.u_rank is not None:
             np.dot(self._grad_U, params["U2"].T, out=grads["U1"])
             np.dot(params["U1"].T, self._grad_U, out=grads["U2"])
-        if lay.w_rank is not None:
+        if self.factored:  # the C passes gave dW2
+            self._factor_gradient(buffers, X_aug, params["W2"], grads["W1"])
+        elif lay.w_rank is not None:
             np.dot(self._grad_W, params["W2"].T, out=grads["W1"])
             np.dot(params["W1"].T, self._grad_W, out=grads["W2"])
         return grad
+
+    def _projected(self, X_aug, W1, buffers):
+        """The steps ``[x W1, 1]`` (T, B, r + 1) of a time-major batch, in ``buffers``."""
+        T, B, d1 = X_aug.shape
+        projected = buffers.projected[:T]
+        self._steps_library.fg_project(address(X_aug), T * B, d1 - 1, address(W1),
+                                       address(projected))
+        return projected
+
+    def _factor_gradient(self, buffers, X_aug, W2, out):
+        """``dW1 = x.T (dpre W2.T)`` over the real steps of the last batch, into ``out``."""
+        np.copyto(self._W2_T, W2.T)
+        sums, acc = self._factor_sums
+        self._steps_library.fg_factor_gradient(
+            buffers.ctx, address(X_aug), X_aug.shape[2] - 1, address(self._W2_T),
+            address(sums), address(acc), address(out),
+        )
 
 
 def make_engine(engine, layout, gate_nonlinearity, update_nonlinearity, dtype,

@@ -10,6 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn import _base as base_module
 from sklearn_fastgrnn import _training as training_module
+from sklearn_fastgrnn._compiled_cell import CompiledEngine
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
 from .conftest import assert_same_coefs, make_sequences, needs_compiler, press_ctrl_c_in_epoch
@@ -26,12 +27,24 @@ ENGINES = pytest.mark.parametrize("engine", ["numpy", pytest.param("compiled",
 
 
 @needs_compiler
-def test_the_engines_train_alike(rng):
+@pytest.mark.parametrize("factored", [False, True])
+def test_the_engines_train_alike(rng, monkeypatch, factored):
     """The compiled engine computes what the NumPy one does, to rounding: a few
-    epochs of float64 training end at the same weights to 1e-9."""
-    X, y = make_sequences(rng)
-    numpy_fit = small(dtype="float64", engine="numpy", tol=0).fit(X, y)
-    compiled_fit = small(dtype="float64", engine="compiled", tol=0).fit(X, y)
+    epochs of float64 training end at the same weights to 1e-9; with a low-rank
+    ``W`` of 12 inputs, which the compiled engine applies as its factors, and
+    padded sequences."""
+    X, y = make_sequences(rng, d=12 if factored else 3)
+    params = dict(dtype="float64", tol=0)
+    if factored:
+        X[::3, 4:] = np.nan
+        params.update(w_rank=2, window=1, change_channels=False)
+    calls = []
+    factor_gradient = CompiledEngine._factor_gradient
+    monkeypatch.setattr(CompiledEngine, "_factor_gradient",
+                        lambda *args: calls.append(1) or factor_gradient(*args))
+    numpy_fit = small(engine="numpy", **params).fit(X, y)
+    compiled_fit = small(engine="compiled", **params).fit(X, y)
+    assert bool(calls) is factored
     for key, value in numpy_fit.coefs_.items():
         np.testing.assert_allclose(compiled_fit.coefs_[key], value, rtol=1e-9, atol=1e-12,
                                    err_msg=key)
