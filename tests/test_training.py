@@ -27,15 +27,17 @@ ENGINES = pytest.mark.parametrize("engine", ["numpy", pytest.param("compiled",
 
 
 @needs_compiler
-@pytest.mark.parametrize("factored", [False, True])
-def test_the_engines_train_alike(rng, monkeypatch, factored):
+@pytest.mark.parametrize("case", ["plain", "low-rank", "long"])
+def test_the_engines_train_alike(rng, monkeypatch, case):
     """The compiled engine computes what the NumPy one does, to rounding: a few
     epochs of float64 training end at the same weights to 1e-9; with a low-rank
-    ``W`` of 12 inputs, which the compiled engine applies as its factors, and
-    padded sequences."""
-    X, y = make_sequences(rng, d=12 if factored else 3)
+    ``W`` of 12 inputs, which the compiled engine applies as its factors, on
+    padded sequences; and with the defaults of long series (windows that move,
+    crops, envelope channels and their low-rank ``W``, as its factors)."""
+    factored = case != "plain"
+    X, y = make_sequences(rng, T=240 if case == "long" else 6, d=12 if case == "low-rank" else 3)
     params = dict(dtype="float64", tol=0)
-    if factored:
+    if case == "low-rank":
         X[::3, 4:] = np.nan
         params.update(w_rank=2, window=1, change_channels=False)
     calls = []
