@@ -17,7 +17,9 @@ MiniRocket needs equal lengths: a variable-length set is padded to the
 longest series with zeros, aeon's ``Padder()`` default (``--minirocket-pad
 last`` pads with each series' last value instead), outside the timed fit. Every model runs with
 BLAS/OpenMP at one thread (MiniRocket with ``n_jobs=1``), and MiniRocket's
-numba kernels are compiled before the first timed fit.
+numba kernels are compiled before the first timed fit. The fits run seed by
+seed, each model in turn (interleaved: the times of a seed's fits are taken
+side by side, so that a slow spell of a shared machine falls on every model).
 
     pip install "sklearn-fastgrnn[benchmarks]"
     python benchmarks/bench_accuracy.py [--seeds 3] [--datasets real|GunPoint,bump-150]
@@ -357,24 +359,29 @@ def run_dataset(name, args):
 
 def model_records(info, data, args, fit_one, deterministic):
     """The records of every model of ``args`` over its seeds on one dataset
-    (``info``: what describes the dataset), fitted by ``fit_one``."""
+    (``info``: what describes the dataset), fitted by ``fit_one``: seed by
+    seed, each model in turn, so that the fits whose times are compared run
+    side by side on a shared machine."""
     n, T = info["n"], info["T"]
-    records = []
+    seeds = {}
     for model in args.models:
         if model == "gru" and gru_cost(n, T) > args.gru_max_cost:
             continue
-        seeds = [0] if model in deterministic else range(
+        seeds[model] = [0] if model in deterministic else range(
             args.gru_seeds if model == "gru" else args.seeds)
-        for seed in seeds:
-            result = fit_one(model, data, seed, args)
-            params = args.params if model in ("fastgrnn", "early_stop") else {}
-            if model == "early_stop":
-                params = {**params, "early_stopping": True}
-            if model == "minirocket":
-                params = {"pad": args.minirocket_pad}
-            records.append({**info, "model": model, "seed": seed,
-                            "params": params_text(params), "label": args.label,
-                            "commit": args.commit, **result})
+    runs = [(model, seed) for seed in range(max(map(len, seeds.values()), default=0))
+            for model in seeds if seed in seeds[model]]
+    records = []
+    for model, seed in runs:
+        result = fit_one(model, data, seed, args)
+        params = args.params if model in ("fastgrnn", "early_stop") else {}
+        if model == "early_stop":
+            params = {**params, "early_stopping": True}
+        if model == "minirocket":
+            params = {"pad": args.minirocket_pad}
+        records.append({**info, "model": model, "seed": seed,
+                        "params": params_text(params), "label": args.label,
+                        "commit": args.commit, **result})
     return records
 
 
