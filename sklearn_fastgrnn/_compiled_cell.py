@@ -40,8 +40,9 @@ How it works:
 
   and the sums (dh Fz, dh c, dh c (1 - z) for dzeta without cancellation) are
   kept in the working dtype for at most 256 rows and added in float64;
-- a low-rank ``W = W1 @ W2`` with ``r (d + H) < d H`` (the default of a
-  classifier reading envelope channels) trains as its factors: ``fg_project``
+- a low-rank ``W = W1 @ W2`` whose factors cost at most 0.8 of its
+  multiply-adds (:func:`trains_as_factors`; the default of a classifier
+  reading envelope channels, but for PLAID's) trains as its factors: ``fg_project``
   makes the steps ``[x_t W1, 1]`` (``r`` inputs), the passes above run on them
   with ``W2`` as their ``W`` (giving ``dW2``), and ``fg_factor_gradient`` sums
   ``dW1 = x_t.T (dpre_t W2.T)`` over the real steps, in float64 every 256
@@ -73,6 +74,11 @@ from ._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
 #: The engines: "auto" is the compiled one when it can be built, else NumPy's.
 ENGINES = ("auto", "numpy", "compiled")
+
+#: A low-rank W trains as its factors when they cost at most this share of the
+#: product's multiply-adds a row and step (:func:`trains_as_factors`): their
+#: loops run below the rate of the passes' (``docs/performance.md``).
+FACTORED_COST = 0.8
 
 #: C expressions of each registered non-linearity: the value of the input ``v``
 #: and the derivative written through the output ``y`` (as the registry does).
@@ -912,6 +918,23 @@ def _fused_source(direction):
     return "\n        ".join(code)
 
 
+def trains_as_factors(n_inputs, hidden_size, w_rank):
+    """Whether a low-rank ``W`` (``w_rank``, or None) trains as its factors.
+
+    The multiply-adds of a row and step, forward and backward: with the
+    product ``W1 @ W2``, ``2 (d + 1 + H) H + H^2``; with the factors, the
+    passes on ``r`` inputs, ``2 (r + 1 + H) H + H^2``, plus ``x W1``, ``dpre
+    W2.T`` and ``dW1``, ``2 d r + H r``. True when the factors cost at most
+    :data:`FACTORED_COST` of the product.
+    """
+    if w_rank is None:
+        return False
+    d, H, r = n_inputs, hidden_size, w_rank
+    product = 2 * (d + 1 + H) * H + H * H
+    factors = 2 * (r + 1 + H) * H + H * H + 2 * d * r + H * r
+    return factors <= FACTORED_COST * product
+
+
 def _row_block(H):
     """Rows per block: their accumulators (``RB x H``) must fit in registers."""
     return 4 if H <= 64 else 2
@@ -1084,8 +1107,8 @@ class CompiledEngine:
     use the engine's buffers (one set per batch size) and are not thread-safe;
     :meth:`readout_state` uses its own and is.
 
-    A low-rank ``W = W1 @ W2`` whose factors cost fewer products than ``W``
-    (``r (d + H) < d H``) trains as its factors (``factored``): the projected
+    A low-rank ``W = W1 @ W2`` whose factors cost fewer multiply-adds
+    (:func:`trains_as_factors`) trains as its factors (``factored``): the projected
     steps ``[x W1, 1]`` (``fg_project``) run through the C passes with ``W2``
     as their ``W``, which gives ``dW2``; ``dW1 = x.T (dpre W2.T)`` over the
     real steps is one more C loop (``fg_factor_gradient``). The same sums, in
@@ -1103,8 +1126,8 @@ class CompiledEngine:
         Threads that share a batch's rows (each runs the whole time loop over
         its blocks of rows); 1 is what ``docs/performance.md`` measured best.
     factor_low_rank : bool or None, default=None
-        Whether a low-rank ``W`` trains as its factors: None where they cost
-        fewer products (above), or always (True) or never (False).
+        Whether a low-rank ``W`` trains as its factors: None where
+        :func:`trains_as_factors` says so, or always (True) or never (False).
 
     Raises
     ------
@@ -1132,8 +1155,8 @@ class CompiledEngine:
         self.n_threads = int(n_threads)
         d, H, r = layout.n_inputs, layout.hidden_size, layout.w_rank
         #: whether training runs on the projected steps x W1 (see above)
-        self.factored = r is not None and (
-            r * (d + H) < d * H if factor_low_rank is None else bool(factor_low_rank))
+        self.factored = (trains_as_factors(d, H, r) if factor_low_rank is None
+                         else r is not None and bool(factor_low_rank))
         #: the inputs of a step in the C passes of forward and backward
         self.step_inputs = r if self.factored else d
         self._low_rank = (layout.w_rank is not None and not self.factored

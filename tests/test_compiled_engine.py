@@ -30,6 +30,7 @@ from sklearn_fastgrnn._compiled_cell import (
     CompiledEngine,
     load_library,
     make_engine,
+    trains_as_factors,
 )
 from sklearn_fastgrnn._nonlinearities import NONLINEARITIES, scalar_sigmoid
 
@@ -132,15 +133,24 @@ def test_every_configuration_equals_the_numpy_engine(rng, dtype, gate, update):
 
 @needs_compiler
 def test_a_low_rank_w_runs_as_its_factors_where_they_cost_less():
-    """``r (d + H) < d H``: the C passes read the steps ``x W1`` (r inputs)."""
+    """The engine's ``factored`` and ``step_inputs`` follow ``trains_as_factors``."""
     for (ranks, d), factored in zip(RANKS.values(), [False, False, True]):
         engine = CompiledEngine(ParameterLayout(d, 6, 3, *ranks), "sigmoid", "tanh",
                                 np.float64)
         assert engine.factored is factored
         assert engine.step_inputs == (ranks[0] if factored else d)
-    # at the bound, r (d + H) = 3 (6 + 6) = d H, the engine reads W1 @ W2
-    engine = CompiledEngine(ParameterLayout(6, 6, 3, 3), "sigmoid", "tanh", np.float64)
-    assert not engine.factored
+
+
+@pytest.mark.parametrize("d, H, r, factored", [
+    (54, 32, 8, True), (81, 32, 8, True), (261, 32, 8, True), (360, 64, 16, True),
+    (54, 64, 16, False),  # PLAID's default model: about the product's work
+    (12, 6, 2, True), (3, 6, 2, False), (40, 32, 32, False), (100, 16, None, False),
+])
+def test_the_factors_are_chosen_by_their_multiply_adds(d, H, r, factored):
+    """Factors at most 0.8 of the product's multiply-adds a row and step
+    (FACTORED_COST): the suite's long sets (Coffee, OSULeaf, ACSF1, PigCVP), not PLAID's
+    64 units of 54 inputs, not a rank that saves nothing, never full rank."""
+    assert trains_as_factors(d, H, r) is factored
 
 
 @needs_compiler
