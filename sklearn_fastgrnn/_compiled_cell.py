@@ -41,9 +41,9 @@ How it works:
   and the sums (dh Fz, dh c, dh c (1 - z) for dzeta without cancellation) are
   kept in the working dtype for at most 256 rows and added in float64;
 - a low-rank ``W = W1 @ W2`` whose factors cost at most 0.8 of its
-  multiply-adds (:func:`trains_as_factors`; the default of a classifier
-  reading envelope channels, but for PLAID's) trains as its factors: ``fg_project``
-  makes the steps ``[x_t W1, 1]`` (``r`` inputs), the passes above run on them
+  multiply-adds (:func:`trains_as_factors`: the default ``w_rank`` of envelope
+  channels, where the windows are wide against ``H``) trains as its factors:
+  ``fg_project`` makes the steps ``[x_t W1, 1]`` (``r`` inputs), the passes above run on them
   with ``W2`` as their ``W`` (giving ``dW2``), and ``fg_factor_gradient`` sums
   ``dW1 = x_t.T (dpre_t W2.T)`` over the real steps, in float64 every 256
   rows. The library is built with ``d = r``; prediction reads ``W1 @ W2``;
