@@ -694,10 +694,11 @@ static void fg_outer_sums(const fg_ctx *restrict c, int64_t i0, int64_t i1,
     }
 }
 
-static void fg_flush(double *restrict sums, real *restrict acc)
+/* the n sums of acc added to those of sums in double, and acc set to zero */
+static void fg_flush(double *restrict sums, real *restrict acc, int64_t n)
 {
-    int j;
-    for (j = 0; j < N_SUMS * H; ++j) {
+    int64_t j;
+    for (j = 0; j < n; ++j) {
         sums[j] += (double)acc[j];
         acc[j] = 0;
     }
@@ -734,7 +735,7 @@ void fg_backward_steps(fg_ctx *c)
             if (P == 1) {
                 fg_outer_sums(c, c->off[t], end, acc);
             }
-            fg_flush(sums, acc);
+            fg_flush(sums, acc, N_SUMS * H);
             end = c->off[t];
         }
     }
@@ -828,15 +829,6 @@ void fg_project(const real *restrict X, int64_t rows, int64_t d_in,
     }
 }
 
-static void fg_flush_factor(double *restrict sums, real *restrict acc, int64_t n)
-{
-    int64_t j;
-    for (j = 0; j < n; ++j) {
-        sums[j] += (double)acc[j];
-        acc[j] = 0;
-    }
-}
-
 /* dW1 (d_in, D) after the last fg_backward of c: the sum over the real steps
    of x_t.T (dpre_t W2.T), x_t the rows of X (T, B, d_in + 1), the caller's
    order (c->X holds the projected steps), WT = W2.T (H, D); the sums kept in
@@ -876,12 +868,12 @@ void fg_factor_gradient(const fg_ctx *c, const real *restrict X, int64_t d_in,
                 }
             }
             if (++rows == FLUSH_ROWS) {
-                fg_flush_factor(sums, acc, n);
+                fg_flush(sums, acc, n);
                 rows = 0;
             }
         }
     }
-    fg_flush_factor(sums, acc, n);
+    fg_flush(sums, acc, n);
     FG_FLUSH_END
     for (k = 0; k < n; ++k) {
         gW1[k] = (real)sums[k];
