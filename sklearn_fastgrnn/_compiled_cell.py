@@ -46,7 +46,13 @@ How it works:
   ``fg_project`` makes the steps ``[x_t W1, 1]`` (``r`` inputs), the passes above run on them
   with ``W2`` as their ``W`` (giving ``dW2``), and ``fg_factor_gradient`` sums
   ``dW1 = x_t.T (dpre_t W2.T)`` over the real steps, in float64 every 256
-  rows. The library is built with ``d = r``; prediction reads ``W1 @ W2``;
+  rows (four rows at a time, each sum adding its rows in order). The library
+  is built with ``d = r``; prediction reads ``W1 @ W2``;
+- the passes read step ``t`` of row ``b`` at ``X + bases[b] + t * step``: a
+  time-major array (``bases[b] = b (d + 1)``, ``step = B (d + 1)``), or
+  training's moving windows where they lie in the array of edge-extended
+  sequences (:class:`StepRows`: ``step = window * channels``), without
+  copying them into a batch first;
 - ``tanh`` (and the sigmoid, as ``0.5 tanh(x / 2) + 0.5``) is the code of
   :func:`_tanh_source`, which the compiler vectorises: ``sign(x) e / (e + 2)``
   with ``e = expm1(2|x|)`` by range reduction and a Taylor series; within 2.5
@@ -65,6 +71,7 @@ import threading
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from string import Template
+from typing import NamedTuple
 
 import numpy as np
 
@@ -255,8 +262,10 @@ enum { LAST = 0, MEAN = 1, MAX = 2 };
 
 typedef struct {
     int64_t B, T, n_out, readout, gate, update, train, part, n_parts;
+    int64_t step;             /* between two steps of a row of X */
     double sz, sn;
-    const real *X;            /* (T, B, D1) time-major, ones in the last column */
+    const real *X;            /* the D inputs of step t of row b at X + bases[b] + t * step */
+    const int64_t *bases;     /* (B,): e.g. b * D1 and step B * D1 for (T, B, D1) */
     const int64_t *lengths;   /* (B,) real lengths */
     const real *W, *U, *bg, *bu, *V, *bo;  /* (D, H), (H, H), (H,), (H,), (H, n_out), (n_out,) */
     real *UT;                 /* (H, H): U.T, made by fg_backward_begin */
@@ -349,10 +358,11 @@ static inline __attribute__((always_inline)) void fg_forward_rows(
     int r, j, k;
     for (r = 0; r < rb; ++r) {
         const int64_t b = b0 + r;
-        x[r] = c->X + (t * c->B + c->perm[b]) * D1;
+        x[r] = c->X + c->bases[c->perm[b]] + t * c->step;
         if (c->train) {
             const int64_t row = c->off[t] + b;
-            memcpy(c->XP + row * D1, x[r], D1 * sizeof(real));  /* for dW */
+            memcpy(c->XP + row * D1, x[r], D * sizeof(real));  /* [x_t 1], for dW */
+            c->XP[row * D1 + D] = (real)1;
             hin[r] = c->HP + row * H;
             zr[r] = c->Z + row * H;
             cr[r] = c->C + row * H;
@@ -787,10 +797,10 @@ void fg_backward(fg_ctx *c)
    Built with D the rank: the passes above read the steps [x W1, 1] and W2 as
    their W. */
 
-/* rows i0 .. i0 + rb - 1 of out (D1 columns) = [x W1, 1], x of d_in columns
-   (rows of d_in + 1), the block's sums in registers */
+/* rows i0 .. i0 + rb - 1 of out (D1 columns) = [x W1, 1], xs[r] the d_in
+   values of row i0 + r, the block's sums in registers */
 static inline __attribute__((always_inline)) void fg_project_rows(
-    const real *restrict X, int64_t i0, int rb, int64_t d_in,
+    const real *const xs[4], int64_t i0, int rb, int64_t d_in,
     const real *restrict W1, real *restrict out)
 {
     real acc[4][D];
@@ -804,7 +814,7 @@ static inline __attribute__((always_inline)) void fg_project_rows(
     for (k = 0; k < d_in; ++k) {
         const real *restrict w = W1 + k * D;
         for (r = 0; r < rb; ++r) {
-            const real v = X[(i0 + r) * (d_in + 1) + k];
+            const real v = xs[r][k];
             FG_SIMD for (j = 0; j < D; ++j) {
                 acc[r][j] += v * w[j];
             }
@@ -816,31 +826,73 @@ static inline __attribute__((always_inline)) void fg_project_rows(
     }
 }
 
-/* out (rows, D1) = [x W1, 1] for the rows of X (rows, d_in + 1), W1 (d_in, D) */
-void fg_project(const real *restrict X, int64_t rows, int64_t d_in,
+/* out (T, B, D1) = [x W1, 1], W1 (d_in, D), x the d_in values of step t of
+   row b at X + bases[b] + t * step (a time-major array's rows, or the
+   windows of the sequences read in place) */
+void fg_project(const real *restrict X, const int64_t *restrict bases,
+                int64_t step, int64_t T, int64_t B, int64_t d_in,
                 const real *restrict W1, real *restrict out)
 {
-    int64_t i;
-    for (i = 0; i + 4 <= rows; i += 4) {
-        fg_project_rows(X, i, 4, d_in, W1, out);
+    const real *xs[4];
+    int64_t i, t = 0, b = 0, rows = T * B;
+    int r;
+    for (i = 0; i < rows; i += r) {
+        const int rb = rows - i >= 4 ? 4 : 1;
+        for (r = 0; r < rb; ++r) {  /* row i + r is step t of row b */
+            xs[r] = X + bases[b] + t * step;
+            if (++b == B) {
+                b = 0;
+                ++t;
+            }
+        }
+        if (rb == 4) {
+            fg_project_rows(xs, i, 4, d_in, W1, out);
+        } else {
+            fg_project_rows(xs, i, 1, d_in, W1, out);
+        }
     }
-    for (; i < rows; ++i) {
-        fg_project_rows(X, i, 1, d_in, W1, out);
+}
+
+/* acc (d_in, D) += the outer products of the rb rows xs[r] (d_in values) with
+   dps[r] (D values), row after row for each sum, the block's rows read once */
+static inline __attribute__((always_inline)) void fg_factor_rows(
+    real *restrict acc, const real *const xs[4], real dps[4][D], int rb,
+    int64_t d_in)
+{
+    int64_t k;
+    int r, j;
+    for (k = 0; k < d_in; ++k) {
+        real *restrict a = acc + k * D;
+        real v[4];
+        for (r = 0; r < rb; ++r) {
+            v[r] = xs[r][k];
+        }
+        FG_SIMD for (j = 0; j < D; ++j) {
+            real s = a[j];
+            for (r = 0; r < rb; ++r) {
+                s += v[r] * dps[r][j];
+            }
+            a[j] = s;
+        }
     }
 }
 
 /* dW1 (d_in, D) after the last fg_backward of c: the sum over the real steps
-   of x_t.T (dpre_t W2.T), x_t the rows of X (T, B, d_in + 1), the caller's
-   order (c->X holds the projected steps), WT = W2.T (H, D); the sums kept in
+   of x_t.T (dpre_t W2.T), x_t as fg_project read it (row b in the caller's
+   order; c->X holds the projected steps), WT = W2.T (H, D); the sums kept in
    the working dtype (acc) for at most FLUSH_ROWS rows, then added in double
-   (sums), d_in * D of each */
-void fg_factor_gradient(const fg_ctx *c, const real *restrict X, int64_t d_in,
+   (sums), d_in * D of each. Four rows at a time: each sum still adds its
+   rows' products one after another, in the same order. */
+void fg_factor_gradient(const fg_ctx *c, const real *restrict X,
+                        const int64_t *restrict bases, int64_t step, int64_t d_in,
                         const real *restrict WT, double *restrict sums,
                         real *restrict acc, real *restrict gW1)
 {
-    const int64_t B = c->B, n = d_in * D;
+    const int64_t n = d_in * D;
+    const real *xs[4];
+    real dps[4][D];  /* dpre_t W2.T of the block's rows */
     int64_t t, b, k, rows = 0;
-    int j, r;
+    int j, r, block = 0;
     for (k = 0; k < n; ++k) {
         sums[k] = 0.0;
         acc[k] = 0;
@@ -849,8 +901,8 @@ void fg_factor_gradient(const fg_ctx *c, const real *restrict X, int64_t d_in,
     for (t = 0; t < c->T; ++t) {
         for (b = 0; b < c->nb[t]; ++b) {
             const real *restrict dpre = c->DPRE + (c->off[t] + b) * H;
-            const real *restrict x = X + (t * B + c->perm[b]) * (d_in + 1);
-            real dp[D];  /* dpre_t W2.T */
+            real *restrict dp = dps[block];
+            xs[block] = X + bases[c->perm[b]] + t * step;
             FG_SIMD for (r = 0; r < D; ++r) {
                 dp[r] = 0;
             }
@@ -860,18 +912,18 @@ void fg_factor_gradient(const fg_ctx *c, const real *restrict X, int64_t d_in,
                     dp[r] += v * WT[j * D + r];
                 }
             }
-            for (k = 0; k < d_in; ++k) {
-                const real v = x[k];
-                real *restrict a = acc + k * D;
-                FG_SIMD for (r = 0; r < D; ++r) {
-                    a[r] += v * dp[r];
-                }
+            if (++block == 4) {
+                fg_factor_rows(acc, xs, dps, 4, d_in);
+                block = 0;
             }
-            if (++rows == FLUSH_ROWS) {
+            if (++rows == FLUSH_ROWS) {  /* a multiple of 4: no block is open */
                 fg_flush(sums, acc, n);
                 rows = 0;
             }
         }
+    }
+    for (r = 0; r < block; ++r) {
+        fg_factor_rows(acc, xs + r, dps + r, 1, d_in);
     }
     fg_flush(sums, acc, n);
     FG_FLUSH_END
@@ -965,10 +1017,11 @@ class _Context(ctypes.Structure):
     _fields_ = [
         *((name, ctypes.c_int64) for name in (
             "B", "T", "n_out", "readout", "gate", "update", "train", "part", "n_parts",
+            "step",
         )),
         ("sz", ctypes.c_double), ("sn", ctypes.c_double),
         *((name, ctypes.c_void_p) for name in (
-            "X", "lengths", "W", "U", "bg", "bu", "V", "bo", "UT", "perm", "nb", "off",
+            "X", "bases", "lengths", "W", "U", "bg", "bu", "V", "bo", "UT", "perm", "nb", "off",
             "HP", "Z", "C", "S", "AM", "R", "out", "dout", "DR", "DH", "XP", "DPRE",
             "sums", "scratch",
             "gW", "gU", "gV", "gbg", "gbu", "gzeta", "gnu", "gbo",
@@ -986,10 +1039,10 @@ _FUNCTIONS = {  # name: (argument types, result type)
     "fg_backward_steps": ([ctypes.POINTER(_Context)], None),
     "fg_backward_end": ([ctypes.POINTER(_Context)], None),
     "fg_tanh_array": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None),
-    "fg_project": ([ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                    ctypes.c_void_p], None),
-    "fg_factor_gradient": ([ctypes.POINTER(_Context), ctypes.c_void_p, ctypes.c_int64,
-                            *[ctypes.c_void_p] * 4], None),
+    "fg_project": ([ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * 4,
+                    ctypes.c_void_p, ctypes.c_void_p], None),
+    "fg_factor_gradient": ([ctypes.POINTER(_Context), ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 4], None),
 }
 _libraries = {}  # (dtype char, H, d) -> ctypes library, or the BuildError it raised
 _libraries_lock = threading.Lock()
@@ -1059,8 +1112,11 @@ class _Buffers:
         self.full = np.empty(B, np.int64)  # the lengths of a batch without padding
         self.full_address, self.full_T = address(self.full), None
         self.grad = None  # the gradient array whose addresses ctx holds
-        if engine.factored:  # the projected steps [x W1, 1]
-            self.projected = np.empty((T, B, engine.layout.w_rank + 1), dt)
+        # where row b of a (T, B, n_inputs + 1) batch starts (see StepRows)
+        self.input_bases = np.arange(B, dtype=np.int64) * (engine.layout.n_inputs + 1)
+        if engine.factored:  # the projected steps [x W1, 1] and their rows' starts
+            self.projected = np.empty((T, B, d + 1), dt)
+            self.projected_bases = np.arange(B, dtype=np.int64) * (d + 1)
 
     def full_lengths(self, T):
         """Lengths of a batch of ``T`` steps without padding, and their address."""
@@ -1089,6 +1145,19 @@ def _run_parts(function, ctx, n_parts):
     function(ctx)
     for future in parts:
         future.result()
+
+
+class StepRows(NamedTuple):
+    """A time-major batch that :meth:`CompiledEngine.forward` reads where it
+    lies, without a copy: the ``d`` inputs of step ``t`` of row ``b`` are
+    ``data.ravel()[bases[b] + t * step:][:d]`` (training's moving windows,
+    each ``step`` values after the last in one array of the sequences).
+    ``shape`` is the ``(T, B, d + 1)`` of the array it stands for."""
+
+    data: np.ndarray
+    bases: np.ndarray
+    step: int
+    shape: tuple
 
 
 class CompiledEngine:
@@ -1244,6 +1313,29 @@ class CompiledEngine:
             X_aug = np.ascontiguousarray(X_aug, dtype=self.dtype)
         return X_aug
 
+    def _rows(self, rows):
+        """``rows`` (a :class:`StepRows`), checked for a factored engine to read."""
+        data, bases, step, (T, B, d1) = rows
+        d = self.layout.n_inputs
+        if (d1 != d + 1 or data.dtype != self.dtype or not data.flags.c_contiguous
+                or bases.dtype != np.int64 or bases.shape != (B,)
+                or not bases.flags.c_contiguous):
+            raise ValueError(
+                f"StepRows must hold a C-contiguous {self.dtype} array and {B} int64 "
+                f"bases, for {d} inputs a step."
+            )
+        if B and (bases.min() < 0 or bases.max() + (T - 1) * step + d > data.size):
+            raise ValueError("StepRows read outside their array.")
+        return rows
+
+    def _row_source(self, X_aug, buffers):
+        """Where ``fg_project`` reads a batch's steps: the array's address, the
+        bases of its rows and the step between a row's steps (see StepRows)."""
+        if isinstance(X_aug, StepRows):
+            return address(X_aug.data), X_aug.bases, X_aug.step
+        B, d1 = X_aug.shape[1:]
+        return address(X_aug), buffers.input_bases, B * d1
+
     def _inputs(self, X_aug, lengths):
         """``X_aug`` as a C-contiguous array of the dtype and ``lengths`` as int64."""
         T, B, _ = X_aug.shape
@@ -1266,19 +1358,23 @@ class CompiledEngine:
         buffers = self._buffers.get(B)
         if buffers is None or buffers.T < T:
             buffers = self._buffers[B] = _Buffers(self, T, B, self.n_threads)
+        X_aug = self._rows(X_aug) if isinstance(X_aug, StepRows) else self._steps(X_aug)
         if lengths is None:  # the common case: an array and address made once
-            X_aug = self._steps(X_aug)
             lengths, lengths_address = buffers.full_lengths(T)
         else:
-            X_aug, lengths = self._inputs(X_aug, lengths)
+            lengths = np.ascontiguousarray(lengths, dtype=np.int64)
             lengths_address = address(lengths)
         params, addresses = self._views(flat)
         if self._low_rank:
             self._low_rank_products(params)
-        steps = self._projected(X_aug, params["W1"], buffers) if self.factored else X_aug
+        source = self._row_source(X_aug, buffers)
+        if self.factored:  # the passes read the projected steps
+            projected = self._projected(source, T, B, params["W1"], buffers)
+            source = (address(projected), buffers.projected_bases, B * projected.shape[2])
         ctx = buffers.ctx
         ctx.T = T
-        ctx.X, ctx.lengths = address(steps), lengths_address
+        ctx.X, bases, ctx.step = source
+        ctx.bases, ctx.lengths = address(bases), lengths_address
         ctx.W, ctx.U, ctx.bg, ctx.bu, ctx.V, ctx.bo = addresses
         ctx.sz, ctx.sn = scalar_sigmoid(params["zeta"]), scalar_sigmoid(params["nu"])
         library = self._steps_library
@@ -1311,7 +1407,9 @@ class CompiledEngine:
         ctx.B, ctx.T, ctx.train, ctx.part, ctx.n_parts = B, T, 0, 0, 1
         ctx.readout = _READOUT_INDEX[self.readout]
         ctx.gate, ctx.update = self._kinds
-        ctx.X, ctx.lengths = address(X_aug), address(lengths)
+        bases = np.arange(B, dtype=np.int64) * (d + 1)
+        ctx.X, ctx.bases, ctx.step = address(X_aug), address(bases), B * (d + 1)
+        ctx.lengths = address(lengths)
         ctx.W, ctx.U, ctx.bg, ctx.bu = (address(w) for w in weights)
         ctx.sz, ctx.sn = sz, sn
         self._library.fg_forward(ctx)  # V is NULL: the readout only
@@ -1349,21 +1447,23 @@ class CompiledEngine:
             np.dot(params["W1"].T, self._grad_W, out=grads["W2"])
         return grad
 
-    def _projected(self, X_aug, W1, buffers):
-        """The steps ``[x W1, 1]`` (T, B, r + 1) of a time-major batch, in ``buffers``."""
-        T, B, d1 = X_aug.shape
+    def _projected(self, source, T, B, W1, buffers):
+        """The steps ``[x W1, 1]`` (T, B, r + 1) of a time-major batch (read from
+        ``source``: see _row_source), in ``buffers``."""
         projected = buffers.projected[:T]
-        self._steps_library.fg_project(address(X_aug), T * B, d1 - 1, address(W1),
-                                       address(projected))
+        data, bases, step = source
+        self._steps_library.fg_project(data, address(bases), step, T, B,
+                                       self.layout.n_inputs, address(W1), address(projected))
         return projected
 
     def _factor_gradient(self, buffers, X_aug, W2, out):
         """``dW1 = x.T (dpre W2.T)`` over the real steps of the last batch, into ``out``."""
         np.copyto(self._W2_T, W2.T)
         sums, acc = self._factor_sums
+        data, bases, step = self._row_source(X_aug, buffers)
         self._steps_library.fg_factor_gradient(
-            buffers.ctx, address(X_aug), X_aug.shape[2] - 1, address(self._W2_T),
-            address(sums), address(acc), address(out),
+            buffers.ctx, data, address(bases), step, self.layout.n_inputs,
+            address(self._W2_T), address(sums), address(acc), address(out),
         )
 
 

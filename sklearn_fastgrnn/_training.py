@@ -17,7 +17,7 @@ from sklearn.utils import gen_batches
 
 from ._cell import predict_outputs, to_time_major
 from ._compiled_adam import compiled_step
-from ._compiled_cell import make_engine
+from ._compiled_cell import StepRows, make_engine
 from ._compiled_input import time_major
 from ._compiled_loss import PenaltyAndClip, compiled_loss
 from ._sequences import edge_extended
@@ -115,6 +115,8 @@ class TrainingRun:
             # of a crop starting c late, before c + T + 3k
             n_steps = T + 3 * k + (T if data.crop < 1.0 else 0)
             self.extended = edge_extended(data.timesteps, data.timestep_lengths, k - 1, n_steps)
+        # the compiled engine reads the windows where they lie in self.extended
+        self._in_place = self.engine.name == "compiled" and self.extended is not None
         self.targets = data.targets if data.soft is None else (data.targets, data.soft)
         self.loss = loss
         self.task_loss = getattr(loss, "hard", loss)
@@ -160,9 +162,16 @@ class TrainingRun:
 
     def _batch(self, idx, lengths, uniform=False):
         """Time-major batch of the sequences ``idx`` (of ``lengths`` cell steps),
-        cut to its longest one; the lengths, or None when none is padded
-        (``uniform``: the caller knows that every length is the same)."""
+        cut to its longest one (an array, or StepRows the engine reads in
+        place); the lengths, or None when none is padded (``uniform``: the
+        caller knows that every length is the same)."""
         T_batch = int(lengths[0] if uniform else lengths.max())
+        padded = None if uniform or lengths.min() == T_batch else lengths
+        if self._in_place:  # windows moved (see _move_windows), read where they lie
+            E, k = self.extended, self.data.window
+            bases = (idx.astype(np.int64) * E.shape[1] + self.starts[idx]) * E.shape[2]
+            shape = (T_batch, len(idx), self.Xa.shape[2])
+            return StepRows(E, bases, k * E.shape[2], shape), padded
         buf = self._batch_buffers.get(len(idx))
         if buf is None or len(buf) < T_batch:
             T = max(T_batch, self.Xa.shape[0])
@@ -175,7 +184,7 @@ class TrainingRun:
             k = self.data.window
             steps = self._runs(T_batch * k)[idx, self.starts[idx]]  # block copies
             buf[:T_batch, :, :-1] = steps.reshape(len(idx), T_batch, -1).transpose(1, 0, 2)
-        return buf[:T_batch], (None if uniform or lengths.min() == T_batch else lengths)
+        return buf[:T_batch], padded
 
     def _runs(self, n_steps):
         """Every run of ``n_steps`` timesteps of the edge-extended sequences, as

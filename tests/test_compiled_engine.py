@@ -4,8 +4,9 @@ Outputs and gradients of :class:`CompiledEngine` against :class:`FastGRNNEngine`
 (the reference, itself checked by finite differences in test_gradients.py) over
 every pair of non-linearities, readout, rank and dtype, on padded batches with
 length-1 sequences, B = 1, T = 1, saturating and non-finite input, with a
-low-rank ``W`` applied as ``W1 @ W2`` or as its factors; its tanh; the fallback
-without a compiler and the cache shared by processes.
+low-rank ``W`` applied as ``W1 @ W2`` or as its factors; batches read in place
+(StepRows) against the same batch copied; its tanh; the fallback without a
+compiler and the cache shared by processes.
 """
 
 import itertools
@@ -28,6 +29,7 @@ from sklearn_fastgrnn._cell import (
 from sklearn_fastgrnn._compiled_cell import (
     ENGINES,
     CompiledEngine,
+    StepRows,
     load_library,
     make_engine,
     trains_as_factors,
@@ -308,6 +310,67 @@ def _readout_state_and_threads(rng, dtype, readout, layout):
     for threads in (2, 3):
         split = CompiledEngine(layout, "sigmoid", "tanh", dtype, readout, n_threads=threads)
         assert_same(layout, one, _run(split, flat, Xa, lengths, doutputs), RTOL[dtype])
+
+
+def _windows_in_place(rng, dtype, n, T, k, c, lengths):
+    """Sequences (n, L, c) of one array, a batch of windows of ``k`` timesteps
+    cut from them at random starts, as the copied time-major array training
+    used to make and as StepRows over the same array."""
+    L = T * k + 5
+    E = rng.standard_normal((n + 2, L, c)).astype(dtype)
+    idx = rng.permutation(n + 2)[:n]
+    starts = rng.integers(0, L - T * k + 1, n)
+    Xa = np.ones((T, n, k * c + 1), dtype)
+    for b in range(n):
+        for t in range(T):
+            Xa[t, b, :-1] = E[idx[b], starts[b] + t * k:starts[b] + (t + 1) * k].ravel()
+        Xa[lengths[b]:, b, :-1] = np.nan  # padded steps: not read
+    rows = StepRows(E, (idx * L + starts) * c, k * c, Xa.shape)
+    return Xa, rows
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("rank", ["full", "factored"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_windows_read_in_place_equal_the_copied_batch(rng, dtype, rank, threads):
+    """A batch given as StepRows (the windows where they lie in the array of
+    sequences) gives the outputs and gradients of the same batch copied into a
+    time-major array, to the bit: padded, 7 rows (not a multiple of the row
+    blocks), with W full or as its factors, on 1 and 2 threads."""
+    (w_rank, u_rank), d = RANKS[rank]
+    k, c = (4, 3) if rank == "factored" else (1, 3)
+    layout = ParameterLayout(k * c, 6, 3, w_rank, u_rank)
+    assert d == k * c
+    flat = _params(rng, layout).astype(dtype)
+    lengths = np.array([9, 1, 5, 9, 3, 5, 8])
+    Xa, rows = _windows_in_place(rng, dtype, 7, 9, k, c, lengths)
+    doutputs = rng.standard_normal((7, 3)).astype(dtype)
+    engine = CompiledEngine(layout, "sigmoid", "tanh", dtype, "mean", n_threads=threads)
+    assert engine.factored is (rank == "factored")
+    copied = _run(engine, flat, Xa, lengths, doutputs)
+    in_place = _run(engine, flat, rows, lengths, doutputs)
+    for a, b in zip(copied, in_place):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_compiler
+def test_step_rows_outside_their_array_or_of_another_dtype_are_refused(rng):
+    layout = ParameterLayout(12, 6, 3, 2, 3)
+    flat = _params(rng, layout)
+    lengths = np.full(5, 4)
+    _, rows = _windows_in_place(rng, np.float64, 5, 4, 4, 3, lengths)
+    engine = CompiledEngine(layout, "sigmoid", "tanh", np.float64)
+    beyond = rows._replace(bases=rows.bases + rows.data.size - 12)
+    before = rows._replace(bases=rows.bases - rows.bases.max() - 1)
+    for bad in (beyond, before):
+        with pytest.raises(ValueError, match="outside their array"):
+            engine.forward(flat, bad, lengths)
+    for bad in (rows._replace(data=rows.data.astype(np.float32)),
+                rows._replace(bases=rows.bases.astype(np.int32)),
+                rows._replace(shape=(4, 5, 10))):
+        with pytest.raises(ValueError, match="StepRows must hold"):
+            engine.forward(flat, bad, lengths)
 
 
 @needs_compiler

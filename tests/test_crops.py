@@ -10,6 +10,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn._compiled_cell import StepRows
 from sklearn_fastgrnn._training import TrainingRun
 from sklearn_fastgrnn.export import load_weights, save_weights
 
@@ -33,6 +34,15 @@ def test_auto_crop_fraction_and_its_learning_rate(estimator, params, fraction, s
     assert np.isfinite(model.predict(X)).all()
 
 
+def _row(Xb, j, steps):
+    """The inputs (steps, d) of row ``j``'s first ``steps`` cell steps in a
+    training batch: a time-major array, or StepRows (the compiled engine's)."""
+    if isinstance(Xb, StepRows):
+        flat, d = Xb.data.ravel(), Xb.shape[2] - 1
+        return np.stack([flat[Xb.bases[j] + t * Xb.step:][:d] for t in range(steps)])
+    return Xb[:steps, j, :-1]
+
+
 def _batches_read(monkeypatch, epochs, **params):
     """The timesteps each training batch row read, over ``epochs`` epochs of a fit
     on sequences whose values name their place: channel 0 holds the timestep
@@ -53,7 +63,7 @@ def _batches_read(monkeypatch, epochs, **params):
         Xb, padded = original(self, idx, batch_lengths, uniform)
         k = self.estimator.window_
         for j, (i, steps) in enumerate(zip(idx, batch_lengths)):
-            read = Xb[:steps, j, :-1].reshape(steps * k, 2)
+            read = _row(Xb, j, steps).reshape(steps * k, 2)
             assert (read[:, 1] == i).all()  # only sequence i, no padding
             rows.append((int(i), read[:, 0].astype(int)))
         return Xb, padded

@@ -27,26 +27,36 @@ ENGINES = pytest.mark.parametrize("engine", ["numpy", pytest.param("compiled",
 
 
 @needs_compiler
-@pytest.mark.parametrize("case", ["plain", "low-rank", "long"])
+@pytest.mark.parametrize("case", ["plain", "low-rank", "windows", "long"])
 def test_the_engines_train_alike(rng, monkeypatch, case):
     """The compiled engine computes what the NumPy one does, to rounding: a few
     epochs of float64 training end at the same weights to 1e-9; with a low-rank
     ``W`` of 12 inputs, which the compiled engine applies as its factors, on
-    padded sequences; and with the defaults of long series (windows that move,
-    crops, envelope channels and their low-rank ``W``, as its factors)."""
-    factored = case != "plain"
-    X, y = make_sequences(rng, T=240 if case == "long" else 6, d=12 if case == "low-rank" else 3)
+    padded sequences; with windows that move (of 3 timesteps, full-rank ``W``),
+    which the compiled engine reads in place (StepRows) and the NumPy one
+    copied; and with the defaults of long series (windows that move, crops,
+    envelope channels and their low-rank ``W``, as its factors)."""
+    factored, in_place = case in ("low-rank", "long"), case in ("windows", "long")
+    T = {"long": 240, "windows": 60}.get(case, 6)
+    X, y = make_sequences(rng, T=T, d=12 if case == "low-rank" else 3)
     params = dict(dtype="float64", tol=0)
     if case == "low-rank":
         X[::3, 4:] = np.nan
         params.update(w_rank=2, window=1, change_channels=False)
-    calls = []
-    factor_gradient = CompiledEngine._factor_gradient
-    monkeypatch.setattr(CompiledEngine, "_factor_gradient",
-                        lambda *args: calls.append(1) or factor_gradient(*args))
+    if case == "windows":
+        X[::3, 40:] = np.nan
+        params.update(window=3)
+    calls = {"factors": 0, "in place": 0}
+    factor_gradient, rows = CompiledEngine._factor_gradient, CompiledEngine._rows
+
+    def count(key, method):
+        return lambda *args: calls.__setitem__(key, calls[key] + 1) or method(*args)
+
+    monkeypatch.setattr(CompiledEngine, "_factor_gradient", count("factors", factor_gradient))
+    monkeypatch.setattr(CompiledEngine, "_rows", count("in place", rows))
     numpy_fit = small(engine="numpy", **params).fit(X, y)
     compiled_fit = small(engine="compiled", **params).fit(X, y)
-    assert bool(calls) is factored
+    assert (calls["factors"] > 0, calls["in place"] > 0) == (factored, in_place)
     for key, value in numpy_fit.coefs_.items():
         np.testing.assert_allclose(compiled_fit.coefs_[key], value, rtol=1e-9, atol=1e-12,
                                    err_msg=key)
