@@ -1314,7 +1314,7 @@ class CompiledEngine:
         return X_aug
 
     def _rows(self, rows):
-        """``rows`` (a :class:`StepRows`), checked for a factored engine to read."""
+        """``rows`` (a :class:`StepRows`), checked for the C code to read."""
         data, bases, step, (T, B, d1) = rows
         d = self.layout.n_inputs
         if (d1 != d + 1 or data.dtype != self.dtype or not data.flags.c_contiguous
@@ -1329,8 +1329,9 @@ class CompiledEngine:
         return rows
 
     def _row_source(self, X_aug, buffers):
-        """Where ``fg_project`` reads a batch's steps: the array's address, the
-        bases of its rows and the step between a row's steps (see StepRows)."""
+        """Where the C code reads a batch's steps (``x_t`` without the ones
+        column): the array's address, the bases of its rows and the step
+        between a row's steps (see StepRows)."""
         if isinstance(X_aug, StepRows):
             return address(X_aug.data), X_aug.bases, X_aug.step
         B, d1 = X_aug.shape[1:]

@@ -6,6 +6,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import _training as training_module
 from sklearn_fastgrnn._build import find_compiler
+from sklearn_fastgrnn._compiled_cell import StepRows
 
 #: Skips a test that needs a C compiler (the compiled engine, the C exports)
 #: where none is found: the rest of the suite runs without one.
@@ -96,6 +97,20 @@ def pad(X, lengths):
     for i, length in enumerate(lengths):
         X[i, length:] = np.nan
     return X
+
+
+def materialized(batch):
+    """A training batch as the time-major array (T, B, d + 1) it stands for:
+    the array itself, or the steps a StepRows reads, beside a column of ones."""
+    if not isinstance(batch, StepRows):
+        return batch
+    T, B, d1 = batch.shape
+    flat = batch.data.ravel()
+    out = np.ones((T, B, d1), batch.data.dtype)
+    for b in range(B):
+        for t in range(T):
+            out[t, b, :-1] = flat[batch.bases[b] + t * batch.step:][:d1 - 1]
+    return out
 
 
 def assert_same_coefs(a, b):

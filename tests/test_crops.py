@@ -10,11 +10,10 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
-from sklearn_fastgrnn._compiled_cell import StepRows
 from sklearn_fastgrnn._training import TrainingRun
 from sklearn_fastgrnn.export import load_weights, save_weights
 
-from .conftest import padded_model
+from .conftest import materialized, padded_model
 
 
 @pytest.mark.parametrize("estimator, params, fraction, schedule", [
@@ -32,15 +31,6 @@ def test_auto_crop_fraction_and_its_learning_rate(estimator, params, fraction, s
     assert model.crop_fraction_ == fraction
     assert model._schedule.kind == schedule
     assert np.isfinite(model.predict(X)).all()
-
-
-def _row(Xb, j, steps):
-    """The inputs (steps, d) of row ``j``'s first ``steps`` cell steps in a
-    training batch: a time-major array, or StepRows (the compiled engine's)."""
-    if isinstance(Xb, StepRows):
-        flat, d = Xb.data.ravel(), Xb.shape[2] - 1
-        return np.stack([flat[Xb.bases[j] + t * Xb.step:][:d] for t in range(steps)])
-    return Xb[:steps, j, :-1]
 
 
 def _batches_read(monkeypatch, epochs, **params):
@@ -63,7 +53,7 @@ def _batches_read(monkeypatch, epochs, **params):
         Xb, padded = original(self, idx, batch_lengths, uniform)
         k = self.estimator.window_
         for j, (i, steps) in enumerate(zip(idx, batch_lengths)):
-            read = _row(Xb, j, steps).reshape(steps * k, 2)
+            read = materialized(Xb)[:steps, j, :-1].reshape(steps * k, 2)
             assert (read[:, 1] == i).all()  # only sequence i, no padding
             rows.append((int(i), read[:, 0].astype(int)))
         return Xb, padded

@@ -17,10 +17,11 @@ from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor, _scaling
 from sklearn_fastgrnn._channels import change_offsets, with_changes
+from sklearn_fastgrnn._compiled_cell import StepRows
 from sklearn_fastgrnn._sequences import edge_extended, windowed
 from sklearn_fastgrnn._training import TrainingData, TrainingRun
 
-from .conftest import assert_same_coefs, make_sequences
+from .conftest import assert_same_coefs, make_sequences, materialized
 
 
 # ------------------------------------------------------------------ windowed
@@ -63,7 +64,8 @@ def test_moved_training_windows_are_the_windows_of_a_later_start(batch, data):
     of the first timestep before the sequence's start), cut into windows (what
     the engine receives, time-major). A part of n_i timesteps takes
     ceil((n_i + shifts[i]) / k) windows, which read on past its end into the
-    sequence, to the sequence's end (then edge-filled)."""
+    sequence, to the sequence's end (then edge-filled). The same batch as an
+    array (the NumPy engine's) and as StepRows (the compiled engine's)."""
     X, lengths, k = batch
     n, T, d = X.shape
     shifts = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
@@ -80,15 +82,19 @@ def test_moved_training_windows_are_the_windows_of_a_later_start(batch, data):
     run.starts = k - 1 - shifts + starts
     run.lengths = -(-(parts + shifts) // k)
     idx = np.arange(n)[::-1].copy()
-    batch, batch_lengths = run._batch(idx, run.lengths[idx])
-    assert np.isfinite(batch).all()  # padded steps are skipped, but never NaN
-    for row, i in enumerate(idx):
-        steps = run.lengths[i]
-        end = min(lengths[i], starts[i] + steps * k - shifts[i])  # the windows' reach
-        late = timesteps[i, np.maximum(np.arange(starts[i] - shifts[i], end), 0)][None]
-        expected, _ = windowed(late, np.array([len(late[0])]), k)
-        np.testing.assert_array_equal(batch[:steps, row, :-1], expected[0])
-        assert (batch[:, row, -1] == 1).all()
+    for in_place in (False, True):
+        run._in_place = in_place
+        batch, batch_lengths = run._batch(idx, run.lengths[idx])
+        assert isinstance(batch, StepRows) is in_place
+        batch = materialized(batch)
+        assert np.isfinite(batch).all()  # padded steps are skipped, but never NaN
+        for row, i in enumerate(idx):
+            steps = run.lengths[i]
+            end = min(lengths[i], starts[i] + steps * k - shifts[i])  # the windows' reach
+            late = timesteps[i, np.maximum(np.arange(starts[i] - shifts[i], end), 0)][None]
+            expected, _ = windowed(late, np.array([len(late[0])]), k)
+            np.testing.assert_array_equal(batch[:steps, row, :-1], expected[0])
+            assert (batch[:, row, -1] == 1).all()
 
 
 def test_a_window_is_the_cell_reading_regrouped_input(rng):
