@@ -1368,9 +1368,9 @@ class CompiledEngine:
         params, addresses = self._views(flat)
         if self._low_rank:
             self._low_rank_products(params)
-        source = self._row_source(X_aug, buffers)
+        source = inputs = self._row_source(X_aug, buffers)
         if self.factored:  # the passes read the projected steps
-            projected = self._projected(source, T, B, params["W1"], buffers)
+            projected = self._projected(inputs, T, B, params["W1"], buffers)
             source = (address(projected), buffers.projected_bases, B * projected.shape[2])
         ctx = buffers.ctx
         ctx.T = T
@@ -1385,8 +1385,9 @@ class CompiledEngine:
             library.fg_forward_begin(ctx)
             _run_parts(library.fg_forward_steps, ctx, self.n_threads)
             library.fg_forward_end(ctx)
-        # X_aug and lengths stay referenced: the backward pass reads them
-        self._saved = (buffers, X_aug, lengths, params)
+        # X_aug and lengths stay referenced: the backward pass reads them (inputs
+        # holds the address of X_aug's array)
+        self._saved = (buffers, X_aug, inputs, lengths, params)
         return buffers.arrays["out"].copy()
 
     def readout_state(self, X_aug, P, U, sz, sn, lengths=None):
@@ -1420,7 +1421,7 @@ class CompiledEngine:
     def backward(self, doutputs, grad):
         """Write into ``grad`` the gradient of the loss whose output gradient is
         given (for the last :meth:`forward` call), as :meth:`FastGRNNEngine.backward`."""
-        buffers, X_aug, lengths, params = self._saved
+        buffers, _, inputs, _, params = self._saved
         if doutputs.dtype != self.dtype or not doutputs.flags.c_contiguous:
             doutputs = np.ascontiguousarray(doutputs, dtype=self.dtype)
         grads, addresses = self._grad_addresses(grad)
@@ -1442,7 +1443,7 @@ class CompiledEngine:
             np.dot(self._grad_U, params["U2"].T, out=grads["U1"])
             np.dot(params["U1"].T, self._grad_U, out=grads["U2"])
         if self.factored:  # the C passes gave dW2
-            self._factor_gradient(buffers, X_aug, params["W2"], grads["W1"])
+            self._factor_gradient(buffers, inputs, params["W2"], grads["W1"])
         elif lay.w_rank is not None:
             np.dot(self._grad_W, params["W2"].T, out=grads["W1"])
             np.dot(params["W1"].T, self._grad_W, out=grads["W2"])
@@ -1457,11 +1458,12 @@ class CompiledEngine:
                                        self.layout.n_inputs, address(W1), address(projected))
         return projected
 
-    def _factor_gradient(self, buffers, X_aug, W2, out):
-        """``dW1 = x.T (dpre W2.T)`` over the real steps of the last batch, into ``out``."""
+    def _factor_gradient(self, buffers, inputs, W2, out):
+        """``dW1 = x.T (dpre W2.T)`` over the real steps of the last batch (read
+        from ``inputs``, as :meth:`_projected` read them), into ``out``."""
         np.copyto(self._W2_T, W2.T)
         sums, acc = self._factor_sums
-        data, bases, step = self._row_source(X_aug, buffers)
+        data, bases, step = inputs
         self._steps_library.fg_factor_gradient(
             buffers.ctx, data, address(bases), step, self.layout.n_inputs,
             address(self._W2_T), address(sums), address(acc), address(out),
