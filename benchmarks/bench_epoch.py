@@ -86,6 +86,7 @@ from sklearn_fastgrnn._compiled_cell import (
     _row_block,
     _tanh_source,
 )
+from sklearn_fastgrnn._compiled_epoch import compiled_epoch
 from sklearn_fastgrnn._compiled_loss import PenaltyAndClip, compiled_loss
 from sklearn_fastgrnn._losses import CrossEntropy
 from sklearn_fastgrnn._optimizers import Adam
@@ -338,7 +339,9 @@ class EngineEpoch:
     made by the constructor, outside the timed :meth:`run`: what is timed is
     the mini-batch loop (gathering, forward, loss, backward, L2, clipping, Adam),
     with the loss, L2 penalty, clipping and Adam step the estimator uses with
-    that engine (in C with the compiled one).
+    that engine (in C with the compiled one). Where the estimator runs an
+    epoch's batches in one C call (the compiled engine at full rank, one
+    thread: ``_compiled_epoch.py``), so does this loop.
     """
 
     def __init__(self, name, X, y, lengths, H, B, seed=0, n_threads=1, w_rank=None,
@@ -364,10 +367,24 @@ class EngineEpoch:
             size: np.empty((T, size, d + 1), np.float32)
             for size in {min(B, n), n % B or B}
         }
+        self.in_c = compiled and compiled_epoch(
+            self.engine, self.loss, self.finish, self.step, self.flat, self.grad)
 
     def run(self):
-        """The mini-batch loop of one epoch; returns the last loss."""
+        """The mini-batch loop of one epoch; returns the last loss (in C: the
+        epoch's mean loss)."""
         Xa, lengths, flat, grad, engine = self.Xa, self.lengths, self.flat, self.grad, self.engine
+        if self.in_c:  # as TrainingRun's epoch in C, with every weight 1
+            n, d1 = Xa.shape[1:]
+            order, B = self.order, self.B
+            weights = np.full(n, np.float32(1) / np.float32(B))
+            weights[n - (n % B or B):] = np.float32(1) / np.float32(n % B or B)
+            sums = np.array([float(len(order[i : i + B])) for i in range(0, n, B)])
+            result = self.in_c.run((Xa, n * d1), order * d1, lengths[order], self.y[order],
+                                   weights, sums, B, LEARNING_RATE)
+            if result.failed is not None:
+                raise RuntimeError("the benchmark's training diverged")
+            return result.total_loss / result.total_weight
         with one_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
             for start in range(0, len(self.order), self.B):
                 idx = self.order[start : start + self.B]

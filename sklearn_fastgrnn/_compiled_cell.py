@@ -497,6 +497,20 @@ int64_t fg_forward(fg_ctx *c)
     return n_real;
 }
 
+/* The forward pass of one training batch of T steps, rows starting at bases
+   and running lengths steps, with sigmoid(zeta) = sz and sigmoid(nu) = sn; the
+   rest of c is set (the epoch loop of _compiled_epoch.py calls it). */
+int64_t fg_train_forward(fg_ctx *c, int64_t T, const int64_t *bases,
+                         const int64_t *lengths, double sz, double sn)
+{
+    c->T = T;
+    c->bases = bases;
+    c->lengths = lengths;
+    c->sz = sz;
+    c->sn = sn;
+    return fg_forward(c);
+}
+
 /* -- backward ----------------------------------------------------------- */
 
 /* dr = dout @ V.T, dV = r.T @ dout, dbias_out = sum dout, U.T, and the sums
@@ -1035,6 +1049,8 @@ _FUNCTIONS = {  # name: (argument types, result type)
     "fg_forward_steps": ([ctypes.POINTER(_Context)], None),
     "fg_forward_end": ([ctypes.POINTER(_Context)], None),
     "fg_backward": ([ctypes.POINTER(_Context)], None),
+    "fg_train_forward": ([ctypes.POINTER(_Context), ctypes.c_int64, ctypes.c_void_p,
+                          ctypes.c_void_p, ctypes.c_double, ctypes.c_double], ctypes.c_int64),
     "fg_backward_begin": ([ctypes.POINTER(_Context)], None),
     "fg_backward_steps": ([ctypes.POINTER(_Context)], None),
     "fg_backward_end": ([ctypes.POINTER(_Context)], None),
@@ -1099,6 +1115,7 @@ class _Buffers:
             off=np.empty(T + 1, np.int64), S=np.empty((B, H), dt),
             AM=np.empty((B, H), np.int32), R=np.empty((B, H), dt),
             out=np.empty((B, engine.layout.n_outputs), dt),
+            dout=np.empty((B, engine.layout.n_outputs), dt),  # the C epoch loop's
             scratch=np.empty((n_parts, _scratch_rows(H, d), H), dt), **train,
         )
         ctx = self.ctx = _Context()
@@ -1294,6 +1311,57 @@ class CompiledEngine:
             self._grads = (grad, views, addresses)
         return views, addresses
 
+    def _batch_buffers(self, T, B):
+        """The buffers of batches of ``B`` rows, for at least ``T`` steps."""
+        buffers = self._buffers.get(B)
+        if buffers is None or buffers.T < T:
+            buffers = self._buffers[B] = _Buffers(self, T, B, self.n_threads)
+        return buffers
+
+    def _point_at_gradient(self, buffers, grad):
+        """Point the context of ``buffers`` at ``grad`` for the backward pass;
+        the views of ``grad``."""
+        grads, addresses = self._grad_addresses(grad)
+        if buffers.grad is not grad:
+            for name, where in addresses.items():
+                setattr(buffers.ctx, name, where)
+            buffers.grad = grad
+        return grads
+
+    @property
+    def batch_passes(self):
+        """The addresses of the C functions ``fg_train_forward`` and
+        ``fg_backward``, which are the whole of a training batch's passes; None
+        where a batch needs more (low rank, factors, threads)."""
+        if self._low_rank or self.factored or self.n_threads != 1:
+            return None
+        library = self._steps_library
+        return tuple(ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                     for name in ("fg_train_forward", "fg_backward"))
+
+    def training_contexts(self, flat, grad, rows, T, sizes):
+        """The C contexts of training batches of each of ``sizes`` rows and up
+        to ``T`` steps, for :attr:`batch_passes`: reading the weights in
+        ``flat``, the steps in ``rows`` (an array and the step between a row's
+        steps, as :class:`StepRows`), their outputs' gradient in their
+        ``"dout"`` buffer, writing the gradient into ``grad``. Returns the
+        buffers of each size (their ``ctx`` and ``arrays``)."""
+        data, step = rows
+        if data.dtype != self.dtype or not data.flags.c_contiguous:
+            raise ValueError(f"the steps must be a C-contiguous {self.dtype} array.")
+        _, addresses = self._views(flat)
+        found = []
+        for B in sizes:
+            buffers = self._batch_buffers(T, B)
+            self._point_at_gradient(buffers, grad)
+            ctx = buffers.ctx
+            ctx.X, ctx.step = address(data), step
+            ctx.W, ctx.U, ctx.bg, ctx.bu, ctx.V, ctx.bo = addresses
+            ctx.dout = address(buffers.arrays["dout"])
+            found.append(buffers)
+        self._saved = None  # no batch for backward() to continue
+        return found
+
     def _low_rank_products(self, params):
         """The effective ``W = W1 @ W2`` (unless ``factored``) and ``U = U1 @ U2``
         into the engine's buffers."""
@@ -1356,9 +1424,7 @@ class CompiledEngine:
         a ones column, ``lengths`` (B,) or None; returns (B, n_outputs).
         """
         T, B = X_aug.shape[:2]
-        buffers = self._buffers.get(B)
-        if buffers is None or buffers.T < T:
-            buffers = self._buffers[B] = _Buffers(self, T, B, self.n_threads)
+        buffers = self._batch_buffers(T, B)
         X_aug = self._rows(X_aug) if isinstance(X_aug, StepRows) else self._steps(X_aug)
         if lengths is None:  # the common case: an array and address made once
             lengths, lengths_address = buffers.full_lengths(T)
@@ -1424,13 +1490,9 @@ class CompiledEngine:
         buffers, _, inputs, _, params = self._saved
         if doutputs.dtype != self.dtype or not doutputs.flags.c_contiguous:
             doutputs = np.ascontiguousarray(doutputs, dtype=self.dtype)
-        grads, addresses = self._grad_addresses(grad)
+        grads = self._point_at_gradient(buffers, grad)
         ctx = buffers.ctx
         ctx.dout = address(doutputs)
-        if buffers.grad is not grad:
-            for name, where in addresses.items():
-                setattr(ctx, name, where)
-            buffers.grad = grad
         library = self._steps_library
         if self.n_threads == 1:
             library.fg_backward(ctx)

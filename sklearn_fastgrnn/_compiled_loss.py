@@ -220,10 +220,15 @@ class PenaltyAndClip:
         )
         return function, context, ctypes.byref(context)
 
-    def __call__(self, flat, grad):
+    def c_call(self, flat, grad):
+        """``(function, context)`` of the C call for these arrays (the function
+        takes a pointer to the context), or None where the reference runs."""
         if self._arrays[0] is not flat or self._arrays[1] is not grad:
             self._arrays, self._call = (flat, grad), self._compiled_call(flat, grad)
-        if self._call is None:
+        return None if self._call is None else self._call[:2]
+
+    def __call__(self, flat, grad):
+        if self.c_call(flat, grad) is None:
             loss = self.penalty(flat, grad)
             self.clip(grad)
             return loss

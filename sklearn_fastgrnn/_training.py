@@ -18,6 +18,7 @@ from sklearn.utils import gen_batches
 from ._cell import predict_outputs, to_time_major
 from ._compiled_adam import compiled_step
 from ._compiled_cell import StepRows, make_engine
+from ._compiled_epoch import compiled_epoch
 from ._compiled_input import time_major
 from ._compiled_loss import PenaltyAndClip, compiled_loss
 from ._sequences import edge_extended
@@ -134,6 +135,7 @@ class TrainingRun:
         self._batch_buffers = {}
         self._run_views = {}  # number of timesteps -> view of self.extended
         self._step = (None, None, None)  # (optimizer, flat, its step function)
+        self._in_c = (None, None, None)  # (optimizer, flat, its CompiledEpoch or None)
         # batch size -> batch weights, when every sequence weighs 1 (the default)
         self._unit_batches = {} if bool((data.weights == 1).all()) else None
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
@@ -220,6 +222,47 @@ class TrainingRun:
             self._step = (optimizer, flat, step)
         return self._step[2]
 
+    def _compiled_epoch(self, optimizer, flat, step):
+        """The :class:`~._compiled_epoch.CompiledEpoch` of ``optimizer`` and
+        ``flat``, or None where the batches run in Python."""
+        if self._in_c[0] is not optimizer or self._in_c[1] is not flat:
+            in_c = None
+            if (not isinstance(self.targets, tuple) and self.targets.dtype == np.int64
+                    and self.data.weights.dtype == flat.dtype):
+                in_c = compiled_epoch(self.engine, self._batch_loss,
+                                      self._penalty_and_clip, step, flat, self.grad)
+            self._in_c = (optimizer, flat, in_c)
+        return self._in_c[2]
+
+    def _epoch_rows(self, order):
+        """Where the steps of the sequences ``order`` lie, for the C epoch loop:
+        ``((array, step between a row's steps), each row's base)``, as the
+        batches of :meth:`_batch` are read."""
+        if self._in_place:
+            E, k = self.extended, self.data.window
+            bases = (order.astype(np.int64) * E.shape[1] + self.starts[order]) * E.shape[2]
+            return (E, k * E.shape[2]), bases
+        n, d1 = self.Xa.shape[1:]
+        return (self.Xa, n * d1), order.astype(np.int64) * d1
+
+    def _batch_weights(self, weights, batches):
+        """The weights of the epoch's sequences, each normalised by its batch's
+        sum (as the Python loop normalises them), and the batches' sums."""
+        sums = np.empty(len(batches))
+        if self._unit_batches is not None:
+            normalised = np.empty(len(weights), weights.dtype)
+            for b, sl in enumerate(batches):
+                w, sums[b] = self._unit_batch_weights(sl.stop - sl.start)
+                normalised[sl] = w
+            return normalised, sums
+        normalised = np.zeros(len(weights), weights.dtype)
+        for b, sl in enumerate(batches):
+            w = weights[sl]
+            sums[b] = float(w.sum())
+            if sums[b] != 0.0:
+                normalised[sl] = w / w.dtype.type(sums[b])
+        return normalised, sums
+
     def epoch(self, flat, optimizer, lr, train, batch_size, rng):
         """One pass over ``train`` in mini-batches; returns the mean loss."""
         # overflow shows up as a non-finite loss, reported with a clear error
@@ -234,12 +277,37 @@ class TrainingRun:
         # the epoch's targets, weights and lengths in its order: a batch is a slice
         targets, weights = take(self.targets, order), self.data.weights[order]
         lengths = self.lengths[order]
-        uniform = lengths.min() == lengths.max()  # no batch of this epoch is padded
         batches = list(gen_batches(len(order), batch_size))
-        total_loss = total_weight = 0.0
         progress = est.verbose >= 2 and len(batches) >= 50
-        engine, grad, finish = self.engine, self.grad, self._penalty_and_clip
         step = self._optimizer_step(optimizer, flat)
+        in_c = None if progress or self.sparsity else self._compiled_epoch(optimizer, flat, step)
+        if in_c is None:
+            total_loss, total_weight = self._batches(
+                flat, step, lr, order, targets, weights, lengths, batches, progress)
+        else:  # the same batches in one C call
+            rows, bases = self._epoch_rows(order)
+            w, sums = self._batch_weights(weights, batches)
+            result = in_c.run(rows, bases, np.ascontiguousarray(lengths, np.int64),
+                              targets, w, sums, batch_size, lr)
+            if result.failed is not None:
+                raise ValueError(est._divergence_message(
+                    f"the loss became {result.failed_loss} in epoch {est.n_iter_ + 1}, "
+                    f"mini-batch {result.failed + 1}"
+                ))
+            total_loss, total_weight = result.total_loss, result.total_weight
+        if not np.isfinite(flat).all():
+            raise ValueError(est._divergence_message(
+                f"the weights became non-finite in epoch {est.n_iter_ + 1}"
+            ))
+        return total_loss / total_weight
+
+    def _batches(self, flat, step, lr, order, targets, weights, lengths, batches, progress):
+        """The epoch's mini-batches one by one (the reference of the C loop);
+        the weighted sum of their losses and the sum of their weights."""
+        est = self.estimator
+        engine, grad, finish = self.engine, self.grad, self._penalty_and_clip
+        uniform = lengths.min() == lengths.max()  # no batch of this epoch is padded
+        total_loss = total_weight = 0.0
         for b, sl in enumerate(batches):
             if self._unit_batches is not None:
                 w, w_sum = self._unit_batch_weights(sl.stop - sl.start)
@@ -275,11 +343,7 @@ class TrainingRun:
                 sys.stdout.flush()
         if progress:
             sys.stdout.write("\r" + " " * 30 + "\r")
-        if not np.isfinite(flat).all():
-            raise ValueError(est._divergence_message(
-                f"the weights became non-finite in epoch {est.n_iter_ + 1}"
-            ))
-        return total_loss / total_weight
+        return total_loss, total_weight
 
     def _outputs(self, flat, X3, lengths):
         est = self.estimator

@@ -17,6 +17,7 @@ from sklearn_fastgrnn._losses import (
     l2_penalty,
 )
 from sklearn_fastgrnn._optimizers import clip_by_global_norm
+from sklearn_fastgrnn._training import TrainingRun
 
 from .conftest import make_sequences, needs_compiler
 
@@ -167,6 +168,9 @@ def test_training_with_the_compiled_engine_uses_the_compiled_loss(rng, monkeypat
         return {key: count(key[1], f) for key, f in functions.items()}
 
     monkeypatch.setattr(_compiled_loss.LIBRARY, "get", counted)
+    # the batches one by one in Python (an epoch in one C call runs the same C
+    # functions from C, to the bit: test_compiled_epoch.py)
+    monkeypatch.setattr(TrainingRun, "_compiled_epoch", lambda *args: None)
     clf = FastGRNNClassifier(hidden_size=4, max_iter=3, batch_size=16, tol=0,
                              engine="compiled", random_state=0).fit(X, y)
     assert calls == {"cross_entropy": 12, "penalty_and_clip": 12}

@@ -33,11 +33,13 @@ def test_auto_crop_fraction_and_its_learning_rate(estimator, params, fraction, s
     assert np.isfinite(model.predict(X)).all()
 
 
-def _batches_read(monkeypatch, epochs, **params):
+def _batches_read(monkeypatch, epochs, path, **params):
     """The timesteps each training batch row read, over ``epochs`` epochs of a fit
     on sequences whose values name their place: channel 0 holds the timestep
-    (1-based), channel 1 the sequence. Returns (rows, lengths): a list of
-    (sequence, timesteps read) and the real length of each sequence."""
+    (1-based), channel 1 the sequence; ``path``: the epochs in one C call
+    ("c", the steps where the C loop reads them) or batch by batch ("python").
+    Returns (rows, lengths): a list of (sequence, timesteps read) and the real
+    length of each sequence."""
     rng = np.random.default_rng(1)
     n, T = 24, 40
     lengths = rng.integers(12, T + 1, n)
@@ -58,7 +60,23 @@ def _batches_read(monkeypatch, epochs, **params):
             rows.append((int(i), read[:, 0].astype(int)))
         return Xb, padded
 
-    monkeypatch.setattr(TrainingRun, "_batch", spy)
+    def spy_in_c(self, order):
+        (data, step), bases = original_rows(self, order)
+        flat, d, k = data.ravel(), self.layout.n_inputs, self.estimator.window_
+        for i, base in zip(order, bases):
+            steps = self.lengths[i]
+            read = np.concatenate([flat[base + t * step:][:d] for t in range(steps)])
+            read = read.reshape(steps * k, 2)
+            assert (read[:, 1] == i).all()  # only sequence i, no padding
+            rows.append((int(i), read[:, 0].astype(int)))
+        return (data, step), bases
+
+    original_rows = TrainingRun._epoch_rows
+    if path == "c":
+        monkeypatch.setattr(TrainingRun, "_epoch_rows", spy_in_c)
+    else:
+        monkeypatch.setattr(TrainingRun, "_compiled_epoch", lambda *args: None)
+        monkeypatch.setattr(TrainingRun, "_batch", spy)
     params = {"hidden_size": 4, "max_iter": epochs, "random_state": 0, "dtype": "float64",
               "scale_input": False, "change_channels": False, "envelope_width": 0,
               "batch_size": 8, **params}
@@ -68,11 +86,15 @@ def _batches_read(monkeypatch, epochs, **params):
     return rows, lengths
 
 
+PATHS = pytest.mark.parametrize("path", ["c", "python"])
+
+
+@PATHS
 @pytest.mark.parametrize("window, shift_windows", [(1, False), (3, False), (3, True), (5, True)])
 def test_an_epoch_reads_half_of_the_sequences_as_parts_of_themselves(
-        monkeypatch, window, shift_windows):
+        monkeypatch, window, shift_windows, path):
     epochs, fraction = 6, 0.3
-    rows, lengths = _batches_read(monkeypatch, epochs, window=window,
+    rows, lengths = _batches_read(monkeypatch, epochs, path, window=window,
                                   shift_windows=shift_windows, crop_fraction=fraction)
     assert len(rows) == epochs * len(lengths)
     whole = 0
@@ -102,9 +124,10 @@ def test_an_epoch_reads_half_of_the_sequences_as_parts_of_themselves(
     assert len(starts) > 10
 
 
+@PATHS
 @pytest.mark.parametrize("window", [1, 4])
-def test_without_crops_every_epoch_reads_the_whole_sequences(monkeypatch, window):
-    rows, lengths = _batches_read(monkeypatch, 3, window=window, shift_windows=False,
+def test_without_crops_every_epoch_reads_the_whole_sequences(monkeypatch, window, path):
+    rows, lengths = _batches_read(monkeypatch, 3, path, window=window, shift_windows=False,
                                   crop_fraction=1.0)
     for i, read in rows:
         real = read[:lengths[i]]

@@ -11,6 +11,7 @@ from sklearn_fastgrnn import FastGRNNClassifier
 from sklearn_fastgrnn import _base as base_module
 from sklearn_fastgrnn import _training as training_module
 from sklearn_fastgrnn._compiled_cell import CompiledEngine
+from sklearn_fastgrnn._compiled_epoch import CompiledEpoch
 from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
 from .conftest import assert_same_coefs, make_sequences, needs_compiler, press_ctrl_c_in_epoch
@@ -35,7 +36,9 @@ def test_the_engines_train_alike(rng, monkeypatch, case):
     padded sequences; with windows that move (of 3 timesteps, full-rank ``W``),
     which the compiled engine reads in place (StepRows) and the NumPy one
     copied; and with the defaults of long series (windows that move, crops,
-    envelope channels and their low-rank ``W``, as its factors)."""
+    envelope channels and their low-rank ``W``, as its factors). Where a
+    batch is the two C passes (full rank), the compiled fit runs its epochs
+    in one C call each (``_compiled_epoch.py``)."""
     factored, in_place = case in ("low-rank", "long"), case in ("windows", "long")
     T = {"long": 240, "windows": 60}.get(case, 6)
     X, y = make_sequences(rng, T=T, d=12 if case == "low-rank" else 3)
@@ -46,17 +49,24 @@ def test_the_engines_train_alike(rng, monkeypatch, case):
     if case == "windows":
         X[::3, 40:] = np.nan
         params.update(window=3)
-    calls = {"factors": 0, "in place": 0}
-    factor_gradient, rows = CompiledEngine._factor_gradient, CompiledEngine._rows
+    calls = {"factors": 0, "in place": 0, "epochs in C": 0}
 
-    def count(key, method):
-        return lambda *args: calls.__setitem__(key, calls[key] + 1) or method(*args)
+    def count(key, method, when=lambda *args: True):
+        def counted(*args):
+            calls[key] += bool(when(*args))
+            return method(*args)
+        return counted
 
-    monkeypatch.setattr(CompiledEngine, "_factor_gradient", count("factors", factor_gradient))
-    monkeypatch.setattr(CompiledEngine, "_rows", count("in place", rows))
+    monkeypatch.setattr(CompiledEngine, "_factor_gradient",
+                        count("factors", CompiledEngine._factor_gradient))
+    monkeypatch.setattr(CompiledEngine, "_rows", count("in place", CompiledEngine._rows))
+    monkeypatch.setattr(training_module.TrainingRun, "_epoch_rows", count(
+        "in place", training_module.TrainingRun._epoch_rows, lambda run, _: run._in_place))
+    monkeypatch.setattr(CompiledEpoch, "run", count("epochs in C", CompiledEpoch.run))
     numpy_fit = small(engine="numpy", **params).fit(X, y)
     compiled_fit = small(engine="compiled", **params).fit(X, y)
     assert (calls["factors"] > 0, calls["in place"] > 0) == (factored, in_place)
+    assert calls["epochs in C"] == (0 if factored else compiled_fit.n_iter_)
     for key, value in numpy_fit.coefs_.items():
         np.testing.assert_allclose(compiled_fit.coefs_[key], value, rtol=1e-9, atol=1e-12,
                                    err_msg=key)

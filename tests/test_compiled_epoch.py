@@ -1,0 +1,161 @@
+"""An epoch in one C call trains exactly as the Python loop over its batches,
+and the loop stays where the C call cannot run (``_compiled_epoch.py``)."""
+
+import numpy as np
+import pytest
+
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn import _compiled_epoch as epoch_module
+from sklearn_fastgrnn import _training as training_module
+from sklearn_fastgrnn._compiled_epoch import CompiledEpoch
+
+from .conftest import assert_same_coefs, make_sequences, needs_compiler, pad
+
+pytestmark = needs_compiler
+
+
+def small(**params):
+    defaults = dict(hidden_size=6, max_iter=5, batch_size=8, random_state=0, tol=0,
+                    engine="compiled")
+    return FastGRNNClassifier(**{**defaults, **params})
+
+
+@pytest.fixture
+def epochs_in_c(monkeypatch):
+    """The number of epochs run in C so far (a list of one counter)."""
+    count = [0]
+    run = CompiledEpoch.run
+
+    def counted(self, *args):
+        count[0] += 1
+        return run(self, *args)
+
+    monkeypatch.setattr(CompiledEpoch, "run", counted)
+    return count
+
+
+def python_loop(monkeypatch):
+    """From now on every epoch runs its batches in Python."""
+    monkeypatch.setattr(training_module.TrainingRun, "_compiled_epoch", lambda *args: None)
+
+
+def _case(rng, case):
+    """``(X, y, fit parameters, fit keyword arguments)`` of a case."""
+    if case == "plain":  # 40 sequences in batches of 8, float32
+        X, y = make_sequences(rng, n=40)
+        return X, y, {}, {}
+    if case == "ragged":  # a short last batch, padding, float64, the mean readout
+        X, y = make_sequences(rng, n=45, T=9)
+        X = pad(X, rng.integers(2, 10, len(X)))
+        return X, y, dict(dtype="float64", readout="mean"), {}
+    if case == "weights":  # a batch of zero weight (skipped), class weights
+        X, y = make_sequences(rng, n=44)
+        weights = rng.uniform(0.1, 3.0, len(X))
+        weights[:8] = 0.0
+        return X, y, dict(shuffle=False, class_weight="balanced"), {"sample_weight": weights}
+    if case == "windows":  # windows that move and crops, read in place; the max readout
+        X, y = make_sequences(rng, n=30, T=60)
+        X = pad(X, rng.integers(30, 61, len(X)))
+        return X, y, dict(window=3, crop_fraction=0.5, readout="max"), {}
+    if case == "smoothing":  # 12 classes: smoothed labels
+        X = rng.standard_normal((60, 5, 2))
+        y = np.arange(60) % 12
+        return X, y, dict(label_smoothing="auto", batch_size=16), {}
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["plain", "ragged", "weights", "windows", "smoothing"])
+def test_an_epoch_in_c_trains_as_the_python_loop_to_the_bit(rng, monkeypatch, epochs_in_c, case):
+    X, y, params, fit_params = _case(rng, case)
+    in_c = small(**params).fit(X, y, **fit_params)
+    assert epochs_in_c[0] == in_c.n_iter_ == 5
+    python_loop(monkeypatch)
+    in_python = small(**params).fit(X, y, **fit_params)
+    assert epochs_in_c[0] == 5
+    assert_same_coefs(in_c, in_python)
+    assert in_c.loss_curve_ == in_python.loss_curve_  # the epochs' losses, to the bit
+    assert in_c.t_ == in_python.t_
+
+
+def test_partial_fit_continues_adams_steps_from_c(rng, monkeypatch, epochs_in_c):
+    """Adam's step count carries over from one C epoch to the next call."""
+    X, y = make_sequences(rng)
+    in_c = small()
+    for _ in range(3):
+        in_c.partial_fit(X, y, classes=np.unique(y))
+    python_loop(monkeypatch)
+    in_python = small()
+    for _ in range(3):
+        in_python.partial_fit(X, y, classes=np.unique(y))
+    assert epochs_in_c[0] == 3
+    assert_same_coefs(in_c, in_python)
+
+
+def test_a_non_finite_loss_in_c_stops_as_the_python_loop_does(rng, monkeypatch, epochs_in_c):
+    X, y = make_sequences(rng, n=40)
+    explode = dict(learning_rate_init=1e38, clip_grad_norm=None, alpha=0.0)
+    with pytest.raises(ValueError, match="Training diverged") as in_c:
+        small(**explode).fit(X, y)
+    assert epochs_in_c[0] >= 1
+    python_loop(monkeypatch)
+    with pytest.raises(ValueError, match="Training diverged") as in_python:
+        small(**explode).fit(X, y)
+    assert str(in_c.value) == str(in_python.value)
+    assert "the loss became nan in epoch 1, mini-batch 2" in str(in_c.value)
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="sgd"),
+    dict(w_rank=2, window=1, change_channels=False),  # the product W1 @ W2
+    dict(engine="numpy"),
+    dict(sparsity_w=0.5),
+    dict(verbose=2, batch_size=1, max_iter=1),  # a progress bar: 50 batches or more
+], ids=["sgd", "low-rank", "numpy", "sparse", "progress"])
+def test_the_batches_stay_in_python_where_c_cannot_run_them(rng, epochs_in_c, capsys, params):
+    X, y = make_sequences(rng, n=60, d=4)
+    model = small(**params).fit(X, y)
+    assert epochs_in_c[0] == 0 and model.n_iter_ >= 1
+
+
+def test_other_losses_stay_in_python(rng, epochs_in_c):
+    X, y = make_sequences(rng)
+    FastGRNNRegressor(6, max_iter=2, random_state=0, engine="compiled").fit(X, y.astype(float))
+    teacher = small(max_iter=2).fit(X, y)
+    small(max_iter=2).fit(X, y, soft_targets=teacher.predict_proba(X))
+    assert epochs_in_c[0] == 2  # the teacher's fit only
+
+
+def test_without_a_compiler_for_the_loop_the_batches_run_in_python(rng, monkeypatch,
+                                                                   epochs_in_c):
+    X, y = make_sequences(rng)
+    reference = small().fit(X, y)
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setattr(epoch_module.LIBRARY, "loaded", None)
+    model = small().fit(X, y)
+    assert epochs_in_c[0] == reference.n_iter_  # the reference's epochs only
+    assert_same_coefs(model, reference)
+
+
+def test_rows_outside_their_array_are_refused_before_c_reads_them(rng, monkeypatch):
+    X, y = make_sequences(rng)
+    rows = training_module.TrainingRun._epoch_rows
+
+    def shifted(run, order):
+        source, bases = rows(run, order)
+        return source, bases + source[0].size
+
+    monkeypatch.setattr(training_module.TrainingRun, "_epoch_rows", shifted)
+    with pytest.raises(ValueError, match="read outside their array"):
+        small().fit(X, y)
+
+
+def test_arrays_of_another_dtype_or_size_are_refused(rng, monkeypatch):
+    X, y = make_sequences(rng)
+    run = CompiledEpoch.run
+
+    def with_int32_labels(self, rows, bases, lengths, labels, *rest):
+        return run(self, rows, bases, lengths, labels.astype(np.int32), *rest)
+
+    monkeypatch.setattr(CompiledEpoch, "run", with_int32_labels)
+    with pytest.raises(ValueError, match="contiguous, of n"):
+        small().fit(X, y)
