@@ -286,7 +286,23 @@ typedef struct {
     double *sums;             /* (n_parts, N_SUMS, H): the backward pass's sums */
     real *scratch;            /* (n_parts, N_SCRATCH, H) */
     real *gW, *gU, *gV, *gbg, *gbu, *gzeta, *gnu, *gbo;  /* the gradient */
+    void *factors;            /* fg_factors of a training batch, or NULL (full W) */
 } fg_ctx;
+
+/* A low-rank W = W1 @ W2 trained as its factors, for fg_train_forward and
+   fg_train_backward: the input steps as fg_project reads them, W1, W2 and
+   the buffers of the projected steps and of dW1. */
+typedef struct {
+    const real *X;            /* the d inputs of step t of row b at X + bases[b] + t * step */
+    const int64_t *bases;     /* of the batch (set by fg_train_forward) */
+    int64_t step, d;
+    const real *W1, *W2;      /* (d, D), (D, H) */
+    real *W2T;                /* (H, D) */
+    real *projected;          /* (T, B, D1) [x W1, 1] */
+    const int64_t *projected_bases;  /* (B,) b * D1 */
+    double *sums;             /* (d, D) */
+    real *acc, *gW1;          /* (d, D) */
+} fg_factors;
 
 $tanh
 
@@ -495,20 +511,6 @@ int64_t fg_forward(fg_ctx *c)
     fg_forward_steps(c);
     fg_forward_end(c);
     return n_real;
-}
-
-/* The forward pass of one training batch of T steps, rows starting at bases
-   and running lengths steps, with sigmoid(zeta) = sz and sigmoid(nu) = sn; the
-   rest of c is set (the epoch loop of _compiled_epoch.py calls it). */
-int64_t fg_train_forward(fg_ctx *c, int64_t T, const int64_t *bases,
-                         const int64_t *lengths, double sz, double sn)
-{
-    c->T = T;
-    c->bases = bases;
-    c->lengths = lengths;
-    c->sz = sz;
-    c->sn = sn;
-    return fg_forward(c);
 }
 
 /* -- backward ----------------------------------------------------------- */
@@ -945,6 +947,50 @@ void fg_factor_gradient(const fg_ctx *c, const real *restrict X,
         gW1[k] = (real)sums[k];
     }
 }
+
+/* -- one training batch, for the epoch loop of _compiled_epoch.py ------- */
+
+/* The forward pass of one training batch of T steps, rows starting at bases
+   and running lengths steps, with sigmoid(zeta) = sz and sigmoid(nu) = sn; the
+   rest of c is set (the epoch loop of _compiled_epoch.py calls it). With
+   factors, the passes read the projected steps [x W1, 1] (see fg_project). */
+int64_t fg_train_forward(fg_ctx *c, int64_t T, const int64_t *bases,
+                         const int64_t *lengths, double sz, double sn)
+{
+    fg_factors *f = (fg_factors *)c->factors;
+    c->T = T;
+    c->lengths = lengths;
+    c->sz = sz;
+    c->sn = sn;
+    if (f) {
+        f->bases = bases;
+        fg_project(f->X, bases, f->step, T, c->B, f->d, f->W1, f->projected);
+        c->X = f->projected;
+        c->bases = f->projected_bases;
+        c->step = c->B * D1;
+    } else {
+        c->bases = bases;
+    }
+    return fg_forward(c);
+}
+
+/* The backward pass of the batch of the last fg_train_forward; with factors,
+   dW1 too (dW2 is the passes' dW). */
+void fg_train_backward(fg_ctx *c)
+{
+    const fg_factors *f = (const fg_factors *)c->factors;
+    int64_t j, r;
+    fg_backward(c);
+    if (f) {
+        for (j = 0; j < H; ++j) {
+            for (r = 0; r < D; ++r) {
+                f->W2T[j * D + r] = f->W2[r * H + j];
+            }
+        }
+        fg_factor_gradient(c, f->X, f->bases, f->step, f->d, f->W2T, f->sums, f->acc,
+                           f->gW1);
+    }
+}
 """)
 
 
@@ -1038,8 +1084,19 @@ class _Context(ctypes.Structure):
             "X", "bases", "lengths", "W", "U", "bg", "bu", "V", "bo", "UT", "perm", "nb", "off",
             "HP", "Z", "C", "S", "AM", "R", "out", "dout", "DR", "DH", "XP", "DPRE",
             "sums", "scratch",
-            "gW", "gU", "gV", "gbg", "gbu", "gzeta", "gnu", "gbo",
+            "gW", "gU", "gV", "gbg", "gbu", "gzeta", "gnu", "gbo", "factors",
         )),
+    ]
+
+
+class _Factors(ctypes.Structure):
+    """The C struct ``fg_factors`` (a low-rank ``W`` trained as its factors)."""
+
+    _fields_ = [
+        ("X", ctypes.c_void_p), ("bases", ctypes.c_void_p), ("step", ctypes.c_int64),
+        ("d", ctypes.c_int64),
+        *((name, ctypes.c_void_p) for name in (
+            "W1", "W2", "W2T", "projected", "projected_bases", "sums", "acc", "gW1")),
     ]
 
 
@@ -1049,6 +1106,7 @@ _FUNCTIONS = {  # name: (argument types, result type)
     "fg_forward_steps": ([ctypes.POINTER(_Context)], None),
     "fg_forward_end": ([ctypes.POINTER(_Context)], None),
     "fg_backward": ([ctypes.POINTER(_Context)], None),
+    "fg_train_backward": ([ctypes.POINTER(_Context)], None),
     "fg_train_forward": ([ctypes.POINTER(_Context), ctypes.c_int64, ctypes.c_void_p,
                           ctypes.c_void_p, ctypes.c_double, ctypes.c_double], ctypes.c_int64),
     "fg_backward_begin": ([ctypes.POINTER(_Context)], None),
@@ -1331,13 +1389,14 @@ class CompiledEngine:
     @property
     def batch_passes(self):
         """The addresses of the C functions ``fg_train_forward`` and
-        ``fg_backward``, which are the whole of a training batch's passes; None
-        where a batch needs more (low rank, factors, threads)."""
-        if self._low_rank or self.factored or self.n_threads != 1:
+        ``fg_train_backward``, the whole of a training batch's passes (the
+        factors' too); None where a batch needs more (the product of a
+        low-rank ``W`` or ``U``, threads)."""
+        if self._low_rank or self.n_threads != 1:
             return None
         library = self._steps_library
         return tuple(ctypes.cast(getattr(library, name), ctypes.c_void_p).value
-                     for name in ("fg_train_forward", "fg_backward"))
+                     for name in ("fg_train_forward", "fg_train_backward"))
 
     def training_contexts(self, flat, grad, rows, T, sizes):
         """The C contexts of training batches of each of ``sizes`` rows and up
@@ -1349,15 +1408,25 @@ class CompiledEngine:
         data, step = rows
         if data.dtype != self.dtype or not data.flags.c_contiguous:
             raise ValueError(f"the steps must be a C-contiguous {self.dtype} array.")
-        _, addresses = self._views(flat)
+        params, addresses = self._views(flat)
         found = []
         for B in sizes:
             buffers = self._batch_buffers(T, B)
-            self._point_at_gradient(buffers, grad)
+            grads = self._point_at_gradient(buffers, grad)
             ctx = buffers.ctx
             ctx.X, ctx.step = address(data), step
             ctx.W, ctx.U, ctx.bg, ctx.bu, ctx.V, ctx.bo = addresses
             ctx.dout = address(buffers.arrays["dout"])
+            ctx.factors = None
+            if self.factored:
+                sums, acc = self._factor_sums
+                buffers.factors = _Factors(
+                    address(data), None, step, self.layout.n_inputs,
+                    *(address(a) for a in (
+                        params["W1"], params["W2"], self._W2_T, buffers.projected,
+                        buffers.projected_bases, sums, acc, grads["W1"])),
+                )
+                ctx.factors = ctypes.addressof(buffers.factors)
             found.append(buffers)
         self._saved = None  # no batch for backward() to continue
         return found

@@ -7,6 +7,7 @@ import pytest
 from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn import _compiled_epoch as epoch_module
 from sklearn_fastgrnn import _training as training_module
+from sklearn_fastgrnn._compiled_cell import CompiledEngine
 from sklearn_fastgrnn._compiled_epoch import CompiledEpoch
 
 from .conftest import assert_same_coefs, make_sequences, needs_compiler, pad
@@ -57,6 +58,13 @@ def _case(rng, case):
         X, y = make_sequences(rng, n=30, T=60)
         X = pad(X, rng.integers(30, 61, len(X)))
         return X, y, dict(window=3, crop_fraction=0.5, readout="max"), {}
+    if case == "factors":  # a low-rank W of 12 inputs, trained as its factors; padding
+        X, y = make_sequences(rng, n=40, T=8, d=12)
+        X[::3, 5:] = np.nan
+        return X, y, dict(w_rank=2, window=1, change_channels=False), {}
+    if case == "long":  # the defaults of long series: windows, crops, envelopes, factors
+        X, y = make_sequences(rng, n=30, T=240)
+        return X, y, dict(hidden_size="auto", batch_size="auto"), {}
     if case == "smoothing":  # 12 classes: smoothed labels
         X = rng.standard_normal((60, 5, 2))
         y = np.arange(60) % 12
@@ -64,10 +72,16 @@ def _case(rng, case):
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["plain", "ragged", "weights", "windows", "smoothing"])
+@pytest.mark.parametrize("case", [
+    "plain", "ragged", "weights", "windows", "factors", "long", "smoothing"])
 def test_an_epoch_in_c_trains_as_the_python_loop_to_the_bit(rng, monkeypatch, epochs_in_c, case):
     X, y, params, fit_params = _case(rng, case)
+    factored = []  # whether each C epoch trained a low-rank W as its factors
+    contexts = CompiledEngine.training_contexts
+    monkeypatch.setattr(CompiledEngine, "training_contexts", lambda engine, *args: (
+        factored.append(engine.factored) or contexts(engine, *args)))
     in_c = small(**params).fit(X, y, **fit_params)
+    assert factored == [case in ("factors", "long")] * 5
     assert epochs_in_c[0] == in_c.n_iter_ == 5
     python_loop(monkeypatch)
     in_python = small(**params).fit(X, y, **fit_params)
@@ -107,10 +121,11 @@ def test_a_non_finite_loss_in_c_stops_as_the_python_loop_does(rng, monkeypatch, 
 @pytest.mark.parametrize("params", [
     dict(solver="sgd"),
     dict(w_rank=2, window=1, change_channels=False),  # the product W1 @ W2
+    dict(u_rank=2),
     dict(engine="numpy"),
     dict(sparsity_w=0.5),
     dict(verbose=2, batch_size=1, max_iter=1),  # a progress bar: 50 batches or more
-], ids=["sgd", "low-rank", "numpy", "sparse", "progress"])
+], ids=["sgd", "low-rank W", "low-rank U", "numpy", "sparse", "progress"])
 def test_the_batches_stay_in_python_where_c_cannot_run_them(rng, epochs_in_c, capsys, params):
     X, y = make_sequences(rng, n=60, d=4)
     model = small(**params).fit(X, y)

@@ -38,7 +38,7 @@ def test_the_engines_train_alike(rng, monkeypatch, case):
     copied; and with the defaults of long series (windows that move, crops,
     envelope channels and their low-rank ``W``, as its factors). Where a
     batch is the two C passes (full rank), the compiled fit runs its epochs
-    in one C call each (``_compiled_epoch.py``)."""
+    in one C call each (``_compiled_epoch.py``), its factors' passes too."""
     factored, in_place = case in ("low-rank", "long"), case in ("windows", "long")
     T = {"long": 240, "windows": 60}.get(case, 6)
     X, y = make_sequences(rng, T=T, d=12 if case == "low-rank" else 3)
@@ -57,8 +57,8 @@ def test_the_engines_train_alike(rng, monkeypatch, case):
             return method(*args)
         return counted
 
-    monkeypatch.setattr(CompiledEngine, "_factor_gradient",
-                        count("factors", CompiledEngine._factor_gradient))
+    monkeypatch.setattr(CompiledEngine, "training_contexts", count(
+        "factors", CompiledEngine.training_contexts, lambda engine, *_: engine.factored))
     monkeypatch.setattr(CompiledEngine, "_rows", count("in place", CompiledEngine._rows))
     monkeypatch.setattr(training_module.TrainingRun, "_epoch_rows", count(
         "in place", training_module.TrainingRun._epoch_rows, lambda run, _: run._in_place))
@@ -66,7 +66,7 @@ def test_the_engines_train_alike(rng, monkeypatch, case):
     numpy_fit = small(engine="numpy", **params).fit(X, y)
     compiled_fit = small(engine="compiled", **params).fit(X, y)
     assert (calls["factors"] > 0, calls["in place"] > 0) == (factored, in_place)
-    assert calls["epochs in C"] == (0 if factored else compiled_fit.n_iter_)
+    assert calls["epochs in C"] == compiled_fit.n_iter_
     for key, value in numpy_fit.coefs_.items():
         np.testing.assert_allclose(compiled_fit.coefs_[key], value, rtol=1e-9, atol=1e-12,
                                    err_msg=key)
