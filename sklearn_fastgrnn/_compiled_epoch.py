@@ -12,7 +12,9 @@ operations of the same C library, compiled without contraction
 (``-ffp-contract=off``). So the fit is the same to the bit
 (``tests/test_compiled_epoch.py``), and the loop in Python stays the reference
 and the path of everything else: other losses, distillation, SGD, sparse
-training, low-rank weights, the NumPy engine, no C compiler.
+training, the product of a low-rank ``W`` or ``U`` (a low-rank ``W`` trained
+as its factors runs in C: ``fg_train_forward`` projects the steps and
+``fg_train_backward`` adds ``dW1``), the NumPy engine, no C compiler.
 """
 
 import ctypes
