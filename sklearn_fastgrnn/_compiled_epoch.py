@@ -1,13 +1,14 @@
-"""An epoch's mini-batches in one C call, the same to the bit as the Python loop.
+"""An epoch's mini-batches in C, the same to the bit as the Python loop.
 
 With the compiled engine, a mini-batch of :meth:`~._training.TrainingRun.epoch`
 is five C calls (the forward pass, the cross-entropy, the backward pass, the
 L2 penalty with clipping, the Adam step) and the Python between them: about
 half of a fit's time at the small batches of short sequences. :class:`CompiledEpoch`
 runs the same C functions, in the same order on the same arrays, from one C
-loop over the epoch's batches; what Python computed between them (a batch's
-number of steps, ``sigmoid(zeta)`` and ``sigmoid(nu)``, Adam's step size, the
-epoch's weighted loss) is computed in C with the same double-precision
+loop over the epoch's batches (one call, or one per :data:`UNITS_PER_CALL` of
+work, so that Ctrl-C still interrupts a long epoch); what Python computed
+between them (a batch's number of steps, ``sigmoid(zeta)`` and ``sigmoid(nu)``,
+Adam's step size, the epoch's weighted loss) is computed in C with the same double-precision
 operations of the same C library, compiled without contraction
 (``-ffp-contract=off``). So the fit is the same to the bit
 (``tests/test_compiled_epoch.py``), and the loop in Python stays the reference
@@ -39,6 +40,7 @@ typedef struct {
     int64_t sizes[2];
     void *finish_context, *adam_context;
     int64_t n, batch_size, n_outputs;
+    int64_t first, end;         /* the batches of this call */
     const int64_t *bases;       /* (n,) where each sequence's steps start, epoch order */
     const int64_t *lengths;     /* (n,) its steps */
     const int64_t *labels;      /* (n,) */
@@ -47,7 +49,7 @@ typedef struct {
     const void *zeta, *nu;      /* in the parameters */
     double label_smoothing, learning_rate, beta_1, beta_2;
     int64_t t;                  /* Adam's steps: the call adds its own */
-    double total_loss, total_weight;  /* the epoch's sums */
+    double total_loss, total_weight;  /* the epoch's sums: the call adds to them */
     int64_t failed;             /* the batch whose loss was not finite, or -1 */
     double failed_loss;
 } fg_epoch;
@@ -80,10 +82,9 @@ void NAME(fg_epoch *e)                                                         \
     const fg_finish_fn finish = (fg_finish_fn)e->finish;                       \
     const adam_fn adam = (adam_fn)e->adam;                                     \
     const real *weights = (const real *)e->weights;                            \
-    int64_t start, i = 0, b;                                                   \
-    e->total_loss = e->total_weight = 0.0;                                     \
-    e->failed = -1;                                                            \
-    for (start = 0; start < e->n; start += e->batch_size, ++i) {              \
+    int64_t i, b;                                                              \
+    for (i = e->first; i < e->end; ++i) {                                      \
+        const int64_t start = i * e->batch_size;                               \
         const int64_t B = e->n - start < e->batch_size ? e->n - start          \
                                                        : e->batch_size;        \
         const int s = B == e->sizes[0] ? 0 : 1;                               \
@@ -132,7 +133,7 @@ class _Epoch(ctypes.Structure):
         ("contexts", ctypes.c_void_p * 2), ("outputs", ctypes.c_void_p * 2),
         ("doutputs", ctypes.c_void_p * 2), ("sizes", ctypes.c_int64 * 2),
         ("finish_context", ctypes.c_void_p), ("adam_context", ctypes.c_void_p),
-        *((name, ctypes.c_int64) for name in ("n", "batch_size", "n_outputs")),
+        *((name, ctypes.c_int64) for name in ("n", "batch_size", "n_outputs", "first", "end")),
         *((name, ctypes.c_void_p) for name in (
             "bases", "lengths", "labels", "weights", "batch_weights", "zeta", "nu")),
         *((name, ctypes.c_double) for name in (
@@ -154,6 +155,11 @@ def _prepare(library):
 
 
 LIBRARY = SharedLibrary(_SOURCE, "fastgrnn-epoch", _FLAGS, "the compiled epoch", _prepare)
+
+#: Hidden units times steps (of the longest sequence) times rows that one C
+#: call trains at most, about 50 ms on the machines of docs/performance.md: a
+#: long epoch is several calls, so that Ctrl-C interrupts it within a call.
+UNITS_PER_CALL = 1 << 23
 
 
 def _function_address(function):
@@ -217,11 +223,11 @@ class CompiledEpoch:
         -------
         EpochResult
         """
-        n = len(lengths)
+        n, n_batches = len(lengths), -(-len(lengths) // batch_size)
         data, step = rows
         d = self.engine.layout.n_inputs
         expected = ((bases, np.int64, n), (lengths, np.int64, n), (labels, np.int64, n),
-                    (weights, self.flat.dtype, n), (batch_weights, np.float64, -(-n // batch_size)))
+                    (weights, self.flat.dtype, n), (batch_weights, np.float64, n_batches))
         if any(a.dtype != dtype or a.shape != (size,) or not a.flags.c_contiguous
                for a, dtype, size in expected):
             raise ValueError("the epoch's arrays must be contiguous, of n (or one per batch) "
@@ -230,8 +236,8 @@ class CompiledEpoch:
         if n and (bases.min() < 0 or reach.max() > data.size):
             raise ValueError("the epoch's rows read outside their array.")
         sizes = [batch_size, n % batch_size or batch_size]
-        contexts = self.engine.training_contexts(
-            self.flat, self.grad, rows, int(lengths.max()) if n else 1, sizes)
+        T = int(lengths.max()) if n else 1
+        contexts = self.engine.training_contexts(self.flat, self.grad, rows, T, sizes)
         epoch = self._epoch
         for s, buffers in enumerate(contexts):
             epoch.contexts[s] = ctypes.addressof(buffers.ctx)
@@ -243,9 +249,18 @@ class CompiledEpoch:
             address(a) for a, _, _ in expected)  # referenced until the call returns
         optimizer = self.adam.optimizer
         epoch.learning_rate = learning_rate
-        epoch.beta_1, epoch.beta_2, epoch.t = optimizer.beta_1, optimizer.beta_2, optimizer.t
-        self.function(self._pointer)
-        optimizer.t = int(epoch.t)
+        epoch.beta_1, epoch.beta_2 = optimizer.beta_1, optimizer.beta_2
+        epoch.total_loss = epoch.total_weight = 0.0
+        epoch.failed = -1
+        # calls of at most UNITS_PER_CALL units (Ctrl-C acts between two)
+        per_call = max(1, UNITS_PER_CALL // (batch_size * T * self.engine.layout.hidden_size))
+        for first in range(0, n_batches, per_call):
+            epoch.first, epoch.end = first, min(first + per_call, n_batches)
+            epoch.t = optimizer.t
+            self.function(self._pointer)
+            optimizer.t = int(epoch.t)
+            if epoch.failed >= 0:
+                break
         return EpochResult(epoch)
 
 

@@ -91,6 +91,46 @@ def test_an_epoch_in_c_trains_as_the_python_loop_to_the_bit(rng, monkeypatch, ep
     assert in_c.t_ == in_python.t_
 
 
+def test_an_epoch_in_several_calls_trains_as_in_one(rng, monkeypatch, epochs_in_c):
+    """A long epoch is several C calls (Ctrl-C acts between two): here one a batch."""
+    X, y = make_sequences(rng, n=45, T=9)
+    whole = small().fit(X, y)
+    calls = []
+    function = CompiledEpoch.__init__
+
+    def counting_calls(self, c_function, *args):
+        function(self, lambda pointer: calls.append(1) or c_function(pointer), *args)
+
+    monkeypatch.setattr(CompiledEpoch, "__init__", counting_calls)
+    monkeypatch.setattr(epoch_module, "UNITS_PER_CALL", 1)
+    in_calls = small().fit(X, y)
+    assert len(calls) == 5 * 6  # 6 batches an epoch
+    assert_same_coefs(whole, in_calls)
+    assert whole.loss_curve_ == in_calls.loss_curve_
+
+
+def test_ctrl_c_between_two_calls_keeps_the_weights_so_far(rng, monkeypatch):
+    X, y = make_sequences(rng, n=45, T=9)
+    calls = []
+    function = CompiledEpoch.__init__
+
+    def interrupted(pointer, c_function):
+        calls.append(1)
+        if len(calls) == 9:  # the third batch of epoch 2
+            raise KeyboardInterrupt
+        c_function(pointer)
+
+    def init(self, c_function, *args):
+        function(self, lambda pointer: interrupted(pointer, c_function), *args)
+
+    monkeypatch.setattr(CompiledEpoch, "__init__", init)
+    monkeypatch.setattr(epoch_module, "UNITS_PER_CALL", 1)
+    with pytest.warns(UserWarning, match="interrupted by the user in epoch 2"):
+        model = small(max_iter=10).fit(X, y)
+    assert model.n_iter_ == 1
+    assert all(np.isfinite(value).all() for value in model.coefs_.values())
+
+
 def test_partial_fit_continues_adams_steps_from_c(rng, monkeypatch, epochs_in_c):
     """Adam's step count carries over from one C epoch to the next call."""
     X, y = make_sequences(rng)
