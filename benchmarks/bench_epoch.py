@@ -348,6 +348,7 @@ class EngineEpoch:
                  factor_low_rank=None):
         n, T, d = X.shape
         self.Xa, self.y, self.lengths, self.B = to_time_major(X, np.float32), y, lengths, B
+        self.X = np.ascontiguousarray(X, np.float32)  # the C epoch loop reads the sequences
         self.layout = layout = ParameterLayout(d, H, N_CLASSES, w_rank)
         self.flat = init_parameters(layout, np.random.RandomState(seed), 1.0, -4.0,
                                     np.float32, scheme="chrono", n_timesteps=T)
@@ -375,12 +376,12 @@ class EngineEpoch:
         epoch's mean loss)."""
         Xa, lengths, flat, grad, engine = self.Xa, self.lengths, self.flat, self.grad, self.engine
         if self.in_c:  # as TrainingRun's epoch in C, with every weight 1
-            n, d1 = Xa.shape[1:]
-            order, B = self.order, self.B
+            X, order, B = self.X, self.order, self.B
+            n, T, d = X.shape
             weights = np.full(n, np.float32(1) / np.float32(B))
             weights[n - (n % B or B):] = np.float32(1) / np.float32(n % B or B)
             sums = np.array([float(len(order[i : i + B])) for i in range(0, n, B)])
-            result = self.in_c.run((Xa, n * d1), order * d1, lengths[order], self.y[order],
+            result = self.in_c.run((X, d), order * (T * d), lengths[order], self.y[order],
                                    weights, sums, B, LEARNING_RATE)
             if result.failed is not None:
                 raise RuntimeError("the benchmark's training diverged")

@@ -232,7 +232,10 @@ class CompiledEpoch:
                for a, dtype, size in expected):
             raise ValueError("the epoch's arrays must be contiguous, of n (or one per batch) "
                              "values of their dtype.")
-        reach = bases + (np.maximum(lengths, 1) - 1) * step + d
+        # a batch reads T_batch steps of each row (the projection of the factors)
+        firsts = np.arange(0, n, batch_size)
+        steps = np.repeat(np.maximum.reduceat(lengths, firsts), np.diff(np.append(firsts, n)))
+        reach = bases + (np.maximum(steps, 1) - 1) * step + d
         if n and (bases.min() < 0 or reach.max() > data.size):
             raise ValueError("the epoch's rows read outside their array.")
         sizes = [batch_size, n % batch_size or batch_size]

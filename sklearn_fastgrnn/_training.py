@@ -136,6 +136,7 @@ class TrainingRun:
         self._run_views = {}  # number of timesteps -> view of self.extended
         self._step = (None, None, None)  # (optimizer, flat, its step function)
         self._in_c = (None, None, None)  # (optimizer, flat, its CompiledEpoch or None)
+        self._sequences = None  # data.X3 in the training dtype, for the C epoch loop
         # batch size -> batch weights, when every sequence weighs 1 (the default)
         self._unit_batches = {} if bool((data.weights == 1).all()) else None
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
@@ -237,13 +238,18 @@ class TrainingRun:
     def _epoch_rows(self, order):
         """Where the steps of the sequences ``order`` lie, for the C epoch loop:
         ``((array, step between a row's steps), each row's base)``, as the
-        batches of :meth:`_batch` are read."""
+        batches of :meth:`_batch` are read: the moving windows in the
+        edge-extended sequences, or else the sequences themselves (each row's
+        steps one after another, which reads faster than the time-major copy's
+        rows spread over all the sequences)."""
         if self._in_place:
             E, k = self.extended, self.data.window
             bases = (order.astype(np.int64) * E.shape[1] + self.starts[order]) * E.shape[2]
             return (E, k * E.shape[2]), bases
-        n, d1 = self.Xa.shape[1:]
-        return (self.Xa, n * d1), order.astype(np.int64) * d1
+        if self._sequences is None:  # the sequences as the cell reads them (no copy, as a rule)
+            self._sequences = np.ascontiguousarray(self.data.X3, self.Xa.dtype)
+        _, T, d = self._sequences.shape
+        return (self._sequences, d), order.astype(np.int64) * (T * d)
 
     def _batch_weights(self, weights, batches):
         """The weights of the epoch's sequences, each normalised by its batch's
