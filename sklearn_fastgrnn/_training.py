@@ -6,6 +6,7 @@ the loss, and runs epochs of mini-batches; the named tuples carry the state of
 the call between the estimator's steps (``docs/developers.md`` shows the flow).
 """
 
+import functools
 import math
 import sys
 from typing import NamedTuple
@@ -106,9 +107,6 @@ class TrainingRun:
             estimator.engine, layout, estimator.gate_nonlinearity,
             estimator.update_nonlinearity, dtype, estimator.readout,
         )
-        # the engine's layout; in C (the same array) with the compiled engine
-        copy = time_major if self.engine.name == "compiled" else to_time_major
-        self.Xa = copy(data.X3, dtype)
         self.extended = self.starts = None
         if data.timesteps is not None:  # windows that move: cut from the timesteps
             k, T = data.window, data.timesteps.shape[1]
@@ -136,10 +134,19 @@ class TrainingRun:
         self._run_views = {}  # number of timesteps -> view of self.extended
         self._step = (None, None, None)  # (optimizer, flat, its step function)
         self._in_c = (None, None, None)  # (optimizer, flat, its CompiledEpoch or None)
-        self._sequences = None  # data.X3 in the training dtype, for the C epoch loop
+        self._sequences = None  # data.X3, C-contiguous, for the C epoch loop
         # batch size -> batch weights, when every sequence weighs 1 (the default)
         self._unit_batches = {} if bool((data.weights == 1).all()) else None
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
+
+    @functools.cached_property
+    def Xa(self):
+        """The sequences in the engine's time-major layout (T, n, d + 1), which
+        the batches of the loop in Python are copied from; made on first use
+        (the C epoch loop reads the sequences themselves)."""
+        # in C (the same array) with the compiled engine
+        copy = time_major if self.engine.name == "compiled" else to_time_major
+        return copy(self.data.X3, self.data.X3.dtype)
 
     def _move_windows(self, rng):
         """Move where the windows fall, for one epoch: each sequence is read
@@ -173,7 +180,7 @@ class TrainingRun:
         if self._in_place:  # windows moved (see _move_windows), read where they lie
             E, k = self.extended, self.data.window
             bases = (idx.astype(np.int64) * E.shape[1] + self.starts[idx]) * E.shape[2]
-            shape = (T_batch, len(idx), self.Xa.shape[2])
+            shape = (T_batch, len(idx), k * E.shape[2] + 1)
             return StepRows(E, bases, k * E.shape[2], shape), padded
         buf = self._batch_buffers.get(len(idx))
         if buf is None or len(buf) < T_batch:
@@ -247,7 +254,7 @@ class TrainingRun:
             bases = (order.astype(np.int64) * E.shape[1] + self.starts[order]) * E.shape[2]
             return (E, k * E.shape[2]), bases
         if self._sequences is None:  # the sequences as the cell reads them (no copy, as a rule)
-            self._sequences = np.ascontiguousarray(self.data.X3, self.Xa.dtype)
+            self._sequences = np.ascontiguousarray(self.data.X3)
         _, T, d = self._sequences.shape
         return (self._sequences, d), order.astype(np.int64) * (T * d)
 
