@@ -53,6 +53,10 @@ How it works:
   training's moving windows where they lie in the array of edge-extended
   sequences (:class:`StepRows`: ``step = window * channels``), without
   copying them into a batch first;
+- ``fg_train_forward`` and ``fg_train_backward`` are a training batch's whole
+  passes (the factors' projection and ``dW1`` included), which the epoch loop
+  of ``_compiled_epoch.py`` calls from C (:meth:`CompiledEngine.training_contexts`
+  prepares their contexts);
 - ``tanh`` (and the sigmoid, as ``0.5 tanh(x / 2) + 0.5``) is the code of
   :func:`_tanh_source`, which the compiler vectorises: ``sign(x) e / (e + 2)``
   with ``e = expm1(2|x|)`` by range reduction and a Taylor series; within 2.5
@@ -1106,9 +1110,6 @@ _FUNCTIONS = {  # name: (argument types, result type)
     "fg_forward_steps": ([ctypes.POINTER(_Context)], None),
     "fg_forward_end": ([ctypes.POINTER(_Context)], None),
     "fg_backward": ([ctypes.POINTER(_Context)], None),
-    "fg_train_backward": ([ctypes.POINTER(_Context)], None),
-    "fg_train_forward": ([ctypes.POINTER(_Context), ctypes.c_int64, ctypes.c_void_p,
-                          ctypes.c_void_p, ctypes.c_double, ctypes.c_double], ctypes.c_int64),
     "fg_backward_begin": ([ctypes.POINTER(_Context)], None),
     "fg_backward_steps": ([ctypes.POINTER(_Context)], None),
     "fg_backward_end": ([ctypes.POINTER(_Context)], None),
@@ -1117,6 +1118,9 @@ _FUNCTIONS = {  # name: (argument types, result type)
                     ctypes.c_void_p, ctypes.c_void_p], None),
     "fg_factor_gradient": ([ctypes.POINTER(_Context), ctypes.c_void_p, ctypes.c_void_p,
                             ctypes.c_int64, ctypes.c_int64, *[ctypes.c_void_p] * 4], None),
+    "fg_train_forward": ([ctypes.POINTER(_Context), ctypes.c_int64, ctypes.c_void_p,
+                          ctypes.c_void_p, ctypes.c_double, ctypes.c_double], ctypes.c_int64),
+    "fg_train_backward": ([ctypes.POINTER(_Context)], None),
 }
 _libraries = {}  # (dtype char, H, d) -> ctypes library, or the BuildError it raised
 _libraries_lock = threading.Lock()
