@@ -340,8 +340,9 @@ class EngineEpoch:
     the mini-batch loop (gathering, forward, loss, backward, L2, clipping, Adam),
     with the loss, L2 penalty, clipping and Adam step the estimator uses with
     that engine (in C with the compiled one). Where the estimator runs an
-    epoch's batches in one C call (the compiled engine at full rank, one
-    thread: ``_compiled_epoch.py``), so does this loop.
+    epoch's batches in one C call (the compiled engine on one thread, ``W``
+    at full rank or as its factors: ``_compiled_epoch.py``), so does this
+    loop, reading the sequences as the estimator does.
     """
 
     def __init__(self, name, X, y, lengths, H, B, seed=0, n_threads=1, w_rank=None,

@@ -32,8 +32,8 @@ _SOURCE = r"""/* sklearn-fastgrnn: an epoch's mini-batches in one call
 #include <stdint.h>
 
 typedef struct {
-    /* the C functions: the engine's fg_train_forward and fg_backward, the
-       cross-entropy, the penalty with clipping, the Adam step */
+    /* the C functions: the engine's fg_train_forward and fg_train_backward,
+       the cross-entropy, the penalty with clipping, the Adam step */
     void *forward, *backward, *loss, *finish, *adam;
     void *contexts[2];          /* the engine's, for batches of sizes[0] and sizes[1] */
     void *outputs[2], *doutputs[2];
@@ -185,6 +185,7 @@ class CompiledEpoch:
     def __init__(self, function, engine, passes, loss, finish, adam, flat, grad):
         self.function, self.engine = function, engine
         self.flat, self.grad, self.adam = flat, grad, adam
+        self._callees = (loss, finish)  # alive while the C loop holds their addresses
         epoch = self._epoch = _Epoch()
         epoch.forward, epoch.backward = passes
         epoch.loss = _function_address(loss.by_dtype[flat.dtype])

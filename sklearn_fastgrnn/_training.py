@@ -293,7 +293,8 @@ class TrainingRun:
         batches = list(gen_batches(len(order), batch_size))
         progress = est.verbose >= 2 and len(batches) >= 50
         step = self._optimizer_step(optimizer, flat)
-        in_c = None if progress or self.sparsity else self._compiled_epoch(optimizer, flat, step)
+        in_c = (None if progress or self.sparsity is not None
+                else self._compiled_epoch(optimizer, flat, step))
         if in_c is None:
             total_loss, total_weight = self._batches(
                 flat, step, lr, order, targets, weights, lengths, batches, progress)
