@@ -85,6 +85,10 @@ AUTO_RANK_DIVISOR = 4  # w_rank="auto": hidden_size // this with envelope channe
 AUTO_ADAPTIVE_STEPS = 50  # learning_rate="auto" is adaptive from this many steps an epoch
 # More parameters than this is no tiny model: a typo, refused before allocating
 MAX_PARAMETERS = 2**31 - 1
+# scale_input warns when the working dtype rounds a raw input value by more
+# than this many of its channel's standard deviations (folded into the
+# weights, the standardisation reads the raw values)
+ROUNDING_LIMIT = 0.05
 _INTEGER_PARAMS = (
     "hidden_size", "n_timesteps", "w_rank", "u_rank", "lr_decay_step", "batch_size",
     "max_iter", "n_iter_no_change", "iht_interval", "window", "window_phases",
@@ -633,6 +637,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             self.alpha_ = self._resolve_alpha(len(X3))
         cell_input = cell_values(self, X3, base)
         self._update_maps(cell_input, targets, weights, incremental, resume)
+        self._check_input_offsets(dtype)
         timesteps = self._mapped_input(cell_input, dtype)
         X3, cell_lengths = windowed(timesteps, lengths, self.window_)
         targets = self._map_targets(targets)
@@ -758,6 +763,27 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             if not fresh:  # coefs_ is unfolded with the new maps, the average starts again
                 self._trained_coefs = self._average = self._last_weights = None
             self._maps = maps
+
+    def _check_input_offsets(self, dtype):
+        """Warn when ``dtype`` cannot hold the raw input finely enough for the
+        folded standardisation: a channel whose mean is many deviations from
+        zero (an offset) loses its differences when the fitted model reads it
+        in ``dtype`` (float32 rounds 1e9 to a multiple of 64)."""
+        mean, scale = self._maps.input_mean, self._maps.input_scale
+        if mean is None:
+            return
+        rounding = np.abs(mean) / scale * (np.finfo(dtype).eps / 2)
+        if rounding.max() > ROUNDING_LIMIT:
+            ratio = float((np.abs(mean) / scale).max())
+            warnings.warn(
+                f"An input channel's mean is {ratio:.2g} times its standard deviation: "
+                f"{dtype} rounds its raw values by up to {rounding.max():.2g} of a "
+                "deviation, and the fitted model reads them raw (scale_input folds the "
+                "standardisation into the weights), so predictions may lose accuracy. "
+                "Subtract the offset from the input first (e.g. with StandardScaler or "
+                "SequenceScaler), or fit with dtype='float64'.",
+                UserWarning,
+            )
 
     def _input_moments(self, X3, weights):
         """:class:`~._scaling.Moments` of each input channel (in C but with

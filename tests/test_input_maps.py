@@ -323,3 +323,17 @@ def test_moments_of_targets_are_per_column(rng):
         moments.m2, (weights[:, None] * (targets - moments.mean) ** 2).sum(axis=0))
     with pytest.raises(ValueError, match="over the samples"):
         _scaling.Moments.of(targets, weights, axis=1)
+
+
+def test_an_offset_the_working_dtype_cannot_hold_is_warned_about(rng):
+    """Folded into the weights, the standardisation reads the raw values: a
+    channel 1e7 deviations from zero is rounded by 0.6 deviations in float32."""
+    X, y = make_sequences(rng, n=30)
+    params = dict(hidden_size=4, max_iter=2, random_state=0)
+    with pytest.warns(UserWarning, match=r"mean is 1e\+07 times its standard deviation: "
+                                         r"float32 rounds .* up to 0.62 of a deviation"):
+        FastGRNNClassifier(**params).fit(X * 0.01 + 1e5, y)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="An input channel's mean")
+        FastGRNNClassifier(**params).fit(X + 1e3, y)  # rounded by 1e-4 deviations
+        FastGRNNClassifier(dtype="float64", **params).fit(X * 0.01 + 1e5, y)
