@@ -58,6 +58,10 @@ def _case(rng, case):
         X, y = make_sequences(rng, n=30, T=60)
         X = pad(X, rng.integers(30, 61, len(X)))
         return X, y, dict(window=3, crop_fraction=0.5, readout="max"), {}
+    if case == "static windows":  # windows of 3 that stay put, the last one edge-filled
+        X, y = make_sequences(rng, n=30, T=40)
+        X = pad(X, rng.integers(20, 41, len(X)))
+        return X, y, dict(window=3, shift_windows=False, crop_fraction=1.0), {}
     if case == "factors":  # a low-rank W of 12 inputs, trained as its factors; padding
         X, y = make_sequences(rng, n=40, T=8, d=12)
         X[::3, 5:] = np.nan
@@ -73,7 +77,8 @@ def _case(rng, case):
 
 
 @pytest.mark.parametrize("case", [
-    "plain", "ragged", "weights", "windows", "factors", "long", "smoothing"])
+    "plain", "ragged", "weights", "windows", "static windows", "factors", "long",
+    "smoothing"])
 def test_an_epoch_in_c_trains_as_the_python_loop_to_the_bit(rng, monkeypatch, epochs_in_c, case):
     X, y, params, fit_params = _case(rng, case)
     factored = []  # whether each C epoch trained a low-rank W as its factors
