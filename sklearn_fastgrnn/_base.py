@@ -181,7 +181,10 @@ PARAMETERS_DOC = """\
         Standardise each channel (weighted mean and standard deviation over the
         real timesteps of the training data) while training, and fold the map
         into ``W`` and the biases at the end: ``coefs_`` read the raw input,
-        and raw input trains as well as standardised input.
+        and raw input trains as well as standardised input. ``fit`` warns
+        when a channel's mean is so many deviations from zero that ``dtype``
+        rounds its raw values by more than 0.05 of a deviation (float32:
+        about 8e5): subtract the offset first, or use ``dtype="float64"``.
     gate_nonlinearity, update_nonlinearity : str, default="sigmoid", "tanh"
         One of "sigmoid", "tanh", "relu", "quant_sigmoid", "quant_tanh".
     w_rank : int, "auto" or None, default="auto"
