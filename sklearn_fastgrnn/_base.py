@@ -775,12 +775,12 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         mean, scale = self._maps.input_mean, self._maps.input_scale
         if mean is None:
             return
-        rounding = np.abs(mean) / scale * (np.finfo(dtype).eps / 2)
-        if rounding.max() > ROUNDING_LIMIT:
-            ratio = float((np.abs(mean) / scale).max())
+        ratio = float((np.abs(mean) / scale).max())
+        rounding = ratio * np.finfo(dtype).eps / 2
+        if rounding > ROUNDING_LIMIT:
             warnings.warn(
                 f"An input channel's mean is {ratio:.2g} times its standard deviation: "
-                f"{dtype} rounds its raw values by up to {rounding.max():.2g} of a "
+                f"{dtype} rounds its raw values by up to {rounding:.2g} of a "
                 "deviation, and the fitted model reads them raw (scale_input folds the "
                 "standardisation into the weights), so predictions may lose accuracy. "
                 "Subtract the offset from the input first (e.g. with StandardScaler or "

@@ -178,10 +178,8 @@ class TrainingRun:
         T_batch = int(lengths[0] if uniform else lengths.max())
         padded = None if uniform or lengths.min() == T_batch else lengths
         if self._in_place:  # windows moved (see _move_windows), read where they lie
-            E, k = self.extended, self.data.window
-            bases = (idx.astype(np.int64) * E.shape[1] + self.starts[idx]) * E.shape[2]
-            shape = (T_batch, len(idx), k * E.shape[2] + 1)
-            return StepRows(E, bases, k * E.shape[2], shape), padded
+            (E, step), bases = self._moved_rows(idx)
+            return StepRows(E, bases, step, (T_batch, len(idx), step + 1)), padded
         buf = self._batch_buffers.get(len(idx))
         if buf is None or len(buf) < T_batch:
             T = max(T_batch, self.Xa.shape[0])
@@ -195,6 +193,14 @@ class TrainingRun:
             steps = self._runs(T_batch * k)[idx, self.starts[idx]]  # block copies
             buf[:T_batch, :, :-1] = steps.reshape(len(idx), T_batch, -1).transpose(1, 0, 2)
         return buf[:T_batch], padded
+
+    def _moved_rows(self, idx):
+        """Where the moved windows of the sequences ``idx`` lie in the
+        edge-extended sequences: ``((array, step between a row's steps), each
+        row's base)`` (see StepRows)."""
+        E, k = self.extended, self.data.window
+        bases = (idx.astype(np.int64) * E.shape[1] + self.starts[idx]) * E.shape[2]
+        return (E, k * E.shape[2]), bases
 
     def _runs(self, n_steps):
         """Every run of ``n_steps`` timesteps of the edge-extended sequences, as
@@ -250,9 +256,7 @@ class TrainingRun:
         steps one after another, which reads faster than the time-major copy's
         rows spread over all the sequences)."""
         if self._in_place:
-            E, k = self.extended, self.data.window
-            bases = (order.astype(np.int64) * E.shape[1] + self.starts[order]) * E.shape[2]
-            return (E, k * E.shape[2]), bases
+            return self._moved_rows(order)
         if self._sequences is None:  # the sequences as the cell reads them (no copy, as a rule)
             self._sequences = np.ascontiguousarray(self.data.X3)
         _, T, d = self._sequences.shape
@@ -260,7 +264,7 @@ class TrainingRun:
 
     def _batch_weights(self, weights, batches):
         """The weights of the epoch's sequences, each normalised by its batch's
-        sum (as the Python loop normalises them), and the batches' sums."""
+        sum, and the batches' sums (0: the batch is skipped)."""
         sums = np.empty(len(batches))
         if self._unit_batches is not None:
             normalised = np.empty(len(weights), weights.dtype)
@@ -295,14 +299,14 @@ class TrainingRun:
         step = self._optimizer_step(optimizer, flat)
         in_c = (None if progress or self.sparsity is not None
                 else self._compiled_epoch(optimizer, flat, step))
+        weights, sums = self._batch_weights(weights, batches)
         if in_c is None:
             total_loss, total_weight = self._batches(
-                flat, step, lr, order, targets, weights, lengths, batches, progress)
+                flat, step, lr, order, targets, weights, sums, lengths, batches, progress)
         else:  # the same batches in one C call
             rows, bases = self._epoch_rows(order)
-            w, sums = self._batch_weights(weights, batches)
             result = in_c.run(rows, bases, np.ascontiguousarray(lengths, np.int64),
-                              targets, w, sums, batch_size, lr)
+                              targets, weights, sums, batch_size, lr)
             if result.failed is not None:
                 raise ValueError(est._divergence_message(
                     f"the loss became {result.failed_loss} in epoch {est.n_iter_ + 1}, "
@@ -315,22 +319,20 @@ class TrainingRun:
             ))
         return total_loss / total_weight
 
-    def _batches(self, flat, step, lr, order, targets, weights, lengths, batches, progress):
-        """The epoch's mini-batches one by one (the reference of the C loop);
-        the weighted sum of their losses and the sum of their weights."""
+    def _batches(self, flat, step, lr, order, targets, weights, sums, lengths, batches,
+                 progress):
+        """The epoch's mini-batches one by one (the reference of the C loop),
+        ``weights`` normalised within their batch and ``sums`` the batches'
+        weights (:meth:`_batch_weights`); the weighted sum of their losses and
+        the sum of their weights."""
         est = self.estimator
         engine, grad, finish = self.engine, self.grad, self._penalty_and_clip
         uniform = lengths.min() == lengths.max()  # no batch of this epoch is padded
         total_loss = total_weight = 0.0
         for b, sl in enumerate(batches):
-            if self._unit_batches is not None:
-                w, w_sum = self._unit_batch_weights(sl.stop - sl.start)
-            else:
-                w = weights[sl]
-                w_sum = float(w.sum())
-                if w_sum == 0.0:
-                    continue
-                w = w / w.dtype.type(w_sum)
+            w, w_sum = weights[sl], float(sums[b])
+            if w_sum == 0.0:
+                continue
             Xb, batch_lengths = self._batch(order[sl], lengths[sl], uniform)
             outputs = engine.forward(flat, Xb, batch_lengths)
             doutputs = np.empty_like(outputs)
