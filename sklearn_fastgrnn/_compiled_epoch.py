@@ -176,6 +176,16 @@ class EpochResult:
         self.failed_loss = epoch.failed_loss
 
 
+def _inside(data, step, bases, lengths, batch_size, d):
+    """Whether every row, reading its batch's number of steps ``step`` apart
+    from ``bases``, stays inside ``data``."""
+    n = len(lengths)
+    firsts = np.arange(0, n, batch_size)
+    steps = np.repeat(np.maximum.reduceat(lengths, firsts), np.diff(np.append(firsts, n)))
+    reach = bases + (np.maximum(steps, 1) - 1) * step + d
+    return reach.max() <= data.size
+
+
 class CompiledEpoch:
     """The mini-batch loop of an epoch in C, for one training call's arrays.
 
@@ -198,6 +208,7 @@ class CompiledEpoch:
         epoch.zeta, epoch.nu = address(views["zeta"]), address(views["nu"])
         epoch.n_outputs = engine.layout.n_outputs
         self._pointer = ctypes.byref(epoch)
+        self._contexts = None  # the engine's buffers epoch.contexts points at
 
     def run(self, rows, bases, lengths, labels, weights, batch_weights, batch_size,
             learning_rate):
@@ -233,21 +244,23 @@ class CompiledEpoch:
                for a, dtype, size in expected):
             raise ValueError("the epoch's arrays must be contiguous, of n (or one per batch) "
                              "values of their dtype.")
-        # a batch reads T_batch steps of each row (the projection of the factors)
-        firsts = np.arange(0, n, batch_size)
-        steps = np.repeat(np.maximum.reduceat(lengths, firsts), np.diff(np.append(firsts, n)))
-        reach = bases + (np.maximum(steps, 1) - 1) * step + d
-        if n and (bases.min() < 0 or reach.max() > data.size):
-            raise ValueError("the epoch's rows read outside their array.")
-        sizes = [batch_size, n % batch_size or batch_size]
         T = int(lengths.max()) if n else 1
+        # a batch reads T_batch steps of each row (the projection of the factors);
+        # every row reading T steps inside the array is enough, and is checked first
+        if n and (bases.min() < 0 or (
+                int(bases.max()) + (max(T, 1) - 1) * step + d > data.size
+                and not _inside(data, step, bases, lengths, batch_size, d))):
+            raise ValueError("the epoch's rows read outside their array.")
+        sizes = (batch_size, n % batch_size or batch_size)
         contexts = self.engine.training_contexts(self.flat, self.grad, rows, T, sizes)
         epoch = self._epoch
-        for s, buffers in enumerate(contexts):
-            epoch.contexts[s] = ctypes.addressof(buffers.ctx)
-            epoch.outputs[s] = address(buffers.arrays["out"])
-            epoch.doutputs[s] = address(buffers.arrays["dout"])
-            epoch.sizes[s] = sizes[s]
+        if self._contexts != contexts:
+            for s, buffers in enumerate(contexts):
+                epoch.contexts[s] = ctypes.addressof(buffers.ctx)
+                epoch.outputs[s] = address(buffers.arrays["out"])
+                epoch.doutputs[s] = address(buffers.arrays["dout"])
+                epoch.sizes[s] = sizes[s]
+            self._contexts = contexts
         epoch.n, epoch.batch_size = n, batch_size
         epoch.bases, epoch.lengths, epoch.labels, epoch.weights, epoch.batch_weights = (
             address(a) for a, _, _ in expected)  # referenced until the call returns

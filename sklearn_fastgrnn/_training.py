@@ -14,7 +14,6 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from sklearn.metrics import check_scoring
-from sklearn.utils import gen_batches
 
 from ._cell import predict_outputs, to_time_major
 from ._compiled_adam import compiled_step
@@ -135,8 +134,10 @@ class TrainingRun:
         self._step = (None, None, None)  # (optimizer, flat, its step function)
         self._in_c = (None, None, None)  # (optimizer, flat, its CompiledEpoch or None)
         self._sequences = None  # data.X3, C-contiguous, for the C epoch loop
-        # batch size -> batch weights, when every sequence weighs 1 (the default)
+        # (sequences, batch size) -> the batch weights of an epoch, when every
+        # sequence weighs 1 (the default): the same every epoch
         self._unit_batches = {} if bool((data.weights == 1).all()) else None
+        self._slices = {}  # (sequences, batch size) -> the epoch's batches
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
 
     @functools.cached_property
@@ -162,7 +163,7 @@ class TrainingRun:
         starts = np.zeros(n, np.int64)
         if data.crop < 1.0:
             parts = np.ceil(rng.uniform(data.crop, 1.0, n) * lengths).astype(np.int64)
-            parts = np.clip(parts, 1, lengths)
+            parts = np.minimum(np.maximum(parts, 1), lengths)
             cropped = rng.random(n) < CROP_SHARE
             starts = np.where(cropped, rng.integers(0, lengths - parts + 1), 0)
             lengths = np.where(cropped, parts, lengths)
@@ -216,16 +217,6 @@ class TrainingRun:
             )
         return runs
 
-    def _unit_batch_weights(self, size):
-        """The normalised weights and the weight of a batch of ``size`` sequences
-        of weight 1 (made once per size, as the general case makes them)."""
-        cached = self._unit_batches.get(size)
-        if cached is None:
-            ones = np.ones(size, self.data.weights.dtype)
-            w_sum = float(ones.sum())
-            cached = self._unit_batches[size] = (ones / ones.dtype.type(w_sum), w_sum)
-        return cached
-
     def _optimizer_step(self, optimizer, flat):
         """``optimizer.step`` for ``flat``: with the compiled engine, compiled
         (the same update to the bit, one C call; see ``_compiled_adam.py``)."""
@@ -262,16 +253,34 @@ class TrainingRun:
         _, T, d = self._sequences.shape
         return (self._sequences, d), order.astype(np.int64) * (T * d)
 
+    def _batch_slices(self, n, batch_size):
+        """The mini-batches of an epoch of ``n`` sequences: consecutive slices
+        of ``batch_size`` (the last one may be shorter), made once per size."""
+        batches = self._slices.get((n, batch_size))
+        if batches is None:
+            batches = self._slices[n, batch_size] = [
+                slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)
+            ]
+        return batches
+
     def _batch_weights(self, weights, batches):
         """The weights of the epoch's sequences, each normalised by its batch's
-        sum, and the batches' sums (0: the batch is skipped)."""
-        sums = np.empty(len(batches))
+        sum, and the batches' sums (0: the batch is skipped). With every
+        sequence of weight 1 they are the same every epoch: made once (and
+        shared, so read only)."""
         if self._unit_batches is not None:
-            normalised = np.empty(len(weights), weights.dtype)
-            for b, sl in enumerate(batches):
-                w, sums[b] = self._unit_batch_weights(sl.stop - sl.start)
-                normalised[sl] = w
-            return normalised, sums
+            key = (len(weights), batches[0].stop if batches else 0)
+            cached = self._unit_batches.get(key)
+            if cached is None:
+                sums = np.empty(len(batches))
+                normalised = np.empty(len(weights), weights.dtype)
+                for b, sl in enumerate(batches):  # as the general case below
+                    ones = np.ones(sl.stop - sl.start, weights.dtype)
+                    sums[b] = float(ones.sum())
+                    normalised[sl] = ones / ones.dtype.type(sums[b])
+                cached = self._unit_batches[key] = (normalised, sums)
+            return cached
+        sums = np.empty(len(batches))
         normalised = np.zeros(len(weights), weights.dtype)
         for b, sl in enumerate(batches):
             w = weights[sl]
@@ -294,7 +303,7 @@ class TrainingRun:
         # the epoch's targets, weights and lengths in its order: a batch is a slice
         targets, weights = take(self.targets, order), self.data.weights[order]
         lengths = self.lengths[order]
-        batches = list(gen_batches(len(order), batch_size))
+        batches = self._batch_slices(len(order), batch_size)
         progress = est.verbose >= 2 and len(batches) >= 50
         step = self._optimizer_step(optimizer, flat)
         in_c = (None if progress or self.sparsity is not None

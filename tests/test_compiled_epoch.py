@@ -96,6 +96,29 @@ def test_an_epoch_in_c_trains_as_the_python_loop_to_the_bit(rng, monkeypatch, ep
     assert in_c.t_ == in_python.t_
 
 
+@pytest.mark.parametrize("case", ["plain", "ragged", "factors", "long"])
+def test_epochs_in_c_and_in_python_alternating_train_as_the_python_loop(rng, monkeypatch,
+                                                                         case):
+    """The C loop keeps its contexts from epoch to epoch; a Python epoch between
+    two (whose forward and backward passes point the same contexts at its own
+    batches) must not leave them stale."""
+    X, y, params, fit_params = _case(rng, case)
+    compiled = training_module.TrainingRun._compiled_epoch
+    calls = []
+
+    def every_other(run, *args):
+        calls.append(1)
+        return compiled(run, *args) if len(calls) % 2 else None
+
+    monkeypatch.setattr(training_module.TrainingRun, "_compiled_epoch", every_other)
+    alternating = small(**params).fit(X, y, **fit_params)
+    assert len(calls) == 5
+    python_loop(monkeypatch)
+    in_python = small(**params).fit(X, y, **fit_params)
+    assert_same_coefs(alternating, in_python)
+    assert alternating.loss_curve_ == in_python.loss_curve_
+
+
 def test_an_epoch_in_several_calls_trains_as_in_one(rng, monkeypatch, epochs_in_c):
     """A long epoch is several C calls (Ctrl-C acts between two): here one a batch."""
     X, y = make_sequences(rng, n=45, T=9)
@@ -207,6 +230,28 @@ def test_rows_outside_their_array_are_refused_before_c_reads_them(rng, monkeypat
     monkeypatch.setattr(training_module.TrainingRun, "_epoch_rows", shifted)
     with pytest.raises(ValueError, match="read outside their array"):
         small().fit(X, y)
+
+
+@pytest.mark.parametrize("shift, inside", [(6, True), (7, False)])
+def test_a_row_is_checked_against_its_own_batchs_steps(rng, monkeypatch, shift, inside):
+    """A row may start late in its array when its batch reads fewer steps than
+    the epoch's longest: the check reads each batch's own number of steps."""
+    X, y = make_sequences(rng, n=16, T=9)
+    run = CompiledEpoch.run
+
+    def second_batch_late(self, rows, bases, lengths, *rest):
+        # the second batch reads the last 3 of its rows' 9 steps (or one beyond)
+        late = np.arange(len(bases)) >= 8
+        bases = bases + np.where(late, shift * rows[1], 0)
+        return run(self, rows, bases, np.where(late, 3, lengths), *rest)
+
+    monkeypatch.setattr(CompiledEpoch, "run", second_batch_late)
+    model = small(shuffle=False, change_channels=False, window=1, max_iter=1)
+    if inside:  # the last row reads its last 3 steps, up to the array's end
+        assert model.fit(X, y).n_iter_ == 1
+    else:
+        with pytest.raises(ValueError, match="read outside their array"):
+            model.fit(X, y)
 
 
 def test_arrays_of_another_dtype_or_size_are_refused(rng, monkeypatch):
