@@ -5,6 +5,8 @@ timesteps whose every channel is NaN are padding; :func:`sequence_lengths` finds
 the real length of every sequence and rejects NaN or infinity anywhere else.
 """
 
+import warnings
+
 import numpy as np
 from sklearn.utils.validation import (
     _check_feature_names,
@@ -13,6 +15,8 @@ from sklearn.utils.validation import (
     check_consistent_length,
     validate_data,
 )
+
+from .exceptions import LayoutWarning
 
 FLOAT_DTYPES = [np.float64, np.float32]
 
@@ -26,6 +30,25 @@ def input_ndim(X):
         return np.asarray(X).ndim
     except (TypeError, ValueError):  # ragged nested lists: let check_array explain
         return 2
+
+
+#: fit warns (LayoutWarning) about a 3D X of at least this many times more
+#: channels than timesteps: the layout of aeon and sktime read the wrong way round
+CHANNELS_FIRST_RATIO = 8
+
+
+def _check_layout(name, shape):
+    """Warn when a 3D ``X`` of ``shape`` looks like (n_samples, n_channels, n_timesteps)."""
+    _, T, d = shape
+    if d >= CHANNELS_FIRST_RATIO * T:
+        warnings.warn(
+            f"X has {T} timestep{'s' if T > 1 else ''} of {d} channels (shape {shape}): "
+            f"{name} reads a 3D X as (n_samples, n_timesteps, n_channels). aeon and "
+            "sktime hold series as (n_samples, n_channels, n_timesteps); if X is laid "
+            "out so, pass X.transpose(0, 2, 1). If the layout is as intended, filter "
+            "out sklearn_fastgrnn.exceptions.LayoutWarning.",
+            LayoutWarning,
+        )
 
 
 def validate_sequences(estimator, X, y="no_validation", *, reset, y_numeric=False):
@@ -75,6 +98,7 @@ def validate_sequences(estimator, X, y="no_validation", *, reset, y_numeric=Fals
             _check_feature_names(estimator, X, reset=reset)
         if reset:
             estimator.n_features_in_ = T * d
+            _check_layout(name, X.shape)
         elif d != estimator.n_channels_:
             raise ValueError(
                 f"X has {d} channels per timestep, but {name} was fitted with "

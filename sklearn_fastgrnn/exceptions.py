@@ -1,6 +1,6 @@
 """Warnings of sklearn_fastgrnn."""
 
-__all__ = ["InconsistentVersionWarning"]
+__all__ = ["InconsistentVersionWarning", "LayoutWarning"]
 
 
 class InconsistentVersionWarning(UserWarning):
@@ -24,3 +24,14 @@ class InconsistentVersionWarning(UserWarning):
             "This might lead to breaking code or invalid results. Use at your own "
             "risk, or retrain the model with this version."
         )
+
+
+class LayoutWarning(UserWarning):
+    """A 3D ``X`` looks like ``(n_samples, n_channels, n_timesteps)``.
+
+    The estimators read 3D ``X`` as ``(n_samples, n_timesteps, n_channels)``;
+    aeon and sktime hold series the other way round. ``fit`` warns when the
+    channels outnumber the timesteps many times over (a univariate series in
+    aeon's layout is one timestep of as many channels as it has values).
+    Filter it out when the layout is as intended.
+    """

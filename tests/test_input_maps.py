@@ -20,6 +20,7 @@ from sklearn_fastgrnn._channels import change_offsets, with_changes
 from sklearn_fastgrnn._compiled_cell import StepRows
 from sklearn_fastgrnn._sequences import edge_extended, windowed
 from sklearn_fastgrnn._training import TrainingData, TrainingRun
+from sklearn_fastgrnn.exceptions import LayoutWarning
 
 from .conftest import assert_same_coefs, make_sequences, materialized
 
@@ -109,6 +110,7 @@ def test_a_window_is_the_cell_reading_regrouped_input(rng):
     regrouped = with_changes(X, change_offsets(X)).reshape(30, 2, 18)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", LayoutWarning)  # 2 steps of 18 channels, meant so
         windowed_fit.fit(X, y)
         regrouped_fit.fit(regrouped, y)
     assert_same_coefs(windowed_fit, regrouped_fit)

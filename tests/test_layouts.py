@@ -1,10 +1,17 @@
 """Input layouts of docs/design.md, section "Input layouts": 2D, 3D, variable length,
 DataFrames."""
 
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn._sequences import CHANNELS_FIRST_RATIO
+from sklearn_fastgrnn.exceptions import LayoutWarning
+from sklearn_fastgrnn.preprocessing import SequenceScaler
 
 from .conftest import make_sequences
 
@@ -116,3 +123,29 @@ def test_float32_trains_and_predicts_in_float32(rng):
     exact = FastGRNNClassifier(hidden_size=4, max_iter=3, random_state=0, dtype="float64")
     exact.fit(X, y)
     assert all(v.dtype == np.float64 for v in exact.coefs_.values())
+
+
+@pytest.mark.parametrize("estimator", [FastGRNNClassifier, FastGRNNRegressor, SequenceScaler])
+def test_a_3d_x_laid_out_as_aeons_is_warned_about(rng, estimator):
+    """aeon and sktime hold series as (n, channels, timesteps): read as (n,
+    timesteps, channels), a univariate series is one timestep of its values."""
+    series = rng.standard_normal((24, 1, 40))  # aeon's layout of 24 univariate series
+    y = np.arange(24) % 2
+    model = estimator(**({} if estimator is SequenceScaler else dict(max_iter=1)))
+    with pytest.warns(LayoutWarning, match=r"1 timestep of 40 channels.*transpose\(0, 2, 1\)"):
+        model.fit(series, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LayoutWarning)
+        estimator(**({} if estimator is SequenceScaler else dict(max_iter=1))).fit(
+            series.transpose(0, 2, 1), y)
+
+
+@given(st.integers(1, 12), st.integers(1, 120))
+@settings(max_examples=40, deadline=None)
+def test_the_layout_warning_asks_for_many_times_more_channels_than_timesteps(T, d):
+    X = np.zeros((3, T, d))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SequenceScaler().fit(X)
+    warned = any(issubclass(w.category, LayoutWarning) for w in caught)
+    assert warned == (d >= CHANNELS_FIRST_RATIO * T)
