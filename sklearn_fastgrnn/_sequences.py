@@ -61,8 +61,11 @@ def validate_sequences(estimator, X, y="no_validation", *, reset, y_numeric=Fals
     A 3D ``X`` is used as is; a 2D ``X`` goes through ``validate_data`` (feature
     names, ``n_features_in_``) and is read with ``estimator.n_timesteps`` when
     ``reset``, else with the fitted ``n_timesteps_``. With ``reset`` the fitted
-    ``n_features_in_``, ``n_timesteps_`` and ``n_channels_`` are set; otherwise a
-    3D ``X`` may have any number of timesteps but must have ``n_channels_``.
+    ``n_features_in_``, ``n_timesteps_`` and ``n_channels_`` are set, and a 3D
+    ``X`` that looks laid out as ``(n_samples, n_channels, n_timesteps)`` is
+    warned about (:class:`~sklearn_fastgrnn.exceptions.LayoutWarning`);
+    otherwise a 3D ``X`` may have any number of timesteps but must have
+    ``n_channels_``.
 
     Returns
     -------

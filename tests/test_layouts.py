@@ -131,13 +131,12 @@ def test_a_3d_x_laid_out_as_aeons_is_warned_about(rng, estimator):
     timesteps, channels), a univariate series is one timestep of its values."""
     series = rng.standard_normal((24, 1, 40))  # aeon's layout of 24 univariate series
     y = np.arange(24) % 2
-    model = estimator(**({} if estimator is SequenceScaler else dict(max_iter=1)))
+    params = {} if estimator is SequenceScaler else {"max_iter": 1}
     with pytest.warns(LayoutWarning, match=r"1 timestep of 40 channels.*transpose\(0, 2, 1\)"):
-        model.fit(series, y)
+        estimator(**params).fit(series, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LayoutWarning)
-        estimator(**({} if estimator is SequenceScaler else dict(max_iter=1))).fit(
-            series.transpose(0, 2, 1), y)
+        estimator(**params).fit(series.transpose(0, 2, 1), y)
 
 
 @given(st.integers(1, 12), st.integers(1, 120))
