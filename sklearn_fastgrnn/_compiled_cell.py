@@ -1423,11 +1423,10 @@ class CompiledEngine:
             buffers = self._batch_buffers(T, B)
             grads = self._point_at_gradient(buffers, grad)
             found.append(buffers)
-            prepared = (data, step, flat, grad)
             # the same arrays as the last epoch's, and nothing pointed ctx elsewhere
             last = buffers.prepared
-            if last is not None and last[1] == step and all(
-                    last[i] is prepared[i] for i in (0, 2, 3)):
+            if (last is not None and last[0] is data and last[1] == step
+                    and last[2] is flat and last[3] is grad):
                 continue
             ctx = buffers.ctx
             ctx.X, ctx.step = address(data), step
@@ -1443,7 +1442,7 @@ class CompiledEngine:
                         buffers.projected_bases, sums, acc, grads["W1"])),
                 )
                 ctx.factors = ctypes.addressof(buffers.factors)
-            buffers.prepared = prepared
+            buffers.prepared = (data, step, flat, grad)
         self._saved = None  # no batch for backward() to continue
         return found
 

@@ -80,6 +80,19 @@ def take(targets, idx):
     return targets[idx]
 
 
+def _normalised(weights, batches):
+    """``weights`` each divided by the sum of its batch's (``batches``: slices),
+    and those sums (a batch of sum 0 keeps weights 0)."""
+    sums = np.empty(len(batches))
+    normalised = np.zeros(len(weights), weights.dtype)
+    for b, sl in enumerate(batches):
+        w = weights[sl]
+        sums[b] = float(w.sum())
+        if sums[b] != 0.0:
+            normalised[sl] = w / w.dtype.type(sums[b])
+    return normalised, sums
+
+
 class TrainingRun:
     """The data, engine and loss of one ``fit``/``partial_fit`` call.
 
@@ -263,31 +276,19 @@ class TrainingRun:
             ]
         return batches
 
-    def _batch_weights(self, weights, batches):
-        """The weights of the epoch's sequences, each normalised by its batch's
+    def _batch_weights(self, order, batches):
+        """The weights of the sequences ``order``, each normalised by its batch's
         sum, and the batches' sums (0: the batch is skipped). With every
         sequence of weight 1 they are the same every epoch: made once (and
         shared, so read only)."""
-        if self._unit_batches is not None:
-            key = (len(weights), batches[0].stop if batches else 0)
-            cached = self._unit_batches.get(key)
-            if cached is None:
-                sums = np.empty(len(batches))
-                normalised = np.empty(len(weights), weights.dtype)
-                for b, sl in enumerate(batches):  # as the general case below
-                    ones = np.ones(sl.stop - sl.start, weights.dtype)
-                    sums[b] = float(ones.sum())
-                    normalised[sl] = ones / ones.dtype.type(sums[b])
-                cached = self._unit_batches[key] = (normalised, sums)
-            return cached
-        sums = np.empty(len(batches))
-        normalised = np.zeros(len(weights), weights.dtype)
-        for b, sl in enumerate(batches):
-            w = weights[sl]
-            sums[b] = float(w.sum())
-            if sums[b] != 0.0:
-                normalised[sl] = w / w.dtype.type(sums[b])
-        return normalised, sums
+        if self._unit_batches is None:
+            return _normalised(self.data.weights[order], batches)
+        key = (len(order), batches[0].stop if batches else 0)
+        cached = self._unit_batches.get(key)
+        if cached is None:
+            ones = np.ones(len(order), self.data.weights.dtype)
+            cached = self._unit_batches[key] = _normalised(ones, batches)
+        return cached
 
     def epoch(self, flat, optimizer, lr, train, batch_size, rng):
         """One pass over ``train`` in mini-batches; returns the mean loss."""
@@ -300,15 +301,14 @@ class TrainingRun:
         if self.data.timesteps is not None:
             self._move_windows(rng)
         order = rng.permutation(train) if est.shuffle else train
-        # the epoch's targets, weights and lengths in its order: a batch is a slice
-        targets, weights = take(self.targets, order), self.data.weights[order]
-        lengths = self.lengths[order]
+        # the epoch's targets and lengths in its order: a batch is a slice
+        targets, lengths = take(self.targets, order), self.lengths[order]
         batches = self._batch_slices(len(order), batch_size)
         progress = est.verbose >= 2 and len(batches) >= 50
         step = self._optimizer_step(optimizer, flat)
         in_c = (None if progress or self.sparsity is not None
                 else self._compiled_epoch(optimizer, flat, step))
-        weights, sums = self._batch_weights(weights, batches)
+        weights, sums = self._batch_weights(order, batches)
         if in_c is None:
             total_loss, total_weight = self._batches(
                 flat, step, lr, order, targets, weights, sums, lengths, batches, progress)
