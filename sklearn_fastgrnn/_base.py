@@ -61,7 +61,9 @@ from .streaming import CellStream, Streamer
 # The "auto" defaults, each chosen on the accuracy suite of benchmarks/bench_accuracy.py
 # (docs/training.md gives the measurements).
 AUTO_ALPHA_SCALE = 1.0  # alpha="auto": this over the number of training sequences ...
-AUTO_ALPHA_MAX = 5e-3  # ... at most this (from 200 sequences down)
+AUTO_ALPHA_MAX = 1e-2  # ... at most this for a classifier (from 100 sequences down), ...
+AUTO_REGRESSION_ALPHA_MAX = 5e-3  # ... this for a regressor (from 200 down), ...
+AUTO_CROP_ALPHA_MAX = 2e-3  # ... and this with crops (from 500 down)
 AUTO_BATCH_FRACTION = 0.1  # batch_size="auto": a tenth of the data ...
 AUTO_BATCH_RANGE = (8, 64)  # ... clipped to this range
 AUTO_MIN_PATIENCE_STEPS = 500  # n_iter_no_change="auto": at least this many steps,
@@ -230,10 +232,11 @@ PARAMETERS_DOC = """\
         Adam only.
     alpha : float or "auto", default="auto"
         L2 penalty (see the loss above). "auto" is ``1 / n_samples`` for the
-        ``n_samples`` sequences of the first training call, at most 5e-3
-        (reached at 200 sequences): the less data, the stronger the prior,
-        as a penalty on the sum of the losses would give. ``alpha_`` is the
-        value used.
+        ``n_samples`` sequences of the first training call (the less data,
+        the stronger the prior, as a penalty on the sum of the losses would
+        give), at most {alpha_auto_max};
+        at most 2e-3 when training crops its sequences (``crop_fraction_ <
+        1``), which regularises on its own. ``alpha_`` is the value used.
     clip_grad_norm : float or None, default=5.0
         Mini-batch gradients are scaled down to this global L2 norm; None
         disables clipping.
@@ -527,6 +530,8 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
     #: ``crop_fraction="auto"`` crops, to windows of at least AUTO_LONG_WINDOW
     #: timesteps (chosen per task by its benchmark).
     _auto_long_window = True
+    #: The cap of ``alpha="auto"`` without crops (chosen per task by its benchmark).
+    _auto_alpha_max = AUTO_ALPHA_MAX
 
     def _encode_targets(self, y, classes, incremental, resume):
         """Validate ``y``, set the fitted target attributes, return the targets."""
@@ -704,9 +709,10 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             )
 
     def _resolve_alpha(self, n_samples):
-        """``alpha`` for ``n_samples`` training sequences ("auto": see AUTO_ALPHA_*)."""
+        """``alpha`` for ``n_samples`` training sequences ("auto": see AUTO_*ALPHA*)."""
         if self.alpha == "auto":
-            return min(AUTO_ALPHA_MAX, AUTO_ALPHA_SCALE / n_samples)
+            cap = AUTO_CROP_ALPHA_MAX if self.crop_fraction_ < 1.0 else self._auto_alpha_max
+            return min(cap, AUTO_ALPHA_SCALE / n_samples)
         return float(self.alpha)
 
     def _resolve_window(self, lengths, weights):

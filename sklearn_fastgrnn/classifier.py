@@ -698,4 +698,5 @@ FastGRNNClassifier.__doc__ = docstring(
     envelope_auto="``window_`` for windows of at least 4 timesteps, else 0\n        (no envelope)",
     crop_auto="0.3 for windows of at least 4 timesteps, else 1.0 (no\n        crops)",
     outputs_named="classes (or labels of a multilabel\n        ``y``)",
+    alpha_auto_max="1e-2 (reached at 100 sequences)",
 )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 from sklearn_fastgrnn import _base as base_module
 from sklearn_fastgrnn import _training as training_module
 from sklearn_fastgrnn._compiled_cell import CompiledEngine
@@ -261,11 +261,11 @@ def test_verbose_prints_a_line_per_epoch(rng, capsys):
     assert "[====" in out and "val_score" in out
 
 
-def test_auto_alpha_is_one_over_the_sequences_at_most_5e_3(rng):
+def test_auto_alpha_is_one_over_the_sequences_at_most_1e_2(rng):
     X, y = make_sequences(rng, n=400)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for n, expected in ((50, 5e-3), (200, 5e-3), (400, 1 / 400)):
+        for n, expected in ((50, 1e-2), (100, 1e-2), (200, 1 / 200), (400, 1 / 400)):
             auto = FastGRNNClassifier(6, max_iter=3, random_state=0).fit(X[:n], y[:n])
             explicit = FastGRNNClassifier(6, max_iter=3, random_state=0,
                                           alpha=expected).fit(X[:n], y[:n])
@@ -284,7 +284,23 @@ def test_auto_alpha_is_one_over_the_sequences_at_most_5e_3(rng):
         assert more.alpha_ == 0.02
         fresh = FastGRNNClassifier(6, random_state=0).partial_fit(X[:20], y[:20],
                                                                   classes=np.unique(y))
-    assert fresh.alpha_ == 5e-3
+    assert fresh.alpha_ == 1e-2
+
+
+def test_auto_alpha_is_at_most_2e_3_with_crops_and_5e_3_in_a_regressor(rng):
+    X, y = make_sequences(rng, n=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for n, expected in ((50, 2e-3), (400, 2e-3), (600, 1 / 600)):
+            X_n, y_n = np.concatenate([X] * 2)[:n], np.concatenate([y] * 2)[:n]
+            cropped = FastGRNNClassifier(6, max_iter=1, random_state=0,
+                                         crop_fraction=0.5).fit(X_n, y_n)
+            assert cropped.crop_fraction_ == 0.5 and cropped.alpha_ == expected
+        whole = FastGRNNClassifier(6, max_iter=1, random_state=0, crop_fraction=1.0)
+        assert whole.fit(X[:50], y[:50]).alpha_ == 1e-2
+        for n, expected in ((50, 5e-3), (200, 5e-3), (400, 1 / 400)):
+            reg = FastGRNNRegressor(6, max_iter=1, random_state=0).fit(X[:n], y[:n] * 1.0)
+            assert reg.alpha_ == expected
 
 
 def test_history_and_fitted_attributes(rng):
