@@ -276,18 +276,18 @@ class TrainingRun:
             ]
         return batches
 
-    def _batch_weights(self, order, batches):
-        """The weights of the sequences ``order``, each normalised by its batch's
-        sum, and the batches' sums (0: the batch is skipped). With every
-        sequence of weight 1 they are the same every epoch: made once (and
-        shared, so read only)."""
+    def _batch_weights(self, order, batch_size):
+        """The weights of the sequences ``order``, each normalised by the sum
+        of its mini-batch's (:meth:`_batch_slices`), and the batches' sums (0:
+        the batch is skipped). With every sequence of weight 1 they are the
+        same every epoch: made once per size (and shared, so read only)."""
+        batches = self._batch_slices(len(order), batch_size)
         if self._unit_batches is None:
             return _normalised(self.data.weights[order], batches)
-        key = (len(order), batches[0].stop if batches else 0)
-        cached = self._unit_batches.get(key)
+        cached = self._unit_batches.get((len(order), batch_size))
         if cached is None:
             ones = np.ones(len(order), self.data.weights.dtype)
-            cached = self._unit_batches[key] = _normalised(ones, batches)
+            cached = self._unit_batches[len(order), batch_size] = _normalised(ones, batches)
         return cached
 
     def epoch(self, flat, optimizer, lr, train, batch_size, rng):
@@ -308,7 +308,7 @@ class TrainingRun:
         step = self._optimizer_step(optimizer, flat)
         in_c = (None if progress or self.sparsity is not None
                 else self._compiled_epoch(optimizer, flat, step))
-        weights, sums = self._batch_weights(order, batches)
+        weights, sums = self._batch_weights(order, batch_size)
         if in_c is None:
             total_loss, total_weight = self._batches(
                 flat, step, lr, order, targets, weights, sums, lengths, batches, progress)
