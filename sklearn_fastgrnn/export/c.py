@@ -299,6 +299,10 @@ def _float_literal(value):
     return f"{float(np.float32(value)):.9e}f"
 
 
+def _double_literal(value):
+    return f"{float(value):.17e}"
+
+
 def _array(ctype, name, values, fmt=str):
     """``static const ctype name[n] = {...};`` with lines of at most 96 characters."""
     items = [fmt(v) for v in np.ravel(values)]
@@ -941,10 +945,11 @@ static void with_envelope({n}_state *state, const float *x, float *base)
         base = (". With envelope channels x holds the base values\n"
                 "   of a timestep (with_envelope), and previous those of the last one"
                 if self.envelope_width else "")
-        # float32 values (4 bytes each, as model_size_bytes_ counts them); the
-        # sum with a change is taken in double, as _channels.log_change does
-        offsets = _array("float", self.sym("change_offsets"), offsets_of(self.model),
-                         _float_literal)
+        # double values (8 bytes each, as model_size_bytes_ counts them), the
+        # model's to the bit; the sum with a change is taken in double, as
+        # _channels.log_change does
+        offsets = _array("double", self.sym("change_offsets"), offsets_of(self.model),
+                         _double_literal)
         return f"""
 /* the offset of each channel's logarithm (change_offsets_) */
 {offsets}

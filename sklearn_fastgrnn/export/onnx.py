@@ -239,7 +239,7 @@ def _with_changes(g, x, previous, offsets):
     cap = g.const("float32_max", np.finfo(np.float32).max, np.float64)
     change = g.cast(g.op("Min", [change, cap], "change_capped"), TP.FLOAT, "change_float")
     change = g.cast(change, TP.DOUBLE, "change_double")
-    # a capped change plus a float32 offset is far below the float64 maximum
+    # a capped change plus a finite offset does not overflow float64
     total = g.op("Add", [change, g.const("change_offsets", offsets, np.float64)], "change_offset")
     log = g.cast(g.op("Log", [total], "log_change"), TP.FLOAT, "log_change_float")
     return g.op("Concat", [x, change, g.cast(log, TP.DOUBLE, "log_change_double")],
