@@ -9,8 +9,9 @@ synthetic tasks are generated from a seed. Every loader returns
 set's real timesteps (computed in float64); ``load(name, scale=False)`` gives
 the same split unscaled: exactly the package's (or the generator's) values,
 NaN-padded. ``X`` is float32 unless ``dtype=np.float64`` (the float64
-arrays aeon's loaders give, or a float64 z-scoring). No real set has an offset large enough for float32
-to matter: rounding moves a raw value by at most 5e-7 of its channel's
+arrays aeon's loaders give, or a float64 z-scoring). No real set has an
+offset large enough for float32 to matter: rounding moves a raw value by at
+most 5e-7 of its channel's
 deviation (:func:`float32_error`; Covid3Month_disc's counts up to 20,341 and
 UnitTest are exact).
 """
