@@ -98,7 +98,7 @@ class Moments(NamedTuple):
         return Moments(weight, mean, m2)
 
     def spread(self):
-        """Mean and standard deviation, in float64.
+        """Mean and standard deviation, in float64, within float32's range.
 
         A deviation that is zero, or negligible against the mean's magnitude,
         is 1 (nothing to standardise). The maps are kept to float64 precision,
@@ -107,11 +107,12 @@ class Moments(NamedTuple):
         rounding, and so to the same float32 training input but at a rounding
         tie: such input trains the same model, bit for bit. Data that differ
         only in summation order (a sample weighted by 2 or repeated) give maps
-        equal to float64 rounding in the same way.
+        equal to float64 rounding in the same way. Both are capped at the
+        float32 maximum (:func:`within_float32`).
         """
         std = np.sqrt(self.m2 / np.where(self.weight > 0, self.weight, 1.0))
         small = std <= _CONSTANT * np.maximum(np.abs(self.mean), 1.0)
-        return self.mean.copy(), np.where(small, 1.0, std)
+        return within_float32(self.mean), within_float32(np.where(small, 1.0, std))
 
 
 _BLOCK = 32_768  # values a block of standardised: the float64 work stays in cache
@@ -144,6 +145,18 @@ def standardised(X3, mean, scale, dtype):
             part /= scale
             out[start : start + block] = part
     return out.reshape(n, T, d)
+
+
+def within_float32(values):
+    """``values`` (float64) capped at float32's largest magnitude.
+
+    A map beyond it could not fold into float32 weights (``W`` divided by a
+    scale of 1e100 is 0 in float32): input that large standardises, with the
+    capped map, to values beyond float32's range, which training refuses with
+    an error saying what to do, instead of fitting a model that reads zeros.
+    """
+    big = float(np.finfo(np.float32).max)
+    return np.clip(values, -big, big)
 
 
 def moved(new, old, tolerance=0.1):

@@ -195,7 +195,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
     def _output_map(self, moments):
         """Standardise each output (Poisson: divide by its mean) while training."""
         if self._loss_name == "poisson":
-            mean = moments.mean
+            mean = _scaling.within_float32(moments.mean)
             offset = np.log(np.where(mean > 0, mean, 1.0))  # all zero so far: no map
             return offset, np.ones_like(mean)
         return moments.spread()

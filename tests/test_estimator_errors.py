@@ -12,7 +12,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
-from sklearn_fastgrnn import FastGRNNClassifier
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
 
 from .conftest import make_sequences
 
@@ -106,6 +106,18 @@ def test_float64_input_beyond_float32_names_the_overflow(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert np.isfinite(clf.set_params(scale_input=True).fit(X, y).predict_proba(X)).all()
+
+
+@pytest.mark.parametrize("estimator", [FastGRNNClassifier, FastGRNNRegressor])
+def test_a_channel_whose_spread_is_beyond_float32_is_refused_not_zeroed(rng, estimator):
+    """The input map is capped at float32's range: a channel of 1e100-sized
+    values standardises beyond it and is refused, where an uncapped map would
+    fold into float32 weights of 0 for that channel (a model that ignores it)."""
+    X, y = make_sequences(rng, n=20)
+    X = X.astype(np.float64)
+    X[:, :, 1] *= 1e100
+    with pytest.raises(ValueError, match="beyond the range of float32.*dtype='float64'"):
+        estimator(hidden_size=4, max_iter=2).fit(X, y)
 
 
 def test_a_huge_hidden_size_is_refused_before_allocating(rng):
