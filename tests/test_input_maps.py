@@ -196,6 +196,22 @@ def test_fold_and_unfold_invert_each_other(rng, w_rank, window):
                                rtol=1e-9, atol=1e-9)
 
 
+def _fits_on_z_scores_and_raw(rng, estimator, T):
+    """``estimator`` fitted on z-scored padded sequences ``Z`` and on ``raw = a *
+    Z + b`` (offsets up to 50 deviations): ``(on_z, on_raw, Z, raw)``."""
+    X, y = make_sequences(rng, n=60, T=T, d=3)
+    X[::3, T - 3:] = np.nan
+    mean, std = np.nanmean(X, axis=(0, 1)), np.nanstd(X, axis=(0, 1))
+    Z = (X - mean) / std
+    a, b = np.array([1e4, 0.01, 3.0]), np.array([-5e5, 2.0, 1e3])
+    raw = a * Z + b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        on_z = estimator.__class__(**estimator.get_params()).fit(Z, y)
+        on_raw = estimator.__class__(**estimator.get_params()).fit(raw, y)
+    return on_z, on_raw, Z, raw
+
+
 @pytest.mark.parametrize("estimator", [
     FastGRNNClassifier(hidden_size=6, max_iter=5, random_state=0, dtype="float64",
                        scale_input=True, window=2, readout="mean"),
@@ -205,16 +221,7 @@ def test_fold_and_unfold_invert_each_other(rng, w_rank, window):
 def test_raw_input_trains_as_standardised_input(rng, estimator):
     """Trained on a * X + b, a model predicts on a * X + b what one trained on X
     (z-scored) predicts on X, to rounding: the map is folded into the weights."""
-    X, y = make_sequences(rng, n=60, T=8, d=3)
-    X[::3, 6:] = np.nan
-    mean, std = np.nanmean(X, axis=(0, 1)), np.nanstd(X, axis=(0, 1))
-    Z = (X - mean) / std
-    a, b = np.array([1e4, 0.01, 3.0]), np.array([-5e5, 2.0, 1e3])
-    raw = a * Z + b
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        on_z = estimator.__class__(**estimator.get_params()).fit(Z, y)
-        on_raw = estimator.__class__(**estimator.get_params()).fit(raw, y)
+    on_z, on_raw, Z, raw = _fits_on_z_scores_and_raw(rng, estimator, T=8)
     predict = "predict_proba" if hasattr(on_z, "predict_proba") else "predict"
     np.testing.assert_allclose(getattr(on_raw, predict)(raw), getattr(on_z, predict)(Z),
                                rtol=1e-7, atol=1e-9)
@@ -233,16 +240,7 @@ def test_float64_raw_input_trains_the_model_of_its_z_scores_bit_for_bit(rng, est
     """float32 training on float64 ``a * X + b`` (``a > 0``) is training on its z
     scores: the maps and the change offsets keep float64 precision, so both
     inputs standardise to the same float32 numbers, and the fits are the same."""
-    X, y = make_sequences(rng, n=60, T=12, d=3)
-    X[::3, 9:] = np.nan
-    mean, std = np.nanmean(X, axis=(0, 1)), np.nanstd(X, axis=(0, 1))
-    Z = (X - mean) / std
-    a, b = np.array([1e4, 0.01, 3.0]), np.array([-5e5, 2.0, 1e3])
-    raw = a * Z + b
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        on_z = estimator.__class__(**estimator.get_params()).fit(Z, y)
-        on_raw = estimator.__class__(**estimator.get_params()).fit(raw, y)
+    on_z, on_raw, Z, raw = _fits_on_z_scores_and_raw(rng, estimator, T=12)
     assert on_raw.loss_curve_ == on_z.loss_curve_
     assert on_raw.n_iter_ == on_z.n_iter_
     if hasattr(on_z, "classes_"):
