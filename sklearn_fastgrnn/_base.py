@@ -76,6 +76,7 @@ AUTO_WINDOW_STEPS = 50  # window="auto": about this many cell steps per typical 
 AUTO_PHASES = 4  # window_phases="auto": at most this many phases of the windows
 AUTO_LONG_WINDOW = 4  # envelope_width, crop_fraction "auto": windows of at least this many steps
 AUTO_CROP_FRACTION = 0.3  # crop_fraction="auto": the shortest crop, with long windows
+AUTO_INPUT_NOISE = 0.2  # input_noise="auto": this, with scale_input and window_ = 1
 AUTO_CROP_BUDGET = 2  # max_iter="auto" with crops: this many times the epochs
 AUTO_LR_REDUCTIONS = 2  # max_lr_reductions="auto": plateaus the adaptive rate answers,
 AUTO_CROP_LR_REDUCTIONS = 1  # ... with crops
@@ -100,7 +101,8 @@ _INTEGER_PARAMS = (
 # file of that release without them is read with these values.
 LEGACY_PARAMS = {"readout": "last", "window": 1, "scale_input": False, "engine": "numpy",
                  "shift_windows": False, "weight_averaging": 0.0, "change_channels": False,
-                 "window_phases": 1, "envelope_width": 0, "crop_fraction": 1.0}
+                 "window_phases": 1, "envelope_width": 0, "crop_fraction": 1.0,
+                 "input_noise": 0.0}
 
 
 # The documentation of what every FastGRNN estimator shares, completed by each
@@ -139,6 +141,15 @@ PARAMETERS_DOC = """\
         loss (``loss_curve_``) is the loss of the crops. 1 reads every
         sequence whole. "auto" is {crop_auto}. ``crop_fraction_`` is the
         value used.
+    input_noise : float >= 0 or "auto", default="auto"
+        In each training epoch, add normal noise of this standard deviation
+        to every value the cell reads (a data augmentation: the model learns
+        what survives small perturbations of its input). With
+        ``scale_input`` the values are standardised, so the noise is in
+        standard deviations of each channel (and of its change channels);
+        without, in the input's units. Prediction, validation and the
+        training quality read the input as it is. "auto" is 0.2 with
+        ``scale_input``, else 0 (no noise).
     window_phases : int or "auto", default="auto"
         How many places of the window boundaries prediction reads each
         sequence with: phase ``j`` reads it after ``(j * window_) //
@@ -494,6 +505,7 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         "scale_input": ["boolean"],
         "shift_windows": ["boolean"],
         "crop_fraction": [Interval(Real, 0, 1, closed="right"), StrOptions({"auto"})],
+        "input_noise": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "window_phases": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "change_channels": ["boolean", StrOptions({"auto"})],
         "envelope_width": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
@@ -652,10 +664,18 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         if soft is not None:
             soft = self._map_targets(soft).astype(dtype, copy=False)
         shift = self.window_ > 1 and self.shift_windows
+        noise = self._resolve_input_noise()
         if not shift and self.crop_fraction_ == 1.0:
-            return TrainingData(X, X3, cell_lengths, targets, weights, soft)
+            return TrainingData(X, X3, cell_lengths, targets, weights, soft, noise=noise)
         return TrainingData(X, X3, cell_lengths, targets, weights, soft, timesteps, lengths,
-                            self.window_, shift, self.crop_fraction_)
+                            self.window_, shift, self.crop_fraction_, noise)
+
+    def _resolve_input_noise(self):
+        """``input_noise`` for ``scale_input`` and the fitted ``window_`` ("auto":
+        see AUTO_INPUT_NOISE)."""
+        if self.input_noise == "auto":
+            return AUTO_INPUT_NOISE if self.scale_input and self.window_ == 1 else 0.0
+        return float(self.input_noise)
 
     def _long_window(self):
         """Whether "auto" gives the fitted ``window_`` envelopes and crops."""

@@ -26,6 +26,56 @@ from ._sequences import edge_extended
 #: The share of the training sequences an epoch crops, with ``crop_fraction < 1``.
 CROP_SHARE = 0.5
 
+#: The places an epoch's input noise may start at in its pool of draws, beyond
+#: the first (see :class:`InputNoise`)
+NOISE_STARTS = 2**16
+
+
+class InputNoise:
+    """Normal noise of standard deviation ``scale`` on the values an epoch
+    reads, drawn anew for each epoch.
+
+    The draws are made once, into a pool of ``NOISE_STARTS`` values more than
+    the largest array noised, from ``seed`` alone; an epoch's noise is the
+    pool from a random place on (drawn from the epoch's generator), so that
+    an epoch costs one addition, not a draw of every value. The pool is laid
+    over the values time-major, ``(timestep, sequence, value)``, whatever
+    the array's layout: a value's noise depends on its place in the data
+    only, so the C loop and the loop in Python (which read other layouts) and
+    padding (more timesteps, after the real ones) read the same noise, and
+    ``k`` ``partial_fit`` calls read the noise of a ``fit`` of ``k`` epochs.
+    Each array noised (by name) keeps a clean copy, and an epoch overwrites
+    it with its clean values plus the noise.
+
+    Parameters
+    ----------
+    scale : float
+        Standard deviation of the noise (> 0).
+    seed : int
+        The seed of the pool (the estimator's, kept between training calls).
+    """
+
+    def __init__(self, scale, seed):
+        self.scale = scale
+        # a stream of its own beside the other uses of the seed
+        self._seed = np.random.SeedSequence(seed).spawn(1)[0]
+        self._pool = None
+        self._clean = {}  # name of a noised array -> its clean copy
+
+    def add(self, name, steps, rng):
+        """Overwrite ``steps``, a view of shape (timesteps, sequences, values)
+        of an array (the same under the same ``name`` every epoch), with its
+        clean values plus noise that starts at a place drawn from ``rng``."""
+        clean = self._clean.get(name)
+        if clean is None:
+            clean = self._clean[name] = steps.copy(order="K")
+        size = clean.size + NOISE_STARTS
+        if self._pool is None or self._pool.size < size:
+            draws = np.random.default_rng(self._seed).standard_normal(size, dtype=np.float32)
+            self._pool = (self.scale * draws).astype(clean.dtype)
+        start = int(rng.integers(NOISE_STARTS + 1))
+        np.add(clean, self._pool[start:start + clean.size].reshape(clean.shape), out=steps)
+
 
 class TrainingData(NamedTuple):
     """The validated training data of one call."""
@@ -41,6 +91,7 @@ class TrainingData(NamedTuple):
     window: int = 1
     shift_windows: bool = False  # each epoch starts each sequence 0 to window - 1 late
     crop: float = 1.0  # an epoch crops sequences to parts of at least this fraction
+    noise: float = 0.0  # standard deviation of the normal noise on every value an epoch reads
 
 
 class ValidationSet(NamedTuple):
@@ -152,6 +203,7 @@ class TrainingRun:
         self._unit_batches = {} if bool((data.weights == 1).all()) else None
         self._slices = {}  # (sequences, batch size) -> the epoch's batches
         self.sparsity = None  # a _sparsity.SparseTraining when W or U is sparse
+        self.noise = None  # an InputNoise, from the first epoch, with data.noise > 0
 
     @functools.cached_property
     def Xa(self):
@@ -261,10 +313,35 @@ class TrainingRun:
         rows spread over all the sequences)."""
         if self._in_place:
             return self._moved_rows(order)
-        if self._sequences is None:  # the sequences as the cell reads them (no copy, as a rule)
-            self._sequences = np.ascontiguousarray(self.data.X3)
-        _, T, d = self._sequences.shape
-        return (self._sequences, d), order.astype(np.int64) * (T * d)
+        sequences = self._c_sequences()
+        _, T, d = sequences.shape
+        return (sequences, d), order.astype(np.int64) * (T * d)
+
+    def _c_sequences(self):
+        """The sequences as the cell reads them, C-contiguous, for the C epoch
+        loop: ``data.X3`` itself as a rule, a copy when noised."""
+        if self._sequences is None:
+            X3 = self.data.X3
+            self._sequences = np.array(X3, order="C") if self.data.noise > 0 else (
+                np.ascontiguousarray(X3))
+        return self._sequences
+
+    def _add_noise(self, in_c, rng):
+        """Add this epoch's input noise (``data.noise``) to what it reads: the
+        edge-extended timesteps the moving windows are cut from (as far as a
+        window reads real timesteps), else the sequences the C epoch loop
+        (``in_c``) reads, else the time-major copy the loop in Python reads.
+        The validation and training-quality passes read ``data.X3``, clean."""
+        if self.noise is None:
+            self.noise = InputNoise(self.data.noise, self.estimator._split_seed)
+        if self.extended is not None:
+            T, k = self.data.timesteps.shape[1], self.data.window
+            steps = self.extended[:, :T + 3 * k].transpose(1, 0, 2)
+            self.noise.add("extended", steps, rng)
+        elif in_c:
+            self.noise.add("sequences", self._c_sequences().transpose(1, 0, 2), rng)
+        else:
+            self.noise.add("time-major", self.Xa[..., :-1], rng)
 
     def _batch_slices(self, n, batch_size):
         """The mini-batches of an epoch of ``n`` sequences: consecutive slices
@@ -309,6 +386,8 @@ class TrainingRun:
         in_c = (None if progress or self.sparsity is not None
                 else self._compiled_epoch(optimizer, flat, step))
         weights, sums = self._batch_weights(order, batch_size)
+        if self.data.noise > 0:
+            self._add_noise(in_c is not None, rng)
         if in_c is None:
             total_loss, total_weight = self._batches(
                 flat, step, lr, order, targets, weights, sums, lengths, batches, progress)

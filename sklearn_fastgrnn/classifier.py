@@ -79,6 +79,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         window="auto",
         shift_windows=True,
         crop_fraction="auto",
+        input_noise="auto",
         window_phases="auto",
         envelope_width="auto",
         change_channels="auto",
@@ -132,6 +133,7 @@ class FastGRNNClassifier(ClassifierMixin, BaseFastGRNN):
         self.window = window
         self.shift_windows = shift_windows
         self.crop_fraction = crop_fraction
+        self.input_noise = input_noise
         self.window_phases = window_phases
         self.envelope_width = envelope_width
         self.change_channels = change_channels

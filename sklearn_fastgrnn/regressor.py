@@ -39,6 +39,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         window="auto",
         shift_windows=True,
         crop_fraction="auto",
+        input_noise="auto",
         window_phases="auto",
         envelope_width="auto",
         change_channels="auto",
@@ -90,6 +91,7 @@ class FastGRNNRegressor(RegressorMixin, BaseFastGRNN):
         self.window = window
         self.shift_windows = shift_windows
         self.crop_fraction = crop_fraction
+        self.input_noise = input_noise
         self.window_phases = window_phases
         self.envelope_width = envelope_width
         self.change_channels = change_channels

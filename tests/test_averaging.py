@@ -127,8 +127,9 @@ def test_sparse_training_averages_from_the_frozen_support(rng):
 
 def test_early_stopping_scores_and_restores_the_average(rng):
     X, y = make_sequences(rng, n=120)
-    clf = fit_quietly(small(max_iter=15, early_stopping=True, n_iter_no_change=30), X, y)
-    raw = fit_quietly(small(max_iter=15, early_stopping=True, n_iter_no_change=30,
+    # long enough for the validation loss to rise (the input noise delays it)
+    clf = fit_quietly(small(max_iter=40, early_stopping=True, n_iter_no_change=30), X, y)
+    raw = fit_quietly(small(max_iter=40, early_stopping=True, n_iter_no_change=30,
                             weight_averaging=0), X, y)
     assert clf.loss_curve_ == raw.loss_curve_  # the same path ...
     assert clf.validation_scores_ != raw.validation_scores_  # ... other weights scored

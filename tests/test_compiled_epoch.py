@@ -42,7 +42,7 @@ def python_loop(monkeypatch):
 
 def _case(rng, case):
     """``(X, y, fit parameters, fit keyword arguments)`` of a case."""
-    if case == "plain":  # 40 sequences in batches of 8, float32
+    if case == "plain":  # 40 sequences in batches of 8, float32, input noise ("auto")
         X, y = make_sequences(rng, n=40)
         return X, y, {}, {}
     if case == "ragged":  # a short last batch, padding, float64, the mean readout
@@ -58,6 +58,10 @@ def _case(rng, case):
         X, y = make_sequences(rng, n=30, T=60)
         X = pad(X, rng.integers(30, 61, len(X)))
         return X, y, dict(window=3, crop_fraction=0.5, readout="max"), {}
+    if case == "noised windows":  # the moving windows' timesteps noised, in place
+        X, y = make_sequences(rng, n=30, T=60)
+        X = pad(X, rng.integers(30, 61, len(X)))
+        return X, y, dict(window=3, crop_fraction=0.5, input_noise=0.3), {}
     if case == "static windows":  # windows of 3 that stay put, the last one edge-filled
         X, y = make_sequences(rng, n=30, T=40)
         X = pad(X, rng.integers(20, 41, len(X)))
@@ -77,8 +81,8 @@ def _case(rng, case):
 
 
 @pytest.mark.parametrize("case", [
-    "plain", "ragged", "weights", "windows", "static windows", "factors", "long",
-    "smoothing"])
+    "plain", "ragged", "weights", "windows", "noised windows", "static windows", "factors",
+    "long", "smoothing"])
 def test_an_epoch_in_c_trains_as_the_python_loop_to_the_bit(rng, monkeypatch, epochs_in_c, case):
     X, y, params, fit_params = _case(rng, case)
     factored = []  # whether each C epoch trained a low-rank W as its factors
@@ -96,7 +100,7 @@ def test_an_epoch_in_c_trains_as_the_python_loop_to_the_bit(rng, monkeypatch, ep
     assert in_c.t_ == in_python.t_
 
 
-@pytest.mark.parametrize("case", ["plain", "ragged", "factors", "long"])
+@pytest.mark.parametrize("case", ["plain", "ragged", "noised windows", "factors", "long"])
 def test_epochs_in_c_and_in_python_alternating_train_as_the_python_loop(rng, monkeypatch,
                                                                          case):
     """The C loop keeps its contexts from epoch to epoch; a Python epoch between

@@ -25,10 +25,12 @@ from sklearn_fastgrnn import (
     SoftTargetTransformer,
 )
 
-# a constant rate: an adaptive one divides at plateaus that rounding can move by an epoch
+# a constant rate: an adaptive one divides at plateaus that rounding can move by an
+# epoch; no input noise: a repeated sample reads two draws of it where a sample of
+# weight 2 reads one
 FULL_BATCH = dict(
     batch_size=10_000, dtype="float64", solver="sgd", learning_rate_init=0.02, max_iter=100,
-    learning_rate="constant",
+    learning_rate="constant", input_noise=0.0,
 )
 # The regressor's full-batch configuration reads the 2D X as one step of m
 # features: check_regressors_train sets alpha=0.01 and asks for R² > 0.5, which
@@ -80,8 +82,9 @@ CONFIGURATIONS = {
 # repeating it put different samples into each mini-batch, so the two fits differ.
 MINI_BATCH_REASON = (
     "mini-batch training: a repeated sample and a weighted one fall into different "
-    "mini-batches, so the fits are not equivalent; the full-batch float64 "
-    "SGD configuration runs this check"
+    "mini-batches (and with input noise read different draws of it), so the fits "
+    "are not equivalent; the full-batch float64 SGD configuration without noise "
+    "runs this check"
 )
 
 

@@ -32,6 +32,7 @@ def test_a_joblib_classifier_of_0_1_0_loads_predicts_and_continues_exactly():
     assert clf.out_activation_ == "softmax" and clf.n_outputs_ == 10
     # 0.1.0 trained against the labels as they are
     assert clf.label_smoothing == 0.0 and clf.label_smoothing_ == 0.0
+    assert clf.input_noise == 0.0  # nor noise
     # one more partial_fit epoch from the stored optimiser state and RNG: what
     # 0.1.0 itself computed
     from sklearn_fastgrnn.datasets import load_digits_sequences
@@ -51,3 +52,4 @@ def test_a_weights_file_of_0_1_0_loads_and_predicts():
     X = EXPECTED["X"].reshape(len(EXPECTED["X"]), -1)
     np.testing.assert_allclose(pipe.predict_proba(X), EXPECTED["pipeline_proba"], rtol=1e-6)
     assert pipe[-1].label_smoothing == 0.0  # 0.1.0 had none
+    assert pipe[-1].input_noise == 0.0

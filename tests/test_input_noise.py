@@ -1,0 +1,125 @@
+"""Input noise: each training epoch reads every value plus fresh normal noise
+(``input_noise``), and nothing but the training batches sees it."""
+
+import numpy as np
+import pytest
+
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn._training import NOISE_STARTS, InputNoise, TrainingRun
+
+from .conftest import assert_same_coefs, make_sequences, needs_compiler, pad
+
+
+def small(estimator=FastGRNNClassifier, **params):
+    defaults = dict(hidden_size=6, max_iter=6, batch_size=8, random_state=0, tol=0)
+    return estimator(**{**defaults, **params})
+
+
+def _data(T=8):
+    rng = np.random.default_rng(0)
+    X, y = make_sequences(rng, n=40, T=T)
+    X[:, :, 1] = 1e3 * X[:, :, 1] + 50.0  # a channel far from standardised
+    return pad(X, rng.integers(T // 2, T + 1, len(X))), y
+
+
+@pytest.mark.parametrize("estimator", [FastGRNNClassifier, FastGRNNRegressor])
+@pytest.mark.parametrize("params, noise", [
+    ({"window": 1}, 0.2),  # read one timestep a cell step: noised
+    ({"window": 3}, 0.0),  # moving windows augment the data already
+    ({"window": 3, "shift_windows": False}, 0.0),
+    ({"window": 1, "scale_input": False}, 0.0),  # no units to say how much
+])
+def test_auto_input_noise(estimator, params, noise):
+    X, y = _data(T=12)
+    auto = small(estimator, **params).fit(X, y)
+    explicit = small(estimator, input_noise=noise, **params).fit(X, y)
+    assert_same_coefs(auto, explicit)
+    assert auto.loss_curve_ == explicit.loss_curve_
+    other = small(estimator, input_noise=0.2 - noise, **params).fit(X, y)
+    assert other.loss_curve_ != auto.loss_curve_
+
+
+@pytest.mark.parametrize("params", [{"window": 1}, {"window": 3, "crop_fraction": 0.5}])
+def test_a_noised_fit_refits_to_the_bit(params):
+    X, y = _data(T=12)
+    first = small(input_noise=0.3, **params).fit(X, y)
+    second = small(input_noise=0.3, **params).fit(X, y)
+    assert_same_coefs(first, second)
+    assert first.loss_curve_ == second.loss_curve_
+
+
+def _noise_read(model, X, y):
+    """Fit ``model``; the name and the noise of each noised array of each epoch,
+    and every sequence array that the validation and quality passes read."""
+    noised, scored = [], []
+    add, outputs = InputNoise.add, TrainingRun._outputs
+
+    def spy_add(self, name, array, rng):
+        add(self, name, array, rng)
+        noised.append((name, (array - self._clean[name]).ravel()))
+
+    def spy_outputs(self, flat, X3, lengths):
+        scored.append(np.array(X3))
+        return outputs(self, flat, X3, lengths)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(InputNoise, "add", spy_add)
+        patch.setattr(TrainingRun, "_outputs", spy_outputs)
+        model.fit(X, y)
+    return noised, scored
+
+
+@pytest.mark.parametrize("params, where", [
+    ({"engine": "numpy", "window": 1}, "time-major"),  # the batches in Python
+    pytest.param({"engine": "compiled", "window": 1}, "sequences",  # in one C call
+                 marks=needs_compiler),
+    ({"engine": "numpy", "window": 3}, "extended"),  # the moving windows' timesteps
+    pytest.param({"engine": "compiled", "window": 3, "crop_fraction": 0.5}, "extended",
+                 marks=needs_compiler),
+])
+def test_each_epoch_reads_fresh_noise_of_the_scale_and_scores_clean_data(params, where):
+    X, y = _data(T=30)
+    scale = 0.5
+    noised, scored = _noise_read(
+        small(input_noise=scale, early_stopping=True, **params), X, y)
+    _, clean = _noise_read(small(input_noise=0.0, early_stopping=True, **params), X, y)
+    assert [name for name, _ in noised] == [where] * 6
+    for _, noise in noised:
+        finite = noise[np.isfinite(noise)]
+        assert finite.size > 1000
+        assert abs(finite.mean()) < 0.1 * scale
+        assert abs(finite.std() / scale - 1.0) < 0.1
+    first, second = (noise[np.isfinite(noise)] for _, noise in noised[:2])
+    assert abs(np.corrcoef(first, second)[0, 1]) < 0.1  # drawn anew
+    # validation and training quality read the sequences without noise
+    assert len(scored) == len(clean) > 6
+    for noisy_pass, clean_pass in zip(scored, clean):
+        np.testing.assert_array_equal(noisy_pass, clean_pass)
+
+
+def test_the_noise_lies_time_major_over_the_values_and_is_added_in_place():
+    rng = np.random.default_rng(3)
+    noise = InputNoise(2.0, 7)
+    array = np.arange(2400, dtype=np.float64).reshape(20, 30, 4)  # (n, T, d + 1)
+    steps = array[..., :-1].transpose(1, 0, 2)  # a view, time-major
+    clean = steps.copy()
+    noise.add("view", steps, rng)
+    assert (array[..., -1] == np.arange(3, 2400, 4).reshape(20, 30)).all()  # untouched
+    once = steps - clean
+    assert 1.8 < once.std() < 2.2
+    # the pool, time-major: the noise of (timestep t, sequence i, value j) follows
+    # that of (t, i, j - 1), then (t, i + 1, 0), then (t + 1, 0, 0)
+    flat = once.ravel()
+    start = int(np.argmin(np.abs(noise._pool[:NOISE_STARTS + 1] - flat[0])))
+    np.testing.assert_allclose(flat, noise._pool[start:start + flat.size], rtol=0, atol=1e-9)
+    noise.add("view", steps, rng)
+    twice = steps - clean  # from the clean values, not on top of the last noise
+    assert 1.8 < twice.std() < 2.2
+    assert not np.array_equal(once, twice)
+
+
+@pytest.mark.parametrize("value", [-0.1, "none", np.nan])
+def test_a_negative_or_unknown_noise_is_refused(value):
+    X, y = _data()
+    with pytest.raises(ValueError, match="input_noise"):
+        small(input_noise=value).fit(X, y)
