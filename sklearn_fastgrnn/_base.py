@@ -149,7 +149,8 @@ PARAMETERS_DOC = """\
         standard deviations of each channel (and of its change channels);
         without, in the input's units. Prediction, validation and the
         training quality read the input as it is. "auto" is 0.2 with
-        ``scale_input``, else 0 (no noise).
+        ``scale_input`` when the cell reads one timestep a step (``window_``
+        = 1), else 0 (no noise: moving windows and crops augment already).
     window_phases : int or "auto", default="auto"
         How many places of the window boundaries prediction reads each
         sequence with: phase ``j`` reads it after ``(j * window_) //

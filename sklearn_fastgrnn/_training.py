@@ -30,13 +30,31 @@ CROP_SHARE = 0.5
 #: the first (see :class:`InputNoise`)
 NOISE_STARTS = 2**16
 
+#: The last pool of noise drawn is kept for the next training call when it
+#: holds at most this many values: a ``partial_fit`` over chunks of one size
+#: then draws it once, not once a call
+NOISE_POOL_KEPT = 2**22
+
+
+def _noise_pool(seed, size, dtype, scale):
+    """``size`` normal draws of standard deviation ``scale`` from ``seed``
+    (a stream of its own beside the other uses of the seed), read only."""
+    stream = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    pool = (scale * stream.standard_normal(size, dtype=np.float32)).astype(dtype)
+    pool.flags.writeable = False
+    return pool
+
+
+_kept_noise_pool = functools.lru_cache(maxsize=1)(_noise_pool)
+
 
 class InputNoise:
     """Normal noise of standard deviation ``scale`` on the values an epoch
     reads, drawn anew for each epoch.
 
-    The draws are made once, into a pool of ``NOISE_STARTS`` values more than
-    the largest array noised, from ``seed`` alone; an epoch's noise is the
+    The draws are made once (see ``NOISE_POOL_KEPT``), into a pool of
+    ``NOISE_STARTS`` values more than the largest array noised, from
+    ``seed`` alone; an epoch's noise is the
     pool from a random place on (drawn from the epoch's generator), so that
     an epoch costs one addition, not a draw of every value. The pool is laid
     over the values time-major, ``(timestep, sequence, value)``, whatever
@@ -56,9 +74,8 @@ class InputNoise:
     """
 
     def __init__(self, scale, seed):
-        self.scale = scale
-        # a stream of its own beside the other uses of the seed
-        self._seed = np.random.SeedSequence(seed).spawn(1)[0]
+        self.scale = float(scale)
+        self.seed = int(seed)
         self._pool = None
         self._clean = {}  # name of a noised array -> its clean copy
 
@@ -71,8 +88,8 @@ class InputNoise:
             clean = self._clean[name] = steps.copy(order="K")
         size = clean.size + NOISE_STARTS
         if self._pool is None or self._pool.size < size:
-            draws = np.random.default_rng(self._seed).standard_normal(size, dtype=np.float32)
-            self._pool = (self.scale * draws).astype(clean.dtype)
+            draw = _kept_noise_pool if size <= NOISE_POOL_KEPT else _noise_pool
+            self._pool = draw(self.seed, size, clean.dtype, self.scale)
         start = int(rng.integers(NOISE_STARTS + 1))
         np.add(clean, self._pool[start:start + clean.size].reshape(clean.shape), out=steps)
 

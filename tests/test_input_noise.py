@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor
+from sklearn_fastgrnn import FastGRNNClassifier, FastGRNNRegressor, _training
 from sklearn_fastgrnn._training import NOISE_STARTS, InputNoise, TrainingRun
 
 from .conftest import assert_same_coefs, make_sequences, needs_compiler, pad
@@ -116,6 +116,22 @@ def test_the_noise_lies_time_major_over_the_values_and_is_added_in_place():
     twice = steps - clean  # from the clean values, not on top of the last noise
     assert 1.8 < twice.std() < 2.2
     assert not np.array_equal(once, twice)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_partial_fit_over_chunks_draws_the_noise_once(monkeypatch, kept):
+    X, y = _data()
+    if not kept:  # a pool above the limit is drawn each call and not kept
+        monkeypatch.setattr(_training, "NOISE_POOL_KEPT", NOISE_STARTS)
+    _training._kept_noise_pool.cache_clear()
+    model = small(input_noise=0.2)
+    for start in (0, 20, 0):  # chunks of one size
+        model.partial_fit(X[start:start + 20], y[start:start + 20], classes=[0, 1, 2])
+    info = _training._kept_noise_pool.cache_info()
+    assert (info.misses, info.hits) == ((1, 2) if kept else (0, 0))
+    noise = InputNoise(0.2, 7)
+    noise.add("steps", np.zeros((4, 5, 3)), np.random.default_rng(0))
+    assert not noise._pool.flags.writeable  # shared between calls: read only
 
 
 @pytest.mark.parametrize("value", [-0.1, "none", np.nan])
