@@ -79,7 +79,7 @@ AUTO_CROP_FRACTION = 0.3  # crop_fraction="auto": the shortest crop, with long w
 AUTO_INPUT_NOISE = 0.2  # input_noise="auto": this, with scale_input and window_ = 1
 AUTO_CROP_BUDGET = 2  # max_iter="auto" with crops: this many times the epochs
 AUTO_LR_REDUCTIONS = 2  # max_lr_reductions="auto": plateaus the adaptive rate answers,
-AUTO_CROP_LR_REDUCTIONS = 1  # ... with crops
+AUTO_CROP_LR_REDUCTIONS = 1  # ... with crops, and with the tail of input noise
 AUTO_HIDDEN_SIZE = 32  # hidden_size="auto": this, ...
 AUTO_MANY_OUTPUTS = 10  # ... or with more outputs (classes, labels, targets) than this
 AUTO_MANY_HIDDEN_SIZE = 64  # ... this
@@ -151,6 +151,7 @@ PARAMETERS_DOC = """\
         training quality read the input as it is. "auto" is 0.2 with
         ``scale_input`` when the cell reads one timestep a step (``window_``
         = 1), else 0 (no noise: moving windows and crops augment already).
+        With noise, the "auto" ``learning_rate`` anneals it (see there).
     window_phases : int or "auto", default="auto"
         How many places of the window boundaries prediction reads each
         sequence with: phase ``j`` reads it after ``(j * window_) //
@@ -229,11 +230,17 @@ PARAMETERS_DOC = """\
         both stopping at the first plateau. "auto" is "adaptive" from 50
         optimiser steps an epoch (3,200 sequences at the "auto" batch size),
         where a plateau at the initial rate is often the rate's own noise,
-        and with crops (``crop_fraction``), "constant" otherwise.
+        and with crops (``crop_fraction``). Below 50 steps an epoch, with
+        ``input_noise``, it is "adaptive" with a tail: after the last
+        reduction, training runs the patience (``n_iter_no_change``) in
+        epochs more and stops, whatever the loss does (the noised loss goes
+        on falling long after the accuracy has settled). "constant"
+        otherwise.
     learning_rate_init : float, default=0.01
     max_lr_reductions : int or "auto", default="auto"
         Plateaus the "adaptive" rate answers by dividing the rate by 5 before
-        training stops. "auto" is 1 with crops (``crop_fraction``), else 2.
+        training stops. "auto" is 1 with crops (``crop_fraction``) and with
+        the tail of ``learning_rate="auto"``, else 2.
     lr_decay : float, default=0.1
     lr_decay_step : int, default=50
     momentum : float, default=0.9
@@ -901,20 +908,26 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
         return SGD(n_params, dtype, self.momentum, self.nesterovs_momentum)
 
     def _resolve_learning_rate(self, n_samples):
-        """``learning_rate`` for ``n_samples`` training sequences ("auto": see
-        AUTO_ADAPTIVE_STEPS; adaptive with crops)."""
+        """``learning_rate`` for ``n_samples`` training sequences, and whether its
+        last rate runs a fixed tail ("auto": see AUTO_ADAPTIVE_STEPS; adaptive
+        with crops; on fewer steps an epoch with input noise, adaptive with a
+        tail: the noised loss goes on falling by more than ``tol`` long after
+        the accuracy has settled, and would not show a second plateau)."""
         if self.learning_rate != "auto":
-            return self.learning_rate
+            return self.learning_rate, False
         steps = math.ceil(n_samples / resolve_batch_size(self.batch_size, n_samples))
-        adaptive = steps >= AUTO_ADAPTIVE_STEPS or self.crop_fraction_ < 1.0
-        return "adaptive" if adaptive else "constant"
+        if steps >= AUTO_ADAPTIVE_STEPS or self.crop_fraction_ < 1.0:
+            return "adaptive", False
+        if self._resolve_input_noise() > 0:
+            return "adaptive", True
+        return "constant", False
 
-    def _resolve_lr_reductions(self):
-        """``max_lr_reductions`` ("auto": AUTO_LR_REDUCTIONS, with crops
-        AUTO_CROP_LR_REDUCTIONS)."""
+    def _resolve_lr_reductions(self, tail):
+        """``max_lr_reductions`` ("auto": AUTO_LR_REDUCTIONS, with crops or a
+        ``tail`` AUTO_CROP_LR_REDUCTIONS)."""
         if self.max_lr_reductions != "auto":
             return self._int("max_lr_reductions")
-        if self.crop_fraction_ < 1.0:
+        if self.crop_fraction_ < 1.0 or tail:
             return AUTO_CROP_LR_REDUCTIONS
         return AUTO_LR_REDUCTIONS
 
@@ -944,9 +957,10 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
                 "Set warm_start=False to train from scratch."
             )
         optimizer = self._new_optimizer(layout.size, dtype)
+        kind, tail = self._resolve_learning_rate(n_samples)
         schedule = LearningRateSchedule(
-            self._resolve_learning_rate(n_samples), self.learning_rate_init, self.lr_decay,
-            self._int("lr_decay_step"), self._resolve_lr_reductions(),
+            kind, self.learning_rate_init, self.lr_decay, self._int("lr_decay_step"),
+            self._resolve_lr_reductions(tail), tail,
         )
         average = WeightAverage(self.weight_averaging) if self.weight_averaging > 0 else None
         if has_state:
@@ -1082,7 +1096,11 @@ class BaseFastGRNN(_callbacks.CallbackSupport, BaseEstimator):
             record["seconds"] = time.perf_counter() - start
             at_chance = chance_level is not None and monitor.best >= chance_level
             wait = plateau_patience if at_chance else patience
-            if not incremental and settled and monitor.plateaued(wait):
+            if not incremental and settled and schedule.tail_over(wait):
+                stop_reason = record["event"] = (
+                    f"stopped: {wait} epochs at the last learning rate ({lr:.3g})"
+                )
+            elif not incremental and settled and monitor.plateaued(wait):
                 stop_reason = self._on_plateau(record, monitor, schedule, wait,
                                                steps_per_epoch)
             if tasks.end_epoch(lambda: self._public_coefs(layout.unpack(kept)), layout.size) \

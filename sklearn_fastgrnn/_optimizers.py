@@ -113,7 +113,8 @@ class LearningRateSchedule:
     - ``"constant"``: ``learning_rate_init`` throughout.
     - ``"step"``: ``learning_rate_init * lr_decay ** (epoch // lr_decay_step)``.
     - ``"adaptive"``: divided by 5 each time the stopping rule sees a plateau,
-      at most ``max_reductions`` times; the next plateau ends training.
+      at most ``max_reductions`` times; the next plateau ends training, or,
+      with ``tail``, the epochs at the last rate (:meth:`tail_over`).
 
     Parameters
     ----------
@@ -122,13 +123,23 @@ class LearningRateSchedule:
     lr_decay : float
     lr_decay_step : int
     max_reductions : int
+    tail : bool, default=False
+        Count the epochs at the last adaptive rate, so that training can stop
+        after a fixed number of them, whatever the loss does.
     """
 
-    def __init__(self, kind, learning_rate_init, lr_decay, lr_decay_step, max_reductions):
+    # a schedule pickled before the tail has none
+    tail = False
+    tail_epochs = 0
+
+    def __init__(self, kind, learning_rate_init, lr_decay, lr_decay_step, max_reductions,
+                 tail=False):
         self.kind = kind
         self.learning_rate_init = learning_rate_init
         self.lr_decay, self.lr_decay_step = lr_decay, lr_decay_step
         self.max_reductions = max_reductions
+        self.tail = tail
+        self.tail_epochs = 0
         self.reductions = 0
         self.current = learning_rate_init
 
@@ -141,12 +152,22 @@ class LearningRateSchedule:
             self.reductions = other.reductions
 
     def rate(self, epoch):
-        """Learning rate for the (0-based) ``epoch``."""
+        """Learning rate for the (0-based) ``epoch``, which is about to run."""
+        if self.tail and self._at_last_rate():
+            self.tail_epochs += 1
         if self.kind == "step":
             self.current = self.learning_rate_init * self.lr_decay ** (
                 epoch // self.lr_decay_step
             )
         return self.current
+
+    def _at_last_rate(self):
+        return self.kind == "adaptive" and self.reductions >= self.max_reductions
+
+    def tail_over(self, epochs):
+        """True once a ``tail`` schedule has run ``epochs`` epochs at its last
+        rate (after its last reduction; none when it has no reduction to make)."""
+        return self.tail and self.max_reductions > 0 and self.tail_epochs >= epochs
 
     def on_plateau(self):
         """Called when the stopping rule sees a plateau; True if training goes on."""

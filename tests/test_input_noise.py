@@ -139,3 +139,41 @@ def test_a_negative_or_unknown_noise_is_refused(value):
     X, y = _data()
     with pytest.raises(ValueError, match="input_noise"):
         small(input_noise=value).fit(X, y)
+
+
+def _sequences(n):
+    X, y = make_sequences(np.random.default_rng(1), n=n, T=6)
+    return X, y
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("params, kind, tail, reductions", [
+    ({}, "adaptive", True, 1),  # noised, 5 steps an epoch: the tail
+    ({"input_noise": 0}, "constant", False, 2),
+    ({"window": 3}, "constant", False, 2),  # moving windows: no noise
+    ({"n": 60, "batch_size": 1}, "adaptive", False, 2),  # adaptive from 50 steps an epoch
+    ({"learning_rate": "adaptive"}, "adaptive", False, 2),  # as asked: plateaus
+    ({"max_lr_reductions": 3}, "adaptive", True, 3),
+])
+def test_the_auto_rate_anneals_the_noise_of_small_data(params, kind, tail, reductions):
+    params = dict(params)
+    X, y = _sequences(params.pop("n", 40))
+    schedule = small(max_iter=1, **params).fit(X, y)._schedule
+    assert (schedule.kind, schedule.tail, schedule.max_reductions) == (kind, tail, reductions)
+
+
+def test_the_tail_runs_the_patience_at_the_last_rate_then_stops():
+    """The noised loss can go on falling: the tail stops it anyway, and a
+    continued fit goes on at the last rate for at most another tail."""
+    X, y = _sequences(40)
+    model = small(max_iter=2000, n_iter_no_change=4, tol=1e-4).fit(X, y)
+    (reduced, reduction), (stopped, stop) = [
+        (r["epoch"], r["event"]) for r in model.history_ if r["event"]]
+    assert reduction == "learning rate reduced to 0.002"
+    assert stopped == reduced + 4 == model.n_iter_
+    assert stop == model.stop_reason_ == "stopped: 4 epochs at the last learning rate (0.002)"
+    assert [r["learning_rate"] for r in model.history_[reduced:]] == pytest.approx([0.002] * 4)
+    model.set_params(warm_start=True).fit(X, y)
+    assert stopped < model.n_iter_ <= stopped + 4
+    assert [r["learning_rate"] for r in model.history_[stopped:]] == pytest.approx(
+        [0.002] * (model.n_iter_ - stopped))
