@@ -128,10 +128,6 @@ class LearningRateSchedule:
         after a fixed number of them, whatever the loss does.
     """
 
-    # a schedule pickled before the tail has none
-    tail = False
-    tail_epochs = 0
-
     def __init__(self, kind, learning_rate_init, lr_decay, lr_decay_step, max_reductions,
                  tail=False):
         self.kind = kind

@@ -62,8 +62,8 @@ class InputNoise:
     only, so the C loop and the loop in Python (which read other layouts) and
     padding (more timesteps, after the real ones) read the same noise, and
     ``k`` ``partial_fit`` calls read the noise of a ``fit`` of ``k`` epochs.
-    Each array noised (by name) keeps a clean copy, and an epoch overwrites
-    it with its clean values plus the noise.
+    An epoch overwrites each array noised with its clean values plus the
+    noise: values the caller holds clean, or a copy kept (by name).
 
     Parameters
     ----------
@@ -79,11 +79,14 @@ class InputNoise:
         self._pool = None
         self._clean = {}  # name of a noised array -> its clean copy
 
-    def add(self, name, steps, rng):
+    def add(self, name, steps, rng, clean=None):
         """Overwrite ``steps``, a view of shape (timesteps, sequences, values)
         of an array (the same under the same ``name`` every epoch), with its
-        clean values plus noise that starts at a place drawn from ``rng``."""
-        clean = self._clean.get(name)
+        clean values plus noise that starts at a place drawn from ``rng``. The
+        clean values are ``clean`` (of the shape of ``steps``), or a copy of
+        ``steps`` made at the first call."""
+        if clean is None:
+            clean = self._clean.get(name)
         if clean is None:
             clean = self._clean[name] = steps.copy(order="K")
         size = clean.size + NOISE_STARTS
@@ -355,8 +358,9 @@ class TrainingRun:
             T, k = self.data.timesteps.shape[1], self.data.window
             steps = self.extended[:, :T + 3 * k].transpose(1, 0, 2)
             self.noise.add("extended", steps, rng)
-        elif in_c:
-            self.noise.add("sequences", self._c_sequences().transpose(1, 0, 2), rng)
+        elif in_c:  # a copy of data.X3, whose values are the clean ones
+            self.noise.add("sequences", self._c_sequences().transpose(1, 0, 2), rng,
+                           clean=self.data.X3.transpose(1, 0, 2))
         else:
             self.noise.add("time-major", self.Xa[..., :-1], rng)
 

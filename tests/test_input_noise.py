@@ -54,9 +54,10 @@ def _noise_read(model, X, y):
     noised, scored = [], []
     add, outputs = InputNoise.add, TrainingRun._outputs
 
-    def spy_add(self, name, array, rng):
-        add(self, name, array, rng)
-        noised.append((name, (array - self._clean[name]).ravel()))
+    def spy_add(self, name, array, rng, clean=None):
+        add(self, name, array, rng, clean)
+        clean = self._clean[name] if clean is None else clean
+        noised.append((name, (array - clean).ravel()))
 
     def spy_outputs(self, flat, X3, lengths):
         scored.append(np.array(X3))
